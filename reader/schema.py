@@ -1,0 +1,160 @@
+"""The one definition of cropshard's tf.train.Example schema, shared by writer and reader.
+
+Feature keys follow the TF-Slim / TPU reference convention so that other tools read the
+files without cropshard. `encode_example` and `decode_example` are symmetric: for every
+`ImageRecord` r, `decode_example(encode_example(r)) == r`.
+
+`raw` images are uint8, row-major HWC (height, width, channels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FORMAT = "image/format"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+IMAGE_CHANNELS = "image/channels"
+LABEL = "image/class/label"
+LABEL_TEXT = "image/class/text"
+FILENAME = "image/filename"
+CROP_BOX = "image/crop/box"
+SOURCE_SHA256 = "image/key/sha256"
+
+FORMAT_RAW = "raw"
+FORMAT_JPEG = "jpeg"
+FORMAT_PNG = "png"
+IMAGE_FORMATS = (FORMAT_RAW, FORMAT_JPEG, FORMAT_PNG)
+
+UNLABELED = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One example as stored: the encoded image plus everything needed to interpret it."""
+
+    encoded: bytes
+    format: str
+    height: int
+    width: int
+    channels: int
+    label: int
+    label_text: str
+    filename: str
+    crop_box: tuple[int, int, int, int]  # [y, x, height, width] in the EXIF-oriented source
+    sha256: str  # hex digest of the source file's bytes
+
+    def __post_init__(self) -> None:
+        if self.format not in IMAGE_FORMATS:
+            raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {self.format!r}")
+        if self.format == FORMAT_RAW and len(self.encoded) != self.height * self.width * self.channels:
+            raise ValueError(
+                f"raw image has {len(self.encoded)} bytes, expected "
+                f"{self.height}x{self.width}x{self.channels}={self.height * self.width * self.channels}"
+            )
+        if len(self.crop_box) != 4:
+            raise ValueError(f"crop_box must be [y, x, height, width], got {self.crop_box!r}")
+
+
+def _example_pb2() -> Any:
+    # Imported lazily: the proto module pulls in TensorFlow, which tools that only read
+    # dataset_info.json never need.
+    from tensorflow.core.example import example_pb2
+
+    return example_pb2
+
+
+def encode_example(record: ImageRecord) -> bytes:
+    """Serialize `record` as a tf.train.Example."""
+    pb = _example_pb2()
+    example = pb.Example()
+    feature = example.features.feature
+    feature[IMAGE_ENCODED].bytes_list.value.append(record.encoded)
+    feature[IMAGE_FORMAT].bytes_list.value.append(record.format.encode())
+    feature[IMAGE_HEIGHT].int64_list.value.append(record.height)
+    feature[IMAGE_WIDTH].int64_list.value.append(record.width)
+    feature[IMAGE_CHANNELS].int64_list.value.append(record.channels)
+    feature[LABEL].int64_list.value.append(record.label)
+    feature[LABEL_TEXT].bytes_list.value.append(record.label_text.encode("utf-8"))
+    feature[FILENAME].bytes_list.value.append(record.filename.encode("utf-8"))
+    feature[CROP_BOX].int64_list.value.extend(record.crop_box)
+    feature[SOURCE_SHA256].bytes_list.value.append(record.sha256.encode("ascii"))
+    return example.SerializeToString(deterministic=True)
+
+
+def decode_example(serialized: bytes) -> ImageRecord:
+    """Parse a serialized tf.train.Example written by `encode_example` (no tf.data needed)."""
+    example = _example_pb2().Example.FromString(serialized)
+    feature = example.features.feature
+
+    def one_bytes(key: str) -> bytes:
+        return feature[key].bytes_list.value[0]
+
+    def one_int(key: str) -> int:
+        return int(feature[key].int64_list.value[0])
+
+    missing = [key for key in FEATURE_KEYS if key not in feature]
+    if missing:
+        raise ValueError(f"not a cropshard example: missing features {missing}")
+    return ImageRecord(
+        encoded=one_bytes(IMAGE_ENCODED),
+        format=one_bytes(IMAGE_FORMAT).decode(),
+        height=one_int(IMAGE_HEIGHT),
+        width=one_int(IMAGE_WIDTH),
+        channels=one_int(IMAGE_CHANNELS),
+        label=one_int(LABEL),
+        label_text=one_bytes(LABEL_TEXT).decode("utf-8"),
+        filename=one_bytes(FILENAME).decode("utf-8"),
+        crop_box=tuple(int(v) for v in feature[CROP_BOX].int64_list.value),
+        sha256=one_bytes(SOURCE_SHA256).decode("ascii"),
+    )
+
+
+FEATURE_KEYS = (
+    IMAGE_ENCODED,
+    IMAGE_FORMAT,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    IMAGE_CHANNELS,
+    LABEL,
+    LABEL_TEXT,
+    FILENAME,
+    CROP_BOX,
+    SOURCE_SHA256,
+)
+
+# Feature kinds, in a TensorFlow-free form that dataset_info.json records and the reader
+# turns into tf.io feature specs: (dtype, shape) with shape None for a scalar.
+FEATURE_TYPES: dict[str, tuple[str, tuple[int, ...] | None]] = {
+    IMAGE_ENCODED: ("bytes", None),
+    IMAGE_FORMAT: ("bytes", None),
+    IMAGE_HEIGHT: ("int64", None),
+    IMAGE_WIDTH: ("int64", None),
+    IMAGE_CHANNELS: ("int64", None),
+    LABEL: ("int64", None),
+    LABEL_TEXT: ("bytes", None),
+    FILENAME: ("bytes", None),
+    CROP_BOX: ("int64", (4,)),
+    SOURCE_SHA256: ("bytes", None),
+}
+
+
+def feature_spec() -> dict[str, Any]:
+    """`tf.io.parse_example` spec for every cropshard feature."""
+    import tensorflow as tf
+
+    dtypes = {"bytes": tf.string, "int64": tf.int64}
+    return {
+        key: tf.io.FixedLenFeature(shape or (), dtypes[dtype]) for key, (dtype, shape) in FEATURE_TYPES.items()
+    }
+
+
+def schema_description() -> dict[str, Any]:
+    """The schema as recorded in dataset_info.json."""
+    return {
+        "features": {key: {"dtype": dtype, "shape": list(shape or [])} for key, (dtype, shape) in FEATURE_TYPES.items()},
+        "raw_layout": "uint8 row-major HWC",
+        "crop_box": "[y, x, height, width] in the EXIF-oriented source image",
+    }

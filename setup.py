@@ -1,0 +1,36 @@
+"""cropshard: image collections -> sharded TFRecord datasets (Apache Beam writer + tf.data reader).
+
+Packages `pipeline`, `transforms` and `reader` ship together so that Dataflow and Flink
+workers install everything with `--setup_file ./setup.py`. The reader is also installable
+on its own (`pip install ./reader`) for training images without Beam or Pillow.
+"""
+
+from setuptools import find_packages, setup
+
+BEAM_VERSION = "2.77.0"  # Pinned together with the Flink job-server jar in launch/versions.env.
+
+setup(
+    name="cropshard",
+    version="0.1.0",
+    description="Turn image collections into sharded TFRecord datasets; read them with tf.data.",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "reader", "reader.*", "tools", "tools.*"]),
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        # The writer needs TensorFlow's libjpeg-turbo partial decode and tf.train.Example; the
+        # CPU build is what Beam workers want. A training image installs `reader` alone instead.
+        "tensorflow-cpu>=2.16",
+        "pillow>=10",
+        "numpy>=1.24",
+        "google-cloud-storage>=2",
+        # Without it Beam's TFRecord sink silently falls back to a pure-Python CRC32C.
+        "google-crc32c>=1.5",
+    ],
+    extras_require={
+        "tools": ["matplotlib>=3.7", "psutil>=5.9"],
+        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "gcp-storage-emulator>=2024.1", "matplotlib>=3.7", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["cropshard=pipeline.cli:main"]},
+)
