@@ -61,11 +61,12 @@ class DatasetInfo:
     labels: tuple[str, ...]  # label id i has name labels[i]
     splits: dict[str, SplitInfo]
     compression: str
-    num_inputs: int
+    num_inputs: int  # matched files plus manifest rows: every input is written or rejected
     rejected: dict[str, int]  # reason -> count
     schema: dict[str, Any]
     command_line: tuple[str, ...] = ()
     created: str = ""
+    num_images_written: int = 0  # source images with at least one example; + num_rejected == num_inputs
     format_version: int = FORMAT_VERSION
 
     @property
@@ -98,6 +99,7 @@ class DatasetInfo:
             "labels": list(self.labels),
             "compression": self.compression,
             "num_inputs": self.num_inputs,
+            "num_images_written": self.num_images_written,
             "num_examples": self.num_examples,
             "rejected": {"count": self.num_rejected, "by_reason": dict(sorted(self.rejected.items())), "file": REJECTED_FILENAME},
             "splits": {
@@ -150,6 +152,7 @@ class DatasetInfo:
                 splits=splits,
                 compression=str(body.get("compression", COMPRESSION_NONE)),
                 num_inputs=int(body["num_inputs"]),
+                num_images_written=int(body.get("num_images_written", 0)),
                 rejected={str(k): int(v) for k, v in body["rejected"]["by_reason"].items()},
                 schema=dict(body.get("schema", {})),
                 command_line=tuple(body.get("command_line", ())),
@@ -177,7 +180,7 @@ def load_info(path: str) -> DatasetInfo:
     if not tf.io.gfile.exists(info_path):
         if not tf.io.gfile.exists(path):
             raise DatasetError(f"no dataset at {path!r}: the directory does not exist")
-        leftovers = [name for name in tf.io.gfile.listdir(path) if ".tfrecord" in name or name.startswith(".temp")]
+        leftovers = [name for name in tf.io.gfile.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
         if leftovers:
             raise IncompleteDatasetError(
                 f"dataset at {path!r} is incomplete: it has {len(leftovers)} shard or temp files but no {INFO_FILENAME}"
