@@ -1,0 +1,228 @@
+"""Assemble and run the writer pipeline.
+
+    inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
+                                                    └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipeline.options import BuildConfig, build_config
+from reader import metadata
+from transforms.dedup import DropDuplicates
+from transforms.discover import REJECTED, MatchImages, ReadManifest, count_inputs
+from transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from transforms.rejects import Rejection
+from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
+
+_LOGGER = logging.getLogger("cropshard")
+CROPSHARD_VERSION = "0.1.0"
+
+
+def sorted_labels(names: Iterable[str]) -> list[str]:
+    return list(label_map(list(names)))
+
+
+def rejection_reason(line: str) -> str:
+    return Rejection.from_json(line).reason
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: BuildConfig, num_shards: dict[str, int], command_line: Sequence[str] = ()) -> None:
+    """Add the whole writer to `pipeline`."""
+    spec = config.example
+    split_names = config.split_names if config.splits_from_input else None
+    if config.manifest:
+        found = pipeline | "ReadManifest" >> ReadManifest(config.manifest, split_names)
+    else:
+        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names)
+    sources, early_rejected = found["sources"], found[REJECTED]
+    num_inputs = (
+        (sources | "CountSources" >> beam.combiners.Count.Globally(), early_rejected | "CountEarlyRejected" >> beam.combiners.Count.Globally())
+        | "Inputs" >> beam.Flatten()
+        | "SumInputs" >> beam.CombineGlobally(sum)
+    )
+    # Matching emits every file from one bundle; redistribute before the expensive decode.
+    sources = sources | "Spread" >> beam.Reshuffle()
+    rejected_parts = [early_rejected]
+    if config.dedup:
+        deduped = sources | "Dedup" >> DropDuplicates()
+        sources = deduped["sources"]
+        rejected_parts.append(deduped[REJECTED])
+
+    labels = (
+        sources
+        | "LabelNames" >> beam.Map(lambda source: source.label)
+        | "DistinctLabels" >> beam.Distinct()
+        | "AllLabels" >> beam.combiners.ToList()
+        | "SortLabels" >> beam.Map(sorted_labels)
+    )
+    results = sources | "ImagesToExamples" >> beam.ParDo(
+        ImagesToExamples(spec), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(lambda names: {n: i for i, n in enumerate(names)}))
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN)
+    rejected_parts.append(results[REJECTED])
+
+    shard_infos = []
+    for split in spec.split_names:
+        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, num_shards[split], config.compression)
+        shard_infos.append(files | f"Describe[{split}]" >> DescribeShards(split, config.compression))
+
+    rejected = rejected_parts | "AllRejected" >> beam.Flatten()
+    rejected_files = rejected | "WriteRejected" >> beam.io.WriteToText(
+        join(config.output, "rejected"), file_name_suffix=".jsonl", shard_name_template="", num_shards=1,
+        compression_type=CompressionTypes.UNCOMPRESSED,
+    )
+    rejected_counts = rejected | "Reasons" >> beam.Map(rejection_reason) | "CountReasons" >> beam.combiners.Count.PerElement()
+    images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
+
+    base = {
+        "cropshard_version": CROPSHARD_VERSION,
+        "encoding": spec.encoding,
+        "image_formats": ["jpeg", "png"] if spec.encoding == "original" else [spec.encoding],
+        "channels": spec.channels,
+        "image_shape": [*spec.crop.output_shape, spec.channels] if spec.crop.output_shape else None,
+        "crop": spec.crop.to_dict(),
+        "compression": config.compression,
+        "split_names": list(spec.split_names),
+        "command_line": list(command_line),
+    }
+    _ = {
+        "shards": shard_infos | "AllShards" >> beam.Flatten(),
+        "rejected_counts": rejected_counts,
+        "num_inputs": num_inputs,
+        "images_written": images_written,
+        "labels": labels,
+        "rejected_files": rejected_files,
+    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, base)
+
+
+# --- launcher-side planning ------------------------------------------------------------------
+
+
+def estimated_record_bytes(config: BuildConfig, mean_source_bytes: float) -> float:
+    """Rough bytes per example, only for choosing a shard count."""
+    spec = config.example
+    crop = spec.crop
+    if spec.encoding == "original":
+        return mean_source_bytes
+    shape = crop.output_shape
+    if shape is not None:
+        raw = shape[0] * shape[1] * spec.channels
+    elif crop.resize is not None:
+        raw = crop.resize * crop.resize * 4 / 3 * spec.channels
+    else:
+        raw = mean_source_bytes * 10  # a typical JPEG stores a tenth of its decoded size
+    return raw * {"raw": 1.0, "jpeg": 0.1, "png": 0.5}[spec.encoding]
+
+
+def records_per_image(config: BuildConfig, mean_source_bytes: float) -> float:
+    crop = config.example.crop
+    if crop.strategy == "random":
+        return crop.crops_per_image
+    if crop.strategy == "grid" and crop.size:
+        stride = crop.stride or crop.size
+        return max(1.0, mean_source_bytes * 10 / 3 / (stride[0] * stride[1]))
+    return 1.0
+
+
+def count_manifest_rows(manifest: str) -> tuple[int, int]:
+    rows = 0
+    with FileSystems.open(manifest, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for line in handle:
+            rows += bool(line.strip())
+    return rows, 0
+
+
+def plan_shards(config: BuildConfig, matched: tuple[int, int] | None) -> dict[str, int]:
+    """Shards per split: --num_shards, or an estimate from the matched count and sizes."""
+    names = config.split_names
+    if config.num_shards:
+        return {name: config.num_shards for name in names}
+    files, total_bytes = matched or (0, 0)
+    mean_source = total_bytes / files if files and total_bytes else 1_000_000
+    total = files * records_per_image(config, mean_source) * estimated_record_bytes(config, mean_source)
+    fractions = dict(config.example.split_fractions or ((name, 1 / len(names)) for name in names))
+    return {name: shards_for(total * fractions[name], config.target_shard_mb) for name in names}
+
+
+def with_runner_defaults(argv: Sequence[str]) -> list[str]:
+    """No --runner means a local DirectRunner using every core (multi-process workers)."""
+    argv = list(argv)
+    flags = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    runner = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")), None)
+    if runner is None and "--runner" in argv:
+        runner = argv[argv.index("--runner") + 1]
+    if runner is None:
+        argv.append("--runner=DirectRunner")
+    if runner in (None, "DirectRunner", "direct") and "--direct_running_mode" not in flags:
+        argv.append("--direct_running_mode=multi_processing")
+        if "--direct_num_workers" not in flags:
+            argv.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    return argv
+
+
+@dataclasses.dataclass
+class BuildResult:
+    info: metadata.DatasetInfo
+    wall_seconds: float
+    output: str
+
+    @property
+    def images_per_second(self) -> float:
+        return self.info.num_inputs / self.wall_seconds if self.wall_seconds else 0.0
+
+    def summary(self) -> str:
+        info = self.info
+        lines = [
+            f"cropshard build -> {self.output}",
+            f"  inputs {info.num_inputs} = {info.num_images_written} images written + {info.num_rejected} rejected  (reconciled)",
+        ]
+        for name, split in sorted(info.splits.items()):
+            lines.append(f"  split {name:<12} {split.num_examples:>9} examples  {len(split.shards):>4} shards  {split.num_bytes / 2**20:10.2f} MiB")
+        for reason, count in sorted(info.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  rejected {reason:<18} {count:>7}")
+        if info.num_rejected:
+            lines.append(f"  (details: {join(self.output, metadata.REJECTED_FILENAME)})")
+        total_bytes = sum(split.num_bytes for split in info.splits.values())
+        lines.append(f"  bytes written {total_bytes / 2**20:.2f} MiB   wall {self.wall_seconds:.1f} s   {self.images_per_second:.1f} images/s")
+        return "\n".join(lines)
+
+
+def read_info(output: str) -> metadata.DatasetInfo:
+    path = join(output, metadata.INFO_FILENAME)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return metadata.DatasetInfo.from_json(handle.read().decode("utf-8"), source=path)
+
+
+def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> BuildResult:
+    """Parse `argv` (cropshard and Beam options), build the dataset, return its metadata and timing."""
+    argv = with_runner_defaults(argv)
+    options = PipelineOptions(argv)
+    config = build_config(options)
+    start = time.monotonic()
+    prepare_output(config.output, config.overwrite)
+    matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
+    if matched[0] == 0:
+        raise FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing")
+    num_shards = plan_shards(config, matched)
+    _LOGGER.info("building from %d inputs; shards per split %s; runner %s", matched[0], num_shards, options.view_as(StandardOptions).runner)
+    if options.view_as(StandardOptions).runner in ("DirectRunner", None):
+        options.view_as(DirectOptions)  # make the direct options visible to the runner
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, config, num_shards, command_line if command_line is not None else sys.argv)
+    return BuildResult(read_info(config.output), time.monotonic() - start, config.output)
+
+
+def main(argv: Sequence[str]) -> int:
+    print(run(argv).summary())
+    return 0

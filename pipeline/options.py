@@ -1,0 +1,151 @@
+"""cropshard's own pipeline options, a PipelineOptions subclass so `--help`, every runner and
+Dataflow templates see them next to Beam's options; and their validation into a `BuildConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
+from transforms.decode import DEFAULT_MAX_PIXELS
+from transforms.discover import LABELS_FOLDER, LABELS_NONE, REJECTED
+from transforms.encode import ENCODINGS
+from transforms.examples import IMAGES_WRITTEN, ExampleSpec
+
+RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
+
+
+class CropshardOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # noqa: ANN001 - Beam passes its own parser type
+        add = parser.add_argument
+        add("--input", action="append", default=None, metavar="GLOB",
+            help="Image files to read: a glob (local or gs://; '**' crosses folders) or a directory. Repeatable, or comma-separated.")
+        add("--manifest", default=None, metavar="FILE",
+            help="CSV/TSV (header: path,label[,split][,box]) or JSONL manifest instead of --input. Relative paths resolve against the manifest's folder.")
+        add("--output", default=None, metavar="DIR", help="Dataset directory (local or gs://).")
+        add("--crop", default="center", choices=STRATEGIES,
+            help="center: one centred crop; box: fixed --box; random: --crops_per_image seeded crops; grid: tiles every --stride; manifest: per-row box; none: whole image.")
+        add("--size", default=None, metavar="HxW", help="Crop size, e.g. 128x128 (or 128). With box/manifest: resize every crop to it.")
+        add("--box", default=None, metavar="Y,X,H,W", help="The window for --crop box, in the EXIF-oriented image.")
+        add("--crops_per_image", type=int, default=1, help="Crops per image for --crop random.")
+        add("--stride", default=None, metavar="HxW", help="Tile step for --crop grid (default: the crop size, no overlap).")
+        add("--small", default="reject", choices=SMALL_POLICIES,
+            help="Images smaller than the crop: reject (reason too_small), pad (zeros), or upscale to cover the crop.")
+        add("--resize", type=int, default=None, metavar="S", help="Resize the shorter side to S before cropping (JPEG: DCT-domain downscale first).")
+        add("--channels", type=int, default=3, choices=(1, 3), help="3 = RGB, 1 = greyscale.")
+        add("--encoding", default="raw", choices=ENCODINGS,
+            help="raw: uint8 HWC bytes; jpeg; png; original: source JPEG/PNG bytes verbatim where possible (with --crop none).")
+        add("--jpeg_quality", type=int, default=90, help="Quality for --encoding jpeg (and re-encoded originals).")
+        add("--split", default="train=1.0", metavar="SPEC",
+            help="train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.")
+        add("--label_from", default=LABELS_FOLDER, choices=(LABELS_FOLDER, LABELS_NONE),
+            help="folder: label = the image's parent folder name; none: unlabeled (-1). Manifests use their label column.")
+        add("--num_shards", type=int, default=0, help="Shards per split (default: chosen so shards are near --target_shard_mb).")
+        add("--target_shard_mb", type=float, default=128.0, help="Target shard size when --num_shards is not given.")
+        add("--compression", default="none", choices=("none", "gzip"), help="Shard compression.")
+        add("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Reject images with more pixels (decompression-bomb guard).")
+        add("--seed", type=int, default=0, help="Mixed into random crop positions (positions are also keyed by image).")
+        add("--dedup", action="store_true", default=False, help="Keep one of byte-identical inputs; the others are rejected as duplicate.")
+        add("--overwrite", action="store_true", default=False, help="Replace the dataset in a non-empty --output.")
+        add("--progress", default="auto", choices=("auto", "bar", "log", "off"),
+            help="Live progress for local runs: bar on a terminal, log lines otherwise.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Validated options: everything the pipeline assembly needs."""
+
+    inputs: tuple[str, ...]
+    manifest: str | None
+    output: str
+    example: ExampleSpec
+    labels: str
+    num_shards: int
+    target_shard_mb: float
+    compression: str
+    dedup: bool
+    overwrite: bool
+    progress: str
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return self.example.split_names
+
+    @property
+    def splits_from_input(self) -> bool:
+        return self.example.split_fractions is None
+
+
+def normalize_input(pattern: str) -> str:
+    """A directory means everything below it."""
+    if re.search(r"[*?\[]", pattern):
+        return pattern
+    if pattern.endswith("/") or ("://" not in pattern and os.path.isdir(pattern)):
+        return pattern.rstrip("/") + "/**"
+    return pattern
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def build_config(options: PipelineOptions) -> BuildConfig:
+    """Validate the cropshard options; ValueError with a specific message on bad combinations."""
+    opts = options.view_as(CropshardOptions)
+    if not opts.output:
+        raise ValueError("--output is required")
+    inputs = tuple(normalize_input(_absolute(p.strip())) for arg in (opts.input or []) for p in arg.split(",") if p.strip())
+    if bool(inputs) == bool(opts.manifest):
+        raise ValueError("give exactly one of --input or --manifest")
+    crop = CropSpec(
+        strategy=opts.crop,
+        size=parse_size(opts.size) if opts.size else None,
+        box=parse_box(opts.box) if opts.box else None,
+        crops_per_image=opts.crops_per_image,
+        stride=parse_size(opts.stride) if opts.stride else None,
+        small=opts.small,
+        resize=opts.resize,
+        seed=opts.seed,
+    )
+    if opts.crop == "manifest" and not opts.manifest:
+        raise ValueError("--crop manifest needs --manifest with a box column")
+    if opts.crop == "none" and opts.size:
+        raise ValueError("--crop none keeps whole images; drop --size (use --resize to downscale)")
+    if not 1 <= opts.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
+    split = parse_split_spec(opts.split)
+    if isinstance(split[0], tuple):
+        fractions, names = split, tuple(name for name, _ in split)
+    else:
+        fractions, names = None, split
+    clash = set(names) & set(RESERVED_SPLIT_NAMES)
+    if clash:
+        raise ValueError(f"split names {sorted(clash)} are reserved")
+    if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
+        raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
+    example = ExampleSpec(
+        crop=crop,
+        channels=opts.channels,
+        encoding=opts.encoding,
+        jpeg_quality=opts.jpeg_quality,
+        split_fractions=fractions,
+        split_names=names,
+        max_pixels=opts.max_pixels,
+    )
+    return BuildConfig(
+        inputs=inputs,
+        manifest=_absolute(opts.manifest) if opts.manifest else None,
+        output=_absolute(opts.output).rstrip("/") if "://" not in opts.output else opts.output.rstrip("/"),
+        example=example,
+        labels=opts.label_from,
+        num_shards=opts.num_shards,
+        target_shard_mb=opts.target_shard_mb,
+        compression=opts.compression,
+        dedup=opts.dedup,
+        overwrite=opts.overwrite,
+        progress=opts.progress,
+    )

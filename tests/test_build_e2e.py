@@ -1,0 +1,145 @@
+"""End to end: cropshard build on a real DirectRunner, read back with plain tf.data using only the
+documented feature keys, pixels compared with an independent Pillow reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.build import run
+from reader import metadata
+from tests import imagegen
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+CROP = (96, 112)
+
+
+def parse_with_tf(shard_paths: list[str], compression: str = "") -> list[dict]:
+    """Plain tf.data, nothing from cropshard: what any training script would write."""
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/channels": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/text": tf.io.FixedLenFeature([], tf.string),
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/crop/box": tf.io.FixedLenFeature([4], tf.int64),
+        "image/key/sha256": tf.io.FixedLenFeature([], tf.string),
+    }
+    out = []
+    for record in tf.data.TFRecordDataset(shard_paths, compression_type=compression):
+        ex = tf.io.parse_single_example(record, spec)
+        fmt = ex["image/format"].numpy().decode()
+        h, w, c = (int(ex[k]) for k in ("image/height", "image/width", "image/channels"))
+        if fmt == "raw":
+            pixels = tf.reshape(tf.io.decode_raw(ex["image/encoded"], tf.uint8), (h, w, c)).numpy()
+        elif fmt == "png":
+            pixels = tf.io.decode_png(ex["image/encoded"], channels=c).numpy()
+        else:
+            pixels = tf.io.decode_jpeg(ex["image/encoded"], channels=c).numpy()
+        out.append(
+            {
+                "pixels": pixels,
+                "format": fmt,
+                "label": int(ex["image/class/label"]),
+                "label_text": ex["image/class/text"].numpy().decode(),
+                "filename": ex["image/filename"].numpy().decode(),
+                "box": tuple(int(v) for v in ex["image/crop/box"].numpy()),
+                "sha256": ex["image/key/sha256"].numpy().decode(),
+            }
+        )
+    return out
+
+
+def shard_paths(out: Path, info: metadata.DatasetInfo, split: str) -> list[str]:
+    return [str(out / shard.file) for shard in info.split(split).shards]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("photos")
+    imagegen.class_tree(root, per_class=5, size=(180, 240))
+    # EXIF-rotated sources: the crop must come from the image as displayed.
+    for orientation in (3, 6, 8):
+        imagegen.save(root / "dog" / f"rotated_{orientation}.jpg", imagegen.photo(200, 260, seed=orientation), orientation=orientation, quality=95)
+    broken = imagegen.broken_files(root / "cat")
+    return root, broken
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+def test_build_and_read_back_with_plain_tf_data(photos, tmp_path, encoding):
+    root, broken = photos
+    out = tmp_path / "ds"
+    result = run(
+        [f"--input={root}/**", f"--output={out}", "--crop=center", f"--size={CROP[0]}x{CROP[1]}", f"--encoding={encoding}",
+         "--split=train=0.7,test=0.3", "--num_shards=2", *IN_PROCESS],
+        command_line=["test"],
+    )
+    info = result.info
+    assert (out / metadata.INFO_FILENAME).exists()
+    assert info.image_shape == (*CROP, 3)
+    assert info.labels == ("cat", "dog")
+    assert (out / "labels.txt").read_text() == "cat\ndog\n"
+    matched = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    assert info.num_inputs == len(matched)
+    assert info.num_rejected == len(broken)
+    assert info.num_images_written == len(matched) - len(broken)
+
+    records = []
+    for split in ("train", "test"):
+        assert len(info.split(split).shards) == 2
+        got = parse_with_tf(shard_paths(out, info, split))
+        assert len(got) == info.split(split).num_examples == sum(s.num_records for s in info.split(split).shards)
+        records += got
+    assert sorted(r["filename"] for r in records) == sorted(set(matched) - set(broken))
+
+    for rec in records:
+        reference = imagegen.center_crop(imagegen.reference_pixels(rec["filename"]), *CROP)
+        assert rec["pixels"].shape == reference.shape
+        if encoding == "jpeg":
+            assert psnr(rec["pixels"], reference) >= 35, rec["filename"]
+        else:
+            np.testing.assert_array_equal(rec["pixels"], reference, err_msg=rec["filename"])
+        assert rec["format"] == encoding
+        label_text = Path(rec["filename"]).parent.name
+        assert rec["label_text"] == label_text and rec["label"] == info.labels.index(label_text)
+        assert rec["sha256"] == __import__("hashlib").sha256(imagegen.file_bytes(rec["filename"])).hexdigest()
+        full = imagegen.reference_pixels(rec["filename"])
+        assert rec["box"] == ((full.shape[0] - CROP[0]) // 2, (full.shape[1] - CROP[1]) // 2, *CROP)
+
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert {r["path"]: r["reason"] for r in rejected} == broken
+    assert all(r["message"] and r["stage"] for r in rejected)
+    assert info.rejected == {reason: list(broken.values()).count(reason) for reason in set(broken.values())}
+
+
+def test_multiprocess_build_writes_the_same_records_as_in_process(photos, tmp_path):
+    root, _ = photos
+    common = [f"--input={root}/**", "--crop=random", "--size=64x64", "--crops_per_image=3", "--split=train=0.5,validation=0.5"]
+    one = run([*common, f"--output={tmp_path / 'one'}", *IN_PROCESS], command_line=[])
+    two = run([*common, f"--output={tmp_path / 'two'}", "--direct_running_mode=multi_processing", "--direct_num_workers=2"], command_line=[])
+    for split in ("train", "validation"):
+        first = sorted(r.numpy() for r in tf.data.TFRecordDataset(shard_paths(tmp_path / "one", one.info, split)))
+        second = sorted(r.numpy() for r in tf.data.TFRecordDataset(shard_paths(tmp_path / "two", two.info, split)))
+        assert first and first == second
+    assert one.info.num_rejected == two.info.num_rejected == 3
+
+
+def test_refuses_non_empty_output_without_overwrite(photos, tmp_path):
+    root, _ = photos
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "something.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run([f"--input={root}/cat/*.png", f"--output={out}", "--size=32", *IN_PROCESS])

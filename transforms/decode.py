@@ -1,0 +1,240 @@
+"""Decode only what the crops need: pure functions from file bytes to crop pixels, no Beam.
+
+Two paths give the same pixels:
+- `window`: JPEG sources whose crop windows fit inside the image and need no resize are
+  decoded window by window with libjpeg-turbo's partial decode (`jpeg_window`), EXIF
+  orientation handled by mapping each window into the stored orientation;
+- `pillow`: everything else is decoded whole with Pillow (JPEG with `draft()` first when a
+  `--resize` lets libjpeg downscale in the DCT domain), oriented, converted and cropped.
+
+The reference for both is Pillow: open -> `ImageOps.exif_transpose` -> colour conversion
+(`to_output_mode`) -> resize -> crop, and the tests hold the window path to it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from transforms import jpeg_window
+from transforms.crop import Box, CropSpec, box_in_source, fits, plan_boxes, working_shape
+from transforms.rejects import Rejected
+
+# cropshard enforces its own --max_pixels in `open_image` before any pixel is decoded, so
+# Pillow's global bomb limit (which would raise past 2x its default) must not override it.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (0.25 GiB of RGBA)
+
+RESAMPLE = Image.Resampling.BILINEAR  # antialiased in Pillow when downscaling
+# Above this fraction of the image area, one full decode is cheaper than per-window decodes.
+WINDOW_AREA_LIMIT = 0.5
+
+PATH_WINDOW = "window"
+PATH_PILLOW = "pillow"
+PATH_DRAFT = "pillow_draft"
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+@dataclasses.dataclass
+class Crop:
+    """One output image: pixels (uint8 HWC) and the window it came from in the oriented source."""
+
+    pixels: np.ndarray
+    source_box: Box
+
+
+@dataclasses.dataclass
+class Decoded:
+    crops: list[Crop]
+    path: str  # PATH_WINDOW | PATH_PILLOW | PATH_DRAFT
+    source_format: str  # Pillow's format name: JPEG, PNG, ...
+    source_shape: tuple[int, int]  # (height, width) after EXIF orientation
+    orientation: int
+    source_mode: str
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open lazily (header only) and apply the pixel-count guard before anything is decoded."""
+    if not data:
+        raise Rejected("empty_file", "the file has zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as err:
+        raise Rejected("not_an_image", f"no image format recognises these {len(data)} bytes") from err
+    except Exception as err:  # noqa: BLE001 - any header parse failure is this file's problem
+        raise _decode_rejection(err) from err
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise Rejected("decode_error", f"header gives an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise Rejected("too_many_pixels", f"{width}x{height} = {width * height} pixels exceeds --max_pixels {max_pixels}")
+    return img
+
+
+def _decode_rejection(err: BaseException) -> Rejected:
+    message = f"{type(err).__name__}: {err}"
+    if isinstance(err, EOFError) or "truncated" in str(err).lower():
+        return Rejected("truncated", message)
+    return Rejected("decode_error", message)
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """EXIF orientation 1..8; 1 when absent or unreadable (a broken EXIF block is not a broken image)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented_shape(img: Image.Image, orientation: int) -> tuple[int, int]:
+    """(height, width) as displayed: orientations 5-8 swap the axes."""
+    width, height = img.size
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def to_output_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to 'RGB' (channels=3) or 'L' (channels=1).
+
+    - alpha (RGBA, LA, PA, palette or RGB/L with a transparency key) is composited on black;
+    - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the top byte (v >> 8), the
+      same rule Pillow applies to 16-bit RGB PNGs; float images in [0, 1] are scaled by 255;
+    - CMYK, YCbCr, 1-bit and palette images use Pillow's conversions.
+    """
+    target = "RGB" if channels == 3 else "L"
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), "L")
+    elif mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        img = Image.fromarray(np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8), "L")
+    elif mode in _ALPHA_MODES or (mode in ("P", "RGB", "L") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba).convert("RGB")
+    if img.mode != target:
+        try:
+            img = img.convert(target)
+        except ValueError as err:
+            raise Rejected("decode_error", f"cannot convert colour mode {mode} to {target}: {err}") from err
+    return img
+
+
+def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None) -> Image.Image:
+    """Full decode: optional DCT-domain downscale, EXIF orientation, colour conversion."""
+    orientation = exif_orientation(img)
+    try:
+        if draft_shape is not None and img.format == "JPEG":
+            height, width = draft_shape
+            if orientation in (5, 6, 7, 8):
+                height, width = width, height
+            # draft() only picks a scale whose result is still >= the requested size.
+            img.draft(img.mode, (width, height))
+        img.load()
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+    except Rejected:
+        raise
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        raise _decode_rejection(err) from err
+    return to_output_mode(img, channels)
+
+
+def _has_end_marker(data: bytes) -> bool:
+    # libjpeg's partial decode stops after the window's last row, so it would not notice a
+    # truncated tail that the Pillow reference rejects; such files take the full path.
+    return b"\xff\xd9" in data[-4096:]
+
+
+def _output_size(spec: CropSpec, box: Box) -> tuple[int, int]:
+    if spec.strategy in ("box", "manifest") and spec.size is not None:
+        return spec.size
+    return box[2], box[3]
+
+
+def _to_array(img: Image.Image, channels: int) -> np.ndarray:
+    pixels = np.asarray(img, dtype=np.uint8)
+    return pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
+
+
+def decode_crops(
+    data: bytes,
+    spec: CropSpec,
+    key: str,
+    channels: int = 3,
+    manifest_box: Box | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_window: bool = True,
+) -> Decoded:
+    """Decode `data` and cut the crops that `spec` asks for. Raises `Rejected` with a reason."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = open_image(data, max_pixels)
+    orientation = exif_orientation(img)
+    source_shape = oriented_shape(img, orientation)
+    work_shape = working_shape(spec, *source_shape)
+    boxes = plan_boxes(spec, *work_shape, key=key, manifest_box=manifest_box)
+    info = dict(source_format=img.format or "", source_shape=source_shape, orientation=orientation, source_mode=img.mode)
+
+    if allow_window and _window_path_applies(img, data, spec, boxes, work_shape, source_shape):
+        try:
+            crops = []
+            for box in boxes:
+                pixels = jpeg_window.decode_jpeg_window(data, box, orientation, channels)
+                crops.append(Crop(_resize_array(pixels, _output_size(spec, box), channels), box))
+            return Decoded(crops=crops, path=PATH_WINDOW, **info)
+        except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
+            img = open_image(data, max_pixels)
+
+    use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and img.format == "JPEG"
+    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None)
+    if full.size != (work_shape[1], work_shape[0]):
+        full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)
+    crops = []
+    for box in boxes:
+        y, x, h, w = box
+        # Pillow fills the part of a window outside the image with zeros: that is --small pad.
+        piece = full.crop((x, y, x + w, y + h))
+        out_h, out_w = _output_size(spec, box)
+        if (out_h, out_w) != (h, w):
+            piece = piece.resize((out_w, out_h), RESAMPLE)
+        crops.append(Crop(_to_array(piece, channels), box_in_source(box, work_shape, source_shape)))
+    return Decoded(crops=crops, path=PATH_DRAFT if use_draft else PATH_PILLOW, **info)
+
+
+def _window_path_applies(
+    img: Image.Image, data: bytes, spec: CropSpec, boxes: list[Box], work_shape: tuple[int, int], source_shape: tuple[int, int]
+) -> bool:
+    if spec.strategy in ("none", "grid") or work_shape != source_shape:
+        return False
+    if not jpeg_window.fast_path_applies(img) or not _has_end_marker(data):
+        return False
+    if not all(fits(box, *source_shape) for box in boxes):
+        return False
+    area = sum(box[2] * box[3] for box in boxes)
+    return area <= WINDOW_AREA_LIMIT * source_shape[0] * source_shape[1]
+
+
+def _resize_array(pixels: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    if pixels.shape[:2] == size:
+        return pixels
+    img = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, "L" if channels == 1 else "RGB")
+    return _to_array(img.resize((size[1], size[0]), RESAMPLE), channels)
+
+
+def reference_crops(data: bytes, spec: CropSpec, key: str, channels: int = 3, manifest_box: Box | None = None) -> list[np.ndarray]:
+    """The Pillow decode-then-crop reference (no window path): what tests compare against."""
+    return [crop.pixels for crop in decode_crops(data, spec, key, channels, manifest_box, allow_window=False).crops]
+
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is rejected, never half-grey

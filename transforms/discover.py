@@ -1,0 +1,245 @@
+"""Find the inputs: globs expanded by Beam's filesystems, or a manifest read by Beam IO.
+
+Both produce `ImageSource` elements (a path plus what is known about it before reading it)
+and `Rejection` lines for inputs that are bad before any byte is read. Labels and folder
+splits come from the path below the glob's root: `root/<label>/img.jpg`,
+`root/<split>/<label>/img.jpg`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import posixpath
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.crop import Box, parse_box
+from transforms.rejects import Rejected, Rejection
+
+REJECTED = "rejected"
+LABELS_FOLDER = "folder"
+LABELS_NONE = "none"
+
+
+class ImageSource(NamedTuple):
+    """One input image, before it is read."""
+
+    path: str  # what to open: a local path or a URL such as gs://bucket/a.jpg
+    key: str  # stable identity below the input root (or as written in the manifest)
+    label: str  # label name, '' when unlabeled
+    split: str | None  # split from a folder or manifest column; None -> hashed from the key
+    box: Box | None = None  # per-image box from the manifest
+
+
+def glob_root(pattern: str) -> str:
+    """The directory part of `pattern` before its first wildcard, with a trailing slash."""
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if prefix == pattern and not pattern.endswith("/"):
+        return posixpath.dirname(pattern) + "/" if "/" in pattern else ""
+    return prefix[: prefix.rfind("/") + 1] if "/" in prefix else ""
+
+
+def source_from_path(path: str, root: str, labels: str, split_names: Sequence[str] | None) -> ImageSource:
+    """Label and folder split of `path` below `root`; raises Rejected('unknown_split')."""
+    relative = path[len(root) :] if root and path.startswith(root) else path
+    relative = relative.replace("\\", "/").lstrip("/")
+    parts = relative.split("/")
+    split = None
+    if split_names is not None:
+        if len(parts) < 2 or parts[0] not in split_names:
+            found = parts[0] if len(parts) > 1 else "(no folder)"
+            raise Rejected("unknown_split", f"split folder {found!r} is not one of --split {list(split_names)}")
+        split, parts = parts[0], parts[1:]
+    label = parts[-2] if labels == LABELS_FOLDER and len(parts) >= 2 else ""
+    return ImageSource(path=path, key=relative, label=label, split=split)
+
+
+class _SourcesFromMatches(beam.DoFn):
+    def __init__(self, labels: str, split_names: Sequence[str] | None) -> None:
+        self._labels = labels
+        self._split_names = tuple(split_names) if split_names is not None else None
+        self._matched = beam.metrics.Metrics.counter("cropshard", "files_matched")
+
+    def process(self, element: tuple[str, fileio.FileMetadata]) -> Iterator:
+        root, metadata = element
+        self._matched.inc()
+        try:
+            yield source_from_path(metadata.path, root, self._labels, self._split_names)
+        except Rejected as err:
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(metadata.path, "match", err.reason, err.message).to_json())
+
+
+class MatchImages(beam.PTransform):
+    """Glob patterns -> ImageSource (main output) and rejected.jsonl lines (`rejected`).
+
+    Expansion happens inside the pipeline (fileio.MatchAll), so the launcher never holds
+    the file list.
+    """
+
+    def __init__(self, patterns: Sequence[str], labels: str = LABELS_FOLDER, split_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self._patterns = list(patterns)
+        self._labels = labels
+        self._split_names = split_names
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        matches = pbegin | "Patterns" >> beam.Create(self._patterns) | "Match" >> beam.ParDo(_MatchWithRoot())
+        if len(self._patterns) > 1:  # overlapping globs must not read a file twice
+            matches = matches | "ByPath" >> beam.Map(lambda rm: (rm[1].path, rm)) | "OnePerPath" >> beam.CombinePerKey(min) | beam.Values()
+        return matches | "ToSources" >> beam.ParDo(_SourcesFromMatches(self._labels, self._split_names)).with_outputs(
+            REJECTED, main="sources"
+        )
+
+
+class _MatchWithRoot(beam.DoFn):
+    """Like fileio.MatchAll, but streaming, and keeping the root of the pattern that matched
+    (labels and keys are relative to it)."""
+
+    def process(self, pattern: str) -> Iterator[tuple[str, fileio.FileMetadata]]:
+        root = glob_root(pattern)
+        for metadata in iter_matches(pattern):
+            yield root, metadata
+
+
+# --- manifests ----------------------------------------------------------------------------
+
+MANIFEST_COLUMNS = ("path", "label", "split", "box")
+
+
+def manifest_kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if lower.endswith((".csv", ".tsv")):
+        return "csv"
+    raise ValueError(f"--manifest must be .csv, .tsv or .jsonl, got {path!r}")
+
+
+def read_manifest_header(path: str) -> list[str]:
+    """The CSV header (read once by the launcher: one line, not the file)."""
+    with FileSystems.open(path) as handle:
+        first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    header = [name.strip().lower() for name in next(csv.reader([first], delimiter=delimiter))]
+    if "path" not in header:
+        raise ValueError(f"manifest {path} needs a header row with a 'path' column; found {header}")
+    unknown = [name for name in header if name not in MANIFEST_COLUMNS]
+    if unknown:
+        raise ValueError(f"manifest {path} has unknown columns {unknown}; known: {list(MANIFEST_COLUMNS)}")
+    return header
+
+
+def parse_manifest_row(
+    line: str, kind: str, header: Sequence[str], manifest_dir: str, split_names: Sequence[str] | None, delimiter: str = ","
+) -> ImageSource:
+    """One manifest line -> ImageSource; Rejected('bad_manifest_row') with the reason otherwise."""
+    if kind == "jsonl":
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise Rejected("bad_manifest_row", f"not valid JSON: {err}") from err
+        if not isinstance(row, dict):
+            raise Rejected("bad_manifest_row", "a JSONL row must be an object")
+    else:
+        values = next(csv.reader([line], delimiter=delimiter))
+        if len(values) != len(header):
+            raise Rejected("bad_manifest_row", f"expected {len(header)} columns {list(header)}, got {len(values)}")
+        row = dict(zip(header, values, strict=True))
+    path = str(row.get("path") or "").strip()
+    if not path:
+        raise Rejected("bad_manifest_row", "the row has no path")
+    box = None
+    if row.get("box") not in (None, ""):
+        try:
+            box = parse_box(row["box"])
+        except (ValueError, TypeError) as err:
+            raise Rejected("bad_manifest_row", f"malformed box {row['box']!r}: {err}") from err
+    split = str(row.get("split") or "").strip() or None
+    if split_names is not None:
+        if split is None:
+            raise Rejected("bad_manifest_row", f"--split {list(split_names)} takes splits from the manifest, but the row has none")
+        if split not in split_names:
+            raise Rejected("bad_manifest_row", f"unknown split {split!r}; declared splits are {list(split_names)}")
+    elif split is not None:
+        split = None  # fractions in --split win; the column is ignored (documented)
+    label = row.get("label")
+    label = "" if label is None else str(label).strip()
+    full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)
+    return ImageSource(path=full, key=path, label=label, split=split, box=box)
+
+
+class _ParseManifestRows(beam.DoFn):
+    def __init__(self, manifest: str, kind: str, header: Sequence[str], split_names: Sequence[str] | None) -> None:
+        self._manifest = manifest
+        self._kind = kind
+        self._header = list(header)
+        self._dir = posixpath.dirname(manifest) if "://" in manifest else _local_dirname(manifest)
+        self._split_names = tuple(split_names) if split_names is not None else None
+        self._delimiter = "\t" if manifest.lower().endswith(".tsv") else ","
+        self._rows = beam.metrics.Metrics.counter("cropshard", "manifest_rows")
+
+    def process(self, line: str) -> Iterator:
+        if not line.strip():
+            return  # blank lines are not rows
+        self._rows.inc()
+        try:
+            yield parse_manifest_row(line, self._kind, self._header, self._dir, self._split_names, self._delimiter)
+        except Rejected as err:
+            where = f"{self._manifest}: {line[:200]}"
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(where, "manifest", err.reason, err.message).to_json())
+
+
+def _local_dirname(path: str) -> str:
+    import os
+
+    return os.path.dirname(os.path.abspath(path))
+
+
+class ReadManifest(beam.PTransform):
+    """A CSV/TSV (with header) or JSONL manifest, streamed by ReadFromText -> ImageSource + rejected lines."""
+
+    def __init__(self, manifest: str, split_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self._manifest = manifest
+        self._kind = manifest_kind(manifest)
+        self._header = read_manifest_header(manifest) if self._kind == "csv" else list(MANIFEST_COLUMNS)
+        self._split_names = split_names
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        lines = pbegin | "ReadRows" >> beam.io.ReadFromText(self._manifest, skip_header_lines=1 if self._kind == "csv" else 0)
+        return lines | "ParseRows" >> beam.ParDo(
+            _ParseManifestRows(self._manifest, self._kind, self._header, self._split_names)
+        ).with_outputs(REJECTED, main="sources")
+
+
+def iter_matches(pattern: str) -> Iterator[fileio.FileMetadata]:
+    """FileMetadata of every file matching `pattern`, streamed rather than listed.
+
+    Same listing and pattern rules as FileSystems.match (`*` within a folder, `**` across
+    folders), but through the filesystem's listing generator, which is the only streaming
+    entry point Beam offers: 500k files never sit in one list, in the launcher or a worker."""
+    if not re.search(r"[*?\[]", pattern):
+        if FileSystems.exists(pattern):
+            yield from FileSystems.match([pattern])[0].metadata_list
+        return
+    filesystem = FileSystems.get_filesystem(pattern)
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if filesystem.has_dirs():
+        prefix = filesystem._url_dirname(prefix)
+    yield from filesystem.match_files(filesystem._list(prefix), pattern)
+
+
+def count_inputs(patterns: Iterable[str]) -> tuple[int, int]:
+    """(files, bytes) matched by `patterns`, for shard sizing and the progress total."""
+    files = total = 0
+    for pattern in patterns:
+        for metadata in iter_matches(pattern):
+            files += 1
+            total += metadata.size_in_bytes
+    return files, total

@@ -1,0 +1,53 @@
+"""Pixels -> stored bytes (`raw`, `jpeg`, `png`, or the source bytes for `original`). Pure functions."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
+
+ENCODINGS = ("raw", "jpeg", "png", "original")
+PNG_COMPRESS_LEVEL = 3  # zlib level: most of level 6's size at a fraction of its time
+
+
+def encode_pixels(pixels: np.ndarray, encoding: str, jpeg_quality: int = 90) -> tuple[bytes, str]:
+    """Encode a uint8 HWC array; returns (bytes, image/format)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        raise ValueError(f"expected uint8 HWC pixels with 1 or 3 channels, got {pixels.dtype} {pixels.shape}")
+    if encoding == FORMAT_RAW:
+        return np.ascontiguousarray(pixels).tobytes(), FORMAT_RAW
+    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, "L" if pixels.shape[2] == 1 else "RGB")
+    buffer = io.BytesIO()
+    if encoding == FORMAT_JPEG:
+        img.save(buffer, format="JPEG", quality=jpeg_quality)
+        return buffer.getvalue(), FORMAT_JPEG
+    if encoding == FORMAT_PNG:
+        img.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return buffer.getvalue(), FORMAT_PNG
+    raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+
+
+def verbatim_format(img: Image.Image, orientation: int, channels: int) -> str | None:
+    """For `--encoding original`: the format to store the source bytes as, or None when they
+    need re-encoding (orientation to apply, alpha, palette, 16-bit, CMYK, or a channel change)."""
+    if orientation != 1 or "transparency" in img.info:
+        return None
+    wanted_mode = "RGB" if channels == 3 else "L"
+    if img.mode != wanted_mode:
+        return None
+    if img.format == "JPEG":
+        return FORMAT_JPEG
+    if img.format == "PNG":
+        # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
+        rawmode = img.tile[0][3] if img.tile and isinstance(img.tile[0][3], str) else ""
+        if rawmode in ("RGB", "L"):
+            return FORMAT_PNG
+    return None
+
+
+def reencode_format(source_format: str) -> str:
+    """`original` re-encodes lossy sources as JPEG and everything else losslessly as PNG."""
+    return FORMAT_JPEG if source_format == "JPEG" else FORMAT_PNG

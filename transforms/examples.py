@@ -1,0 +1,170 @@
+"""The per-image work: read bytes -> decode + crop -> encode -> tf.train.Example, per split.
+
+`ImagesToExamples` is a thin DoFn around pure functions (`read_bytes`, `decode_crops`,
+`encode_pixels`, `schema.encode_example`); everything it decides is a function of the input,
+so a retried bundle emits exactly the same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from reader import schema
+from transforms.crop import CropSpec, hash_split
+from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image
+from transforms.discover import REJECTED, ImageSource
+from transforms.encode import encode_pixels, reencode_format, verbatim_format
+from transforms.rejects import Rejected, Rejection
+
+IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleSpec:
+    """How every image becomes examples: the crop, channels, encoding and split rule."""
+
+    crop: CropSpec
+    channels: int = 3
+    encoding: str = "raw"
+    jpeg_quality: int = 90
+    split_fractions: tuple[tuple[str, float], ...] | None = (("train", 1.0),)  # None: splits come from the input
+    split_names: tuple[str, ...] = ("train",)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.encoding == "original" and self.crop.strategy != "none":
+            raise ValueError("--encoding original stores source files and needs --crop none")
+        if self.encoding == "original" and self.crop.resize is not None:
+            raise ValueError("--encoding original cannot be combined with --resize (resized pixels are not the original)")
+
+
+def read_bytes(path: str) -> bytes:
+    """The file's bytes; Rejected('not_found' | 'unreadable') with the OS's message otherwise."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            return handle.read()
+    except FileNotFoundError as err:
+        raise Rejected("not_found", str(err)) from err
+    except (PermissionError, IsADirectoryError) as err:
+        raise Rejected("unreadable", f"{type(err).__name__}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - remote filesystems wrap errors in their own types
+        text = f"{type(err).__name__}: {err}"
+        missing = "notfound" in type(err).__name__.lower() or "not found" in text.lower() or "no such file" in text.lower()
+        raise Rejected("not_found" if missing else "unreadable", text) from err
+
+
+def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int) -> tuple[list[bytes], str]:
+    """Serialized tf.train.Examples for one source image, and the decode path taken."""
+    digest = hashlib.sha256(data).hexdigest()
+    if spec.encoding == "original":
+        return [_original_record(data, source, spec, label_id, digest)], "original"
+    decoded = decode_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels)
+    records = []
+    for crop in decoded.crops:
+        encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)
+        height, width = crop.pixels.shape[:2]
+        records.append(
+            schema.encode_example(
+                schema.ImageRecord(
+                    encoded=encoded,
+                    format=image_format,
+                    height=height,
+                    width=width,
+                    channels=spec.channels,
+                    label=label_id,
+                    label_text=source.label,
+                    filename=source.path,
+                    crop_box=tuple(crop.source_box),
+                    sha256=digest,
+                )
+            )
+        )
+    return records, decoded.path
+
+
+def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int, digest: str) -> bytes:
+    img = open_image(data, spec.max_pixels)
+    decoded = decode_crops(data, spec.crop, source.key, spec.channels, None, spec.max_pixels)
+    (crop,) = decoded.crops
+    height, width = crop.pixels.shape[:2]
+    image_format = verbatim_format(img, decoded.orientation, spec.channels)
+    encoded = data
+    if image_format is None:
+        image_format = reencode_format(decoded.source_format)
+        encoded, image_format = encode_pixels(crop.pixels, image_format, spec.jpeg_quality)
+    return schema.encode_example(
+        schema.ImageRecord(encoded, image_format, height, width, spec.channels, label_id, source.label, source.path, (0, 0, height, width), digest)
+    )
+
+
+class ImagesToExamples(beam.DoFn):
+    """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
+    and one element per written source image on `images_written` (for reconciliation)."""
+
+    def __init__(self, spec: ExampleSpec) -> None:
+        self._spec = spec
+        counter = beam.metrics.Metrics.counter
+        self._read = counter("cropshard", "images_read")
+        self._decoded = counter("cropshard", "images_decoded")
+        self._crops = counter("cropshard", "crops_written")
+        self._bytes_read = counter("cropshard", "bytes_read")
+        self._rejected: dict[str, object] = {}  # reason -> counter, created on first use
+        self._paths: dict[str, object] = {}  # decode path -> counter
+
+    def setup(self) -> None:
+        # Import TensorFlow's proto module once per worker, not inside the first element.
+        schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
+
+    def _reject(self, source: ImageSource, stage: str, err: Rejected) -> beam.pvalue.TaggedOutput:
+        if err.reason not in self._rejected:
+            self._rejected[err.reason] = beam.metrics.Metrics.counter("cropshard", f"rejected_{err.reason}")
+        self._rejected[err.reason].inc()
+        return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
+
+    def process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+        spec = self._spec
+        if source.split is not None:
+            split = source.split
+        else:
+            assert spec.split_fractions is not None
+            split = hash_split(source.key, spec.split_fractions)
+        try:
+            data = read_bytes(source.path)
+        except Rejected as err:
+            yield self._reject(source, "read", err)
+            return
+        self._read.inc()
+        self._bytes_read.inc(len(data))
+        try:
+            records, path = image_to_records(data, source, spec, label_ids.get(source.label, schema.UNLABELED) if source.label else schema.UNLABELED)
+        except Rejected as err:
+            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
+            yield self._reject(source, stage, err)
+            return
+        except Exception as err:  # noqa: BLE001 - one bad file must never fail a long job
+            yield self._reject(source, "decode", Rejected("decode_error", f"{type(err).__name__}: {err}"))
+            return
+        self._decoded.inc()
+        if path not in self._paths:
+            self._paths[path] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{path}")
+        self._paths[path].inc()
+        self._crops.inc(len(records))
+        for record in records:
+            yield beam.pvalue.TaggedOutput(split, record)
+        yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
+
+
+def label_map(names: Sequence[str]) -> dict[str, int]:
+    """0-based ids over the sorted label names (numerically when every name is an integer)."""
+    unique = {name for name in names if name}
+    if unique and all(name.lstrip("-").isdigit() for name in unique):
+        ordered = sorted(unique, key=int)
+    else:
+        ordered = sorted(unique)
+    return {name: index for index, name in enumerate(ordered)}

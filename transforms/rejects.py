@@ -1,0 +1,57 @@
+"""Rejections: why an input did not become examples. Every input is written or rejected.
+
+A `Rejected` exception carries a reason code; the DoFns turn it into one line of
+rejected.jsonl and a Beam counter `rejected_<reason>`, never into a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+# Reason codes, each documented in the README. Keep this the single list.
+REASONS = {
+    "not_found": "the file does not exist (manifest row or a file removed after matching)",
+    "unreadable": "the file exists but cannot be read (permissions, a directory, I/O error)",
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "no image format recognises the bytes (e.g. a text file named .jpg)",
+    "truncated": "the image data ends early",
+    "decode_error": "the image is corrupt or uses a feature the decoder does not support",
+    "too_many_pixels": "width x height exceeds --max_pixels (decompression-bomb guard)",
+    "too_small": "the image is smaller than the crop and --small is reject",
+    "box_outside_image": "the fixed or manifest box does not fit inside the image",
+    "missing_box": "--crop manifest but the manifest row has no box",
+    "bad_manifest_row": "a manifest row is malformed (missing path, bad box, unknown split, bad JSON)",
+    "unknown_split": "the split folder is not one of the declared --split names",
+    "duplicate": "--dedup: byte-identical to another input, which was kept",
+}
+
+STAGES = ("match", "manifest", "read", "decode", "crop", "encode", "split", "dedup")
+
+
+class Rejected(Exception):
+    """Raised by the pure image functions; caught by the DoFn and written to rejected.jsonl."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class Rejection(NamedTuple):
+    """One line of rejected.jsonl."""
+
+    path: str
+    stage: str
+    reason: str
+    message: str
+
+    def to_json(self) -> str:
+        return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> Rejection:
+        body = json.loads(line)
+        return cls(body["path"], body["stage"], body["reason"], body["message"])
