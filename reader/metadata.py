@@ -173,19 +173,24 @@ def _os_join(directory: str, name: str) -> str:
 
 
 def load_info(path: str) -> DatasetInfo:
-    """Read `path`/dataset_info.json with tf.io.gfile; a clear error if the dataset is absent or incomplete."""
-    import tensorflow as tf
+    """Read `path`/dataset_info.json; a clear error if the dataset is absent or incomplete.
 
+    File access goes through `reader.fileio` (tf.io.gfile by default) so local paths, gs:// and a
+    test's substitute filesystem all take the same route as the shard reads.
+    """
+    from . import fileio
+
+    fs = fileio.get()
     info_path = join(path, INFO_FILENAME)
-    if not tf.io.gfile.exists(info_path):
-        if not tf.io.gfile.exists(path):
+    if not fs.exists(info_path):
+        if not fs.exists(path):
             raise DatasetError(f"no dataset at {path!r}: the directory does not exist")
-        leftovers = [name for name in tf.io.gfile.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
+        leftovers = [name for name in fs.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
         if leftovers:
             raise IncompleteDatasetError(
                 f"dataset at {path!r} is incomplete: it has {len(leftovers)} shard or temp files but no {INFO_FILENAME}"
                 " (the build was interrupted or is still running; rebuild with --overwrite)"
             )
         raise DatasetError(f"{path!r} is not a cropshard dataset: it has no {INFO_FILENAME}")
-    with tf.io.gfile.GFile(info_path, "r") as handle:
+    with fs.open(info_path, "r") as handle:
         return DatasetInfo.from_json(handle.read(), source=info_path)
