@@ -1,0 +1,49 @@
+"""cropshard reader: feed cropshard TFRecord datasets to training with tf.data.
+
+Needs only TensorFlow and NumPy (no Beam, no Pillow), so a training image can
+`pip install cropshard-reader[tf]` (or `[tf-cpu]`, or neither if it ships its own TF build).
+
+    import reader
+    ds = reader.load("gs://bucket/flowers", split="train", batch_size=64, crop="random", crop_size=224, flip=True)
+    model.fit(ds, epochs=10)
+
+Names are resolved lazily so that `import reader` (and tools that only read dataset_info.json
+through `reader.metadata`) do not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "dataset",
+    "info": "dataset",
+    "as_numpy": "dataset",
+    "CorruptionReport": "dataset",
+    "verify": "integrity",
+    "VerifyReport": "integrity",
+    "ShardReport": "integrity",
+    "DatasetInfo": "metadata",
+    "DatasetError": "metadata",
+    "IncompleteDatasetError": "metadata",
+    "FileSystem": "fileio",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'reader' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
