@@ -10,19 +10,21 @@ import dataclasses
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import BuildConfig, build_config
 from reader import metadata
 from transforms.dedup import DropDuplicates
 from transforms.discover import REJECTED, MatchImages, ReadManifest, count_inputs
 from transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from transforms.progress import ProgressMonitor
 from transforms.rejects import Rejection
 from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
 
@@ -38,7 +40,9 @@ def rejection_reason(line: str) -> str:
     return Rejection.from_json(line).reason
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: BuildConfig, num_shards: dict[str, int], command_line: Sequence[str] = ()) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline, config: BuildConfig, num_shards: dict[str, int], command_line: Sequence[str] = (), progress_dir: str | None = None
+) -> None:
     """Add the whole writer to `pipeline`."""
     spec = config.example
     split_names = config.split_names if config.splits_from_input else None
@@ -68,7 +72,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: BuildConfig, num_shards: dic
         | "SortLabels" >> beam.Map(sorted_labels)
     )
     results = sources | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(lambda names: {n: i for i, n in enumerate(names)}))
+        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(lambda names: {n: i for i, n in enumerate(names)}))
     ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN)
     rejected_parts.append(results[REJECTED])
 
@@ -216,10 +220,15 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
         raise FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing")
     num_shards = plan_shards(config, matched)
     _LOGGER.info("building from %d inputs; shards per split %s; runner %s", matched[0], num_shards, options.view_as(StandardOptions).runner)
-    if options.view_as(StandardOptions).runner in ("DirectRunner", None):
-        options.view_as(DirectOptions)  # make the direct options visible to the runner
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, config, num_shards, command_line if command_line is not None else sys.argv)
+    local = options.view_as(StandardOptions).runner in ("DirectRunner", "direct", None)
+    with tempfile.TemporaryDirectory(prefix="cropshard-progress-") as progress_dir:
+        monitor = ProgressMonitor(progress_dir, matched[0], config.progress).start() if local and config.progress != "off" else None
+        try:
+            with beam.Pipeline(options=options) as pipeline:
+                build_pipeline(pipeline, config, num_shards, command_line if command_line is not None else sys.argv, progress_dir if monitor else None)
+        finally:
+            if monitor:
+                monitor.stop()
     return BuildResult(read_info(config.output), time.monotonic() - start, config.output)
 
 

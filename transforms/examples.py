@@ -20,6 +20,7 @@ from transforms.crop import CropSpec, hash_split
 from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image
 from transforms.discover import REJECTED, ImageSource
 from transforms.encode import encode_pixels, reencode_format, verbatim_format
+from transforms.progress import ProgressWriter
 from transforms.rejects import Rejected, Rejection
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
@@ -107,8 +108,10 @@ class ImagesToExamples(beam.DoFn):
     """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
     and one element per written source image on `images_written` (for reconciliation)."""
 
-    def __init__(self, spec: ExampleSpec) -> None:
+    def __init__(self, spec: ExampleSpec, progress_dir: str | None = None) -> None:
         self._spec = spec
+        self._progress_dir = progress_dir  # local runs only: see transforms/progress.py
+        self._progress: ProgressWriter | None = None
         counter = beam.metrics.Metrics.counter
         self._read = counter("cropshard", "images_read")
         self._decoded = counter("cropshard", "images_decoded")
@@ -120,6 +123,17 @@ class ImagesToExamples(beam.DoFn):
     def setup(self) -> None:
         # Import TensorFlow's proto module once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
+        if self._progress_dir:
+            self._progress = ProgressWriter(self._progress_dir)
+
+    def finish_bundle(self) -> None:
+        if self._progress:
+            self._progress.flush()
+
+    def process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+        yield from self._process(source, label_ids)
+        if self._progress:
+            self._progress.add()
 
     def _reject(self, source: ImageSource, stage: str, err: Rejected) -> beam.pvalue.TaggedOutput:
         if err.reason not in self._rejected:
@@ -127,7 +141,7 @@ class ImagesToExamples(beam.DoFn):
         self._rejected[err.reason].inc()
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
-    def process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+    def _process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
         spec = self._spec
         if source.split is not None:
             split = source.split
