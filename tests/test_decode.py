@@ -1,0 +1,116 @@
+"""decode_crops for every crop strategy against an independent Pillow reference, EXIF orientations included."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import imagegen
+from transforms.crop import CropSpec, grid_boxes, random_boxes
+from transforms.decode import PATH_DRAFT, PATH_PILLOW, PATH_WINDOW, decode_crops
+from transforms.rejects import Rejected
+
+H, W = 150, 210  # as displayed
+
+
+def encoded(tmp_path, orientation=1, fmt="jpg", seed=0) -> tuple[bytes, np.ndarray]:
+    path = imagegen.save(tmp_path / f"img_{orientation}.{fmt}", imagegen.photo(H, W, seed), orientation=orientation, quality=93)
+    return path.read_bytes(), imagegen.reference_pixels(path)
+
+
+def window(ref: np.ndarray, box) -> np.ndarray:
+    y, x, h, w = box
+    return ref[y : y + h, x : x + w]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_center_crop_every_orientation_window_path_equals_reference(tmp_path, orientation):
+    data, ref = encoded(tmp_path, orientation)
+    decoded = decode_crops(data, CropSpec("center", size=(64, 80)), key="k")
+    assert decoded.path == PATH_WINDOW and decoded.orientation == orientation
+    assert decoded.source_shape == (H, W)
+    (crop,) = decoded.crops
+    box = ((H - 64) // 2, (W - 80) // 2, 64, 80)
+    assert crop.source_box == box
+    np.testing.assert_array_equal(crop.pixels, window(ref, box))
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 7])
+def test_box_random_and_manifest_crops(tmp_path, orientation):
+    data, ref = encoded(tmp_path, orientation)
+    box = (13, 27, 41, 55)  # odd offsets: not on 8x8 block boundaries
+    (crop,) = decode_crops(data, CropSpec("box", box=box), key="k").crops
+    np.testing.assert_array_equal(crop.pixels, window(ref, box))
+    (crop,) = decode_crops(data, CropSpec("manifest"), key="k", manifest_box=box).crops
+    np.testing.assert_array_equal(crop.pixels, window(ref, box))
+    decoded = decode_crops(data, CropSpec("random", size=(33, 17), crops_per_image=4, seed=3), key="some/key.jpg")
+    expected_boxes = random_boxes(H, W, (33, 17), 4, "some/key.jpg", 3)
+    assert [c.source_box for c in decoded.crops] == expected_boxes
+    for c in decoded.crops:
+        np.testing.assert_array_equal(c.pixels, window(ref, c.source_box))
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_grid_and_none(tmp_path, fmt):
+    data, ref = encoded(tmp_path, 8, fmt)
+    decoded = decode_crops(data, CropSpec("grid", size=(50, 50), stride=(40, 60)), key="k")
+    assert decoded.path == PATH_PILLOW
+    assert [c.source_box for c in decoded.crops] == grid_boxes(H, W, (50, 50), (40, 60))
+    for c in decoded.crops:
+        np.testing.assert_array_equal(c.pixels, window(ref, c.source_box))
+    (whole,) = decode_crops(data, CropSpec("none"), key="k").crops
+    np.testing.assert_array_equal(whole.pixels, ref)
+    assert whole.source_box == (0, 0, H, W)
+
+
+def test_resize_then_center_uses_draft_and_stays_close_to_full_resolution(tmp_path):
+    big = imagegen.save(tmp_path / "big.jpg", imagegen.photo(1200, 1600, 9), quality=92)
+    spec = CropSpec("center", size=(96, 96), resize=128)
+    decoded = decode_crops(big.read_bytes(), spec, key="k")
+    assert decoded.path == PATH_DRAFT
+    (crop,) = decoded.crops
+    full = Image.fromarray(imagegen.reference_pixels(big)).resize((171, 128), Image.Resampling.BILINEAR)
+    reference = imagegen.center_crop(np.asarray(full), 96, 96)
+    diff = np.abs(crop.pixels.astype(int) - reference.astype(int))
+    # DCT-domain downscale then resize differs from a full-resolution resize by a few levels.
+    assert diff.mean() < 3 and crop.pixels.shape == (96, 96, 3)
+    # the 96x96 window at (16, 37) of the 128x171 resize, mapped back to the 1200x1600 source
+    assert crop.source_box == (150, 346, 900, 898)
+
+
+def test_small_images_reject_pad_upscale(tmp_path):
+    data, ref = encoded(tmp_path)
+    with pytest.raises(Rejected) as err:
+        decode_crops(data, CropSpec("center", size=(200, 100)), key="k")
+    assert err.value.reason == "too_small"
+    (padded,) = decode_crops(data, CropSpec("center", size=(200, 100), small="pad"), key="k").crops
+    assert padded.pixels.shape == (200, 100, 3)
+    top = (200 - H) // 2
+    np.testing.assert_array_equal(padded.pixels[top : top + H], window(ref, (0, (W - 100) // 2, H, 100)))
+    assert not padded.pixels[:top].any() and not padded.pixels[top + H :].any()
+    (up,) = decode_crops(data, CropSpec("center", size=(200, 100), small="upscale"), key="k").crops
+    assert up.pixels.shape == (200, 100, 3) and up.pixels.std() > 10
+
+
+def test_greyscale_output_and_box_resized_to_size(tmp_path):
+    path = imagegen.save(tmp_path / "g.jpg", imagegen.photo(H, W, 4), orientation=3, quality=95)
+    ref = imagegen.reference_pixels(path, channels=1)
+    (crop,) = decode_crops(path.read_bytes(), CropSpec("center", size=(40, 40)), key="k", channels=1).crops
+    np.testing.assert_array_equal(crop.pixels, imagegen.center_crop(ref, 40, 40))
+    (resized,) = decode_crops(path.read_bytes(), CropSpec("box", box=(0, 0, 100, 100), size=(32, 32)), key="k", channels=1).crops
+    assert resized.pixels.shape == (32, 32, 1)
+
+
+def test_window_path_matches_pillow_path_on_a_progressive_jpeg(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(imagegen.photo(H, W, 11)).save(buffer, format="JPEG", quality=90, progressive=True)
+    spec = CropSpec("random", size=(21, 37), crops_per_image=3)
+    fast = decode_crops(buffer.getvalue(), spec, key="p")
+    slow = decode_crops(buffer.getvalue(), spec, key="p", allow_window=False)
+    assert fast.path == PATH_WINDOW and slow.path == PATH_PILLOW
+    for a, b in zip(fast.crops, slow.crops, strict=True):
+        assert a.source_box == b.source_box
+        np.testing.assert_array_equal(a.pixels, b.pixels)

@@ -1,0 +1,173 @@
+"""Each PTransform / DoFn on Beam's TestPipeline, checked with assert_that."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to, is_not_empty
+
+from reader import metadata, schema
+from tests import imagegen
+from transforms.crop import CropSpec
+from transforms.dedup import DropDuplicates
+from transforms.discover import REJECTED, ImageSource, MatchImages, ReadManifest
+from transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
+from transforms.rejects import Rejection
+from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
+
+TestPipeline.__test__ = False  # a Beam class, not a pytest test class
+
+
+def reasons(lines):
+    return sorted((Path(r.path).name, r.reason) for r in map(Rejection.from_json, lines))
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    imagegen.save(root / "train" / "cat" / "a.jpg", imagegen.photo(40, 50, 1))
+    imagegen.save(root / "train" / "dog" / "b.png", imagegen.photo(40, 50, 2))
+    imagegen.save(root / "test" / "dog" / "c.jpg", imagegen.photo(40, 50, 3))
+    imagegen.save(root / "extra" / "dog" / "d.jpg", imagegen.photo(40, 50, 4))
+    return root
+
+
+def test_match_images_labels_from_parent_folder(tree):
+    with TestPipeline() as p:
+        found = p | MatchImages([f"{tree}/**"])
+        assert_that(
+            found["sources"] | beam.Map(lambda s: (s.key, s.label, s.split)),
+            equal_to([("train/cat/a.jpg", "cat", None), ("train/dog/b.png", "dog", None), ("test/dog/c.jpg", "dog", None), ("extra/dog/d.jpg", "dog", None)]),
+        )
+        assert_that(found[REJECTED], equal_to([]), label="NoRejections")
+
+
+def test_match_images_splits_from_folders_rejects_unknown(tree):
+    with TestPipeline() as p:
+        found = p | MatchImages([f"{tree}/**"], split_names=("train", "test"))
+        assert_that(
+            found["sources"] | beam.Map(lambda s: (s.key, s.label, s.split)),
+            equal_to([("train/cat/a.jpg", "cat", "train"), ("train/dog/b.png", "dog", "train"), ("test/dog/c.jpg", "dog", "test")]),
+        )
+        assert_that(found[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("d.jpg", "unknown_split")]), label="Unknown")
+
+
+def test_match_images_overlapping_globs_read_each_file_once(tree):
+    with TestPipeline() as p:
+        found = p | MatchImages([f"{tree}/**", f"{tree}/train/**/*.jpg"])
+        assert_that(found["sources"] | beam.Map(lambda s: s.path) | beam.combiners.Count.Globally(), equal_to([4]))
+
+
+def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path):
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text(
+        "path,label,split,box\n"
+        f"{tree}/train/cat/a.jpg,cat,train,\"1,2,10,10\"\n"
+        "images/train/dog/b.png,dog,test,\n"
+        "missing.jpg,dog,train,\"1,2,x,4\"\n"
+        "other.jpg,dog,holdout,\n"
+        ",dog,train,\n"
+    )
+    jsonl_path = tmp_path / "m.jsonl"
+    jsonl_path.write_text(
+        json.dumps({"path": "images/test/dog/c.jpg", "label": 3, "split": "train", "box": [0, 0, 5, 5]}) + "\n" + "{not json\n"
+    )
+    with TestPipeline() as p:
+        csv_rows = p | "Csv" >> ReadManifest(str(csv_path), split_names=("train", "test"))
+        assert_that(
+            csv_rows["sources"] | "CsvKeys" >> beam.Map(lambda s: (s.path, s.label, s.split, s.box)),
+            equal_to([(f"{tree}/train/cat/a.jpg", "cat", "train", (1, 2, 10, 10)), (f"{tmp_path}/images/train/dog/b.png", "dog", "test", None)]),
+        )
+        assert_that(
+            csv_rows[REJECTED] | "CsvReasons" >> beam.Map(lambda line: Rejection.from_json(line).reason),
+            equal_to(["bad_manifest_row"] * 3),
+            label="CsvRejected",
+        )
+        jsonl_rows = p | "Jsonl" >> ReadManifest(str(jsonl_path))
+        assert_that(
+            jsonl_rows["sources"] | "JsonlKeys" >> beam.Map(lambda s: (s.key, s.label, s.split, s.box)),
+            equal_to([("images/test/dog/c.jpg", "3", None, (0, 0, 5, 5))]),
+            label="JsonlSources",
+        )
+        assert_that(jsonl_rows[REJECTED] | "JsonlReasons" >> beam.Map(lambda line: Rejection.from_json(line).reason), equal_to(["bad_manifest_row"]), label="JsonlRejected")
+
+
+def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
+    good = imagegen.save(tmp_path / "cat" / "good.jpg", imagegen.photo(60, 80, 5))
+    small = imagegen.save(tmp_path / "cat" / "small.png", imagegen.photo(10, 10, 6))
+    spec = ExampleSpec(crop=CropSpec("center", size=(32, 32)), encoding="png", split_fractions=None, split_names=("train", "test"))
+    sources = [
+        ImageSource(str(good), "cat/good.jpg", "cat", "test"),
+        ImageSource(str(small), "cat/small.png", "cat", "train"),
+        ImageSource(str(tmp_path / "gone.jpg"), "gone.jpg", "", "train"),
+    ]
+    expected = imagegen.center_crop(imagegen.reference_pixels(good), 32, 32)
+
+    def check(records):
+        assert len(records) == 1
+        record = schema.decode_example(records[0])
+        assert (record.label, record.label_text, record.format, record.height, record.width) == (0, "cat", "png", 32, 32)
+        np.testing.assert_array_equal(np.asarray(__import__("PIL.Image").Image.open(__import__("io").BytesIO(record.encoded))), expected)
+
+    with TestPipeline() as p:
+        labels = p | "Labels" >> beam.Create([{"cat": 0}])
+        out = p | beam.Create(sources) | beam.ParDo(ImagesToExamples(spec), label_ids=beam.pvalue.AsSingleton(labels)).with_outputs(
+            "train", "test", REJECTED, IMAGES_WRITTEN
+        )
+        assert_that(out["test"], check)
+        assert_that(out["train"], equal_to([]), label="NoTrain")
+        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found")]), label="Rejected")
+        assert_that(out[IMAGES_WRITTEN], equal_to(["test"]), label="Written")
+
+
+def test_drop_duplicates_keeps_smallest_key(tmp_path):
+    first = imagegen.save(tmp_path / "a" / "x.jpg", imagegen.photo(20, 20, 7))
+    (tmp_path / "b").mkdir()
+    copy = tmp_path / "b" / "y.jpg"
+    copy.write_bytes(first.read_bytes())
+    other = imagegen.save(tmp_path / "c.jpg", imagegen.photo(20, 20, 8))
+    sources = [ImageSource(str(p), str(p.relative_to(tmp_path)), "", None) for p in (copy, first, other)]
+    with TestPipeline() as p:
+        out = p | beam.Create(sources) | DropDuplicates()
+        assert_that(out["sources"] | beam.Map(lambda s: s.key), equal_to(["a/x.jpg", "c.jpg"]))
+        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("y.jpg", "duplicate")]), label="Dups")
+
+
+def test_write_split_and_describe_shards(tmp_path):
+    records = [schema.encode_example(schema.ImageRecord(bytes([i]), "raw", 1, 1, 1, -1, "", f"f{i}", (0, 0, 1, 1), "0")) for i in range(25)]
+    with TestPipeline() as p:
+        files = p | beam.Create(records) | WriteSplit(str(tmp_path), "train", num_shards=3, compression="gzip")
+        described = files | DescribeShards("train", "gzip")
+        assert_that(described | beam.Map(lambda kv: (kv[0], kv[1].file)), equal_to([("train", f"train-0000{i}-of-00003.tfrecord.gz") for i in range(3)]))
+        assert_that(described | beam.Map(lambda kv: kv[1].num_records) | beam.CombineGlobally(sum), equal_to([25]), label="Total")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
+
+
+def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
+    base = {"cropshard_version": "t", "encoding": "raw", "image_formats": ["raw"], "channels": 3, "image_shape": [8, 8, 3], "crop": {"strategy": "center"},
+            "compression": "none", "split_names": ["train"], "command_line": []}
+
+    def build(p, num_inputs):
+        return {
+            "shards": p | "Shards" >> beam.Create([("train", metadata.ShardInfo("train-00000-of-00001.tfrecord", 2, 100))]),
+            "rejected_counts": p | "Rejected" >> beam.Create([("too_small", 1)]),
+            "num_inputs": p | "Inputs" >> beam.Create([num_inputs]),
+            "images_written": p | "Written" >> beam.Create([2]),
+            "labels": p | "Labels" >> beam.Create([["a", "b"]]),
+            "rejected_files": p | "RejectedFiles" >> beam.Create(["rejected.jsonl"]),
+        } | WriteDatasetInfo(str(tmp_path), base)
+
+    with TestPipeline() as p:
+        assert_that(build(p, 3), is_not_empty())
+    info = metadata.DatasetInfo.from_json((tmp_path / metadata.INFO_FILENAME).read_text())
+    assert (info.num_inputs, info.num_images_written, info.rejected, info.labels) == (3, 2, {"too_small": 1}, ("a", "b"))
+    assert (tmp_path / "labels.txt").read_text() == "a\nb\n"
+    (tmp_path / metadata.INFO_FILENAME).unlink()
+    with pytest.raises(Exception, match="do not reconcile"), TestPipeline() as p:
+        build(p, 4)
+    assert not (tmp_path / metadata.INFO_FILENAME).exists()
