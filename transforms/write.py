@@ -203,12 +203,14 @@ def remove_temp_dirs(output: str) -> int:
 def prepare_output(output: str, overwrite: bool) -> None:
     """Refuse a non-empty output unless --overwrite; with it, remove the old dataset_info.json
     first (so an interrupted overwrite never looks complete), then old shards and temp dirs."""
-    if not FileSystems.exists(output):
+    if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
             import os
 
             os.makedirs(output, exist_ok=True)
         return
+    # Object stores (gs://) have no directories: exists(output) is False even when objects sit
+    # below it, so the listing below is the only emptiness check there.
     existing = [m.path for m in FileSystems.match([join(output, "**")])[0].metadata_list]
     if not existing:
         return
