@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 
 import apache_beam as beam
@@ -47,6 +49,8 @@ class ExampleSpec:
 
 def read_bytes(path: str) -> bytes:
     """The file's bytes; Rejected('not_found' | 'unreadable') with the OS's message otherwise."""
+    if "://" not in path:
+        check_local_file(path)
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             return handle.read()
@@ -58,6 +62,27 @@ def read_bytes(path: str) -> bytes:
         text = f"{type(err).__name__}: {err}"
         missing = "notfound" in type(err).__name__.lower() or "not found" in text.lower() or "no such file" in text.lower()
         raise Rejected("not_found" if missing else "unreadable", text) from err
+
+
+def check_local_file(path: str) -> None:
+    """Reject local paths that are not regular files before opening them: opening a FIFO blocks
+    forever (one `photo.jpg` pipe would hang the worker) and a device such as /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as err:
+        target = f" (broken symbolic link to {os.readlink(path)!r})" if os.path.islink(path) else ""
+        raise Rejected("not_found", f"{err}{target}") from err
+    except OSError as err:  # EACCES on a parent folder, ELOOP, ENAMETOOLONG, EIO
+        raise Rejected("unreadable", f"{type(err).__name__}: {err}") from err
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # folders: open() gives IsADirectoryError below
+        raise Rejected("unreadable", f"not a regular file ({file_kind(mode)})")
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return f"file type {stat.S_IFMT(mode):o}"
 
 
 def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int) -> tuple[list[bytes], str]:
