@@ -17,12 +17,13 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.runners.runner import PipelineResult
 
 from pipeline.options import BuildConfig, build_config
 from reader import metadata
 from transforms.dedup import DropDuplicates
-from transforms.discover import REJECTED, MatchImages, ReadManifest, count_inputs
+from transforms.discover import REJECTED, MatchImages, ReadManifest, count_inputs, iter_matches
 from transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
 from transforms.progress import ProgressMonitor
 from transforms.rejects import Rejection
@@ -160,7 +161,8 @@ def plan_shards(config: BuildConfig, matched: tuple[int, int] | None) -> dict[st
 
 
 def with_runner_defaults(argv: Sequence[str]) -> list[str]:
-    """No --runner means a local DirectRunner using every core (multi-process workers)."""
+    """No --runner means a local DirectRunner using every core (multi-process workers); no
+    pickled main session on any runner."""
     argv = list(argv)
     flags = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     runner = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")), None)
@@ -172,21 +174,34 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
         argv.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in flags:
             argv.append(f"--direct_num_workers={os.cpu_count() or 1}")
+    if not flags & {"--save_main_session", "--no_save_main_session"}:
+        # Every function the workers run lives in the installed packages (--setup_file), never in
+        # __main__; Beam 2.77 would otherwise pickle the launcher's __main__ (cropshard's script,
+        # pytest, a notebook) for Dataflow and unpickle it on every worker.
+        argv.append("--no_save_main_session")
     return argv
 
 
 @dataclasses.dataclass
 class BuildResult:
-    info: metadata.DatasetInfo
+    info: metadata.DatasetInfo | None  # None when the launcher did not wait for the job (--dry_run, --no_wait_until_finish)
     wall_seconds: float
     output: str
+    pipeline_result: PipelineResult | None = None  # the runner's result; with DataflowRunner --dry_run, `.job` is the built job
+    dry_run: bool = False
 
     @property
     def images_per_second(self) -> float:
-        return self.info.num_inputs / self.wall_seconds if self.wall_seconds else 0.0
+        return self.info.num_inputs / self.wall_seconds if self.info and self.wall_seconds else 0.0
 
     def summary(self) -> str:
         info = self.info
+        if self.dry_run:
+            job = getattr(self.pipeline_result, "job", None)
+            return f"cropshard build -> {self.output}\n  dry run: built job {job.proto.name if job else '?'!r}, not submitted"
+        if info is None:
+            job_id = self.pipeline_result.job_id() if hasattr(self.pipeline_result, "job_id") else "(unknown id)"
+            return f"cropshard build -> {self.output}\n  submitted job {job_id}, not waiting; {metadata.INFO_FILENAME} appears there when it succeeds"
         lines = [
             f"cropshard build -> {self.output}",
             f"  inputs {info.num_inputs} = {info.num_images_written} images written + {info.num_rejected} rejected  (reconciled)",
@@ -208,19 +223,57 @@ def read_info(output: str) -> metadata.DatasetInfo:
         return metadata.DatasetInfo.from_json(handle.read().decode("utf-8"), source=path)
 
 
+def is_dry_run(options: PipelineOptions) -> bool:
+    """Beam's --dry_run (TestOptions) as DataflowRunner reads it: an untyped flag, so any value,
+    even `--dry_run=False`, counts as set."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def has_inputs(config: BuildConfig) -> bool:
+    """At least one input exists: one listing page, not the whole listing."""
+    if config.manifest:
+        return FileSystems.exists(config.manifest)
+    return any(next(iter_matches(pattern), None) is not None for pattern in config.inputs)
+
+
+def no_inputs_error(config: BuildConfig) -> FileNotFoundError:
+    # gs:// has no directories: without a wildcard, gs://bucket/images names one object.
+    bare = [p for p in config.inputs if "://" in p and not any(c in p for c in "*?[")]
+    hint = f"; a folder on gs:// needs a trailing / or /** (e.g. {bare[0]}/)" if bare else ""
+    return FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing{hint}")
+
+
 def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> BuildResult:
     """Parse `argv` (cropshard and Beam options), build the dataset, return its metadata and timing."""
     argv = with_runner_defaults(argv)
     options = PipelineOptions(argv)
     config = build_config(options)
     start = time.monotonic()
-    prepare_output(config.output, config.overwrite)
-    matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
-    if matched[0] == 0:
-        raise FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing")
+    runner = options.view_as(StandardOptions).runner
+    local = runner in ("DirectRunner", "direct", None)
+    dry_run = is_dry_run(options)
+    if dry_run:
+        # A dry run only builds the job: it must not touch storage (no credentials needed, and
+        # with --overwrite it must not delete anything), so it cannot check --output or list inputs.
+        if (runner or "").split(".")[-1] not in ("DataflowRunner", "TestDataflowRunner"):
+            raise ValueError(f"--dry_run is only honoured by DataflowRunner; with {runner} the build would really run")
+        if not config.num_shards:
+            raise ValueError("--dry_run does not list the inputs, so it cannot size shards: pass --num_shards")
+        matched = None
+    else:
+        prepare_output(config.output, config.overwrite)
+        if config.num_shards and not local:
+            # Nothing needs the total (shard count given; progress is only shown for local runners):
+            # skip listing every input from the launcher, ~500 list requests for 500k objects on gs://.
+            if not has_inputs(config):
+                raise no_inputs_error(config)
+            matched = None
+        else:
+            matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
+            if matched[0] == 0:
+                raise no_inputs_error(config)
     num_shards = plan_shards(config, matched)
-    _LOGGER.info("building from %d inputs; shards per split %s; runner %s", matched[0], num_shards, options.view_as(StandardOptions).runner)
-    local = options.view_as(StandardOptions).runner in ("DirectRunner", "direct", None)
+    _LOGGER.info("building from %s inputs; shards per split %s; runner %s", matched[0] if matched else "(uncounted)", num_shards, runner)
     with tempfile.TemporaryDirectory(prefix="cropshard-progress-") as progress_dir:
         monitor = ProgressMonitor(progress_dir, matched[0], config.progress).start() if local and config.progress != "off" else None
         try:
@@ -229,7 +282,9 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
         finally:
             if monitor:
                 monitor.stop()
-    return BuildResult(read_info(config.output), time.monotonic() - start, config.output)
+    if dry_run or options.view_as(StandardOptions).no_wait_until_finish:
+        return BuildResult(None, time.monotonic() - start, config.output, pipeline.result, dry_run=dry_run)
+    return BuildResult(read_info(config.output), time.monotonic() - start, config.output, pipeline.result)
 
 
 def main(argv: Sequence[str]) -> int:
