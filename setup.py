@@ -5,15 +5,35 @@ workers install everything with `--setup_file ./setup.py`. The reader is also in
 on its own (`pip install ./reader`) for training images without Beam or Pillow.
 """
 
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 BEAM_VERSION = "2.77.0"  # Pinned together with the Flink job-server jar in launch/versions.env.
+
+
+def long_description() -> str:
+    if not os.path.exists("README.md"):
+        return ""
+    with open("README.md", encoding="utf-8") as handle:
+        return handle.read()
+
+
+class BuildPy(build_py):
+    """Leave out reader/setup.py (the standalone reader distribution's script): as `reader.setup`
+    it would be installed on every worker, and importing it runs setup()."""
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        modules = super().find_package_modules(package, package_dir)
+        return [(pkg, mod, path) for pkg, mod, path in modules if (pkg, mod) != ("reader", "setup")]
+
 
 setup(
     name="cropshard",
     version="0.1.0",
     description="Turn image collections into sharded TFRecord datasets; read them with tf.data.",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "reader", "reader.*", "tools", "tools.*"]),
@@ -33,4 +53,5 @@ setup(
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "gcp-storage-emulator>=2024.1", "matplotlib>=3.7", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["cropshard=pipeline.cli:main"]},
+    cmdclass={"build_py": BuildPy},
 )
