@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 
 from transforms.crop import Box, parse_box
 from transforms.rejects import Rejected, Rejection
@@ -66,9 +69,12 @@ class _SourcesFromMatches(beam.DoFn):
         self._split_names = tuple(split_names) if split_names is not None else None
         self._matched = beam.metrics.Metrics.counter("cropshard", "files_matched")
 
-    def process(self, element: tuple[str, fileio.FileMetadata]) -> Iterator:
+    def process(self, element: tuple[str, FileMetadata | Unlisted]) -> Iterator:
         root, metadata = element
         self._matched.inc()
+        if isinstance(metadata, Unlisted):
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(metadata.path, "match", metadata.reason, metadata.message).to_json())
+            return
         try:
             yield source_from_path(metadata.path, root, self._labels, self._split_names)
         except Rejected as err:
@@ -91,17 +97,22 @@ class MatchImages(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         matches = pbegin | "Patterns" >> beam.Create(self._patterns) | "Match" >> beam.ParDo(_MatchWithRoot())
         if len(self._patterns) > 1:  # overlapping globs must not read a file twice
-            matches = matches | "ByPath" >> beam.Map(lambda rm: (rm[1].path, rm)) | "OnePerPath" >> beam.CombinePerKey(min) | beam.Values()
+            matches = matches | "ByPath" >> beam.Map(lambda rm: (rm[1].path, rm)) | "OnePerPath" >> beam.CombinePerKey(_first_match) | beam.Values()
         return matches | "ToSources" >> beam.ParDo(_SourcesFromMatches(self._labels, self._split_names)).with_outputs(
             REJECTED, main="sources"
         )
+
+
+def _first_match(matches: Iterable[tuple[str, FileMetadata | Unlisted]]) -> tuple[str, FileMetadata | Unlisted]:
+    # Deterministic and never comparing FileMetadata with Unlisted (they do not order).
+    return min(matches, key=lambda rm: (rm[0], isinstance(rm[1], Unlisted)))
 
 
 class _MatchWithRoot(beam.DoFn):
     """Like fileio.MatchAll, but streaming, and keeping the root of the pattern that matched
     (labels and keys are relative to it)."""
 
-    def process(self, pattern: str) -> Iterator[tuple[str, fileio.FileMetadata]]:
+    def process(self, pattern: str) -> Iterator[tuple[str, FileMetadata | Unlisted]]:
         root = glob_root(pattern)
         for metadata in iter_matches(pattern):
             yield root, metadata
@@ -218,27 +229,115 @@ class ReadManifest(beam.PTransform):
         ).with_outputs(REJECTED, main="sources")
 
 
-def iter_matches(pattern: str) -> Iterator[fileio.FileMetadata]:
-    """FileMetadata of every file matching `pattern`, streamed rather than listed.
+class Unlisted(NamedTuple):
+    """A matched directory entry that cannot become an ImageSource: rejected at stage `match`.
+
+    Beam's local listing silently drops what it cannot stat (a broken symlink) and skips folders
+    it cannot list; cropshard reports them instead, so nothing matched disappears."""
+
+    path: str
+    reason: str  # a transforms.rejects reason code
+    message: str
+
+    @property
+    def size_in_bytes(self) -> int:
+        return 0
+
+
+def iter_matches(pattern: str) -> Iterator[FileMetadata | Unlisted]:
+    """FileMetadata of every file matching `pattern` (and an `Unlisted` for every matching entry
+    that cannot be an input), streamed rather than listed.
 
     Same listing and pattern rules as FileSystems.match (`*` within a folder, `**` across
-    folders), but through the filesystem's listing generator, which is the only streaming
-    entry point Beam offers: 500k files never sit in one list, in the launcher or a worker."""
+    folders), but through a listing generator, the only streaming entry point: 500k files never
+    sit in one list, in the launcher or a worker. Local folders are walked here rather than by
+    Beam's `LocalFileSystem._list`, which drops entries it cannot stat without a trace."""
+    filesystem = FileSystems.get_filesystem(pattern)
+    local = isinstance(filesystem, LocalFileSystem)
     if not re.search(r"[*?\[]", pattern):
-        if FileSystems.exists(pattern):
+        if local:  # an explicit file: if it is gone, that is a rejection, not an empty match
+            yield from _local_entries(os.path.dirname(pattern) or ".", [os.path.basename(pattern)], lambda _: True)
+        elif FileSystems.exists(pattern):
             yield from FileSystems.match([pattern])[0].metadata_list
         return
-    filesystem = FileSystems.get_filesystem(pattern)
     prefix = re.match(r"^[^[*?]*", pattern).group(0)
     if filesystem.has_dirs():
         prefix = filesystem._url_dirname(prefix)
-    yield from filesystem.match_files(filesystem._list(prefix), pattern)
+    if local:
+        yield from _walk_local(prefix, pattern)
+    else:
+        yield from filesystem.match_files(filesystem._list(prefix), pattern)
+
+
+def _walk_local(top: str, pattern: str) -> Iterator[FileMetadata | Unlisted]:
+    """Beam's local listing (os.walk below `top`, paths filtered by the pattern), reporting what it hides."""
+    if not os.path.exists(top):
+        return
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    recursive = "**" in pattern
+    folder_pattern = re.compile(FileSystem.translate_pattern(os.path.dirname(pattern))).fullmatch
+    errors: list[OSError] = []
+    for folder, subfolders, files in os.walk(top, onerror=errors.append):
+        yield from _unlistable(errors, recursive, folder_pattern)
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and (recursive or folder_pattern(path)):
+                # os.walk (like Beam, and to avoid cycles) does not follow it: say so.
+                yield Unlisted(path, "unreadable", f"symbolic link to a folder ({os.readlink(path)!r}) is not followed; give its target as an --input")
+        yield from _local_entries(folder, files, matches)
+    yield from _unlistable(errors, recursive, folder_pattern)
+
+
+def _unlistable(errors: list[OSError], recursive: bool, folder_pattern: Callable[[str], object]) -> Iterator[Unlisted]:
+    # A folder that cannot be listed hides an unknown number of files: one rejection stands for
+    # them, if the pattern could match anything inside it.
+    while errors:
+        err = errors.pop(0)
+        path = err.filename or ""
+        if recursive or folder_pattern(path):
+            yield Unlisted(path, "unreadable", f"folder cannot be listed, its files are not counted: {type(err).__name__}: {err.strerror}")
+
+
+def _local_entries(folder: str, names: Iterable[str], matches: Callable[[str], object]) -> Iterator[FileMetadata | Unlisted]:
+    for name in names:
+        path = os.path.join(folder, name)
+        if not matches(path):
+            continue
+        try:
+            info = os.stat(path)
+        except FileNotFoundError as err:
+            if os.path.islink(path):
+                yield Unlisted(path, "not_found", f"broken symbolic link to {os.readlink(path)!r}")
+            else:
+                yield Unlisted(path, "not_found", f"{err.strerror} (removed after it was listed, or never there)")
+            continue
+        except OSError as err:  # ELOOP (symlink loop), EACCES, EIO
+            yield Unlisted(path, "unreadable", f"{type(err).__name__}: {err.strerror}")
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            continue  # only reached for an explicit folder path; folders are never inputs
+        if not stat.S_ISREG(info.st_mode):
+            yield Unlisted(path, "unreadable", f"not a regular file ({file_kind(info.st_mode)})")
+            continue
+        yield FileMetadata(path, info.st_size, info.st_mtime)
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return f"file type {stat.S_IFMT(mode):o}"
 
 
 def count_inputs(patterns: Iterable[str]) -> tuple[int, int]:
-    """(files, bytes) matched by `patterns`, for shard sizing and the progress total."""
+    """(inputs, bytes) matched by `patterns`, for shard sizing and the progress total. Unlisted
+    entries are inputs too (they become rejections). An explicit local file path (no wildcard)
+    that does not exist is a typo, not a rejection: FileNotFoundError before anything runs.
+    (A remote one matches nothing; pipeline.build explains an empty match.)"""
     files = total = 0
     for pattern in patterns:
+        if "://" not in pattern and not re.search(r"[*?\[]", pattern) and not os.path.lexists(pattern):
+            raise FileNotFoundError(f"--input {pattern} does not exist")
         for metadata in iter_matches(pattern):
             files += 1
             total += metadata.size_in_bytes

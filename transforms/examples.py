@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from reader import schema
 from transforms.crop import CropSpec, hash_split
 from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image
-from transforms.discover import REJECTED, ImageSource
+from transforms.discover import REJECTED, ImageSource, file_kind
 from transforms.encode import encode_pixels, reencode_format, verbatim_format
 from transforms.progress import ProgressWriter
 from transforms.rejects import Rejected, Rejection
@@ -76,13 +76,6 @@ def check_local_file(path: str) -> None:
         raise Rejected("unreadable", f"{type(err).__name__}: {err}") from err
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # folders: open() gives IsADirectoryError below
         raise Rejected("unreadable", f"not a regular file ({file_kind(mode)})")
-
-
-def file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return f"file type {stat.S_IFMT(mode):o}"
 
 
 def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int) -> tuple[list[bytes], str]:
