@@ -68,6 +68,9 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as err:
+        fmt = sniff_format(data)
+        if fmt is not None:  # a real PNG/JPEG/... whose header is corrupt, not some other file
+            raise Rejected("decode_error", f"{fmt} signature, but the header cannot be parsed: {_header_error(data, fmt)}") from err
         raise Rejected("not_an_image", f"no image format recognises these {len(data)} bytes") from err
     except Exception as err:  # noqa: BLE001 - any header parse failure is this file's problem
         raise _decode_rejection(err) from err
@@ -77,6 +80,36 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     if width * height > max_pixels:
         raise Rejected("too_many_pixels", f"{width}x{height} = {width * height} pixels exceeds --max_pixels {max_pixels}")
     return img
+
+
+# Leading bytes that identify a format for certain (BMP's two-letter "BM" is too weak to claim).
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format the file's magic bytes announce, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+def _header_error(data: bytes, fmt: str) -> str:
+    # Image.open hides why each plugin refused the file; ask the format's own plugin again.
+    try:
+        factory = Image.OPEN[fmt][0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            factory(io.BytesIO(data), "")
+    except Exception as err:  # noqa: BLE001 - only used for the message
+        return f"{type(err).__name__}: {err}"
+    return "Pillow did not identify it"
 
 
 def _decode_rejection(err: BaseException) -> Rejected:
