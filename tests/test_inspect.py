@@ -1,0 +1,185 @@
+"""`cropshard inspect`: the description, --verify naming the shard and byte offset of damage, the contact sheet."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from pipeline.build import run  # noqa: E402
+from pipeline.cli import main as cli_main  # noqa: E402
+from reader import schema  # noqa: E402
+from reader.metadata import load_info  # noqa: E402
+from tests import imagegen  # noqa: E402
+from tests.test_reader_verify import flip_byte, record_offsets  # noqa: E402 - the reader tests' framing helpers
+from tools import contact_sheet  # noqa: E402
+from tools.inspect import Progress  # noqa: E402
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
+PER_CLASS = 6
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    imagegen.class_tree(root, per_class=PER_CLASS, size=(120, 160))
+    imagegen.broken_files(root / "cat")  # three rejections: truncated, empty_file, not_an_image
+    return root
+
+
+@pytest.fixture(scope="module")
+def precropped(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("ds") / "precrop"
+    run([f"--input={photos}/**", f"--output={out}", "--crop=center", "--size=64x64", "--split=train=0.7,test=0.3",
+         "--num_shards=2", *IN_PROCESS], command_line=["test"])
+    return str(out)
+
+
+@pytest.fixture()
+def damaged(precropped: str, tmp_path: Path) -> tuple[str, str, bytes]:
+    """A copy of the dataset plus its largest train shard's path and original bytes."""
+    target = str(tmp_path / "copy")
+    shutil.copytree(precropped, target)
+    info = load_info(target)
+    shard = max(info.split("train").shards, key=lambda s: s.num_records)
+    path = os.path.join(target, shard.file)
+    return target, path, Path(path).read_bytes()
+
+
+def inspect(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli_main(["inspect", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_describe_shows_schema_crop_splits_shards_labels_and_rejections(precropped: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = inspect(capsys, precropped)
+    assert code == 0
+    info = load_info(precropped)
+    assert "encoding     raw" in out and "64x64x3 (every image)" in out
+    assert "crop         center 64x64" in out
+    for name, split in info.splits.items():
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert f" {split.num_examples} " in line and f" {len(split.shards)} " in line
+        assert line.count(" / ") == 4  # min / median / max for bytes and for records
+    assert "shard size min / median / max" in out
+    label_lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  cat ") or line.startswith("  dog ")}
+    assert int(label_lines["cat"][-2]) == PER_CLASS and int(label_lines["dog"][-2]) == PER_CLASS  # totals column
+    assert f"rejected     3 of {2 * PER_CLASS + 3} inputs" in out
+    for reason in ("truncated", "empty_file", "not_an_image"):
+        assert f"  {reason} " in out
+    for key in schema.FEATURE_KEYS:
+        assert key in out
+    assert "image/crop/box        int64[4]" in out
+
+
+def test_verify_passes_a_clean_dataset(precropped: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = inspect(capsys, precropped, "--verify", "--progress=log")
+    assert code == 0
+    assert f"verify: OK - 4 shards, {2 * PER_CLASS} records" in out
+
+
+def test_verify_names_shard_and_offset_of_a_flipped_payload_byte(damaged: tuple[str, str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
+    path, shard, data = damaged
+    offsets = record_offsets(data)
+    bad = len(offsets) // 2
+    (length,) = struct.unpack("<Q", data[offsets[bad] : offsets[bad] + 8])
+    flip_byte(shard, offsets[bad] + 12 + length // 2)  # inside the payload: only the data CRC can notice
+    code, out = inspect(capsys, path, "--verify", "--progress=off")
+    assert code == 1
+    bad_lines = [line for line in out.splitlines() if line.startswith("  BAD ")]
+    assert len(bad_lines) == 1
+    assert shard in bad_lines[0]
+    assert f"at byte offset {offsets[bad]} " in bad_lines[0]
+    assert "data CRC mismatch" in bad_lines[0] and f"(record index {bad})" in bad_lines[0]
+    assert f"{bad} of {len(offsets)} records readable" in bad_lines[0]
+
+
+def test_verify_names_shard_and_offset_of_a_truncated_tail(damaged: tuple[str, str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
+    path, shard, data = damaged
+    offsets = record_offsets(data)
+    Path(shard).write_bytes(data[:-7])  # the last record loses its footer and part of its payload
+    code, out = inspect(capsys, path, "--verify", "--progress=off")
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.startswith("  BAD ")]
+    assert shard in line and f"at byte offset {offsets[-1]} " in line and "truncated record" in line
+
+
+def test_verify_decodes_records_whose_crc_is_fine(damaged: tuple[str, str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
+    """A well-framed record that lies about its shape is found by the parse/decode pass, not the CRC."""
+    path, shard, data = damaged
+    offsets = record_offsets(data)
+    records = [record.numpy() for record in tf.data.TFRecordDataset(shard)]
+    bad = len(records) - 1
+    example = tf.train.Example.FromString(records[bad])
+    example.features.feature[schema.IMAGE_HEIGHT].int64_list.value[0] = 32
+    records[bad] = example.SerializeToString()
+    with tf.io.TFRecordWriter(shard) as writer:
+        for record in records:
+            writer.write(record)
+    code, out = inspect(capsys, path, "--verify", "--progress=off")
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.startswith("  BAD ")]
+    assert shard in line and f"at byte offset {offsets[bad]} " in line
+    assert "does not parse" in line and "expected 32x64x3" in line
+
+
+def test_contact_sheet_of_full_images_draws_the_reader_windows(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "full"
+    run([f"--input={photos}/**", f"--output={out}", "--crop=none", "--encoding=jpeg", "--num_shards=1", *IN_PROCESS], command_line=[])
+    sheet = tmp_path / "sheet.png"
+    code, text = inspect(capsys, str(out), "--no-labels", "--contact-sheet", str(sheet), "--samples", "6", "--crop-size", "48x40")
+    assert code == 0
+    assert f"contact sheet: {sheet} (6 images of split 'train': cat 3, dog 3;" in text and "reader crop='center'" in text
+    with Image.open(sheet) as img:
+        assert img.format == "PNG" and img.width >= 600 and img.height >= 400
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # real photos, not a blank canvas
+
+    # The windows drawn are the reader's: center windows are centred, random ones inside the image.
+    samples = contact_sheet.choose_samples(contact_sheet._read_samples(str(out), "train", 12, seed=0), 6, 2)
+    center = contact_sheet.reader_windows(str(out), "train", "center", (48, 40), 0, samples)
+    randoms = contact_sheet.reader_windows(str(out), "train", "random", (48, 40), 1, samples)
+    for s in samples:
+        h, w = s.image.shape[:2]
+        assert center[s.index] == ((h - 48) // 2, (w - 40) // 2, 48, 40)
+        y, x, wh, ww = randoms[s.index]
+        assert (wh, ww) == (48, 40) and 0 <= y <= h - 48 and 0 <= x <= w - 40
+
+
+def test_contact_sheet_balances_labels() -> None:
+    def sample(index: int, label: int) -> contact_sheet.Sample:
+        return contact_sheet.Sample(index, np.zeros((2, 2, 3), np.uint8), label, str(label), f"{index}.jpg", (0, 0, 2, 2))
+
+    stream = [sample(i, 0) for i in range(10)] + [sample(10 + i, 1) for i in range(3)] + [sample(20, 2)]
+    chosen = contact_sheet.choose_samples(iter(stream), 7, 3)
+    assert [s.label for s in chosen] == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, log = Terminal(), io.StringIO()
+    for stream in (tty, log):
+        bar = Progress(4, "verify", stream=stream, log_every=0)
+        for _ in range(4):
+            bar.add()
+        bar.close()
+    assert tty.getvalue().startswith("\rverify [") and " 4/4 " in tty.getvalue() and tty.getvalue().endswith("\n")
+    assert "\r" not in log.getvalue() and log.getvalue().splitlines()[-1].startswith("verify [") and " 4/4 " in log.getvalue()
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["inspect", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,17 @@
+"""cropshard's user-facing tools: `cropshard inspect` (describe, verify, contact sheet) and
+`cropshard compare` (pre-cropped vs full-image datasets, measured on the user's own data).
+
+They sit on top of the reader's public API (`reader.load`, `reader.verify`, `reader.metadata`)
+and `pipeline.build.run`; nothing here defines dataset format, only how it is shown.
+"""
+
+from __future__ import annotations
+
+
+def human_bytes(num: float) -> str:
+    """1536 -> '1.50 KiB' (binary units, as the build summary uses)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(num) < 1024 or unit == "GiB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.2f} {unit}"
+        num /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,228 @@
+"""A contact sheet: sample images of one split in a grid with their labels, so a person sees at
+a glance whether the crops are where they should be.
+
+Everything shown comes from `reader.load`, so the sheet shows what training sees: the stored
+images (decoded by the reader), and for full-image datasets the windows the reader itself
+cuts with `crop='center'` and `crop='random'` (its `with_metadata` crop_window), drawn on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+import reader
+from reader.metadata import DatasetError, DatasetInfo
+
+RANDOM_WINDOW_COLOURS = ("#ffd400", "#00e5ff", "#ff3dd1")  # readable on forest, water and grey alike
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    index: int  # position in the reader's unshuffled order of the split
+    image: np.ndarray  # uint8 HWC as stored
+    label: int
+    label_text: str
+    filename: str
+    source_box: tuple[int, int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContactSheet:
+    output: str
+    split: str
+    samples: int
+    crop_size: tuple[int, int] | None
+    labels_shown: dict[str, int]
+    windows: tuple[str, ...]
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{name} {count}" for name, count in sorted(self.labels_shown.items()))
+        drawn = f"; reader windows drawn: {', '.join(self.windows)}" if self.windows else ""
+        return f"contact sheet: {self.output} ({self.samples} images of split {self.split!r}: {shown}{drawn})"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def pick_split(info: DatasetInfo, split: str | None) -> str:
+    if split is not None:
+        info.split(split)  # a clear error for a missing split
+        return split
+    nonempty = [name for name, s in sorted(info.splits.items()) if s.num_examples]
+    if not nonempty:
+        raise DatasetError("the dataset has no examples to show")
+    return "train" if "train" in nonempty else nonempty[0]
+
+
+def default_crop_size(info: DatasetInfo) -> tuple[int, int] | None:
+    """For full images built with --resize S, the crop that resize was sized for (S/2, the 2x rule of thumb)."""
+    resize = info.crop.get("resize")
+    return (resize // 2, resize // 2) if resize else None
+
+
+def choose_samples(items: Any, count: int, num_labels: int) -> list[Sample]:
+    """Up to `count` samples, balanced over labels as far as the scanned records allow, grouped by label.
+
+    Keeps at most ceil(count / labels) per label while scanning (bounded memory), then deals them
+    out round-robin so no label is short just because it came late in the records.
+    """
+    quota = math.ceil(count / max(num_labels, 1))
+    by_label: dict[int, list[Sample]] = {}
+    spare: list[Sample] = []
+    for sample in items:
+        bucket = by_label.setdefault(sample.label, [])
+        if len(bucket) < quota:
+            bucket.append(sample)
+            if num_labels and len(by_label) >= num_labels and all(len(b) >= quota for b in by_label.values()):
+                break
+        elif len(spare) < count:
+            spare.append(sample)
+    picked: list[Sample] = []
+    queues = [list(bucket) for _, bucket in sorted(by_label.items())]
+    while len(picked) < count and any(queues):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    picked += spare[: count - len(picked)]
+    return sorted(picked, key=lambda s: (s.label, s.index))
+
+
+def _read_samples(path: str, split: str, scan: int, seed: int) -> Any:
+    ds = reader.load(path, split, batch_size=None, shuffle=False, seed=seed, normalize="none", with_metadata=True)
+    for index, (image, label, meta) in enumerate(ds.take(scan).as_numpy_iterator()):
+        yield Sample(
+            index=index,
+            image=image,
+            label=int(label),
+            label_text=_text(meta["label_text"]),
+            filename=_text(meta["filename"]),
+            source_box=tuple(int(v) for v in meta["source_crop_box"]),
+        )
+
+
+def reader_windows(path: str, split: str, crop: str, crop_size: tuple[int, int], seed: int, samples: list[Sample]) -> dict[int, tuple[int, ...]]:
+    """index -> [y, x, h, w] that `reader.load(crop=crop, crop_size=..., seed=seed)` cuts for each sample."""
+    wanted = {s.index: s.filename for s in samples}
+    ds = reader.load(path, split, batch_size=None, crop=crop, crop_size=crop_size, shuffle=False, seed=seed, normalize="none", with_metadata=True)
+    windows = {}
+    for index, (_, _, meta) in enumerate(ds.take(max(wanted) + 1).as_numpy_iterator()):
+        if index in wanted:
+            if _text(meta["filename"]) != wanted[index]:
+                raise RuntimeError("reader order changed between passes; cannot align crop windows")  # unshuffled + seeded: should not happen
+            windows[index] = tuple(int(v) for v in meta["crop_window"])
+    return windows
+
+
+def _window_style(number: int) -> dict[str, Any]:
+    """Window set 0 is the center crop (white, dashed); the rest are random crops in distinct colours."""
+    if number == 0:
+        return {"edgecolor": "white", "linestyle": (0, (4, 3)), "linewidth": 2.2}
+    return {"edgecolor": RANDOM_WINDOW_COLOURS[(number - 1) % len(RANDOM_WINDOW_COLOURS)], "linestyle": "-", "linewidth": 2.0}
+
+
+def _halo() -> Any:
+    from matplotlib import patheffects
+
+    return patheffects.withStroke(linewidth=3.6, foreground="black")
+
+
+def write_contact_sheet(
+    path: str,
+    output: str,
+    split: str | None = None,
+    samples: int = 16,
+    crop_size: tuple[int, int] | None = None,
+    seed: int = 0,
+    random_windows: int = 3,
+) -> ContactSheet:
+    """Render `samples` images of `split` to the PNG `output`; full-image datasets get the reader's
+    center window (dashed) and `random_windows` random windows (seeds seed, seed+1, ...) drawn on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    if samples < 1:
+        raise ValueError("--samples must be at least 1")
+    info = reader.info(path)
+    split = pick_split(info, split)
+    full = not info.is_precropped
+    crop_size = crop_size or (default_crop_size(info) if full else None)
+    # Balance over the first few records only: enough to find every label without decoding the split.
+    scan = min(info.split(split).num_examples, max(8 * samples, 64))
+    chosen = choose_samples(_read_samples(path, split, scan, seed), samples, len(info.labels))
+    if not chosen:
+        raise DatasetError(f"split {split!r} has no readable examples")
+
+    window_sets: list[tuple[str, dict[int, tuple[int, ...]]]] = []
+    if full and crop_size:
+        window_sets.append(("reader crop='center'", reader_windows(path, split, "center", crop_size, seed, chosen)))
+        for k in range(random_windows):
+            window_sets.append((f"reader crop='random', seed {seed + k}", reader_windows(path, split, "random", crop_size, seed + k, chosen)))
+
+    cols = min(len(chosen), max(1, math.ceil(math.sqrt(len(chosen)))))
+    rows = math.ceil(len(chosen) / cols)
+    cell = 3.2  # inches; at 110 dpi a 4x4 sheet is ~1400 px wide, labels stay legible
+    top_in, bottom_in = 0.55, (0.45 if window_sets else 0.1)  # inches kept for the title and the legend
+    # Rows as tall as the typical image (plus its two title lines), so landscape photos leave no bands.
+    aspect = float(np.median([s.image.shape[0] / s.image.shape[1] for s in chosen]))
+    fig_height = rows * (cell * min(aspect, 1.5) + 0.55) + top_in + bottom_in
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, fig_height), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, sample in zip(axes.flat, chosen, strict=False):
+        image = sample.image[..., 0] if sample.image.shape[-1] == 1 else sample.image
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased")
+        height, width = sample.image.shape[:2]
+        name = os.path.basename(sample.filename)
+        detail = f"{name}  {height}x{width}"
+        if not full:
+            y, x = sample.source_box[:2]
+            detail = f"{name}  from y={y}, x={x}"
+        label = sample.label_text if sample.label >= 0 else "(unlabeled)"
+        ax.set_title(label, fontsize=12, fontweight="bold", pad=17)
+        ax.text(0.5, 1.015, detail, transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="#444444")
+        for number, (_, windows) in enumerate(window_sets):
+            window = windows.get(sample.index)
+            if window is None:
+                continue
+            y, x, h, w = window
+            # Pixel edges sit at -0.5 in imshow coordinates; the black halo keeps lines visible on any content.
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, path_effects=[_halo()], **_window_style(number)))
+
+    name = os.path.basename(os.path.normpath(path)) or path
+    kind_text = (
+        f"full images ({info.encoding}), reader crop {crop_size[0]}x{crop_size[1]}" if full and crop_size
+        else "full images (pass --crop-size to draw the reader's crop windows)" if full
+        else f"pre-cropped {info.crop.get('strategy')} {'x'.join(map(str, info.image_shape[:2])) if info.image_shape else ''} ({info.encoding})"
+    )
+    fig.suptitle(f"{name}: split '{split}', {len(chosen)} of {info.split(split).num_examples} images - {kind_text}", fontsize=14, y=1 - 0.12 / fig_height, va="top")
+    if window_sets:
+        handles = []
+        for number, (kind, _) in enumerate(window_sets):
+            style = _window_style(number)
+            handles.append(
+                Line2D([0], [0], color=style["edgecolor"], linestyle=style["linestyle"], linewidth=style["linewidth"],
+                       path_effects=[_halo()], label=kind)
+            )
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False, handlelength=3.5)
+    fig.tight_layout(rect=(0, bottom_in / fig_height, 1, 1 - top_in / fig_height), h_pad=0.6)
+    fig.savefig(output, dpi=110, facecolor="white")
+    plt.close(fig)
+    return ContactSheet(
+        output=output,
+        split=split,
+        samples=len(chosen),
+        crop_size=crop_size if full else None,
+        labels_shown=dict(Counter(s.label_text if s.label >= 0 else "(unlabeled)" for s in chosen)),
+        windows=tuple(kind for kind, _ in window_sets),
+    )
