@@ -1,7 +1,8 @@
 """--dedup: byte-identical inputs become one example source; the others are rejected as `duplicate`.
 
 The survivor of a group is the source with the smallest key, so the choice (and therefore the
-split, which hashes the key) is the same on every run and runner.
+split, which hashes the key) is the same on every run and runner. Manifest rows of the
+surviving file with other boxes are kept (see `keep_first`).
 """
 
 from __future__ import annotations
@@ -28,15 +29,37 @@ class _HashSource(beam.DoFn):
         yield digest, source
 
 
+def _order(source: ImageSource) -> tuple:
+    # Total order over every field: which row survives must not depend on GroupByKey's order.
+    return (source.key, source.path, source.box or (), source.split or "", source.label)
+
+
 def keep_first(group: tuple[str, Iterable[ImageSource]]) -> Iterator:
-    """One group of identical files -> the kept source, then a rejection per other copy."""
+    """One group of identical files -> the kept sources, then a rejection per other one.
+
+    The file with the smallest key survives. Its manifest rows with other boxes survive too
+    (several objects in one image are several examples, not duplicates), as long as they are in
+    the same split as its first row: one content never lands in two splits."""
     _, sources = group
-    ordered = sorted(sources, key=lambda s: (s.key, s.path))
+    ordered = sorted(sources, key=_order)
     kept = ordered[0]
     yield kept
-    for copy in ordered[1:]:
-        message = f"same bytes as {kept.path}"
-        yield beam.pvalue.TaggedOutput(REJECTED, Rejection(copy.path, "dedup", "duplicate", message).to_json())
+    boxes = {kept.box}
+    for source in ordered[1:]:
+        same_file = (source.key, source.path) == (kept.key, kept.path)
+        if same_file and source.split == kept.split and source.box not in boxes:
+            boxes.add(source.box)
+            yield source
+            continue
+        if not same_file:
+            message = f"same bytes as {kept.path}"
+        elif source.split != kept.split:
+            message = f"same file as a row kept in split {kept.split!r}; one content goes to one split"
+        else:
+            message = f"the same file and box as another row of {kept.path}, which was kept"
+        if source.label != kept.label:
+            message += f" (labelled {kept.label!r} there, {source.label!r} here)"
+        yield beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, "dedup", "duplicate", message).to_json())
 
 
 class DropDuplicates(beam.PTransform):
