@@ -120,7 +120,11 @@ def _decode_rejection(err: BaseException) -> Rejected:
 
 
 def exif_orientation(img: Image.Image) -> int:
-    """EXIF orientation 1..8; 1 when absent or unreadable (a broken EXIF block is not a broken image)."""
+    """EXIF orientation 1..8 still to be applied; 1 when absent or unreadable (a broken EXIF block
+    is not a broken image), and 1 for TIFF: Pillow's TIFF plugin already reports the displayed
+    size and applies the orientation itself in load(), so applying it again rotated twice."""
+    if img.format == "TIFF":
+        return 1
     try:
         value = img.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001
