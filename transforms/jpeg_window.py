@@ -1,0 +1,222 @@
+"""JPEG fast path: decode only a crop window of a JPEG, honouring EXIF orientation.
+
+Pure functions, no Beam. The result is pixel-identical to the Pillow reference::
+
+    img = ImageOps.exif_transpose(Image.open(BytesIO(data))).convert("RGB" or "L")
+    np.asarray(img.crop((x, y, x + w, y + h)))          # (+ trailing axis for L)
+
+How it stays identical:
+
+* ``tf.io.decode_and_crop_jpeg`` with ``dct_method="INTEGER_ACCURATE"`` is libjpeg-turbo's
+  JDCT_ISLOW, the same IDCT Pillow uses (TF's default, IFAST, is off by ~1 level).
+* libjpeg-turbo's cropped decode treats the edges of the decoded region as image edges,
+  so chroma "fancy" upsampling (4:2:0, 4:2:2) differs from a full decode in the first
+  column of an iMCU-aligned window and in the last column of the window. We therefore
+  decode a window grown by ``_PAD`` pixels on every side (clamped to the image) and cut
+  the requested pixels out of it, and never decode a region narrower than 16 pixels
+  (a 1-2 pixel wide crop makes libjpeg fall back to box upsampling); verified exact on all subsamplings, baseline and
+  progressive, with odd and block-aligned offsets.
+* For ``channels=1`` on colour sources Pillow's ``convert("L")`` is
+  ``(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`` on the decoded RGB; libjpeg's own
+  grayscale output (the Y plane) differs by up to ~16 levels, so we decode RGB and apply
+  Pillow's formula in numpy.
+* CMYK/YCCK JPEGs are not handled (see ``fast_path_applies``): TF converts them to RGB as
+  ``(255-C)*(255-K)//255`` (floor) while Pillow rounds, so ~half the pixels differ by 1
+  whenever K != 0, and TF refuses ``channels=1`` on them ("Unsupported color conversion").
+"""
+
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # only for annotations; Pillow is not needed by decode_jpeg_window itself
+    from PIL import Image
+
+# Extra pixels decoded around the window so that libjpeg's crop edges (where chroma
+# upsampling loses its neighbour) never fall on a requested pixel. One is enough for the
+# triangle filter libjpeg-turbo uses (it looks one chroma sample either way).
+_PAD = 1
+# libjpeg-turbo's jpeg_crop_scanline re-initialises the upsampler with plain replication
+# when the cropped chroma width drops below 2 samples (a 1-2 pixel wide 4:2:x region),
+# so a decoded region is never narrower than one 16-pixel iMCU (unless the image is).
+_MIN_WIDTH = 16
+
+# Pillow's RGB -> L weights (libImaging/Convert.c, rgb2l): ITU-R 601-2 luma in 16.16 fixed point.
+_L_R, _L_G, _L_B, _L_ROUND = 19595, 38470, 7471, 0x8000
+
+Box = tuple[int, int, int, int]
+
+# TensorFlow is imported lazily and once: Beam workers import this module, and most of
+# them (or the pipeline's launcher) should not pay TF's multi-second import for nothing.
+_tf: ModuleType | None = None
+_tf_lock = threading.Lock()
+
+
+def _tensorflow() -> ModuleType:
+    global _tf
+    if _tf is None:
+        with _tf_lock:
+            if _tf is None:
+                import tensorflow as tf
+
+                _tf = tf
+    return _tf
+
+
+def oriented_box_to_stored(box: Box, orientation: int, stored_width: int, stored_height: int) -> Box:
+    """Map a (y, x, h, w) window of the EXIF-oriented image to the stored (un-rotated) image.
+
+    ``stored_width``/``stored_height`` are the JPEG's own dimensions (before orientation).
+    Orientation values other than 2..8 mean "no transform", as in ``ImageOps.exif_transpose``.
+    The returned window covers exactly the stored pixels of ``box``; for orientations 5..8
+    its height/width are the box's width/height.
+    """
+    y, x, h, w = box
+    W, H = stored_width, stored_height
+    if orientation == 2:  # mirrored horizontally
+        return (y, W - x - w, h, w)
+    if orientation == 3:  # rotated 180
+        return (H - y - h, W - x - w, h, w)
+    if orientation == 4:  # mirrored vertically
+        return (H - y - h, x, h, w)
+    if orientation == 5:  # transposed: oriented (r, c) = stored (c, r)
+        return (x, y, w, h)
+    if orientation == 6:  # oriented (r, c) = stored (H-1-c, r)
+        return (H - x - w, y, w, h)
+    if orientation == 7:  # transversed: oriented (r, c) = stored (H-1-c, W-1-r)
+        return (H - x - w, W - y - h, w, h)
+    if orientation == 8:  # oriented (r, c) = stored (c, W-1-r)
+        return (x, W - y - h, w, h)
+    return (y, x, h, w)
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a stored-orientation window (H, W, C) into the oriented window (views only)."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.transpose(1, 0, 2)
+    if orientation == 6:
+        return a[::-1].transpose(1, 0, 2)
+    if orientation == 7:
+        return a[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return a[:, ::-1].transpose(1, 0, 2)
+    return a
+
+
+def oriented_size(stored_width: int, stored_height: int, orientation: int) -> tuple[int, int]:
+    """(width, height) of the image as seen after ``exif_transpose``."""
+    if orientation in (5, 6, 7, 8):
+        return stored_height, stored_width
+    return stored_width, stored_height
+
+
+# SOFn markers that carry frame dimensions (C4 = DHT, C8 = JPG, CC = DAC are not frames).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int]:
+    """(width, height, components) from the JPEG's SOF segment, without decoding.
+
+    Cheaper than opening the image with Pillow or running a TF op; raises ValueError for
+    data that is not a JPEG or has no frame header.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG (no SOI marker)")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ValueError(f"corrupt JPEG: expected a marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM / RSTn: no length field
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 10 > n:
+                break
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height, data[i + 9]
+        if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
+            break
+        i += 2 + length
+    raise ValueError("corrupt JPEG: no frame (SOF) header found")
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The orientation ``ImageOps.exif_transpose`` would apply (1 when absent).
+
+    Uses the same lookup as Pillow (``getexif()``, which also falls back to XMP), so the
+    value passed to ``decode_jpeg_window`` agrees with the reference.
+    """
+    value = img.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) else 1
+
+
+def fast_path_applies(img: Image.Image) -> bool:
+    """True when ``decode_jpeg_window`` reproduces the Pillow reference for this image.
+
+    ``img`` is a lazily opened ``PIL.Image`` (only the header read). Only plain JPEGs in
+    RGB (YCbCr or Adobe RGB) or L mode qualify; CMYK/YCCK JPEGs, other formats (including
+    Pillow's "MPO" multi-picture JPEGs, not verified here) and already-converted images
+    (format None) take the Pillow path.
+    """
+    return img.format == "JPEG" and img.mode in ("RGB", "L")
+
+
+def decode_jpeg_window(data: bytes, box: Box, orientation: int, channels: int) -> np.ndarray:
+    """Decode only the window ``box`` = (y, x, height, width) of a JPEG.
+
+    ``box`` is in the coordinates of the EXIF-oriented image; ``orientation`` is the EXIF
+    orientation tag (1..8, anything else = none). ``channels`` is 3 (RGB) or 1 (L).
+    Returns a C-contiguous uint8 array (height, width, channels) equal to the Pillow
+    reference in the module docstring. The window must lie inside the image (Pillow
+    would zero-pad; we raise ValueError instead). CMYK/YCCK JPEGs raise ValueError:
+    check ``fast_path_applies`` first.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    y, x, h, w = (int(v) for v in box)
+    stored_w, stored_h, components = jpeg_header(data)
+    if components not in (1, 3):
+        raise ValueError(f"fast path needs a 1- or 3-component JPEG, this one has {components} (CMYK/YCCK?)")
+    ow, oh = oriented_size(stored_w, stored_h, orientation)
+    if h < 1 or w < 1 or y < 0 or x < 0 or y + h > oh or x + w > ow:
+        raise ValueError(f"window {(y, x, h, w)} outside the {ow}x{oh} (oriented) image")
+
+    sy, sx, sh, sw = oriented_box_to_stored((y, x, h, w), orientation, stored_w, stored_h)
+    # Grow the window by _PAD on each side (see module docstring), clamped to the image.
+    y0, x0 = max(0, sy - _PAD), max(0, sx - _PAD)
+    y1, x1 = min(stored_h, sy + sh + _PAD), min(stored_w, sx + sw + _PAD)
+    if x1 - x0 < _MIN_WIDTH:  # too narrow: libjpeg would switch to box upsampling
+        x1 = min(stored_w, x0 + _MIN_WIDTH)
+        x0 = max(0, x1 - _MIN_WIDTH)
+
+    tf = _tensorflow()
+    # Grayscale sources decode to 1 channel; colour sources always to RGB (L is derived below).
+    decoded = tf.io.decode_and_crop_jpeg(
+        data, [y0, x0, y1 - y0, x1 - x0], channels=1 if components == 1 else 3, dct_method="INTEGER_ACCURATE"
+    ).numpy()
+    window = decoded[sy - y0 : sy - y0 + sh, sx - x0 : sx - x0 + sw]
+
+    if components == 3 and channels == 1:
+        rgb = window.astype(np.uint32)
+        luma = (rgb[..., 0] * _L_R + rgb[..., 1] * _L_G + rgb[..., 2] * _L_B + _L_ROUND) >> 16
+        window = luma.astype(np.uint8)[..., None]
+    elif components == 1 and channels == 3:
+        window = np.repeat(window, 3, axis=2)  # Pillow's L -> RGB copies the gray level
+
+    return np.ascontiguousarray(_orient(window, orientation))
