@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -51,7 +52,7 @@ class Crop:
 
 @dataclasses.dataclass
 class Decoded:
-    crops: list[Crop]
+    crops: list[Crop] | Iterator[Crop]  # a list from decode_crops; lazy from stream_crops
     path: str  # PATH_WINDOW | PATH_PILLOW | PATH_DRAFT
     source_format: str  # Pillow's format name: JPEG, PNG, ...
     source_shape: tuple[int, int]  # (height, width) after EXIF orientation
@@ -179,7 +180,7 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
             img.draft(img.mode, (width, height))
         img.load()
         if orientation != 1:
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: the stored copy is freed now
     except Rejected:
         raise
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
@@ -214,6 +215,31 @@ def decode_crops(
     allow_window: bool = True,
 ) -> Decoded:
     """Decode `data` and cut the crops that `spec` asks for. Raises `Rejected` with a reason."""
+    decoded = stream_crops(data, spec, key, channels, manifest_box, max_pixels, allow_window)
+    decoded.crops = list(decoded.crops)
+    return decoded
+
+
+def stream_crops(
+    data: bytes,
+    spec: CropSpec,
+    key: str,
+    channels: int = 3,
+    manifest_box: Box | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_window: bool = True,
+    per_crop: bool = True,
+) -> Decoded:
+    """Like `decode_crops`, but `Decoded.crops` is an iterator that cuts each crop when asked.
+
+    The image is decoded (and any `Rejected` raised) here, before returning; only the cutting
+    is deferred, so a caller that encodes each crop and drops its pixels holds one decoded
+    image plus one crop, not a second image's worth of crops (a `grid` over a 15000x15000
+    scan). Without resizing, the image also stays in its stored orientation and colour mode:
+    each crop is cut from it, then converted and oriented (see `_cut_stored`), instead of
+    transposing or converting a full copy. `per_crop=False` is the literal Pillow reference
+    (orient and convert the whole image, then crop), kept for the tests to compare against.
+    """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     img = open_image(data, max_pixels)
@@ -233,11 +259,24 @@ def decode_crops(
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
+    if per_crop and work_shape == source_shape:
+        stored = _load(img)
+        if stored.mode == "F":  # its scaling depends on the whole image's maximum
+            stored = to_output_mode(stored, channels)
+        cuts = (Crop(_cut_stored(stored, box, orientation, _output_size(spec, box), channels), box_in_source(box, work_shape, source_shape)) for box in boxes)
+        return Decoded(crops=cuts, path=PATH_PILLOW, **info)
+
     use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and img.format == "JPEG"
     full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None)
+    del img  # with in-place orientation, `full` may be the only copy left
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)
-    crops = []
+    return Decoded(crops=_cut_oriented(full, boxes, spec, work_shape, source_shape, channels), path=PATH_DRAFT if use_draft else PATH_PILLOW, **info)
+
+
+def _cut_oriented(
+    full: Image.Image, boxes: list[Box], spec: CropSpec, work_shape: tuple[int, int], source_shape: tuple[int, int], channels: int
+) -> Iterator[Crop]:
     for box in boxes:
         y, x, h, w = box
         # Pillow fills the part of a window outside the image with zeros: that is --small pad.
@@ -245,8 +284,52 @@ def decode_crops(
         out_h, out_w = _output_size(spec, box)
         if (out_h, out_w) != (h, w):
             piece = piece.resize((out_w, out_h), RESAMPLE)
-        crops.append(Crop(_to_array(piece, channels), box_in_source(box, work_shape, source_shape)))
-    return Decoded(crops=crops, path=PATH_DRAFT if use_draft else PATH_PILLOW, **info)
+        yield Crop(_to_array(piece, channels), box_in_source(box, work_shape, source_shape))
+
+
+def _load(img: Image.Image) -> Image.Image:
+    try:
+        img.load()
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        raise _decode_rejection(err) from err
+    return img
+
+
+# ImageOps.exif_transpose's table: orientation -> the transpose that displays the image.
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _cut_stored(stored: Image.Image, box: Box, orientation: int, out_size: tuple[int, int], channels: int) -> np.ndarray:
+    """One crop of the displayed image, cut from the stored (un-oriented, unconverted) image.
+
+    Equal to the reference (exif_transpose -> to_output_mode -> crop with zero fill) because a
+    transpose only permutes pixels and every conversion `to_output_mode` makes here is per
+    pixel (mode F, the exception, is converted whole by the caller): so cut the stored window
+    of `box`, convert it, put back the part outside the image as zeros of the output mode (what
+    the reference's crop fills in; a zero CMYK or palette pixel would not convert to black), then
+    transpose."""
+    width, height = stored.size
+    sy, sx, sh, sw = jpeg_window.oriented_box_to_stored(box, orientation, width, height)
+    inside = (max(sx, 0), max(sy, 0), min(sx + sw, width), min(sy + sh, height))
+    piece = to_output_mode(stored.crop(inside), channels)
+    if inside != (sx, sy, sx + sw, sy + sh):
+        canvas = Image.new(piece.mode, (sw, sh))
+        canvas.paste(piece, (inside[0] - sx, inside[1] - sy))
+        piece = canvas
+    if orientation in _EXIF_TRANSPOSE:
+        piece = piece.transpose(_EXIF_TRANSPOSE[orientation])
+    out_h, out_w = out_size
+    if (out_h, out_w) != (box[2], box[3]):
+        piece = piece.resize((out_w, out_h), RESAMPLE)
+    return _to_array(piece, channels)
 
 
 def _window_path_applies(
@@ -270,8 +353,10 @@ def _resize_array(pixels: np.ndarray, size: tuple[int, int], channels: int) -> n
 
 
 def reference_crops(data: bytes, spec: CropSpec, key: str, channels: int = 3, manifest_box: Box | None = None) -> list[np.ndarray]:
-    """The Pillow decode-then-crop reference (no window path): what tests compare against."""
-    return [crop.pixels for crop in decode_crops(data, spec, key, channels, manifest_box, allow_window=False).crops]
+    """The Pillow decode-then-crop reference (no window path, whole image oriented and converted
+    before cropping): what tests compare against."""
+    decoded = stream_crops(data, spec, key, channels, manifest_box, allow_window=False, per_crop=False)
+    return [crop.pixels for crop in decoded.crops]
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is rejected, never half-grey

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from reader import schema
 from transforms.crop import CropSpec, hash_split
-from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image
+from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
 from transforms.discover import REJECTED, ImageSource, file_kind
 from transforms.encode import encode_pixels, reencode_format, verbatim_format
 from transforms.progress import ProgressWriter
@@ -83,7 +83,10 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     digest = hashlib.sha256(data).hexdigest()
     if spec.encoding == "original":
         return [_original_record(data, source, spec, label_id, digest)], "original"
-    decoded = decode_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels)
+    # Crops are cut one at a time and their pixels dropped once encoded: with --crop grid on a
+    # huge scan, holding them all would be a second copy of the decoded image. The records are
+    # still collected so that an image is written whole or rejected, never half.
+    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels)
     records = []
     for crop in decoded.crops:
         encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)
