@@ -20,7 +20,7 @@ from tests import imagegen  # noqa: E402
 from tools import compare  # noqa: E402
 
 BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
-FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4"]
+FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0"]
 NUM_IMAGES = 10
 
 
@@ -60,9 +60,10 @@ def test_builds_every_variant_and_measures_every_field(compared: tuple[Path, dic
         assert row["num_images"] == row["num_examples"] == NUM_IMAGES
         on_disk = sum(p.stat().st_size for p in Path(row["path"]).glob("*.tfrecord"))
         assert row["total_bytes"] == on_disk and row["bytes_per_image"] == pytest.approx(on_disk / NUM_IMAGES)
-        assert row["reader_images"] == 2 * 4 and row["reader_seconds"] > 0
+        assert row["reader_batches"] == 2 and row["reader_images"] == 2 * 4 and row["reader_seconds"] > 0
         assert row["reader_images_per_second"] == pytest.approx(row["reader_images"] / row["reader_seconds"])
         assert row["reader_peak_rss_bytes"] >= row["reader_baseline_rss_bytes"] > 50 * 2**20
+        assert 0 <= row["other_cpu_share"] <= 1
     rows = {row["name"]: row for row in doc["variants"]}
     assert rows["precrop-raw"]["stored_shape"] == "48x48x3" and rows["precrop-raw"]["reader_crop"] == "plain read"
     assert rows["full-jpeg"]["stored_shape"] == "varies" and rows["full-jpeg"]["reader_crop"] == "random crop 48x48"
@@ -87,7 +88,7 @@ def test_table_and_recommendation_are_printed(compared: tuple[Path, dict, str, P
 def test_recommendation_quotes_the_measured_ratios(compared: tuple[Path, dict, str, Path]) -> None:
     _, doc, _, _ = compared
     rows = {row["name"]: row for row in doc["variants"]}
-    assert doc["recommendation"] == compare.recommend(doc["variants"], doc["machine"]["cpus"])
+    assert doc["recommendation"] == compare.recommend(doc["variants"])
     size_ratio = rows["precrop-raw"]["bytes_per_image"] / rows["precrop-jpeg"]["bytes_per_image"]
     assert doc["recommendation"][0].startswith(f"Raw pre-crops are {compare._ratio(size_ratio)}x larger than jpeg pre-crops")
 
@@ -126,10 +127,10 @@ def test_recommendation_follows_the_numbers() -> None:
     assert not any("busy" in sentence for sentence in text)
     # Different numbers, different words: JPEG pre-crops that read faster than raw ones; a busy machine.
     rows[1]["reader_images_per_second"] = 2800
-    rows[2]["load_average"] = 9.5
-    text = compare.recommend(rows, cpus=2)
+    rows[2]["other_cpu_share"] = 0.45
+    text = compare.recommend(rows)
     assert text[0].endswith("read 2.0x slower (1,400 vs 2,800 images/s).")
-    assert text[-1].startswith("Caution: the machine was busy while measuring (1-minute load average up to 9.5 on 2 CPUs)")
+    assert text[-1].startswith("Caution: other processes used up to 45% of the CPUs while the readers ran")
 
 
 def test_options_compare_sets_itself_cannot_be_passed_through() -> None:

@@ -41,8 +41,9 @@ ROW_FIELDS = (
     "name", "layout", "encoding", "path", "reused", "stored_shape", "resize", "num_images", "num_examples",
     "total_bytes", "bytes_per_image", "build_seconds", "reader_split", "reader_crop", "reader_batch_size",
     "reader_batches", "reader_images", "reader_seconds", "reader_images_per_second", "reader_peak_rss_bytes",
-    "reader_baseline_rss_bytes", "load_average",
+    "reader_baseline_rss_bytes", "other_cpu_share",
 )
+BUSY_SHARE = 0.2  # other processes using more than this share of all CPUs during a measurement earn a caution
 
 
 @dataclasses.dataclass
@@ -115,7 +116,8 @@ def _max_rss_bytes() -> int:
 
 
 def measure_reader(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run in the child: time `spec['batches']` batches of reader.load after `spec['warmup']` batches."""
+    """Run in the child: images/s of reader.load over the timed batches after `spec['warmup']` untimed ones,
+    this process's peak RSS, and the share of the CPUs other processes used meanwhile."""
     import tensorflow as tf  # noqa: F401 - imported before the baseline so it counts as baseline
 
     import reader
@@ -129,17 +131,29 @@ def measure_reader(spec: dict[str, Any]) -> dict[str, Any]:
     batches = iter(ds)
     for _ in range(spec["warmup"]):
         next(batches)
-    images = 0
+    # Time at least `batches` batches and at least `min_seconds`: a fast variant finishes 50 batches
+    # in a tenth of a second, far too short to measure.
+    images = count = 0
+    cpu_before = _cpu_seconds()
     start = time.perf_counter()
-    for _ in range(spec["batches"]):
+    while count < spec["batches"] or time.perf_counter() - start < spec.get("min_seconds", 0.0):
         images += int(next(batches)[0].shape[0])
+        count += 1
     seconds = time.perf_counter() - start
+    cpu_after = _cpu_seconds()
+    other = None
+    if cpu_before and cpu_after and seconds > 0:
+        # What the rest of the machine did meanwhile: busy CPU time minus this process's own.
+        others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])
+        other = round(min(max(others / (seconds * (os.cpu_count() or 1)), 0.0), 1.0), 3)
     return {
         "images": images,
+        "batches": count,
         "seconds": seconds,
         "images_per_second": images / seconds if seconds else 0.0,
         "peak_rss_bytes": _max_rss_bytes(),
         "baseline_rss_bytes": baseline,
+        "other_cpu_share": other,
     }
 
 
@@ -147,7 +161,23 @@ def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process), or None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    import resource
+
+    times = psutil.cpu_times()
+    # guest time is already counted in user time on Linux; idle and iowait are not work.
+    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, own.ru_utime + own.ru_stime
+
+
 def run_reader_subprocess(spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    """Measure in a fresh interpreter (see measure_reader); returns its JSON result."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The child must import this checkout's packages however the parent was started.
@@ -184,9 +214,9 @@ def _faster(ratio: float) -> str:
     return f"{_ratio(ratio)}x faster" if ratio > 1 else f"{_ratio(1 / ratio)}x slower"
 
 
-def recommend(rows: Sequence[dict[str, Any]], cpus: int | None = None) -> list[str]:
-    """Sentences derived only from the measured rows (see ROW_FIELDS); `cpus` enables the busy-machine caution."""
-    loads = [r["load_average"] for r in rows if r.get("load_average") is not None]
+def recommend(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Sentences derived only from the measured rows (see ROW_FIELDS)."""
+    busy = max((r["other_cpu_share"] for r in rows if r.get("other_cpu_share") is not None), default=0.0)
     rows = [r for r in rows if r.get("reader_images_per_second")]
     if not rows:
         return ["No variant was measured; nothing to recommend."]
@@ -253,11 +283,11 @@ def recommend(rows: Sequence[dict[str, Any]], cpus: int | None = None) -> list[s
             )
         else:
             out.append(f"Reader peak memory is similar for every variant ({human_bytes(rss[low])} to {human_bytes(rss[high])}).")
-    if cpus and loads and max(loads) > cpus:
+    if busy > BUSY_SHARE:
         # Other processes competing for the CPUs slow every variant unevenly: say so rather than hide it.
         out.append(
-            f"Caution: the machine was busy while measuring (1-minute load average up to {max(loads):.1f} on {cpus} CPUs);"
-            " absolute speeds are low and ratios noisy. Re-run on an idle machine before deciding on close calls."
+            f"Caution: other processes used up to {busy:.0%} of the CPUs while the readers ran; speeds are lower"
+            " and ratios noisier than on an idle machine. Re-run on an idle machine before deciding on close calls."
         )
     return [sentence[0].upper() + sentence[1:] for sentence in out]
 
@@ -365,13 +395,17 @@ def write_chart(result: dict[str, Any], output: str) -> None:
     text_ax.axis("off")
     text_ax.text(0.0, 1.0, "What the numbers say", fontsize=15, fontweight="bold", va="top", transform=text_ax.transAxes)
     bullets = "\n".join(textwrap.fill(sentence, 165, initial_indent="\u2022 ", subsequent_indent="   ") for sentence in result["recommendation"])
-    text_ax.text(0.0, 0.82, bullets, fontsize=12, va="top", transform=text_ax.transAxes, linespacing=1.45)
+    lines = bullets.count("\n") + 1
+    # 12 lines fit the band at 12 pt; shrink (not crop) when more variants make more sentences.
+    text_ax.text(0.0, 0.82, bullets, fontsize=12 if lines <= 12 else max(7.0, 12 * 12 / lines), va="top",
+                 transform=text_ax.transAxes, linespacing=1.45)
 
     reader_cfg = result["reader"]
     size = "x".join(map(str, result["size"]))
     fig.suptitle(
         f"cropshard compare: {rows[0]['num_images'] if rows else 0} images, crop {size}; reader: split '{reader_cfg['split']}',"
-        f" batch {reader_cfg['batch_size']}, {reader_cfg['batches']} timed batches after {reader_cfg['warmup']} warm-up"
+        f" batch {reader_cfg['batch_size']}, timed >= {reader_cfg['batches']} batches and >= {reader_cfg['min_seconds']:g} s"
+        f" after {reader_cfg['warmup']} warm-up"
         f" ({result['machine']['cpus']} CPUs)",
         fontsize=15, fontweight="bold",
     )
@@ -406,6 +440,7 @@ def measure_variant(variant: Variant, info: DatasetInfo, build_seconds: float | 
     crop = None if info.is_precropped else "random"
     spec = {
         "path": variant.path, "split": split, "batch_size": args.batch_size, "batches": args.batches, "warmup": args.warmup,
+        "min_seconds": args.min_seconds,
         "crop": crop, "crop_size": list(args.size) if crop else None, "seed": args.seed,
     }
     print(f"  reading {variant.name}: {args.warmup} warm-up + {args.batches} timed batches of {args.batch_size} ...", file=sys.stderr, flush=True)
@@ -427,22 +462,14 @@ def measure_variant(variant: Variant, info: DatasetInfo, build_seconds: float | 
         "reader_split": split,
         "reader_crop": "plain read" if crop is None else f"random crop {args.size[0]}x{args.size[1]}",
         "reader_batch_size": args.batch_size,
-        "reader_batches": args.batches,
+        "reader_batches": measured["batches"],
         "reader_images": measured["images"],
         "reader_seconds": measured["seconds"],
         "reader_images_per_second": measured["images_per_second"],
         "reader_peak_rss_bytes": measured["peak_rss_bytes"],
         "reader_baseline_rss_bytes": measured["baseline_rss_bytes"],
-        "load_average": _load_average(),
+        "other_cpu_share": measured["other_cpu_share"],
     }
-
-
-def _load_average() -> float | None:
-    """1-minute load average right after a measurement (None where the OS has none)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
 
 
 def _csv(text: str) -> list[str]:
@@ -476,7 +503,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--chart", default=None, help="chart PNG (default WORKDIR/compare.png)")
     parser.add_argument("--read-split", default="train", help="split the reader reads (default train, else the first non-empty split)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=50, help="timed batches per variant")
+    parser.add_argument("--batches", type=int, default=50, help="timed batches per variant, at least")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing batches for at least this long (default 3)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (tracing, file opening, autotuning)")
     parser.add_argument("--seed", type=int, default=None, help="reader seed (default: unseeded, the fast non-deterministic order)")
     args, passthrough = parser.parse_known_args(list(argv))
@@ -494,8 +522,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     unknown = set(args.layouts) - set(LAYOUTS)
     if unknown:
         parser.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
-    if args.batch_size < 1 or args.batches < 1 or args.warmup < 0:
-        parser.error("--batch-size and --batches must be positive, --warmup >= 0")
+    if args.batch_size < 1 or args.batches < 1 or args.warmup < 0 or args.min_seconds < 0:
+        parser.error("--batch-size and --batches must be positive, --warmup and --min-seconds >= 0")
     if args.resize is None:
         args.resize = 2 * max(args.size)
     building = bool(args.input or args.manifest)
@@ -545,10 +573,11 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         "full_encodings": list(args.full_encodings),
         "jpeg_quality": args.jpeg_quality,
         "build_options": passthrough,
-        "reader": {"split": args.read_split, "batch_size": args.batch_size, "batches": args.batches, "warmup": args.warmup, "seed": args.seed},
+        "reader": {"split": args.read_split, "batch_size": args.batch_size, "batches": args.batches, "min_seconds": args.min_seconds,
+                   "warmup": args.warmup, "seed": args.seed},
         "machine": _machine(),
         "variants": rows,
-        "recommendation": recommend(rows, os.cpu_count()),
+        "recommendation": recommend(rows),
     }
     json_path = args.json or os.path.join(args.workdir, "compare.json")
     chart_path = args.chart or os.path.join(args.workdir, "compare.png")

@@ -172,7 +172,7 @@ def write_contact_sheet(
     cols = min(len(chosen), max(1, math.ceil(math.sqrt(len(chosen)))))
     rows = math.ceil(len(chosen) / cols)
     cell = 3.2  # inches; at 110 dpi a 4x4 sheet is ~1400 px wide, labels stay legible
-    top_in, bottom_in = 0.55, (0.45 if window_sets else 0.1)  # inches kept for the title and the legend
+    top_in, bottom_in = 0.4, (0.45 if window_sets else 0.1)  # inches kept for the title and the legend
     # Rows as tall as the typical image (plus its two title lines), so landscape photos leave no bands.
     aspect = float(np.median([s.image.shape[0] / s.image.shape[1] for s in chosen]))
     fig_height = rows * (cell * min(aspect, 1.5) + 0.55) + top_in + bottom_in
