@@ -1,0 +1,250 @@
+"""The JPEG fast path must equal the Pillow reference pixel for pixel.
+
+Reference: ImageOps.exif_transpose(Image.open(...)).convert("RGB" | "L").crop(...).
+JPEGs are generated here (noise on smooth gradients, so blocks, chroma and orientation
+all matter), with every chroma subsampling, baseline and progressive, and a real EXIF
+orientation tag written by Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from transforms.jpeg_window import (
+    decode_jpeg_window,
+    exif_orientation,
+    fast_path_applies,
+    jpeg_header,
+    oriented_box_to_stored,
+    oriented_size,
+)
+
+ORIENTATIONS = range(1, 9)
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+STORED_H, STORED_W = 257, 381  # not multiples of 8 or 16: partial edge blocks/iMCUs
+
+
+def _pixels(height: int, width: int, seed: int) -> np.ndarray:
+    """Smooth colour gradients plus noise (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    base = np.stack(
+        [
+            255 * xx / width,
+            255 * yy / height,
+            127.5 + 127.5 * np.sin(xx / 23.0) * np.cos(yy / 17.0),
+        ],
+        axis=-1,
+    )
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def make_jpeg(
+    orientation: int = 1,
+    subsampling: int = 2,
+    progressive: bool = False,
+    mode: str = "RGB",
+    size: tuple[int, int] = (STORED_H, STORED_W),
+    seed: int = 0,
+) -> bytes:
+    img = Image.fromarray(_pixels(*size, seed)).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, subsampling=subsampling, progressive=progressive, exif=exif)
+    return buf.getvalue()
+
+
+@cache
+def jpeg(orientation: int, subsampling: int, progressive: bool, mode: str = "RGB") -> bytes:
+    return make_jpeg(orientation, subsampling, progressive, mode)
+
+
+def reference(data: bytes, box: tuple[int, int, int, int], channels: int) -> np.ndarray:
+    y, x, h, w = box
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    img = img.convert("RGB" if channels == 3 else "L")
+    out = np.asarray(img.crop((x, y, x + w, y + h)))
+    return out if channels == 3 else out[..., None]
+
+
+def windows(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(y, x, h, w) windows of an oriented image: odd offsets, block-aligned ones, every edge."""
+    return [
+        (0, 0, height, width),  # everything
+        (0, 0, 1, 1),  # 1-pixel windows in the corners and inside
+        (height - 1, width - 1, 1, 1),
+        (101, 77, 1, 1),
+        (16, 32, 1, 1),  # starts on an iMCU boundary (chroma left/top edge case)
+        (3, 5, 37, 61),  # odd offsets and sizes
+        (16, 48, 32, 16),  # aligned to 16
+        (15, 47, 18, 34),  # one before alignment, ends one after
+        (8, 8, 9, 9),  # aligned to 8 only
+        (0, 7, 29, width - 7),  # touches top and right
+        (height - 13, 0, 13, 27),  # touches bottom and left
+        (0, width - 1, height, 1),  # last column
+        (height - 1, 0, 1, width),  # last row
+        (height // 2 - 33, width // 2 - 1, 66, 3),  # thin column in the middle
+    ]
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("subsampling", [0, 1, 2], ids=["444", "422", "420"])
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_colour_jpeg_matches_pillow(orientation: int, subsampling: int, progressive: bool) -> None:
+    data = jpeg(orientation, subsampling, progressive)
+    width, height = oriented_size(STORED_W, STORED_H, orientation)
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(data))).size == (width, height)
+    for box in windows(height, width):
+        for channels in (3, 1):  # channels=1: Pillow's convert("L") on a colour source
+            got = decode_jpeg_window(data, box, orientation, channels)
+            assert got.dtype == np.uint8 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, reference(data, box, channels), err_msg=f"box={box} channels={channels}")
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+def test_grayscale_jpeg_matches_pillow(orientation: int, progressive: bool) -> None:
+    data = jpeg(orientation, 0, progressive, mode="L")
+    assert jpeg_header(data)[2] == 1  # really a single-component JPEG
+    width, height = oriented_size(STORED_W, STORED_H, orientation)
+    for box in windows(height, width):
+        for channels in (1, 3):  # channels=3: Pillow's L -> RGB
+            np.testing.assert_array_equal(
+                decode_jpeg_window(data, box, orientation, channels),
+                reference(data, box, channels),
+                err_msg=f"box={box}",
+            )
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (16, 16), (17, 33), (640, 480)])
+def test_other_sizes(size: tuple[int, int]) -> None:
+    data = make_jpeg(orientation=6, subsampling=2, size=size, seed=3)
+    width, height = oriented_size(size[1], size[0], 6)
+    rng = np.random.default_rng(5)
+    boxes = [(0, 0, height, width), (height - 1, width - 1, 1, 1)]
+    for _ in range(10):
+        h, w = int(rng.integers(1, height + 1)), int(rng.integers(1, width + 1))
+        boxes.append((int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w))
+    for box in boxes:
+        np.testing.assert_array_equal(
+            decode_jpeg_window(data, box, 6, 3), reference(data, box, 3), err_msg=f"box={box}"
+        )
+
+
+def test_saturated_colours_use_pillow_luma() -> None:
+    """Saturated colours are where libjpeg's Y and Pillow's L disagree most."""
+    rng = np.random.default_rng(11)
+    blocks = rng.choice(np.array([0, 255], np.uint8), size=(12, 16, 3))
+    img = Image.fromarray(np.kron(blocks, np.ones((8, 8, 1), np.uint8)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95, subsampling=2)
+    data = buf.getvalue()
+    for box in [(0, 0, 96, 128), (5, 9, 50, 70)]:
+        np.testing.assert_array_equal(decode_jpeg_window(data, box, 1, 1), reference(data, box, 1))
+
+
+def test_wrong_orientation_is_detected() -> None:
+    """Guard against vacuous passes: the test images are asymmetric, so orientation matters."""
+    data = jpeg(6, 2, False)
+    box = (10, 20, 40, 50)
+    right = decode_jpeg_window(data, box, 6, 3)
+    for wrong in (5, 7, 8):
+        assert not np.array_equal(decode_jpeg_window(data, box, wrong, 3), right)
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_oriented_box_to_stored_covers_exactly_the_window(orientation: int) -> None:
+    stored = np.arange(5 * 7).reshape(5, 7).astype(np.int32)  # unique value per pixel
+    oriented = (
+        np.asarray(Image.fromarray(stored).transpose(TRANSPOSE[orientation])) if orientation in TRANSPOSE else stored
+    )
+    oh, ow = oriented.shape
+    assert oriented_size(7, 5, orientation) == (ow, oh)
+    for y in range(oh):
+        for x in range(ow):
+            for h in range(1, oh - y + 1):
+                for w in range(1, ow - x + 1):
+                    sy, sx, sh, sw = oriented_box_to_stored((y, x, h, w), orientation, 7, 5)
+                    assert min(sy, sx) >= 0 and sy + sh <= 5 and sx + sw <= 7
+                    want = np.sort(oriented[y : y + h, x : x + w], axis=None)
+                    got = np.sort(stored[sy : sy + sh, sx : sx + sw], axis=None)
+                    np.testing.assert_array_equal(got, want, err_msg=f"o={orientation} box={(y, x, h, w)}")
+
+
+def test_oriented_box_to_stored_examples() -> None:
+    # Stored 100 wide x 40 high; 6 = rotated 90 degrees clockwise for display (40 wide x 100 high).
+    assert oriented_box_to_stored((0, 0, 10, 5), 6, 100, 40) == (35, 0, 5, 10)
+    assert oriented_box_to_stored((0, 0, 10, 5), 8, 100, 40) == (0, 90, 5, 10)
+    assert oriented_box_to_stored((2, 3, 4, 5), 1, 100, 40) == (2, 3, 4, 5)
+    assert oriented_box_to_stored((2, 3, 4, 5), 3, 100, 40) == (34, 92, 4, 5)
+    assert oriented_box_to_stored((2, 3, 4, 5), 0, 100, 40) == (2, 3, 4, 5)  # invalid tag: like Pillow, no-op
+
+
+def _saved(img: Image.Image, fmt: str, **kw: object) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    buf.seek(0)
+    return Image.open(buf)  # lazy: header only
+
+
+def test_fast_path_applies() -> None:
+    rgb = Image.fromarray(_pixels(32, 48, 1))
+    assert fast_path_applies(_saved(rgb, "JPEG"))
+    assert fast_path_applies(_saved(rgb.convert("L"), "JPEG"))
+    cmyk = _saved(rgb.convert("CMYK"), "JPEG")
+    assert cmyk.format == "JPEG" and cmyk.mode == "CMYK"
+    assert not fast_path_applies(cmyk)
+    assert not fast_path_applies(_saved(rgb, "PNG"))
+    assert not fast_path_applies(_saved(rgb.convert("L"), "PNG"))
+    assert not fast_path_applies(rgb)  # in-memory image: no format
+
+
+def test_cmyk_is_refused() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(_pixels(32, 48, 1)).convert("CMYK").save(buf, "JPEG")
+    assert jpeg_header(buf.getvalue())[2] == 4
+    with pytest.raises(ValueError, match="CMYK"):
+        decode_jpeg_window(buf.getvalue(), (0, 0, 8, 8), 1, 3)
+
+
+def test_exif_orientation_and_header() -> None:
+    data = jpeg(7, 1, True)
+    img = Image.open(io.BytesIO(data))
+    assert exif_orientation(img) == 7
+    assert jpeg_header(data) == (STORED_W, STORED_H, 3)
+    assert exif_orientation(_saved(Image.fromarray(_pixels(8, 8, 0)), "JPEG")) == 1
+    with pytest.raises(ValueError):
+        jpeg_header(b"\x89PNG\r\n\x1a\n")
+
+
+def test_bad_arguments() -> None:
+    data = jpeg(6, 2, False)  # oriented: 257 wide, 381 high
+    decode_jpeg_window(data, (381 - 2, 257 - 2, 2, 2), 6, 3)  # fits
+    for box in [(380, 0, 2, 1), (0, 256, 1, 2), (-1, 0, 1, 1), (0, 0, 0, 1), (0, 0, 382, 1)]:
+        with pytest.raises(ValueError, match="outside"):
+            decode_jpeg_window(data, box, 6, 3)
+    with pytest.raises(ValueError, match="channels"):
+        decode_jpeg_window(data, (0, 0, 1, 1), 6, 4)
+
+
+def test_import_does_not_load_tensorflow() -> None:
+    code = "import sys, transforms.jpeg_window; sys.exit('tensorflow' in sys.modules)"
+    repo = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0
