@@ -328,7 +328,12 @@ def load(
     )
     vectorised = batch_size is not None and plan.formats == (schema.FORMAT_RAW,) and fixed_shape is not None
     parse_batch = batch_size if vectorised else _PARSE_BATCH
-    batches = records.batch(parse_batch, drop_remainder=vectorised and drop_remainder)
+    batches = records.batch(
+        parse_batch,
+        drop_remainder=vectorised and drop_remainder,
+        num_parallel_calls=tf.data.AUTOTUNE,  # copying 64 large records is worth spreading over cores
+        deterministic=deterministic,
+    )
     random_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     batches = tf.data.Dataset.zip((batches, random_seeds))
     if vectorised:
