@@ -152,12 +152,12 @@ def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
     base = {"cropshard_version": "t", "encoding": "raw", "image_formats": ["raw"], "channels": 3, "image_shape": [8, 8, 3], "crop": {"strategy": "center"},
             "compression": "none", "split_names": ["train"], "command_line": []}
 
-    def build(p, num_inputs):
+    def build(p, num_inputs, images_written=2):
         return {
             "shards": p | "Shards" >> beam.Create([("train", metadata.ShardInfo("train-00000-of-00001.tfrecord", 2, 100))]),
             "rejected_counts": p | "Rejected" >> beam.Create([("too_small", 1)]),
             "num_inputs": p | "Inputs" >> beam.Create([num_inputs]),
-            "images_written": p | "Written" >> beam.Create([2]),
+            "images_written": p | "Written" >> beam.Create([images_written]),
             "labels": p | "Labels" >> beam.Create([["a", "b"]]),
             "rejected_files": p | "RejectedFiles" >> beam.Create(["rejected.jsonl"]),
         } | WriteDatasetInfo(str(tmp_path), base)
@@ -170,4 +170,8 @@ def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
     (tmp_path / metadata.INFO_FILENAME).unlink()
     with pytest.raises(Exception, match="do not reconcile"), TestPipeline() as p:
         build(p, 4)
+    assert not (tmp_path / metadata.INFO_FILENAME).exists()
+    # 3 images written but the shard list only describes 2 records: an incomplete shard list
+    with pytest.raises(Exception, match="shard list is incomplete"), TestPipeline() as p:
+        build(p, 4, images_written=3)
     assert not (tmp_path / metadata.INFO_FILENAME).exists()

@@ -138,6 +138,13 @@ class _WriteDatasetInfo(beam.DoFn):
                 f"counts do not reconcile: {info.num_inputs} inputs != {info.num_images_written} written"
                 f" + {info.num_rejected} rejected"
             )
+        if info.num_examples < info.num_images_written:
+            # Every written image has at least one record. Fewer records than images means the
+            # shard list arrived incomplete (seen on BundleBasedDirectRunner), not a real dataset.
+            raise RuntimeError(
+                f"shards describe {info.num_examples} records but {info.num_images_written} images were written;"
+                " the shard list is incomplete"
+            )
         unknown = set(info.rejected) - set(REASONS)
         if unknown:
             raise RuntimeError(f"undocumented rejection reasons {sorted(unknown)}")
