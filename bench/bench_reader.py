@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"building datasets in {workdir} from {source}", file=sys.stderr)
             datasets = build_datasets(workdir, photos, args)
 
+    load_before = os.getloadavg()[0]
     rows = []
     for kind, path in datasets.items():
         for name, r in bench_one(kind, path, args).items():
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"- Command: `{command.strip()}`",
             f"- Data: {source}; batch {args.batch_size}, crop {args.crop_size}, shuffle buffer {args.shuffle_buffer}, normalize='none'",
+            f"- Load average (1 min) before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}"
+            " (other jobs on a shared machine distort absolute numbers; ratios are paired per round)",
             f"- Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, TensorFlow {tf.__version__}, Python {platform.python_version()}",
             f"- {args.repeats} rounds, each pipeline >= {args.seconds:g} s ({args.full_seconds:g} s for full-size JPEGs) per round (after warm-up batches), round-robin;"
             " images/s and CPU are medians, ratios are medians of per-round ratios; page cache warm",

@@ -20,8 +20,11 @@ Pipeline, and why each step is where it is:
    vectorised `tf.io.parse_example` per batch.
 5. Fixed-shape `raw` images (pre-cropped datasets) are then decoded for the whole batch at
    once: one `decode_raw` + reshape, vectorised random/center sub-crops (gathers, exact pixels)
-   and flips. Everything else is unbatched and decoded per image in a parallel map: JPEG crops
-   use `tf.image.decode_and_crop_jpeg`, which decodes only the window. Random windows are drawn
+   and flips. Other batches with a fixed output shape (a crop window, or pre-cropped images)
+   are decoded image by image with `tf.map_fn` inside one parallel map call per batch; only
+   unbatched variable-size output goes through unbatch + a per-image map. JPEG crops use
+   `tf.image.decode_and_crop_jpeg`, which decodes only the window (a big win for baseline
+   JPEGs; progressive JPEGs must be decoded whole, so they gain little). Random windows are drawn
    per batch from `tf.data.Dataset.random` (stateless, so a seed gives the same crops however
    many threads run), then travel with each image.
 6. AUTOTUNE everywhere and a final `prefetch`. Order is deterministic when a seed is given and
@@ -327,10 +330,13 @@ def load(
         check_markers=on_corrupt == "raise",
     )
     vectorised = batch_size is not None and plan.formats == (schema.FORMAT_RAW,) and fixed_shape is not None
-    parse_batch = batch_size if vectorised else _PARSE_BATCH
+    # Fixed output shape: decode a whole batch in one map call (tf.map_fn inside), avoiding the
+    # per-image unbatch/map/batch hops; variable shapes (batch_size=None) go image by image.
+    per_batch = batch_size is not None and (window is not None or fixed_shape is not None)
+    parse_batch = batch_size if per_batch else _PARSE_BATCH
     batches = records.batch(
         parse_batch,
-        drop_remainder=vectorised and drop_remainder,
+        drop_remainder=per_batch and drop_remainder,
         num_parallel_calls=tf.data.AUTOTUNE,  # copying 64 large records is worth spreading over cores
         deterministic=deterministic,
     )
@@ -338,17 +344,12 @@ def load(
     batches = tf.data.Dataset.zip((batches, random_seeds))
     if vectorised:
         out = batches.map(plan.decode_raw_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    elif per_batch:
+        out = batches.map(plan.decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
         examples = batches.map(plan.parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         examples = examples.unbatch()
         out = examples.map(plan.decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-        if batch_size is not None:
-            out = out.batch(
-                batch_size,
-                drop_remainder=drop_remainder,
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=deterministic,
-            )
     out = out.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()
@@ -564,7 +565,8 @@ class _Plan:
             branch = tf.add_n([tf.cast(tf.equal(fmt, f), tf.int32) * i for i, f in enumerate(self.formats)])
         return tf.switch_case(branch, [decoders[f] for f in self.formats])
 
-    def decode_one(self, ex: dict[str, Any]) -> Any:
+    def _image_one(self, ex: dict[str, Any]) -> Any:
+        """Decode, pad and flip one image (uint8)."""
         import tensorflow as tf
 
         image = self._decode_window(ex)
@@ -577,11 +579,32 @@ class _Plan:
             image = tf.ensure_shape(image, self.fixed_shape)
         if self.flip:
             image = tf.cond(ex["_flip"], lambda: tf.reverse(image, axis=[1]), lambda: image)
-        image = self._normalize(image)
+        return image
+
+    def _output(self, images: Any, ex: dict[str, Any]) -> Any:
+        images = self._normalize(images)
         label = ex[schema.LABEL]
         if self.with_metadata:
-            return image, label, self._metadata(ex, ex["_y"], ex["_x"], ex["_h"], ex["_w"], ex["_flip"])
-        return image, label
+            return images, label, self._metadata(ex, ex["_y"], ex["_x"], ex["_h"], ex["_w"], ex["_flip"])
+        return images, label
+
+    def decode_one(self, ex: dict[str, Any]) -> Any:
+        return self._output(self._image_one(ex), ex)
+
+    def decode_batch(self, records: Any, seed: Any) -> Any:
+        """Parse a batch and decode its images with tf.map_fn; output shape is fixed (window or image_shape)."""
+        import tensorflow as tf
+
+        ex = self.parse_batch(records, seed)
+        needed = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, "_height", "_width", "_y", "_x", "_h", "_w", "_flip")
+        shape = (*self.window, self.channels) if self.window is not None else self.fixed_shape
+        images = tf.map_fn(
+            self._image_one,
+            {key: ex[key] for key in needed},
+            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+            parallel_iterations=4,
+        )
+        return self._output(images, ex)
 
 
 def as_numpy(path: str, split: str = "train", **kwargs: Any) -> Iterator[Any]:
