@@ -1,32 +1,36 @@
 #!/usr/bin/env bash
-# Run `cropshard build ...` on a Flink cluster with Beam's FlinkRunner. All arguments are passed
-# through to `cropshard build`, after the runner options below (so they can override them):
+# Run `cropshard build ...` on the local Flink cluster through Beam's job server (both started by
+# launch/flink_cluster.sh start). All arguments are passed through to `cropshard build`, after the
+# runner options below (so they can override them):
 #
 #   launch/flink_cluster.sh start
-#   launch/flink.sh --input ./images --output /tmp/ds/train
+#   PYTHON=/path/to/venv/bin/python launch/flink.sh --input './images/**' --output /tmp/ds --size 224x224
 #
 # Env:
-#   FLINK_MASTER       Flink REST endpoint                      (localhost:${FLINK_REST_PORT:-8081})
-#   ENVIRONMENT_TYPE   where the Python SDK workers run         (LOOPBACK)
-#   ENVIRONMENT_CONFIG --environment_config value, if any       (unset)
-#   FLINK_PARALLELISM  --parallelism                            (slots-total of the cluster)
+#   PYTHON             interpreter with apache-beam==$BEAM_VERSION and cropshard's deps (repo .venv)
+#   BEAM_JOB_ENDPOINT  job server gRPC endpoint (written by flink_cluster.sh: localhost:8099)
+#   FLINK_MASTER       Flink REST endpoint, for the slot count     (localhost:${FLINK_REST_PORT:-8081})
+#   ENVIRONMENT_TYPE   where the Python SDK workers run             (LOOPBACK)
+#   ENVIRONMENT_CONFIG --environment_config value, if any           (unset)
+#   FLINK_PARALLELISM  --parallelism                                (slots-total of the cluster)
 #
-# LOOPBACK (the default) runs the Python SDK workers inside this submitting process: right for a
-# local cluster and tests, since every TaskManager is on this machine. In production run a Beam
-# worker pool next to each TaskManager (same Python env, cropshard installed) and submit with
-# EXTERNAL:
-#   python -m apache_beam.runners.worker.worker_pool_main --service_port=50000 &   # on each TM host
-#   ENVIRONMENT_TYPE=EXTERNAL ENVIRONMENT_CONFIG=localhost:50000 FLINK_MASTER=jm-host:8081 \
-#     launch/flink.sh --input gs://... --output gs://... --artifacts_dir=gs://.../staging
-# Each TaskManager dials the address in ENVIRONMENT_CONFIG, so "localhost:50000" means "the pool
-# on my own host". worker_pool_main starts plain Python SDK workers that install nothing: the
-# pool's environment must already have this exact apache-beam and cropshard installed
-# (--setup_file is not applied there). Inputs, outputs and Beam's temp files must be on storage
-# that every worker sees.
+# The job server is Java and version-locked to the Python SDK: both must be Beam $BEAM_VERSION
+# (versions.env); this script refuses another SDK version instead of failing mid-job.
 #
-# Beam starts its Flink job server (a local Java process) from the jar that
-# launch/fetch_flink.sh places in ~/.apache_beam/cache/jars/; with the jar there Beam does not
-# go to the network. The job server then submits the job to FLINK_MASTER over REST.
+# LOOPBACK (the default) runs the Python SDK workers as threads of this submitting process: right
+# for a local cluster and tests, since every TaskManager is on this machine. At the end of a LOOPBACK
+# run Beam logs "Failed to read inputs in the data plane ... Multiplexer hanging up" tracebacks
+# when Flink closes the workers' channels: harmless, the exit status and the dataset are what count.
+#
+# EXTERNAL: a Beam worker pool next to each TaskManager (same Python env, cropshard importable):
+#   PATH=/path/to/venv/bin:$PATH PYTHONPATH=/path/to/cropshard \
+#     python -m apache_beam.runners.worker.worker_pool_main --service_port=50000 &   # on each TM host
+#   ENVIRONMENT_TYPE=EXTERNAL ENVIRONMENT_CONFIG=localhost:50000 launch/flink.sh --input ... --output ...
+# - the pool starts each worker as a bare `python` from PATH (not its own interpreter), hence PATH;
+# - ONE pool per TaskManager: the pool keys workers by worker id, and every TaskManager numbers its
+#   workers from 1-1, so two TaskManagers sharing a pool stop each other's workers (the job fails
+#   with "CANCELLED: client cancelled"). On this 2-TM local cluster use LOOPBACK.
+# - inputs, outputs and Beam's temp files must be on storage that every worker sees.
 set -euo pipefail
 SCRIPT_NAME=flink.sh
 # shellcheck source=launch/lib.sh
@@ -35,8 +39,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 FLINK_MASTER=${FLINK_MASTER:-localhost:${FLINK_REST_PORT:-8081}}
 ENVIRONMENT_TYPE=${ENVIRONMENT_TYPE:-LOOPBACK}
 
-[[ -s $BEAM_JOB_SERVER_JAR ]] || die "Beam's Flink job server is not at $BEAM_JOB_SERVER_JAR: run launch/fetch_flink.sh (see its message if it cannot fetch $JOB_SERVER_COORDS)"
-need java "the Beam Flink job server is a Java process"
+# The job server flink_cluster.sh started (or one given explicitly).
+JOB_ENDPOINT=${BEAM_JOB_ENDPOINT:-$(cat "$JOB_ENDPOINT_FILE" 2>/dev/null || true)}
+[[ -n $JOB_ENDPOINT ]] || die "no Beam job server recorded in $JOB_ENDPOINT_FILE: run launch/flink_cluster.sh start (or set BEAM_JOB_ENDPOINT)"
+job_host=${JOB_ENDPOINT%:*} job_port=${JOB_ENDPOINT##*:}
+(exec 3<>"/dev/tcp/$job_host/$job_port") 2>/dev/null \
+  || die "nothing listens on the job endpoint $JOB_ENDPOINT: launch/flink_cluster.sh status / start"
 
 # Fail early, with a readable message, if the cluster is not there.
 overview=$(curl -fsS --max-time 5 "${FLINK_MASTER%/}/overview" 2>/dev/null || true)
@@ -45,30 +53,33 @@ if [[ -z $overview && $FLINK_MASTER != http* ]]; then
 fi
 [[ -n $overview ]] || die "no Flink REST API at $FLINK_MASTER (start one with launch/flink_cluster.sh start)"
 
-# Beam's FlinkRunner defaults to parallelism 1 on a remote cluster; use every slot unless told.
+# The Python SDK must be the job server's Beam version.
+sdk_version=$("$PYTHON" -c 'import apache_beam; print(apache_beam.__version__)' 2>/dev/null) \
+  || die "$PYTHON cannot import apache_beam (set PYTHON=/path/to/venv/bin/python)"
+[[ $sdk_version == "$BEAM_VERSION" ]] \
+  || die "$PYTHON has apache-beam $sdk_version but the Flink job server is Beam $BEAM_VERSION: use a venv with apache-beam[gcp]==$BEAM_VERSION (PYTHON=...)"
+
+# Every slot unless told otherwise (the job server also defaults to the cluster's parallelism.default).
 parallelism=${FLINK_PARALLELISM:-$(sed -n 's/.*"slots-total":\([0-9]*\).*/\1/p' <<<"$overview")}
 
-# `cropshard build` (console script of the venv), else `python -m pipeline build`. The repo goes on
-# PYTHONPATH so the checkout's packages are imported even where the editable install's finder
-# does not map them (it only knows packages that existed when `pip install -e .` ran).
+# The checkout's packages go on PYTHONPATH, so `python -m pipeline` works without an install.
 export PYTHONPATH=$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}
-if [[ -x $REPO_DIR/.venv/bin/cropshard ]]; then
-  cmd=("$REPO_DIR/.venv/bin/cropshard" build)
-elif command -v cropshard >/dev/null 2>&1; then
-  cmd=(cropshard build)
-else
-  cmd=("$PYTHON" -m pipeline build)
-fi
+cmd=("$PYTHON" -m pipeline build)
 
 runner_args=(
-  --runner=FlinkRunner
-  "--flink_master=$FLINK_MASTER"
-  "--flink_version=$FLINK_VERSION"
-  "--flink_job_server_jar=$BEAM_JOB_SERVER_JAR"
+  --runner=PortableRunner
+  "--job_endpoint=$JOB_ENDPOINT"
   "--environment_type=$ENVIRONMENT_TYPE"
 )
 if [[ -n ${ENVIRONMENT_CONFIG:-} ]]; then runner_args+=("--environment_config=$ENVIRONMENT_CONFIG"); fi
 if [[ -n $parallelism ]]; then runner_args+=("--parallelism=$parallelism"); fi
 
-echo "[$SCRIPT_NAME] ${cmd[*]} ${runner_args[*]} $*" >&2
-exec "${cmd[@]}" "${runner_args[@]}" "$@"
+# Beam 2.62's per-view option parsers allow argparse prefix abbreviations, so cropshard's
+# `--output DIR` also sets PortableOptions.output_executable_path=DIR; the job server then writes a
+# pipeline jar to DIR instead of running the job ("java.io.FileNotFoundException: DIR (Is a
+# directory)"). An explicit empty value AFTER the user's --output resets it (newer Beam releases
+# parse with allow_abbrev=False, where this is a no-op).
+trailing_args=(--output_executable_path=)
+
+echo "[$SCRIPT_NAME] ${cmd[*]} ${runner_args[*]} $* ${trailing_args[*]}" >&2
+exec "${cmd[@]}" "${runner_args[@]}" "$@" "${trailing_args[@]}"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Local Flink session cluster: 1 JobManager + N TaskManagers, each a separate background JVM,
-# built from the jars that launch/fetch_flink.sh caches (the PyPI wheel has no bin/*.sh).
+# built from the jars that launch/fetch_flink.sh caches (the PyPI package has no bin/*.sh), plus
+# Beam's Flink job server (FlinkJobServerDriver, from the classpath dir fetch_flink.sh resolves),
+# which Python pipelines submit to with --runner=PortableRunner --job_endpoint=localhost:8099.
 #
-#   launch/flink_cluster.sh start [--taskmanagers N]   # default N=2, 1 slot each
-#   launch/flink_cluster.sh status                     # prints REST /overview JSON
+#   launch/flink_cluster.sh start [--taskmanagers N] [--no-job-server]   # default N=2, 1 slot each
+#   launch/flink_cluster.sh status                     # processes, REST /overview JSON, job endpoint
 #   launch/flink_cluster.sh stop                       # SIGTERM, wait, then SIGKILL
 #
 # Env (defaults sized for a 2-core 24 GiB machine that also runs Python SDK workers):
@@ -16,14 +18,28 @@
 #   FLINK_JM_MEMORY        JobManager process size                (1536m)
 #   FLINK_START_TIMEOUT    seconds to wait for all TMs            (120)
 #   FLINK_STOP_TIMEOUT     seconds between SIGTERM and SIGKILL    (30)
-# All processes bind to localhost only.
+#   BEAM_JOB_PORT          job server gRPC port (--job_endpoint)  (8099)
+#   BEAM_ARTIFACT_PORT     job server artifact staging port       (8098)
+#   BEAM_EXPANSION_PORT    Java expansion service port, -1 = off  (-1)
+#   BEAM_JOB_SERVER_HEAP   job server -Xmx                        (1024m)
+#   JOB_SERVER_CLASSPATH   job server classpath                   ($JOB_SERVER_DIR/lib/*)
+# The Flink JVMs bind to localhost only. Beam's job server binds its job and artifact ports on all
+# interfaces (its --job-host only sets the advertised name): firewall them on shared hosts.
 set -euo pipefail
 SCRIPT_NAME=flink_cluster
 # shellcheck source=launch/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RUN_DIR=${CROPSHARD_FLINK_HOME:-/tmp/cropshard-flink}
+RUN_DIR=$FLINK_RUN_DIR
 CONF_DIR=$RUN_DIR/conf
+# Flink 2.x reads conf/config.yaml (standard YAML). Flink 1.19 reads conf/flink-conf.yaml with its
+# legacy flat-key parser if that file exists, else config.yaml; older 1.x only flink-conf.yaml.
+# The flat "key: value" lines written below are valid for both, so 1.x gets flink-conf.yaml.
+if [[ ${FLINK_PATCH_VERSION%%.*} -ge 2 ]]; then
+  CONF_FILE=config.yaml OTHER_CONF_FILE=flink-conf.yaml
+else
+  CONF_FILE=flink-conf.yaml OTHER_CONF_FILE=config.yaml
+fi
 LOG_DIR=$RUN_DIR/log
 PID_DIR=$RUN_DIR/pids
 RPC_PORT=${FLINK_RPC_PORT:-6123}
@@ -35,9 +51,15 @@ TM_MEMORY=${FLINK_TM_MEMORY:-3072m}
 JM_MEMORY=${FLINK_JM_MEMORY:-1536m}
 START_TIMEOUT=${FLINK_START_TIMEOUT:-120}
 STOP_TIMEOUT=${FLINK_STOP_TIMEOUT:-30}
+JOB_PORT=${BEAM_JOB_PORT:-8099}
+ARTIFACT_PORT=${BEAM_ARTIFACT_PORT:-8098}
+EXPANSION_PORT=${BEAM_EXPANSION_PORT:--1}
+JOB_SERVER_HEAP=${BEAM_JOB_SERVER_HEAP:-1024m}
+JOB_SERVER_CP=${JOB_SERVER_CLASSPATH:-$JOB_SERVER_DIR/lib/*}
+WITH_JOB_SERVER=1
 
 # REST port: the running cluster's (from the config it was started with), else FLINK_REST_PORT.
-conf_port() { sed -n 's/^rest.port: *//p' "$CONF_DIR/config.yaml" 2>/dev/null || true; }
+conf_port() { sed -n 's/^rest.port: *//p' "$CONF_DIR/$CONF_FILE" 2>/dev/null || true; }
 rest_port() {
   local p=""
   if [[ -n $(pid_of jobmanager) ]]; then p=$(conf_port); fi
@@ -69,16 +91,19 @@ JAVA_MODULE_OPTS=(
 )
 
 usage() {
-  echo "usage: $0 start [--taskmanagers N] | stop | status" >&2
+  echo "usage: $0 start [--taskmanagers N] [--no-job-server] | stop | status" >&2
   exit 2
 }
 
 # --- process bookkeeping --------------------------------------------------------------------
-# A pid counts as ours only if it is alive and its command line names our conf dir, so a
-# stale pid file whose pid was reused by another process is never signalled.
+# A pid counts as ours only if it is alive and its command line names our conf dir (Flink's
+# --configDir, the job server's --flink-conf-dir), so a stale pid file whose pid was reused by
+# another process is never signalled.
 is_ours() {
-  local pid=$1
-  [[ -n $pid && -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--configDir $CONF_DIR"
+  local pid=$1 cmd
+  [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmd == *"--configDir $CONF_DIR "* || $cmd == *"--flink-conf-dir $CONF_DIR "* ]]
 }
 pid_of() { # name -> pid if running, else empty
   local f=$PID_DIR/$1.pid pid
@@ -86,9 +111,9 @@ pid_of() { # name -> pid if running, else empty
   pid=$(<"$f")
   if is_ours "$pid"; then echo "$pid"; fi
 }
-running_names() { # names with a live process, TaskManagers first
+running_names() { # names with a live process: job server, TaskManagers, then JobManager
   local f name
-  for f in "$PID_DIR"/taskmanager-*.pid "$PID_DIR"/jobmanager.pid; do
+  for f in "$PID_DIR"/jobserver.pid "$PID_DIR"/taskmanager-*.pid "$PID_DIR"/jobmanager.pid; do
     [[ -e $f ]] || continue
     name=$(basename "$f" .pid)
     if [[ -n $(pid_of "$name") ]]; then echo "$name"; fi
@@ -113,7 +138,8 @@ tail_logs() {
 write_conf() {
   local port=$1 parallelism=$((TASKMANAGERS * TM_SLOTS))
   mkdir -p "$CONF_DIR" "$LOG_DIR" "$PID_DIR" "$RUN_DIR/tmp" "$RUN_DIR/web" "$RUN_DIR/blob" "$RUN_DIR/plugins"
-  cat >"$CONF_DIR/config.yaml" <<YAML
+  rm -f "$CONF_DIR/$OTHER_CONF_FILE"
+  cat >"$CONF_DIR/$CONF_FILE" <<YAML
 # Generated by launch/flink_cluster.sh on every start; edit the script, not this file.
 jobmanager.rpc.address: localhost
 jobmanager.rpc.port: $RPC_PORT
@@ -178,13 +204,15 @@ resource_params() { # GET_JM_RESOURCE_PARAMS | GET_TM_RESOURCE_PARAMS
   echo "$out"
 }
 
-# If start fails after it launched something, show the logs and leave nothing running.
+# If start fails after it launched something, show the logs and stop what THIS start launched
+# (a cluster that was already running stays up, e.g. when only the job server fails).
 START_DONE=0
+STARTED=()
 on_start_exit() {
   if ((!START_DONE)); then
     tail_logs
-    echo "[$SCRIPT_NAME] start failed: stopping what was started (logs above, in $LOG_DIR)" >&2
-    cmd_stop >&2 || true
+    echo "[$SCRIPT_NAME] start failed: stopping what this start launched (logs above, in $LOG_DIR)" >&2
+    if ((${#STARTED[@]})); then stop_names "${STARTED[@]}" >&2 || true; fi
   fi
 }
 
@@ -205,7 +233,58 @@ launch() {
     >>"$LOG_DIR/$name.out" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PID_DIR/$name.pid"
+  STARTED+=("$name")
   log "started $name (pid $pid, log $LOG_DIR/$name.log)"
+}
+
+port_open() { (exec 3<>"/dev/tcp/localhost/$1") 2>/dev/null; }
+
+# "Beam 2.62.0 job server (beam-runners-flink-1.19)", from the runner jar on its classpath.
+job_server_version() {
+  local jar name
+  jar=$(compgen -G "${JOB_SERVER_CP%\*}beam-runners-flink-*.jar" | head -n1 || true)
+  if [[ -z $jar ]]; then echo "job server ($JOB_SERVER_CP)"; return 0; fi
+  name=$(basename "$jar" .jar)
+  echo "Beam ${name##*-} job server (${name%-*})"
+}
+
+# Beam's Flink job server: a plain Java process that accepts Python pipelines (job port),
+# stages their artifacts (artifact port), translates them and submits them to the JobManager's
+# REST endpoint. --flink-conf-dir hands it this cluster's conf, so parallelism.default applies.
+start_job_server() {
+  local rest_port=$1 pid t0=$SECONDS
+  if [[ -n $(pid_of jobserver) ]]; then
+    log "job server already running (pid $(pid_of jobserver)) on $(cat "$JOB_ENDPOINT_FILE" 2>/dev/null)"
+    return 0
+  fi
+  [[ $JOB_SERVER_CP != "$JOB_SERVER_DIR/lib/*" || -f $JOB_SERVER_DIR/.complete ]] \
+    || die "no Beam job server in $JOB_SERVER_DIR: run launch/fetch_flink.sh (or start with --no-job-server)"
+  local p
+  for p in "$JOB_PORT" "$ARTIFACT_PORT"; do
+    if port_open "$p"; then die "port $p is already in use: stop what holds it or set BEAM_JOB_PORT / BEAM_ARTIFACT_PORT"; fi
+  done
+  trap on_start_exit EXIT
+  : >"$LOG_DIR/jobserver.log"
+  setsid java "-Xmx$JOB_SERVER_HEAP" \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd HH:mm:ss,SSS" \
+    -Djava.io.tmpdir="$RUN_DIR/tmp" \
+    -cp "$JOB_SERVER_CP" "$JOB_SERVER_MAIN_CLASS" \
+    --flink-master="localhost:$rest_port" --flink-conf-dir "$CONF_DIR" \
+    --job-host=localhost --job-port="$JOB_PORT" --artifact-port="$ARTIFACT_PORT" \
+    --expansion-port="$EXPANSION_PORT" --artifacts-dir="$RUN_DIR/artifacts" \
+    >>"$LOG_DIR/jobserver.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$PID_DIR/jobserver.pid"
+  STARTED+=(jobserver)
+  log "started jobserver (pid $pid, log $LOG_DIR/jobserver.log)"
+  until port_open "$JOB_PORT" && grep -q 'JobService started on' "$LOG_DIR/jobserver.log"; do
+    [[ -n $(pid_of jobserver) ]] || die "the job server exited during startup"
+    ((SECONDS - t0 < START_TIMEOUT)) || die "timed out after ${START_TIMEOUT}s waiting for the job server on port $JOB_PORT"
+    sleep 0.3
+  done
+  echo "localhost:$JOB_PORT" >"$JOB_ENDPOINT_FILE"
+  log "job server up in $((SECONDS - t0))s"
 }
 
 # --- commands -------------------------------------------------------------------------------
@@ -228,7 +307,13 @@ cmd_start() {
     if curl -s --max-time 2 -o /dev/null "http://localhost:$port/"; then
       die "port $port is already in use by a process not started from $RUN_DIR; stop it or set FLINK_REST_PORT"
     fi
-    rm -f "$PID_DIR"/*.pid
+    # TaskManagers or a job server left from a cluster whose JobManager is gone would register
+    # with / submit to the new one untracked: stop them first.
+    if [[ -n $(running_names) ]]; then
+      log "no JobManager, but processes of an earlier cluster are running: stopping them"
+      cmd_stop
+    fi
+    rm -f "$PID_DIR"/*.pid "$JOB_ENDPOINT_FILE"
     write_conf "$port"
     local jm_params
     jm_params=$(resource_params GET_JM_RESOURCE_PARAMS)
@@ -266,20 +351,23 @@ cmd_start() {
     fi
     sleep 0.5
   done
-  START_DONE=1
   log "Flink $(json_field flink-version <<<"$ov") up in $((SECONDS - t0))s: $tms TaskManagers, $(json_field slots-total <<<"$ov") slots, http://localhost:$port (run dir $RUN_DIR)"
+  local summary
+  summary="Flink $(json_field flink-version <<<"$ov") (pinned $FLINK_PATCH_VERSION)"
+  if ((WITH_JOB_SERVER)); then
+    start_job_server "$port"
+    summary+=", $(job_server_version) at --job_endpoint=localhost:$JOB_PORT (submit with apache-beam==$BEAM_VERSION)"
+  fi
+  START_DONE=1
+  log "ready in $((SECONDS - t0))s: $summary"
 }
 
-cmd_stop() {
-  local names name pid deadline
-  names=$(running_names)
-  if [[ -z $names ]]; then
-    rm -f "$PID_DIR"/*.pid 2>/dev/null || true
-    log "not running (run dir $RUN_DIR)"
-    return 0
-  fi
-  # TaskManagers first (so they do not log reconnect noise), then the JobManager.
-  for group in taskmanager jobmanager; do
+# stop_names NAME...: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL; removes their pid files.
+# Job server first (it holds clients of the cluster), then TaskManagers (so they do not log
+# reconnect noise), then the JobManager.
+stop_names() {
+  local names="$*" name pid deadline group
+  for group in jobserver taskmanager jobmanager; do
     local -a pids=()
     for name in $names; do
       [[ $name == "$group"* ]] || continue
@@ -298,8 +386,21 @@ cmd_stop() {
       fi
     done
   done
-  rm -f "$PID_DIR"/*.pid
-  log "stopped"
+  for name in $names; do
+    rm -f "$PID_DIR/$name.pid"
+    if [[ $name == jobserver ]]; then rm -f "$JOB_ENDPOINT_FILE"; fi
+  done
+}
+
+cmd_stop() {
+  local names
+  names=$(running_names)
+  if [[ -n $names ]]; then
+    # shellcheck disable=SC2086  # names are single words
+    stop_names $names
+  fi
+  rm -f "$PID_DIR"/*.pid "$JOB_ENDPOINT_FILE" 2>/dev/null || true
+  if [[ -n $names ]]; then log "stopped"; else log "not running (run dir $RUN_DIR)"; fi
 }
 
 cmd_status() {
@@ -309,6 +410,9 @@ cmd_status() {
     log "$name running (pid $pid)"
     any=1
   done
+  if [[ -n $(pid_of jobserver) ]]; then
+    log "job endpoint: --job_endpoint=$(cat "$JOB_ENDPOINT_FILE" 2>/dev/null) ($(job_server_version))"
+  fi
   if ov=$(overview); then
     echo "$ov"
   else
@@ -326,6 +430,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --taskmanagers) [[ $# -ge 2 ]] || usage; TASKMANAGERS=$2; shift 2 ;;
     --taskmanagers=*) TASKMANAGERS=${1#*=}; shift ;;
+    --no-job-server) WITH_JOB_SERVER=0; shift ;;
     *) usage ;;
   esac
 done
