@@ -10,7 +10,7 @@ import os
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-BEAM_VERSION = "2.77.0"  # Pinned together with the Flink job-server jar in launch/versions.env.
+BEAM_VERSION = "2.62.0"  # Must equal BEAM_VERSION in launch/versions.env: the Flink job server is built for it.
 
 
 def long_description() -> str:
@@ -41,11 +41,12 @@ setup(
         f"apache-beam[gcp]=={BEAM_VERSION}",
         # The writer needs TensorFlow's libjpeg-turbo partial decode and tf.train.Example; the
         # CPU build is what Beam workers want. A training image installs `reader` alone instead.
-        "tensorflow-cpu>=2.16",
+        "tensorflow-cpu>=2.16,<2.21",  # 2.21 needs protobuf 6, which apache-beam 2.62 does not allow
         "pillow>=10",
         "numpy>=1.24",
         "google-cloud-storage>=2",
-        # Without it Beam's TFRecord sink silently falls back to a pure-Python CRC32C.
+        # Fast CRC32C for the reader's and `inspect --verify`'s record checks (Beam's own TFRecord
+        # sink uses crcmod's C extension, a Beam dependency, rather than its pure-Python fallback).
         "google-crc32c>=1.5",
     ],
     extras_require={

@@ -183,11 +183,13 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
         argv.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in flags:
             argv.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    if not flags & {"--save_main_session", "--no_save_main_session"}:
-        # Every function the workers run lives in the installed packages (--setup_file), never in
-        # __main__; Beam 2.77 would otherwise pickle the launcher's __main__ (cropshard's script,
-        # pytest, a notebook) for Dataflow and unpickle it on every worker.
-        argv.append("--no_save_main_session")
+    if "--output_executable_path" not in flags:
+        # Beam 2.62 lets every options view accept abbreviated flags, so PortableOptions would read
+        # cropshard's --output as --output_executable_path and the Flink job server would write a
+        # jar there instead of running the job. An explicit empty value keeps it unset.
+        argv.append("--output_executable_path=")
+    # Nothing needs --save_main_session: every function the workers run lives in the installed
+    # packages (--setup_file), and Beam 2.62 does not pickle __main__ unless asked to.
     return argv
 
 

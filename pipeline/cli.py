@@ -10,9 +10,14 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+# google-cloud client libraries warn about future Python/grpcio support on import; that is
+# noise in a command-line summary (the pinned versions are tested together).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: E402
 
 COMMANDS = ("build", "inspect", "compare", "demo-images")
 

@@ -24,6 +24,7 @@ from transforms.discover import REJECTED, ImageSource, file_kind
 from transforms.encode import encode_pixels, reencode_format, verbatim_format
 from transforms.progress import ProgressWriter
 from transforms.rejects import Rejected, Rejection
+from transforms.write import use_fast_crc32c
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
 
@@ -144,6 +145,8 @@ class ImagesToExamples(beam.DoFn):
     def setup(self) -> None:
         # Import TensorFlow's proto module once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
+        # WriteToTFRecord's writer runs fused in this worker: give it the fast CRC32C.
+        use_fast_crc32c()
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
 

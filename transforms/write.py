@@ -37,6 +37,16 @@ def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
 
 
+def use_fast_crc32c() -> None:
+    """Give Beam's TFRecord code google-crc32c (about 20x faster than the crcmod fallback that
+    Beam 2.62 uses without python-snappy: 6 vs 120 us per 50 KB record here). `fn` is the
+    performance hook tfrecordio's `_default_crc32c_fn` consults; call once per worker."""
+    import google_crc32c
+    from apache_beam.io import tfrecordio
+
+    tfrecordio._default_crc32c_fn.fn = google_crc32c.value
+
+
 def count_records(path: str, compression: str) -> int:
     """Records in one shard, each checked against its CRCs (Beam's own TFRecord framing code)."""
     count = 0
@@ -74,6 +84,9 @@ class _ShardInfo(beam.DoFn):
     def __init__(self, split: str, compression: str) -> None:
         self._split = split
         self._compression = compression
+
+    def setup(self) -> None:
+        use_fast_crc32c()
 
     def process(self, path: str) -> Iterator[tuple[str, metadata.ShardInfo]]:
         size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
