@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
-from google.protobuf import json_format
+from apitools.base.py import encoding as apitools_encoding
 
 from pipeline.build import BuildResult, run
 
@@ -130,7 +131,8 @@ def test_dataflow_dry_run_job(no_network: None, staged_dir: list[Path]) -> None:
     environment_proto = apiclient.Environment(
         packages=sorted(artifacts), options=options, environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
         proto_pipeline_staged_url=f"{cloud.staging_location}/pipeline.pb", proto_pipeline=job.proto_pipeline).proto
-    environment_json = json.loads(json_format.MessageToJson(environment_proto._pb))
+    # Beam 2.62's Dataflow client is apitools-based: its messages serialize with apitools' encoding.
+    environment_json = json.loads(apitools_encoding.MessageToJson(environment_proto))
     (pool,) = environment_json["workerPools"]
     assert pool["machineType"] == "n2-standard-8" and pool["autoscalingSettings"]["maxNumWorkers"] == 40
     assert [image["containerImage"] for image in pool["sdkHarnessContainerImages"]] == [IMAGE]
@@ -229,4 +231,5 @@ print(json.dumps({{"modules": sorted(m.__name__ for m in loaded), "version": ver
     report = json.loads(done.stdout.strip().splitlines()[-1])
     modules = {path[: -len(".py")].replace("/", ".").removesuffix(".__init__") for path in expected} - {"pipeline.__main__"}
     assert set(report["modules"]) == modules
-    assert report["version"] == "0.1.0" and report["beam"] == "2.77.0"
+    beam_pin = re.search(r'BEAM_VERSION = "([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    assert report["version"] == "0.1.0" and report["beam"] == beam_pin
