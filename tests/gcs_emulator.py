@@ -9,7 +9,7 @@ for the GIL with the in-memory DirectRunner it serves.
 (DirectRunner multi_processing workers inherit os.environ):
 
 - STORAGE_EMULATOR_HOST: google-cloud-storage's Client reads it each time one is created, and
-  Beam 2.77 creates a new client (GcsIO) per filesystem call, so setting it is enough.
+  Beam (2.62 and 2.77 alike) creates a new client (GcsIO) per filesystem call, so setting it is enough.
 - Fake application-default credentials with a static, unexpiring token. Without credentials,
   Beam's auth lookup retries google.auth.default() with backoff (~25 s per process) and may
   probe the GCE metadata server (network). With these it finds them at once; the token is never
