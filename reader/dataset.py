@@ -220,7 +220,12 @@ def load(
         on the accelerator); (mean, std) per channel -> float32 (x/255 - mean) / std, i.e.
         mean/std are in [0, 1] units, as in torchvision.
       input_context: a `tf.distribute.InputContext`; or give `num_shards`/`index` directly.
-        `batch_size` is then this worker's batch size.
+        `batch_size` is then this worker's batch size, e.g.
+        `strategy.distribute_datasets_from_function(lambda ctx: load(path, input_context=ctx,
+        batch_size=ctx.get_per_replica_batch_size(256)))`. Workers get whole shard files when
+        there are at least as many files as workers, else every num_shards-th record of a fixed
+        order (each worker then reads all files). Either way the workers' examples are disjoint
+        and together make the whole split; auto-sharding by the strategy is switched off.
       on_corrupt: 'raise' (default) fails with an error naming the shard that did not yield
         all its records; 'skip' drops the unreadable records and counts them per shard in
         `corruption_report` (also logged once per shard).
@@ -342,14 +347,21 @@ def load(
     )
     random_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     batches = tf.data.Dataset.zip((batches, random_seeds))
+    # No AutoGraph: the functions use tf.cond explicitly, and skipping the source-to-source
+    # conversion makes graph building faster and independent of the .py files on disk.
+    plain = tf.autograph.experimental.do_not_convert
     if vectorised:
-        out = batches.map(plan.decode_raw_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        out = batches.map(
+            plain(plan.decode_raw_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
     elif per_batch:
-        out = batches.map(plan.decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        out = batches.map(plain(plan.decode_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
-        examples = batches.map(plan.parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        examples = batches.map(
+            plain(plan.parse_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
         examples = examples.unbatch()
-        out = examples.map(plan.decode_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        out = examples.map(plain(plan.decode_one), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     out = out.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()
