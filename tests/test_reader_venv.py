@@ -102,6 +102,9 @@ def test_reader_alone_in_a_fresh_venv(tmp_path: Path) -> None:
         install += ["-c", str(REPO / "constraints.txt")]  # same dependency versions as the dev venv: pip cache hits
     result = subprocess.run(install, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"pip install failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    # TensorFlow 2.20 pulls Pillow in through tensorboard (its image plugin), not through the
+    # reader; remove it so the check below proves the reader needs nothing but TF and NumPy.
+    subprocess.run([python, "-m", "pip", "uninstall", "--quiet", "--yes", "pillow"], check=True, capture_output=True, timeout=300)
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
