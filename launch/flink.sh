@@ -4,10 +4,11 @@
 # runner options below (so they can override them):
 #
 #   launch/flink_cluster.sh start
-#   PYTHON=/path/to/venv/bin/python launch/flink.sh --input './images/**' --output /tmp/ds --size 224x224
+#   launch/flink.sh --input './images/**' --output /tmp/ds --size 224x224
 #
 # Env:
-#   PYTHON             interpreter with apache-beam==$BEAM_VERSION and cropshard's deps (repo .venv)
+#   PYTHON             interpreter with apache-beam==$BEAM_VERSION and cropshard's deps
+#                      (default: the repo .venv, which pins that version; else python3)
 #   BEAM_JOB_ENDPOINT  job server gRPC endpoint (written by flink_cluster.sh: localhost:8099)
 #   FLINK_MASTER       Flink REST endpoint, for the slot count     (localhost:${FLINK_REST_PORT:-8081})
 #   ENVIRONMENT_TYPE   where the Python SDK workers run             (LOOPBACK)
@@ -55,9 +56,9 @@ fi
 
 # The Python SDK must be the job server's Beam version.
 sdk_version=$("$PYTHON" -c 'import apache_beam; print(apache_beam.__version__)' 2>/dev/null) \
-  || die "$PYTHON cannot import apache_beam (set PYTHON=/path/to/venv/bin/python)"
+  || die "$PYTHON cannot import apache_beam (create the repo venv with 'make venv', or set PYTHON=/path/to/venv/bin/python)"
 [[ $sdk_version == "$BEAM_VERSION" ]] \
-  || die "$PYTHON has apache-beam $sdk_version but the Flink job server is Beam $BEAM_VERSION: use a venv with apache-beam[gcp]==$BEAM_VERSION (PYTHON=...)"
+  || die "$PYTHON has apache-beam $sdk_version but the Flink job server is Beam $BEAM_VERSION: use the repo venv ('make venv' installs apache-beam==$BEAM_VERSION from setup.py) or PYTHON=/path/to/venv/bin/python"
 
 # Every slot unless told otherwise (the job server also defaults to the cluster's parallelism.default).
 parallelism=${FLINK_PARALLELISM:-$(sed -n 's/.*"slots-total":\([0-9]*\).*/\1/p' <<<"$overview")}

@@ -1,0 +1,339 @@
+"""Flink integration: `cropshard build` through launch/flink.sh on a real local Flink cluster
+(1 JobManager + 2 TaskManagers + Beam's job server, started by launch/flink_cluster.sh), compared
+record for record with a DirectRunner build of the same inputs.
+
+The module fixture fetches Flink and the job server (launch/fetch_flink.sh, cached under
+${CROPSHARD_CACHE:-~/.cache/cropshard}), starts the cluster on free ports in a temporary run dir
+and always stops it. Missing Java or a failed fetch skips the test locally and fails it under
+CI (CI=true): CI must never pass by silently not running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import apache_beam
+import psutil
+import pytest
+
+from reader import metadata
+from tests import imagegen
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH = REPO / "launch"
+pytestmark = [
+    pytest.mark.flink,
+    # A cold cache downloads ~380 MB (pip + Maven) before the cluster starts; every subprocess
+    # below has its own, tighter timeout.
+    pytest.mark.timeout(1800),
+]
+
+# Small images so the Flink run is quick; >= 300 good ones so every split spreads over both TMs.
+PER_CLASS = 102
+CLASSES = ("bird", "cat", "dog")
+IMAGE_SIZE = (96, 128)
+NUM_SHARDS = 2
+BUILD_ARGS = [
+    "--crop=random",  # seeded per image key: must give the same crops on any runner
+    "--crops_per_image=2",
+    "--size=64x64",
+    "--encoding=png",
+    "--split=train=0.7,validation=0.15,test=0.15",
+    f"--num_shards={NUM_SHARDS}",
+    "--progress=off",
+]
+TASKMANAGER_IDS = {"cropshard-tm-1", "cropshard-tm-2"}  # flink_cluster.sh's taskmanager.resource-id
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Locally a missing prerequisite skips; under CI it fails, so a green CI means it ran."""
+    if in_ci():
+        pytest.fail(f"CI=true, so not skipping the Flink test: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def versions_env() -> dict[str, str]:
+    """launch/versions.env: plain KEY=value lines (the scripts' single source of versions)."""
+    values = {}
+    for line in (LAUNCH / "versions.env").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports free right now on all interfaces (the job server binds 0.0.0.0). Held
+    open together so the kernel cannot hand out the same one twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int, str]:
+    """Run `cmd` in its own process group with stdout+stderr to `log`; on timeout kill that
+    group (mvn / pip / java children included). Returns (exit status, output)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = -9
+            out.write(f"\n[test_flink] killed after {timeout:.0f} s\n".encode())
+    return rc, log.read_text(errors="replace")
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for init to reap it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def rest(base: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
+        return json.load(response)
+
+
+def announce(config: pytest.Config, line: str) -> None:
+    """Show `line` in the CI log even under pytest's output capture (also to captured stdout,
+    so it is in the failure report)."""
+    print(line)
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+        else:
+            print(line, file=sys.__stdout__, flush=True)
+
+
+@dataclasses.dataclass
+class FlinkCluster:
+    env: dict[str, str]  # everything launch/*.sh need to address this cluster
+    rest_url: str
+    run_dir: Path
+    versions: str  # the CI log line
+    timings: dict[str, float]
+
+
+@pytest.fixture(scope="module")
+def flink_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkCluster]:
+    pins = versions_env()
+    for tool, why in (("java", "a Java 17 runtime runs Flink and Beam's job server"), ("curl", "the launch scripts poll Flink's REST API")):
+        if shutil.which(tool) is None:
+            skip_or_fail(f"'{tool}' not found on PATH ({why})")
+    if apache_beam.__version__ != pins["BEAM_VERSION"]:
+        skip_or_fail(f"{sys.executable} has apache-beam {apache_beam.__version__}; the Flink job server is Beam {pins['BEAM_VERSION']} (launch/versions.env)")
+
+    base = tmp_path_factory.mktemp("flink")
+    run_dir = base / "run"
+    rest_port, rpc_port, job_port, artifact_port = free_ports(4)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,  # the interpreter running the tests (the repo .venv under `make test`)
+        "CROPSHARD_FLINK_HOME": str(run_dir),
+        "FLINK_REST_PORT": str(rest_port),
+        "FLINK_RPC_PORT": str(rpc_port),
+        "BEAM_JOB_PORT": str(job_port),
+        "BEAM_ARTIFACT_PORT": str(artifact_port),
+        "FLINK_TASKMANAGERS": "2",
+        "FLINK_TM_SLOTS": "1",
+    }
+    timings: dict[str, float] = {}
+
+    start = time.monotonic()
+    rc, out = run_logged(["bash", str(LAUNCH / "fetch_flink.sh")], env, base / "fetch.log", timeout=1200)
+    timings["fetch"] = time.monotonic() - start
+    if rc != 0:
+        what = "Maven could not resolve Beam's Flink job server" if rc == 3 else f"launch/fetch_flink.sh exited {rc}"
+        if shutil.which("mvn") is None:
+            what += " ('mvn' not found on PATH: it assembles the job server on a cold cache)"
+        skip_or_fail(f"{what}:\n{tail(out, 15)}")
+
+    stop_cmd = ["bash", str(LAUNCH / "flink_cluster.sh"), "stop"]
+    try:
+        start = time.monotonic()
+        rc, out = run_logged(["bash", str(LAUNCH / "flink_cluster.sh"), "start"], env, base / "start.log", timeout=300)
+        timings["start"] = time.monotonic() - start
+        assert rc == 0, f"launch/flink_cluster.sh start exited {rc}:\n{tail(out, 80)}"
+        rest_url = f"http://localhost:{rest_port}"
+        overview = rest(rest_url, "/overview")
+        tm_ids = sorted(tm["id"] for tm in rest(rest_url, "/taskmanagers")["taskmanagers"])
+        ready = next((line for line in out.splitlines() if "] ready in " in line), "")
+        job_server = ready.split(", ", 1)[1].split(" at ")[0] if ", " in ready else "(no job server line in the start output)"
+        versions = (
+            f"[test_flink] Flink {overview['flink-version']} (commit {overview['flink-commit']}), {job_server}, Python SDK apache-beam {apache_beam.__version__}; "
+            f"{overview['taskmanagers']} TaskManagers ({', '.join(tm_ids)}), {overview['slots-total']} slots; "
+            f"REST localhost:{rest_port}, job endpoint localhost:{job_port}; fetch {timings['fetch']:.1f} s, start {timings['start']:.1f} s"
+        )
+        announce(request.config, versions)
+        assert overview["flink-version"] == pins["FLINK_PATCH_VERSION"], versions
+        assert f"Beam {pins['BEAM_VERSION']} job server" in job_server, versions
+        assert overview["taskmanagers"] == 2 and set(tm_ids) == TASKMANAGER_IDS and overview["slots-total"] == 2, versions
+        yield FlinkCluster(env, rest_url, run_dir, versions, timings)
+    finally:
+        # Always, even after a failed or interrupted start: stop only touches processes whose
+        # command line names this run dir.
+        pids = {f.stem: int(f.read_text()) for f in (run_dir / "pids").glob("*.pid")}
+        start = time.monotonic()
+        rc, out = run_logged(stop_cmd, env, base / "stop.log", timeout=120)
+        timings["stop"] = time.monotonic() - start
+        survivors = {name: pid for name, pid in pids.items() if alive(pid)}
+        # While a job runs, blob/ holds the ~150 MB job-server classpath staged for it and tmp/
+        # the shuffle files; a killed cluster leaves them behind. pytest keeps the last three
+        # basetemps, so drop the bulk and keep conf/ and log/ for diagnosis.
+        for bulky in ("blob", "tmp", "web", "artifacts"):
+            shutil.rmtree(run_dir / bulky, ignore_errors=True)
+        announce(request.config, f"[test_flink] stopped the cluster (exit {rc}); timings " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+        if (rc != 0 or survivors) and sys.exc_info()[0] is None:  # never mask the setup's own error
+            pytest.fail(f"launch/flink_cluster.sh stop exited {rc}, still running: {survivors}\n{tail(out)}")
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def make_inputs(root: Path) -> dict[str, str]:
+    """306 small photo-like JPEG/PNG images in three class folders, plus files that must be
+    rejected; returns path -> expected rejection reason."""
+    imagegen.class_tree(root, per_class=PER_CLASS, size=IMAGE_SIZE, classes=CLASSES)
+    expected = imagegen.broken_files(root / "cat")  # truncated JPEG, zero bytes, text named .jpg
+    small = imagegen.save(root / "dog" / "tiny.jpg", imagegen.photo(40, 48, seed=7), quality=90)
+    expected[str(small)] = "too_small"  # smaller than the 64x64 crop, and --small reject
+    return expected
+
+
+def records_by_split(out: Path, info: metadata.DatasetInfo) -> dict[str, list[bytes]]:
+    """Every serialized record per split, sorted (the shard a record lands in is the runner's choice)."""
+    import tensorflow as tf
+
+    return {
+        name: sorted(r.numpy() for r in tf.data.TFRecordDataset([str(out / shard.file) for shard in split.shards]))
+        for name, split in info.splits.items()
+    }
+
+
+def rejections(out: Path) -> dict[str, str]:
+    lines = (out / metadata.REJECTED_FILENAME).read_text().splitlines()
+    return {body["path"]: body["reason"] for body in map(json.loads, filter(None, lines))}
+
+
+def flink_job_report(rest_url: str, jid: str) -> dict[str, Any]:
+    """Per vertex: the TaskManagers its subtasks ran on, with their records read."""
+    job = rest(rest_url, f"/jobs/{jid}")
+    vertices = {}
+    for vertex in job["vertices"]:
+        tms = rest(rest_url, f"/jobs/{jid}/vertices/{vertex['id']}/taskmanagers")["taskmanagers"]
+        # Keyed by name + id: Beam's graphs repeat names (one "DataSource (Impulse)" per source).
+        vertices[f"{vertex['name']} [{vertex['id']}]"] = {
+            "status": vertex["status"],
+            "taskmanagers": {tm["taskmanager-id"]: tm["metrics"]["read-records"] for tm in tms},
+        }
+    return {"state": job["state"], "vertices": vertices}
+
+
+# --- the test ----------------------------------------------------------------------------------
+
+
+def test_flink_build_matches_direct_runner(
+    flink_cluster: FlinkCluster, tmp_path: Path, record_property: Callable[[str, object], None], request: pytest.FixtureRequest
+) -> None:
+    record_property("flink_versions", flink_cluster.versions)
+    inputs = tmp_path / "images"
+    expected_rejections = make_inputs(inputs)
+    flink_out, direct_out = tmp_path / "flink", tmp_path / "direct"
+    jobs_before = {job["jid"] for job in rest(flink_cluster.rest_url, "/jobs/overview")["jobs"]}
+
+    # The DirectRunner reference runs while flink.sh imports and the job server stages ~150 MB of
+    # jars to Flink (mostly waiting), which keeps the module inside its time budget on 2 cores.
+    reference_cmd = [sys.executable, "-m", "pipeline", "build", "--runner=DirectRunner", "--direct_running_mode=in_memory", f"--input={inputs}", f"--output={direct_out}", *BUILD_ARGS]
+    reference_log = tmp_path / "direct.log"
+    started = time.monotonic()
+    with reference_log.open("wb") as handle:
+        reference = subprocess.Popen(reference_cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=flink_cluster.env)
+        try:
+            rc, flink_log = run_logged(["bash", str(LAUNCH / "flink.sh"), f"--input={inputs}", f"--output={flink_out}", *BUILD_ARGS], flink_cluster.env, tmp_path / "flink.log", timeout=600)
+            flink_seconds = time.monotonic() - started
+            reference_rc = reference.wait(timeout=600)
+        finally:
+            if reference.poll() is None:
+                reference.kill()
+                reference.wait()
+    flink_cluster.timings["flink build"] = flink_seconds
+    flink_cluster.timings["flink + reference"] = time.monotonic() - started
+    context = f"{flink_cluster.versions}\nflink.sh log tail:\n{tail(flink_log)}"
+    assert rc == 0, f"launch/flink.sh exited {rc}\n{context}\njob server log tail:\n{tail((flink_cluster.run_dir / 'log' / 'jobserver.log').read_text(errors='replace'))}"
+    assert reference_rc == 0, f"DirectRunner reference exited {reference_rc}:\n{tail(reference_log.read_text(errors='replace'))}"
+    assert "--runner=PortableRunner" in flink_log and "--parallelism=2" in flink_log, context
+
+    # Dataset: reconciled counts, the rejections expected, NUM_SHARDS shards per split.
+    info = metadata.load_info(str(flink_out))
+    good = PER_CLASS * len(CLASSES)
+    assert info.num_inputs == good + len(expected_rejections) == info.num_images_written + info.num_rejected, context
+    assert info.num_images_written == good, context
+    assert rejections(flink_out) == expected_rejections, context
+    assert set(info.splits) == {"train", "validation", "test"}, context
+    for name, split in info.splits.items():
+        assert len(split.shards) == NUM_SHARDS, f"{name}: {split.shards}"
+        assert sorted(p.name for p in flink_out.glob(f"{name}-*.tfrecord")) == [f"{name}-{i:05d}-of-{NUM_SHARDS:05d}.tfrecord" for i in range(NUM_SHARDS)]
+    assert not list(flink_out.glob("beam-temp-*")), "Beam temp dirs left behind"
+
+    # Same as the DirectRunner: identical multiset of records per split, rejections, labels, counts.
+    reference_info = metadata.load_info(str(direct_out))
+    flink_records = records_by_split(flink_out, info)
+    assert {k: len(v) for k, v in flink_records.items()} == {name: split.num_examples for name, split in info.splits.items()}
+    assert sum(len(v) for v in flink_records.values()) == 2 * good  # --crops_per_image=2
+    assert flink_records == records_by_split(direct_out, reference_info), "Flink and DirectRunner records differ"
+    assert rejections(flink_out) == rejections(direct_out)
+    assert (flink_out / "labels.txt").read_text() == (direct_out / "labels.txt").read_text()
+    assert {n: s.num_examples for n, s in info.splits.items()} == {n: s.num_examples for n, s in reference_info.splits.items()}
+    assert info.rejected == reference_info.rejected
+
+    # Flink's view: one new job, FINISHED, every vertex on both TaskManagers, and the decode
+    # step's inputs split between them.
+    new_jobs = [job for job in rest(flink_cluster.rest_url, "/jobs/overview")["jobs"] if job["jid"] not in jobs_before]
+    assert len(new_jobs) == 1, new_jobs
+    job = new_jobs[0]
+    assert job["state"] == "FINISHED" and job["tasks"]["failed"] == 0 and job["tasks"]["finished"] == job["tasks"]["total"], job
+    report = flink_job_report(flink_cluster.rest_url, job["jid"])
+    flink_cluster.timings["flink job"] = job["duration"] / 1000
+    not_on_both = {name: v["taskmanagers"] for name, v in report["vertices"].items() if set(v["taskmanagers"]) != TASKMANAGER_IDS or v["status"] != "FINISHED"}
+    assert not not_on_both, f"vertices not FINISHED on both TaskManagers: {not_on_both}"
+    decode = [v["taskmanagers"] for name, v in report["vertices"].items() if "ImagesToExamples" in name]
+    assert len(decode) == 1, list(report["vertices"])
+    assert all(n > 0 for n in decode[0].values()) and sum(decode[0].values()) == info.num_inputs, decode[0]
+    summary = (
+        f"[test_flink] job {job['jid']} FINISHED in {job['duration'] / 1000:.1f} s: {job['tasks']['total']} tasks, "
+        f"{len(report['vertices'])} vertices on {', '.join(sorted(TASKMANAGER_IDS))}; decode inputs per TaskManager {dict(sorted(decode[0].items()))}; "
+        f"{info.num_inputs} inputs = {info.num_images_written} written + {info.num_rejected} rejected; records identical to DirectRunner"
+    )
+    record_property("flink_job", summary)
+    announce(request.config, summary)
