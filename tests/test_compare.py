@@ -20,7 +20,7 @@ from tests import imagegen  # noqa: E402
 from tools import compare  # noqa: E402
 
 BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
-FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0"]
+FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0", "--repeats=1"]
 NUM_IMAGES = 10
 
 
@@ -62,6 +62,7 @@ def test_builds_every_variant_and_measures_every_field(compared: tuple[Path, dic
         assert row["total_bytes"] == on_disk and row["bytes_per_image"] == pytest.approx(on_disk / NUM_IMAGES)
         assert row["reader_batches"] == 2 and row["reader_images"] == 2 * 4 and row["reader_seconds"] > 0
         assert row["reader_images_per_second"] == pytest.approx(row["reader_images"] / row["reader_seconds"])
+        assert row["reader_runs_images_per_second"] == [row["reader_images_per_second"]]
         assert row["reader_peak_rss_bytes"] >= row["reader_baseline_rss_bytes"] > 50 * 2**20
         assert 0 <= row["other_cpu_share"] <= 1
     rows = {row["name"]: row for row in doc["variants"]}
@@ -121,7 +122,7 @@ def test_recommendation_follows_the_numbers() -> None:
     assert text[0] == "Raw pre-crops are 6.0x larger than jpeg pre-crops and read 1.40x faster (1,400 vs 1,000 images/s)."
     assert text[1].startswith("Full images (full-jpeg) keep random-crop augmentation but read 4.7x slower than precrop-raw")
     assert "37x the bytes per image of precrop-jpeg" in text[1]
-    assert "reads 2.3x faster and stores 10.0x fewer bytes" in text[3]
+    assert "reads 2.3x faster and stores 10x fewer bytes" in text[3]
     assert "at least 300 images/s" in text[4] and "smallest variant, precrop-jpeg (8.00 KiB per image)" in text[4]
     assert "precrop-raw (1,400 images/s) leaves the most headroom" in text[4]
     assert not any("busy" in sentence for sentence in text)
@@ -130,7 +131,7 @@ def test_recommendation_follows_the_numbers() -> None:
     rows[2]["other_cpu_share"] = 0.45
     text = compare.recommend(rows)
     assert text[0].endswith("read 2.0x slower (1,400 vs 2,800 images/s).")
-    assert text[-1].startswith("Caution: other processes used up to 45% of the CPUs while the readers ran")
+    assert text[-1].startswith("Caution: other processes used up to 45% of the CPUs during the fastest reader runs")
 
 
 def test_options_compare_sets_itself_cannot_be_passed_through() -> None:

@@ -40,7 +40,7 @@ OWNED_BUILD_OPTIONS = ("--input", "--manifest", "--output", "--crop", "--size", 
 ROW_FIELDS = (
     "name", "layout", "encoding", "path", "reused", "stored_shape", "resize", "num_images", "num_examples",
     "total_bytes", "bytes_per_image", "build_seconds", "reader_split", "reader_crop", "reader_batch_size",
-    "reader_batches", "reader_images", "reader_seconds", "reader_images_per_second", "reader_peak_rss_bytes",
+    "reader_batches", "reader_images", "reader_seconds", "reader_images_per_second", "reader_runs_images_per_second", "reader_peak_rss_bytes",
     "reader_baseline_rss_bytes", "other_cpu_share",
 )
 BUSY_SHARE = 0.2  # other processes using more than this share of all CPUs during a measurement earn a caution
@@ -197,8 +197,8 @@ def run_reader_subprocess(spec: dict[str, Any], timeout: float = 1800) -> dict[s
 
 
 def _ratio(value: float) -> str:
-    """Two significant figures at most, never '0.0': 722.2 -> '722', 11.94 -> '11.9', 1.814 -> '1.81', 0.012 -> '0.012'."""
-    if value >= 19.5:
+    """About two significant figures, never '0.0': 722.2 -> '722', 17.98 -> '18', 6.12 -> '6.1', 1.814 -> '1.81', 0.012 -> '0.012'."""
+    if value >= 9.95:
         return f"{value:.0f}"
     if value >= 1.95:
         return f"{value:.1f}"
@@ -286,7 +286,7 @@ def recommend(rows: Sequence[dict[str, Any]]) -> list[str]:
     if busy > BUSY_SHARE:
         # Other processes competing for the CPUs slow every variant unevenly: say so rather than hide it.
         out.append(
-            f"Caution: other processes used up to {busy:.0%} of the CPUs while the readers ran; speeds are lower"
+            f"Caution: other processes used up to {busy:.0%} of the CPUs during the fastest reader runs; speeds are lower"
             " and ratios noisier than on an idle machine. Re-run on an idle machine before deciding on close calls."
         )
     return [sentence[0].upper() + sentence[1:] for sentence in out]
@@ -405,7 +405,7 @@ def write_chart(result: dict[str, Any], output: str) -> None:
     fig.suptitle(
         f"cropshard compare: {rows[0]['num_images'] if rows else 0} images, crop {size}; reader: split '{reader_cfg['split']}',"
         f" batch {reader_cfg['batch_size']}, timed >= {reader_cfg['batches']} batches and >= {reader_cfg['min_seconds']:g} s"
-        f" after {reader_cfg['warmup']} warm-up"
+        f" after {reader_cfg['warmup']} warm-up, best of {reader_cfg['repeats']}"
         f" ({result['machine']['cpus']} CPUs)",
         fontsize=15, fontweight="bold",
     )
@@ -432,20 +432,25 @@ def _style_axis(ax: Any, title: str, ylabel: str, names: Sequence[str]) -> None:
 # ---- orchestration --------------------------------------------------------------------------
 
 
-def measure_variant(variant: Variant, info: DatasetInfo, build_seconds: float | None, args: argparse.Namespace) -> dict[str, Any]:
+def reader_spec(variant: Variant, info: DatasetInfo, args: argparse.Namespace) -> dict[str, Any]:
+    """What the child measures: a plain read of pre-crops, random crops of --size from full images."""
     split = args.read_split if args.read_split in info.splits else next(
         (name for name, s in sorted(info.splits.items()) if s.num_examples), None)
     if split is None:
         raise DatasetError(f"{variant.path} has no examples to read")
     crop = None if info.is_precropped else "random"
-    spec = {
+    return {
         "path": variant.path, "split": split, "batch_size": args.batch_size, "batches": args.batches, "warmup": args.warmup,
-        "min_seconds": args.min_seconds,
-        "crop": crop, "crop_size": list(args.size) if crop else None, "seed": args.seed,
+        "min_seconds": args.min_seconds, "crop": crop, "crop_size": list(args.size) if crop else None, "seed": args.seed,
     }
-    print(f"  reading {variant.name}: {args.warmup} warm-up + {args.batches} timed batches of {args.batch_size} ...", file=sys.stderr, flush=True)
-    measured = run_reader_subprocess(spec)
+
+
+def summarize(variant: Variant, info: DatasetInfo, build_seconds: float | None, spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row: sizes from the metadata, reader numbers from the fastest run (other load only ever slows
+    a run down, so the best of several is the least disturbed), peak RSS the largest of any run."""
+    best = max(runs, key=lambda run: run["images_per_second"])
     total = sum(s.num_bytes for s in info.splits.values())
+    crop_size = spec["crop_size"]
     return {
         "name": variant.name,
         "layout": variant.layout,
@@ -459,16 +464,17 @@ def measure_variant(variant: Variant, info: DatasetInfo, build_seconds: float | 
         "total_bytes": total,
         "bytes_per_image": total / info.num_examples if info.num_examples else 0.0,
         "build_seconds": build_seconds,
-        "reader_split": split,
-        "reader_crop": "plain read" if crop is None else f"random crop {args.size[0]}x{args.size[1]}",
-        "reader_batch_size": args.batch_size,
-        "reader_batches": measured["batches"],
-        "reader_images": measured["images"],
-        "reader_seconds": measured["seconds"],
-        "reader_images_per_second": measured["images_per_second"],
-        "reader_peak_rss_bytes": measured["peak_rss_bytes"],
-        "reader_baseline_rss_bytes": measured["baseline_rss_bytes"],
-        "other_cpu_share": measured["other_cpu_share"],
+        "reader_split": spec["split"],
+        "reader_crop": "plain read" if spec["crop"] is None else f"random crop {crop_size[0]}x{crop_size[1]}",
+        "reader_batch_size": spec["batch_size"],
+        "reader_batches": best["batches"],
+        "reader_images": best["images"],
+        "reader_seconds": best["seconds"],
+        "reader_images_per_second": best["images_per_second"],
+        "reader_runs_images_per_second": [run["images_per_second"] for run in runs],
+        "reader_peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
+        "reader_baseline_rss_bytes": best["baseline_rss_bytes"],
+        "other_cpu_share": best["other_cpu_share"],
     }
 
 
@@ -505,7 +511,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=50, help="timed batches per variant, at least")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing batches for at least this long (default 3)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (tracing, file opening, autotuning)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (tracing, file opening, shuffle buffer, autotuning)")
+    parser.add_argument("--repeats", type=int, default=3, help="reader runs per variant, round-robin; the fastest counts (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="reader seed (default: unseeded, the fast non-deterministic order)")
     args, passthrough = parser.parse_known_args(list(argv))
     for option in passthrough:
@@ -522,8 +529,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     unknown = set(args.layouts) - set(LAYOUTS)
     if unknown:
         parser.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
-    if args.batch_size < 1 or args.batches < 1 or args.warmup < 0 or args.min_seconds < 0:
-        parser.error("--batch-size and --batches must be positive, --warmup and --min-seconds >= 0")
+    if args.batch_size < 1 or args.batches < 1 or args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
+        parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
     if args.resize is None:
         args.resize = 2 * max(args.size)
     building = bool(args.input or args.manifest)
@@ -549,7 +556,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     _unique_names(variants)
     source = [f"--input={pattern}" for pattern in args.input] + ([f"--manifest={args.manifest}"] if args.manifest else [])
 
-    rows = []
+    built: list[tuple[Variant, DatasetInfo, float | None, dict[str, Any]]] = []
     for variant in variants:
         build_seconds = None
         if variant.build_args is not None:
@@ -560,7 +567,17 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
             info, build_seconds = result.info, result.wall_seconds
         else:
             info = load_info(variant.path)
-        rows.append(measure_variant(variant, info, build_seconds, args))
+        built.append((variant, info, build_seconds, reader_spec(variant, info, args)))
+
+    # Round-robin over the variants, so a burst of load elsewhere hits one run of several variants
+    # rather than every run of one.
+    runs: list[list[dict[str, Any]]] = [[] for _ in built]
+    for round_number in range(args.repeats):
+        for index, (variant, _, _, spec) in enumerate(built):
+            print(f"  reader run {round_number + 1}/{args.repeats} of {variant.name} ({spec['crop'] or 'plain'} read,"
+                  f" batch {args.batch_size})", file=sys.stderr, flush=True)
+            runs[index].append(run_reader_subprocess(spec))
+    rows = [summarize(variant, info, seconds, spec, measured) for (variant, info, seconds, spec), measured in zip(built, runs, strict=True)]
 
     document = {
         "format_version": COMPARE_FORMAT_VERSION,
@@ -574,7 +591,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         "jpeg_quality": args.jpeg_quality,
         "build_options": passthrough,
         "reader": {"split": args.read_split, "batch_size": args.batch_size, "batches": args.batches, "min_seconds": args.min_seconds,
-                   "warmup": args.warmup, "seed": args.seed},
+                   "warmup": args.warmup, "repeats": args.repeats, "seed": args.seed},
         "machine": _machine(),
         "variants": rows,
         "recommendation": recommend(rows),
