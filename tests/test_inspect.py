@@ -150,7 +150,7 @@ def test_contact_sheet_of_full_images_draws_the_reader_windows(photos: Path, tmp
     center = contact_sheet.reader_windows(str(out), "train", "center", (48, 40), 0, samples)
     randoms = contact_sheet.reader_windows(str(out), "train", "random", (48, 40), 1, samples)
     for s in samples:
-        h, w = s.image.shape[:2]
+        h, w = s.height, s.width
         assert center[s.index] == ((h - 48) // 2, (w - 40) // 2, 48, 40)
         y, x, wh, ww = randoms[s.index]
         assert (wh, ww) == (48, 40) and 0 <= y <= h - 48 and 0 <= x <= w - 40
@@ -158,7 +158,7 @@ def test_contact_sheet_of_full_images_draws_the_reader_windows(photos: Path, tmp
 
 def test_contact_sheet_balances_labels() -> None:
     def sample(index: int, label: int) -> contact_sheet.Sample:
-        return contact_sheet.Sample(index, np.zeros((2, 2, 3), np.uint8), label, str(label), f"{index}.jpg", (0, 0, 2, 2))
+        return contact_sheet.Sample(index, np.zeros((2, 2, 3), np.uint8), 2, 2, 1, label, str(label), f"{index}.jpg", (0, 0, 2, 2))
 
     stream = [sample(i, 0) for i in range(10)] + [sample(10 + i, 1) for i in range(3)] + [sample(20, 2)]
     chosen = contact_sheet.choose_samples(iter(stream), 7, 3)

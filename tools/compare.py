@@ -320,10 +320,8 @@ def _colour(row: dict[str, Any], index_in_layout: int) -> str:
 
 def write_chart(result: dict[str, Any], output: str) -> None:
     """Bars per variant for every measured quantity, plus the recommendation, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API, not pyplot: no global backend switch or figure registry for library callers.
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     rows = result["variants"]
@@ -336,7 +334,7 @@ def write_chart(result: dict[str, Any], output: str) -> None:
     mib = 2.0**20
 
     # Two rows of panels, then the recommendation across the full width (it is the point of the chart).
-    fig = plt.figure(figsize=(19, 14))
+    fig = Figure(figsize=(19, 14))
     grid = fig.add_gridspec(3, 3, height_ratios=(1, 1, 0.5))
     axes = [[fig.add_subplot(grid[row, col]) for col in range(3)] for row in range(2)]
     axes = {(row, col): axes[row][col] for row in range(2) for col in range(3)}
@@ -414,7 +412,6 @@ def write_chart(result: dict[str, Any], output: str) -> None:
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.963), ncol=len(handles), fontsize=12, frameon=False)
     fig.tight_layout(rect=(0.005, 0, 0.995, 0.935), h_pad=2.0, w_pad=2.5)
     fig.savefig(output, dpi=100, facecolor="white")
-    plt.close(fig)
 
 
 def _style_axis(ax: Any, title: str, ylabel: str, names: Sequence[str]) -> None:

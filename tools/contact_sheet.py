@@ -22,10 +22,16 @@ from reader.metadata import DatasetError, DatasetInfo
 RANDOM_WINDOW_COLOURS = ("#ffd400", "#00e5ff", "#ff3dd1")  # readable on forest, water and grey alike
 
 
+DISPLAY_MAX_SIDE = 1024  # samples are kept at most this large: a sheet cell is ~350 px, photos can be 12 MP
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
     index: int  # position in the reader's unshuffled order of the split
-    image: np.ndarray  # uint8 HWC as stored
+    image: np.ndarray  # uint8 HWC as stored, every `step`-th pixel (bounded memory for big photos)
+    height: int  # stored size, before the display subsampling
+    width: int
+    step: int
     label: int
     label_text: str
     filename: str
@@ -97,9 +103,14 @@ def choose_samples(items: Any, count: int, num_labels: int) -> list[Sample]:
 def _read_samples(path: str, split: str, scan: int, seed: int) -> Any:
     ds = reader.load(path, split, batch_size=None, shuffle=False, seed=seed, normalize="none", with_metadata=True)
     for index, (image, label, meta) in enumerate(ds.take(scan).as_numpy_iterator()):
+        height, width = image.shape[:2]
+        step = max(1, math.ceil(max(height, width) / DISPLAY_MAX_SIDE))
         yield Sample(
             index=index,
-            image=image,
+            image=np.ascontiguousarray(image[::step, ::step]),
+            height=height,
+            width=width,
+            step=step,
             label=int(label),
             label_text=_text(meta["label_text"]),
             filename=_text(meta["filename"]),
@@ -144,10 +155,8 @@ def write_contact_sheet(
 ) -> ContactSheet:
     """Render `samples` images of `split` to the PNG `output`; full-image datasets get the reader's
     center window (dashed) and `random_windows` random windows (seeds seed, seed+1, ...) drawn on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API, not pyplot: no global backend switch or figure registry for library callers.
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
@@ -174,17 +183,19 @@ def write_contact_sheet(
     cell = 3.2  # inches; at 110 dpi a 4x4 sheet is ~1400 px wide, labels stay legible
     top_in, bottom_in = 0.4, (0.45 if window_sets else 0.1)  # inches kept for the title and the legend
     # Rows as tall as the typical image (plus its two title lines), so landscape photos leave no bands.
-    aspect = float(np.median([s.image.shape[0] / s.image.shape[1] for s in chosen]))
+    aspect = float(np.median([s.height / s.width for s in chosen]))
     fig_height = rows * (cell * min(aspect, 1.5) + 0.55) + top_in + bottom_in
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, fig_height), squeeze=False)
+    fig = Figure(figsize=(cols * cell, fig_height))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, sample in zip(axes.flat, chosen, strict=False):
         image = sample.image[..., 0] if sample.image.shape[-1] == 1 else sample.image
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased")
-        height, width = sample.image.shape[:2]
+        # extent keeps axes in stored-pixel coordinates whatever the display subsampling.
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased",
+                  extent=(-0.5, sample.width - 0.5, sample.height - 0.5, -0.5))
         name = os.path.basename(sample.filename)
-        detail = f"{name}  {height}x{width}"
+        detail = f"{name}  {sample.height}x{sample.width}"
         if not full:
             y, x = sample.source_box[:2]
             detail = f"{name}  from y={y}, x={x}"
@@ -217,7 +228,6 @@ def write_contact_sheet(
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False, handlelength=3.5)
     fig.tight_layout(rect=(0, bottom_in / fig_height, 1, 1 - top_in / fig_height), h_pad=0.6)
     fig.savefig(output, dpi=110, facecolor="white")
-    plt.close(fig)
     return ContactSheet(
         output=output,
         split=split,
