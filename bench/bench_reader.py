@@ -227,12 +227,12 @@ def ceiling(files: list[str], batch: int) -> tf.data.Dataset:
     )
 
 
-def classic(files: list[str], batch: int, kind: str, crop_size: int, shuffle_buffer: int) -> tf.data.Dataset:
+def classic(files: list[str], batch: int, kind: str, shape: list[int], shuffle_buffer: int) -> tf.data.Dataset:
+    """The usual recipe: parse_single_example per record; `shape` is the stored (pre-cropped) or crop shape."""
     spec = {
         schema.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
         schema.LABEL: tf.io.FixedLenFeature([], tf.int64),
     }
-    shape = [crop_size, crop_size, 3]
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         features = tf.io.parse_single_example(serialized, spec)
@@ -296,7 +296,11 @@ def bench_one(kind: str, path: str, args: argparse.Namespace) -> dict[str, dict[
     if base == "precropped-raw":
         pipelines["reader, normalize='unit'"] = lambda: load(normalize="unit")
     if base != "other":
-        pipelines["classic"] = lambda: classic(files, args.batch_size, base, args.crop_size, args.shuffle_buffer)
+        info = reader.info(path)
+        shape = (
+            list(info.image_shape) if base.startswith("precropped") else [args.crop_size, args.crop_size, info.channels]
+        )
+        pipelines["classic"] = lambda: classic(files, args.batch_size, base, shape, args.shuffle_buffer)
     rounds: list[dict[str, tuple[float, float]]] = []
     for _ in range(args.repeats):
         rounds.append({name: run_once(make, seconds, warmup) for name, make in pipelines.items()})
