@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from transforms.decode import exif_orientation
 from transforms.jpeg_window import (
     decode_jpeg_window,
-    exif_orientation,
     fast_path_applies,
     jpeg_header,
     oriented_box_to_stored,

@@ -135,8 +135,8 @@ def exif_orientation(img: Image.Image) -> int:
 
 def oriented_shape(img: Image.Image, orientation: int) -> tuple[int, int]:
     """(height, width) as displayed: orientations 5-8 swap the axes."""
-    width, height = img.size
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+    width, height = jpeg_window.oriented_size(*img.size, orientation)
+    return height, width
 
 
 def to_output_mode(img: Image.Image, channels: int) -> Image.Image:

@@ -156,16 +156,6 @@ def jpeg_header(data: bytes) -> tuple[int, int, int]:
     raise ValueError("corrupt JPEG: no frame (SOF) header found")
 
 
-def exif_orientation(img: Image.Image) -> int:
-    """The orientation ``ImageOps.exif_transpose`` would apply (1 when absent).
-
-    Uses the same lookup as Pillow (``getexif()``, which also falls back to XMP), so the
-    value passed to ``decode_jpeg_window`` agrees with the reference.
-    """
-    value = img.getexif().get(0x0112, 1)
-    return value if isinstance(value, int) else 1
-
-
 def fast_path_applies(img: Image.Image) -> bool:
     """True when ``decode_jpeg_window`` reproduces the Pillow reference for this image.
 
