@@ -16,9 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 
-from reader import metadata, schema
+from reader import integrity, metadata, schema
 from transforms.rejects import REASONS
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
@@ -48,11 +47,12 @@ def use_fast_crc32c() -> None:
 
 
 def count_records(path: str, compression: str) -> int:
-    """Records in one shard, each checked against its CRCs (Beam's own TFRecord framing code)."""
-    count = 0
+    """Records in one shard, each checked against its CRCs by the reader's TFRecord scanner (the
+    project's one framing parser), reading through Beam's filesystems so gs:// works on workers."""
     with FileSystems.open(path, compression_type=beam_compression(compression)) as handle:
-        while _TFRecordUtil.read_record(handle) is not None:
-            count += 1
+        count, error, offset = integrity.scan_records(handle)
+    if error is not None:
+        raise ValueError(f"shard {path} just written is damaged: {error} at byte offset {offset} (record index {count})")
     return count
 
 
