@@ -22,10 +22,12 @@ from reader import crc32c, schema  # noqa: E402
 SHARD = "train-00001-of-00003.tfrecord"
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+# PNG goes through the batched parse_example path, raw through the per-record decode_raw path:
+# both must name the damaged shard.
+@pytest.fixture(scope="module", params=[schema.FORMAT_PNG, schema.FORMAT_RAW])
+def clean(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[str, dict]:
     path = str(tmp_path_factory.mktemp("clean"))
-    return path, fx.precropped_dataset(path, schema.FORMAT_PNG, counts={"train": 18}, shards=3)
+    return path, fx.precropped_dataset(path, request.param, counts={"train": 18}, shards=3)
 
 
 @pytest.fixture()
