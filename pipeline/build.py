@@ -2,6 +2,9 @@
 
     inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
                                                     └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+
+On the local DirectRunner glob inputs skip the Reshuffle: MatchImages lists them in hash
+buckets spread over the workers, and the label names come from a listing of their own.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.options import BuildConfig, build_config
 from reader import metadata
 from transforms.dedup import DropDuplicates
-from transforms.discover import REJECTED, MatchImages, ReadManifest, count_inputs, iter_matches
+from transforms.discover import REJECTED, ListLabelNames, MatchImages, ReadManifest, count_inputs, iter_matches
 from transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
 from transforms.progress import ProgressMonitor
 from transforms.rejects import Rejection
@@ -42,32 +45,46 @@ def rejection_reason(line: str) -> str:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: BuildConfig, num_shards: dict[str, int], command_line: Sequence[str] = (), progress_dir: str | None = None
+    pipeline: beam.Pipeline,
+    config: BuildConfig,
+    num_shards: dict[str, int],
+    command_line: Sequence[str] = (),
+    progress_dir: str | None = None,
+    listing_buckets: int | None = None,
 ) -> None:
-    """Add the whole writer to `pipeline`."""
+    """Add the whole writer to `pipeline`. `listing_buckets` (glob inputs only): spread the work
+    by listing the inputs in that many hash buckets instead of reshuffling the listed sources
+    (see MatchImages; what the in-memory local runner needs)."""
     spec = config.example
     split_names = config.split_names if config.splits_from_input else None
+    buckets = listing_buckets if not config.manifest else None
     if config.manifest:
         found = pipeline | "ReadManifest" >> ReadManifest(config.manifest, split_names)
     else:
-        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names)
+        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names, buckets)
     sources, early_rejected = found["sources"], found[REJECTED]
     num_inputs = (
         (sources | "CountSources" >> beam.combiners.Count.Globally(), early_rejected | "CountEarlyRejected" >> beam.combiners.Count.Globally())
         | "Inputs" >> beam.Flatten()
         | "SumInputs" >> beam.CombineGlobally(sum)
     )
-    # Matching emits every file from one bundle; redistribute before the expensive decode.
-    sources = sources | "Spread" >> beam.Reshuffle()
+    if not buckets:
+        # Matching emits every file from one bundle; redistribute before the expensive decode.
+        sources = sources | "Spread" >> beam.Reshuffle()
     rejected_parts = [early_rejected]
     if config.dedup:
         deduped = sources | "Dedup" >> DropDuplicates()
         sources = deduped["sources"]
         rejected_parts.append(deduped[REJECTED])
 
+    if buckets:
+        # The label map is a side input, complete before any image is encoded: from a listing of
+        # its own, since waiting for the bucketed sources would make the runner hold them all.
+        label_names = pipeline | "ListLabelNames" >> ListLabelNames(config.inputs, config.labels, split_names)
+    else:
+        label_names = sources | "LabelNames" >> beam.Map(lambda source: source.label)
     labels = (
-        sources
-        | "LabelNames" >> beam.Map(lambda source: source.label)
+        label_names
         | "DistinctLabels" >> beam.Distinct()
         | "AllLabels" >> beam.combiners.ToList()
         | "SortLabels" >> beam.Map(sorted_labels)
@@ -167,6 +184,13 @@ def plan_shards(config: BuildConfig, matched: tuple[int, int] | None, local: boo
     total = files * records_per_image(config, mean_source) * estimated_record_bytes(config, mean_source)
     fractions = dict(config.example.split_fractions or ((name, 1 / len(names)) for name in names))
     return {name: shards_for(total * fractions[name], config.target_shard_mb) for name in names}
+
+
+def listing_buckets(options: PipelineOptions) -> int:
+    """Hash buckets for listing glob inputs on the local DirectRunner: a few per worker, so the
+    workers' shares stay even (the runner hands each worker a fixed part of them)."""
+    workers = options.view_as(DirectOptions).direct_num_workers or 1
+    return 4 * max(1, workers)
 
 
 def with_runner_defaults(argv: Sequence[str]) -> list[str]:
@@ -289,7 +313,14 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
         monitor = ProgressMonitor(progress_dir, matched[0], config.progress).start() if local and config.progress != "off" else None
         try:
             with beam.Pipeline(options=options) as pipeline:
-                build_pipeline(pipeline, config, num_shards, command_line if command_line is not None else sys.argv, progress_dir if monitor else None)
+                build_pipeline(
+                    pipeline,
+                    config,
+                    num_shards,
+                    command_line if command_line is not None else sys.argv,
+                    progress_dir if monitor else None,
+                    listing_buckets(options) if local else None,
+                )
         finally:
             if monitor:
                 monitor.stop()

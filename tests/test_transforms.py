@@ -15,7 +15,15 @@ from reader import metadata, schema
 from tests import imagegen
 from transforms.crop import CropSpec
 from transforms.dedup import DropDuplicates
-from transforms.discover import REJECTED, ImageSource, MatchImages, ReadManifest
+from transforms.discover import (
+    REJECTED,
+    ImageSource,
+    ListLabelNames,
+    MatchImages,
+    PatternOwners,
+    ReadManifest,
+    path_bucket,
+)
 from transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
 from transforms.rejects import Rejection
 from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
@@ -63,6 +71,30 @@ def test_match_images_overlapping_globs_read_each_file_once(tree):
         assert_that(found["sources"] | beam.Map(lambda s: s.path) | beam.combiners.Count.Globally(), equal_to([4]))
 
 
+def test_first_matching_pattern_owns_a_path(tree):
+    owners = PatternOwners([f"{tree}/train/**/*.jpg", f"{tree}/**", f"{tree}/test/*/c.jpg"])
+    cat, dog, c = f"{tree}/train/cat/a.jpg", f"{tree}/train/dog/b.png", f"{tree}/test/dog/c.jpg"
+    assert [owners.keeps(i, cat) for i in range(3)] == [True, False, False]
+    assert [owners.keeps(i, dog) for i in range(3)] == [True, True, False]  # pattern 0 does not match .png
+    assert [owners.keeps(i, c) for i in range(3)] == [True, True, False]
+    assert path_bucket(cat, 8) == path_bucket(cat, 8) and {path_bucket(f"x/{i}.jpg", 8) for i in range(200)} == set(range(8))
+
+
+@pytest.mark.parametrize("buckets", [None, 1, 3, 16])
+def test_bucketed_listing_finds_each_file_once_with_its_root(tree, buckets):
+    # Overlapping globs whose roots differ: the first pattern's root (and so key and label) wins.
+    patterns = [f"{tree}/train/**", f"{tree}/**", f"{tree}/missing.jpg"]
+    with TestPipeline() as p:
+        found = p | MatchImages(patterns, buckets=buckets, split_names=None)
+        assert_that(
+            found["sources"] | beam.Map(lambda s: (s.key, s.label)),
+            equal_to([("cat/a.jpg", "cat"), ("dog/b.png", "dog"), ("test/dog/c.jpg", "dog"), ("extra/dog/d.jpg", "dog")]),
+        )
+        assert_that(found[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("missing.jpg", "not_found")]), label="Missing")
+        names = p | ListLabelNames(patterns)
+        assert_that(names, equal_to(["cat", "dog", "dog", "dog"]), label="LabelNames")
+
+
 def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path):
     csv_path = tmp_path / "m.csv"
     csv_path.write_text(
@@ -105,6 +137,7 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         ImageSource(str(good), "cat/good.jpg", "cat", "test"),
         ImageSource(str(small), "cat/small.png", "cat", "train"),
         ImageSource(str(tmp_path / "gone.jpg"), "gone.jpg", "", "train"),
+        ImageSource(str(good), "bird/good.jpg", "bird", "train"),  # label missing from the map
     ]
     expected = imagegen.center_crop(imagegen.reference_pixels(good), 32, 32)
 
@@ -121,7 +154,7 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         )
         assert_that(out["test"], check)
         assert_that(out["train"], equal_to([]), label="NoTrain")
-        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found")]), label="Rejected")
+        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found"), ("good.jpg", "label_not_listed")]), label="Rejected")
         assert_that(out[IMAGES_WRITTEN], equal_to(["test"]), label="Written")
 
 

@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import stat
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -84,37 +85,143 @@ class _SourcesFromMatches(beam.DoFn):
 class MatchImages(beam.PTransform):
     """Glob patterns -> ImageSource (main output) and rejected.jsonl lines (`rejected`).
 
-    Expansion happens inside the pipeline (fileio.MatchAll), so the launcher never holds
-    the file list.
+    Expansion happens inside the pipeline, streamed, so no process holds the file list. A file
+    matched by several patterns is listed once, under the first pattern that matches it
+    (`PatternOwners`), so overlapping globs need no grouping by path.
+
+    `buckets=N` lists every pattern N times, each listing keeping the files whose path hashes
+    to its bucket (`path_bucket`), with a Reshuffle of the N small (pattern, bucket) elements
+    before listing. That spreads the work over workers without shuffling the file list itself:
+    the local DirectRunner keeps shuffled data in the launcher's memory, so a Reshuffle of 100k
+    sources grows it by ~170 MiB, while N re-listings cost N directory walks (hashing happens
+    before the per-file stat). Distributed runners shuffle outside memory: leave it None there
+    and Reshuffle the sources.
     """
 
-    def __init__(self, patterns: Sequence[str], labels: str = LABELS_FOLDER, split_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        labels: str = LABELS_FOLDER,
+        split_names: Sequence[str] | None = None,
+        buckets: int | None = None,
+    ) -> None:
         super().__init__()
         self._patterns = list(patterns)
         self._labels = labels
         self._split_names = split_names
+        self._buckets = buckets
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        matches = pbegin | "Patterns" >> beam.Create(self._patterns) | "Match" >> beam.ParDo(_MatchWithRoot())
-        if len(self._patterns) > 1:  # overlapping globs must not read a file twice
-            matches = matches | "ByPath" >> beam.Map(lambda rm: (rm[1].path, rm)) | "OnePerPath" >> beam.CombinePerKey(_first_match) | beam.Values()
+        buckets = self._buckets or 1
+        listings = [(index, bucket, buckets) for bucket in range(buckets) for index in range(len(self._patterns))]
+        work = pbegin | "Listings" >> beam.Create(listings, reshuffle=False)
+        if self._buckets:
+            work = work | "SpreadListings" >> beam.Reshuffle()
+        matches = work | "Match" >> beam.ParDo(_MatchOwned(self._patterns))
         return matches | "ToSources" >> beam.ParDo(_SourcesFromMatches(self._labels, self._split_names)).with_outputs(
             REJECTED, main="sources"
         )
 
 
-def _first_match(matches: Iterable[tuple[str, FileMetadata | Unlisted]]) -> tuple[str, FileMetadata | Unlisted]:
-    # Deterministic and never comparing FileMetadata with Unlisted (they do not order).
-    return min(matches, key=lambda rm: (rm[0], isinstance(rm[1], Unlisted)))
+class ListLabelNames(beam.PTransform):
+    """Glob patterns -> the label name of every file they match (one per file), by a listing of
+    its own: for the label map when MatchImages lists in buckets (see there)."""
+
+    def __init__(self, patterns: Sequence[str], labels: str = LABELS_FOLDER, split_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self._patterns = list(patterns)
+        self._labels = labels
+        self._split_names = tuple(split_names) if split_names is not None else None
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[str]:
+        return (
+            pbegin
+            | "Listings" >> beam.Create([(index, 0, 1) for index in range(len(self._patterns))], reshuffle=False)
+            | "Match" >> beam.ParDo(_MatchOwned(self._patterns))
+            | "Labels" >> beam.FlatMap(_label_of, self._labels, self._split_names)
+        )
 
 
-class _MatchWithRoot(beam.DoFn):
-    """Like fileio.MatchAll, but streaming, and keeping the root of the pattern that matched
-    (labels and keys are relative to it)."""
+def _label_of(match: tuple[str, FileMetadata | Unlisted], labels: str, split_names: Sequence[str] | None) -> Iterator[str]:
+    root, metadata = match
+    if isinstance(metadata, Unlisted):
+        return
+    try:
+        yield source_from_path(metadata.path, root, labels, split_names).label
+    except Rejected:
+        return
 
-    def process(self, pattern: str) -> Iterator[tuple[str, FileMetadata | Unlisted]]:
-        root = glob_root(pattern)
-        for metadata in iter_matches(pattern):
+
+def path_bucket(path: str, buckets: int) -> int:
+    """Which of `buckets` listings keeps `path` (stable across processes, unlike hash())."""
+    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % buckets
+
+
+class PatternOwners:
+    """Decides which of several patterns lists a path: the first (in --input order) that matches it."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = list(patterns)
+        # (literal prefix, full matcher): the prefix test rules out most patterns cheaply.
+        self._matchers = [
+            (re.match(r"^[^[*?]*", p).group(0), re.compile(FileSystem.translate_pattern(p)).fullmatch) for p in self.patterns
+        ]
+        # A path two patterns both match starts with both literal prefixes, so one prefix extends
+        # the other: only those earlier patterns can take a path from pattern i.
+        prefixes = [prefix for prefix, _ in self._matchers]
+        self._rivals = [
+            [j for j in range(i) if prefixes[j].startswith(prefixes[i]) or prefixes[i].startswith(prefixes[j])]
+            for i in range(len(prefixes))
+        ]
+
+        self._explicit = [not has_wildcard(p) for p in self.patterns]
+
+    def matches(self, index: int, path: str) -> bool:
+        prefix, fullmatch = self._matchers[index]
+        return path.startswith(prefix) and fullmatch(path) is not None
+
+    def keeps(self, index: int, path: str, exists: bool = True) -> bool:
+        """Whether the listing of pattern `index` reports `path`: no earlier pattern lists it. A
+        path that does not exist (an explicit file that is gone) is listed only by explicit patterns."""
+        return not any(
+            self.matches(earlier, path) for earlier in self._rivals[index] if exists or self._explicit[earlier]
+        )
+
+
+def has_wildcard(pattern: str) -> bool:
+    return re.search(r"[*?\[]", pattern) is not None
+
+
+def iter_owned(owners: PatternOwners, index: int, bucket: int = 0, buckets: int = 1) -> Iterator[FileMetadata | Unlisted]:
+    """`iter_matches` of pattern `index`, keeping what it owns (PatternOwners) in hash bucket `bucket`."""
+    pattern = owners.patterns[index]
+
+    def in_bucket(path: str) -> bool:
+        return buckets == 1 or path_bucket(path, buckets) == bucket
+
+    if has_wildcard(pattern):  # ownership decided before the per-file stat
+        yield from iter_matches(pattern, lambda path: in_bucket(path) and owners.keeps(index, path))
+        return
+    for entry in iter_matches(pattern, in_bucket):
+        missing = isinstance(entry, Unlisted) and entry.reason == "not_found"
+        if owners.keeps(index, entry.path, exists=not missing):
+            yield entry
+
+
+class _MatchOwned(beam.DoFn):
+    """(pattern index, bucket, buckets) -> (root, FileMetadata | Unlisted) for the files that
+    pattern owns in that bucket, keeping the root of the pattern (labels and keys are relative to it)."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._patterns = list(patterns)
+
+    def setup(self) -> None:
+        self._owners = PatternOwners(self._patterns)
+
+    def process(self, element: tuple[int, int, int]) -> Iterator[tuple[str, FileMetadata | Unlisted]]:
+        index, bucket, buckets = element
+        root = glob_root(self._patterns[index])
+        for metadata in iter_owned(self._owners, index, bucket, buckets):
             yield root, metadata
 
 
@@ -244,9 +351,10 @@ class Unlisted(NamedTuple):
         return 0
 
 
-def iter_matches(pattern: str) -> Iterator[FileMetadata | Unlisted]:
+def iter_matches(pattern: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileMetadata | Unlisted]:
     """FileMetadata of every file matching `pattern` (and an `Unlisted` for every matching entry
-    that cannot be an input), streamed rather than listed.
+    that cannot be an input), streamed rather than listed; with `keep`, only the paths it accepts
+    (tested before a local file is stat'ed).
 
     Same listing and pattern rules as FileSystems.match (`*` within a folder, `**` across
     folders), but through a listing generator, the only streaming entry point: 500k files never
@@ -254,7 +362,9 @@ def iter_matches(pattern: str) -> Iterator[FileMetadata | Unlisted]:
     Beam's `LocalFileSystem._list`, which drops entries it cannot stat without a trace."""
     filesystem = FileSystems.get_filesystem(pattern)
     local = isinstance(filesystem, LocalFileSystem)
-    if not re.search(r"[*?\[]", pattern):
+    if not has_wildcard(pattern):
+        if keep is not None and not keep(pattern):
+            return
         if local:  # an explicit file: if it is gone, that is a rejection, not an empty match
             yield from _local_entries(os.path.dirname(pattern) or ".", [os.path.basename(pattern)], lambda _: True)
         elif FileSystems.exists(pattern):
@@ -264,37 +374,42 @@ def iter_matches(pattern: str) -> Iterator[FileMetadata | Unlisted]:
     if filesystem.has_dirs():
         prefix = filesystem._url_dirname(prefix)
     if local:
-        yield from _walk_local(prefix, pattern)
+        yield from _walk_local(prefix, pattern, keep)
     else:
-        yield from filesystem.match_files(filesystem._list(prefix), pattern)
+        for metadata in filesystem.match_files(filesystem._list(prefix), pattern):
+            if keep is None or keep(metadata.path):
+                yield metadata
 
 
-def _walk_local(top: str, pattern: str) -> Iterator[FileMetadata | Unlisted]:
+def _walk_local(top: str, pattern: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileMetadata | Unlisted]:
     """Beam's local listing (os.walk below `top`, paths filtered by the pattern), reporting what it hides."""
     if not os.path.exists(top):
         return
-    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    pattern_matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    matches = pattern_matches if keep is None else (lambda path: pattern_matches(path) and keep(path))
     recursive = "**" in pattern
     folder_pattern = re.compile(FileSystem.translate_pattern(os.path.dirname(pattern))).fullmatch
     errors: list[OSError] = []
     for folder, subfolders, files in os.walk(top, onerror=errors.append):
-        yield from _unlistable(errors, recursive, folder_pattern)
+        yield from _unlistable(errors, recursive, folder_pattern, keep)
         for name in subfolders:
             path = os.path.join(folder, name)
-            if os.path.islink(path) and (recursive or folder_pattern(path)):
+            if (keep is None or keep(path)) and os.path.islink(path) and (recursive or folder_pattern(path)):
                 # os.walk (like Beam, and to avoid cycles) does not follow it: say so.
                 yield Unlisted(path, "unreadable", f"symbolic link to a folder ({os.readlink(path)!r}) is not followed; give its target as an --input")
         yield from _local_entries(folder, files, matches)
-    yield from _unlistable(errors, recursive, folder_pattern)
+    yield from _unlistable(errors, recursive, folder_pattern, keep)
 
 
-def _unlistable(errors: list[OSError], recursive: bool, folder_pattern: Callable[[str], object]) -> Iterator[Unlisted]:
+def _unlistable(
+    errors: list[OSError], recursive: bool, folder_pattern: Callable[[str], object], keep: Callable[[str], bool] | None
+) -> Iterator[Unlisted]:
     # A folder that cannot be listed hides an unknown number of files: one rejection stands for
     # them, if the pattern could match anything inside it.
     while errors:
         err = errors.pop(0)
         path = err.filename or ""
-        if recursive or folder_pattern(path):
+        if (recursive or folder_pattern(path)) and (keep is None or keep(path)):
             yield Unlisted(path, "unreadable", f"folder cannot be listed, its files are not counted: {type(err).__name__}: {err.strerror}")
 
 
@@ -335,10 +450,12 @@ def count_inputs(patterns: Iterable[str]) -> tuple[int, int]:
     that does not exist is a typo, not a rejection: FileNotFoundError before anything runs.
     (A remote one matches nothing; pipeline.build explains an empty match.)"""
     files = total = 0
-    for pattern in patterns:
-        if "://" not in pattern and not re.search(r"[*?\[]", pattern) and not os.path.lexists(pattern):
+    patterns = list(patterns)
+    owners = PatternOwners(patterns)
+    for index, pattern in enumerate(patterns):
+        if "://" not in pattern and not has_wildcard(pattern) and not os.path.lexists(pattern):
             raise FileNotFoundError(f"--input {pattern} does not exist")
-        for metadata in iter_matches(pattern):
+        for metadata in iter_owned(owners, index):
             files += 1
             total += metadata.size_in_bytes
     return files, total

@@ -172,6 +172,10 @@ class ImagesToExamples(beam.DoFn):
         else:
             assert spec.split_fractions is not None
             split = hash_split(source.key, spec.split_fractions)
+        if source.label and source.label not in label_ids:
+            # Labels are listed apart from the images on the local runner; never mislabel silently.
+            yield self._reject(source, "match", Rejected("label_not_listed", f"label {source.label!r} is not in the label map"))
+            return
         try:
             data = read_bytes(source.path)
         except Rejected as err:
@@ -180,7 +184,7 @@ class ImagesToExamples(beam.DoFn):
         self._read.inc()
         self._bytes_read.inc(len(data))
         try:
-            records, path = image_to_records(data, source, spec, label_ids.get(source.label, schema.UNLABELED) if source.label else schema.UNLABELED)
+            records, path = image_to_records(data, source, spec, label_ids[source.label] if source.label else schema.UNLABELED)
         except Rejected as err:
             stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
             yield self._reject(source, stage, err)

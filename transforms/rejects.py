@@ -24,6 +24,7 @@ REASONS = {
     "bad_manifest_row": "a manifest row is malformed (missing path, bad box, unknown split, bad JSON)",
     "unknown_split": "the split folder is not one of the declared --split names",
     "duplicate": "--dedup: byte-identical to another input, which was kept",
+    "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
 }
 
 STAGES = ("match", "manifest", "read", "decode", "crop", "encode", "split", "dedup")
