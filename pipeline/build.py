@@ -3,8 +3,9 @@
     inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
                                                     └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
 
-On the local DirectRunner glob inputs skip the Reshuffle: MatchImages lists them in hash
-buckets spread over the workers, and the label names come from a listing of their own.
+On the local DirectRunner the sources skip the Reshuffle: MatchImages lists the globs in hash
+buckets (ReadManifest reads the manifest in line-number buckets) spread over the workers, and
+the label names come from a listing of their own.
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ def build_pipeline(
     progress_dir: str | None = None,
     listing_buckets: int | None = None,
 ) -> None:
-    """Add the whole writer to `pipeline`. `listing_buckets` (glob inputs only): spread the work
-    by listing the inputs in that many hash buckets instead of reshuffling the listed sources
-    (see MatchImages; what the in-memory local runner needs)."""
+    """Add the whole writer to `pipeline`. `listing_buckets`: spread the work by listing the
+    inputs (or reading the manifest) in that many buckets instead of reshuffling the listed
+    sources (see MatchImages; what the in-memory local runner needs)."""
     spec = config.example
     split_names = config.split_names if config.splits_from_input else None
-    buckets = listing_buckets if not config.manifest else None
+    buckets = listing_buckets
     if config.manifest:
-        found = pipeline | "ReadManifest" >> ReadManifest(config.manifest, split_names)
+        manifest = ReadManifest(config.manifest, split_names, buckets)
+        found = pipeline | "ReadManifest" >> manifest
     else:
         found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names, buckets)
     sources, early_rejected = found["sources"], found[REJECTED]
@@ -80,7 +82,10 @@ def build_pipeline(
     if buckets:
         # The label map is a side input, complete before any image is encoded: from a listing of
         # its own, since waiting for the bucketed sources would make the runner hold them all.
-        label_names = pipeline | "ListLabelNames" >> ListLabelNames(config.inputs, config.labels, split_names)
+        if config.manifest:
+            label_names = pipeline | "ListLabelNames" >> manifest.labels_only()
+        else:
+            label_names = pipeline | "ListLabelNames" >> ListLabelNames(config.inputs, config.labels, split_names)
     else:
         label_names = sources | "LabelNames" >> beam.Map(lambda source: source.label)
     labels = (

@@ -95,7 +95,8 @@ def test_bucketed_listing_finds_each_file_once_with_its_root(tree, buckets):
         assert_that(names, equal_to(["cat", "dog", "dog", "dog"]), label="LabelNames")
 
 
-def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path):
+@pytest.mark.parametrize("buckets", [None, 3])
+def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path, buckets):
     csv_path = tmp_path / "m.csv"
     csv_path.write_text(
         "path,label,split,box\n"
@@ -110,7 +111,9 @@ def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path):
         json.dumps({"path": "images/test/dog/c.jpg", "label": 3, "split": "train", "box": [0, 0, 5, 5]}) + "\n" + "{not json\n"
     )
     with TestPipeline() as p:
-        csv_rows = p | "Csv" >> ReadManifest(str(csv_path), split_names=("train", "test"))
+        csv_manifest = ReadManifest(str(csv_path), split_names=("train", "test"), buckets=buckets)
+        csv_rows = p | "Csv" >> csv_manifest
+        assert_that(p | "CsvLabels" >> csv_manifest.labels_only(), equal_to(["cat", "dog"]), label="CsvLabelNames")
         assert_that(
             csv_rows["sources"] | "CsvKeys" >> beam.Map(lambda s: (s.path, s.label, s.split, s.box)),
             equal_to([(f"{tree}/train/cat/a.jpg", "cat", "train", (1, 2, 10, 10)), (f"{tmp_path}/images/train/dog/b.png", "dog", "test", None)]),
@@ -120,7 +123,7 @@ def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path):
             equal_to(["bad_manifest_row"] * 3),
             label="CsvRejected",
         )
-        jsonl_rows = p | "Jsonl" >> ReadManifest(str(jsonl_path))
+        jsonl_rows = p | "Jsonl" >> ReadManifest(str(jsonl_path), buckets=buckets)
         assert_that(
             jsonl_rows["sources"] | "JsonlKeys" >> beam.Map(lambda s: (s.key, s.label, s.split, s.box)),
             equal_to([("images/test/dog/c.jpg", "3", None, (0, 0, 5, 5))]),

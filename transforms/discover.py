@@ -302,6 +302,13 @@ class _ParseManifestRows(beam.DoFn):
         self._delimiter = "\t" if manifest.lower().endswith(".tsv") else ","
         self._rows = beam.metrics.Metrics.counter("cropshard", "manifest_rows")
 
+    def label_of(self, line: str) -> Iterator[str]:
+        if line.strip():
+            try:
+                yield parse_manifest_row(line, self._kind, self._header, self._dir, self._split_names, self._delimiter).label
+            except Rejected:
+                return
+
     def process(self, line: str) -> Iterator:
         if not line.strip():
             return  # blank lines are not rows
@@ -320,20 +327,61 @@ def _local_dirname(path: str) -> str:
 
 
 class ReadManifest(beam.PTransform):
-    """A CSV/TSV (with header) or JSONL manifest, streamed by ReadFromText -> ImageSource + rejected lines."""
+    """A CSV/TSV (with header) or JSONL manifest, streamed by ReadFromText -> ImageSource + rejected lines.
 
-    def __init__(self, manifest: str, split_names: Sequence[str] | None = None) -> None:
+    `buckets=N`: N readers of the whole file, each keeping the rows whose line number is its
+    bucket modulo N (for the local runner, as in MatchImages; `labels_only()` then gives the
+    label names by a read of their own)."""
+
+    def __init__(self, manifest: str, split_names: Sequence[str] | None = None, buckets: int | None = None) -> None:
         super().__init__()
         self._manifest = manifest
         self._kind = manifest_kind(manifest)
         self._header = read_manifest_header(manifest) if self._kind == "csv" else list(MANIFEST_COLUMNS)
         self._split_names = split_names
+        self._buckets = buckets
+
+    def _lines(self, pbegin: beam.pvalue.PBegin, buckets: int | None) -> beam.PCollection[str]:
+        skip = 1 if self._kind == "csv" else 0
+        if not buckets:
+            return pbegin | "ReadRows" >> beam.io.ReadFromText(self._manifest, skip_header_lines=skip)
+        return (
+            pbegin
+            | "Buckets" >> beam.Create(list(range(buckets)), reshuffle=False)
+            | "SpreadBuckets" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ManifestLinesInBucket(self._manifest, skip, buckets))
+        )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        lines = pbegin | "ReadRows" >> beam.io.ReadFromText(self._manifest, skip_header_lines=1 if self._kind == "csv" else 0)
-        return lines | "ParseRows" >> beam.ParDo(
+        return self._lines(pbegin, self._buckets) | "ParseRows" >> beam.ParDo(
             _ParseManifestRows(self._manifest, self._kind, self._header, self._split_names)
         ).with_outputs(REJECTED, main="sources")
+
+    def labels_only(self) -> beam.PTransform:
+        """The label name of every valid row (for the label map), read apart from the images."""
+
+        @beam.ptransform_fn
+        def label_names(pbegin: beam.pvalue.PBegin) -> beam.PCollection[str]:
+            parse = _ParseManifestRows(self._manifest, self._kind, self._header, self._split_names)
+            return self._lines(pbegin, None) | "Labels" >> beam.FlatMap(parse.label_of)
+
+        return label_names()
+
+
+class _ManifestLinesInBucket(beam.DoFn):
+    """bucket -> the manifest's lines (after the header) whose line number % buckets == bucket."""
+
+    def __init__(self, manifest: str, skip: int, buckets: int) -> None:
+        self._manifest = manifest
+        self._skip = skip
+        self._buckets = buckets
+
+    def process(self, bucket: int) -> Iterator[str]:
+        with FileSystems.open(self._manifest) as handle:
+            for number, line in enumerate(handle):
+                if number >= self._skip and number % self._buckets == bucket:
+                    # As ReadFromText yields them: UTF-8, without the line ending.
+                    yield line.decode("utf-8").rstrip("\r\n")
 
 
 class Unlisted(NamedTuple):
