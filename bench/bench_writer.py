@@ -294,9 +294,11 @@ class TreeRss:
         self._thread.join()
 
 
-def build_with_rss(input_glob: str, output: Path) -> tuple[float, TreeRss]:
+def build_with_rss(inputs: str, output: Path) -> tuple[float, TreeRss]:
+    """Build from `inputs` (--input globs, or --manifest=PATH given as is) with the default runner."""
     shutil.rmtree(output, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pipeline", "build", f"--input={input_glob}", f"--output={output}", "--crop=center",
+    source = inputs if inputs.startswith("--manifest=") else f"--input={inputs}"
+    cmd = [sys.executable, "-m", "pipeline", "build", source, f"--output={output}", "--crop=center",
            "--size=64x64", "--encoding=jpeg", "--split=train=0.9,validation=0.1", "--progress=off"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -312,29 +314,42 @@ def bench_scale(scratch: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> st
 
     lines = [
         "Scale and memory: generated 256x192 JPEGs in 100 class folders, 64x64 centre crops as JPEG, default runner"
-        " (DirectRunner multi_processing, 2 workers), peak RSS sampled every 0.25 s over the process tree.",
+        " (DirectRunner multi_processing, 2 workers), peak RSS sampled every 0.25 s over the process tree;"
+        " inputs as folder globs and as a CSV manifest of the same files.",
         "",
-        "| images | wall s | images/s | peak RSS launcher MiB | peak RSS per worker MiB | peak RSS all processes MiB | examples |",
-        "|---|---|---|---|---|---|---|",
+        "| inputs | images | wall s | images/s | peak RSS launcher MiB | peak RSS per worker MiB | peak RSS all processes MiB | examples |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    peaks = {}
+    peaks: dict[tuple[str, int], int] = {}
     folder = generate_images(scratch / "generated", max(sizes))
-    for count in sizes:
-        # 100 class folders of max/100 images each: a smaller size takes the first folders.
-        folders = count * 100 // max(sizes)
-        glob_pattern = ",".join(f"{folder}/class_{k:02d}/*" for k in range(folders))
-        out = scratch / f"scale_out_{count}"
-        wall, rss = build_with_rss(glob_pattern, out)
-        info = DatasetInfo.from_json((out / "dataset_info.json").read_text())
-        launcher = max((r for name, r in rss.peaks.values() if name == "launcher"), default=0)
-        workers = sorted((r for name, r in rss.peaks.values() if name == "sdk worker"), reverse=True)
-        peaks[count] = rss.peak_total
-        lines.append(
-            f"| {count} | {wall:.0f} | {count / wall:.0f} | {launcher / 2**20:.0f} | {', '.join(f'{r / 2**20:.0f}' for r in workers)} | "
-            f"{rss.peak_total / 2**20:.0f} | {info.num_examples} |"
-        )
+    for kind in ("globs", "manifest"):
+        for count in sizes:
+            # 100 class folders of max/100 images each: a smaller size takes the first folders.
+            folders = [folder / f"class_{k:02d}" for k in range(count * 100 // max(sizes))]
+            if kind == "globs":
+                inputs = ",".join(f"{f}/*" for f in folders)
+            else:
+                manifest = scratch / f"manifest_{count}.csv"
+                with manifest.open("w") as handle:
+                    handle.write("path,label\n")
+                    for f in folders:
+                        handle.writelines(f"{p},{f.name}\n" for p in sorted(f.iterdir()))
+                inputs = f"--manifest={manifest}"
+            out = scratch / f"scale_out_{count}"
+            wall, rss = build_with_rss(inputs, out)
+            info = DatasetInfo.from_json((out / "dataset_info.json").read_text())
+            launcher = max((r for name, r in rss.peaks.values() if name == "launcher"), default=0)
+            workers = sorted((r for name, r in rss.peaks.values() if name == "sdk worker"), reverse=True)
+            peaks[kind, count] = rss.peak_total
+            lines.append(
+                f"| {kind} | {count} | {wall:.0f} | {count / wall:.0f} | {launcher / 2**20:.0f} | {', '.join(f'{r / 2**20:.0f}' for r in workers)} | "
+                f"{rss.peak_total / 2**20:.0f} | {info.num_examples} |"
+            )
     small, big = min(sizes), max(sizes)
-    lines += ["", f"Peak RSS (all processes) at {big} / at {small}: {peaks[big] / peaks[small]:.3f}x (target: within 1.15x)."]
+    lines.append("")
+    for kind in ("globs", "manifest"):
+        ratio = peaks[kind, big] / peaks[kind, small]
+        lines.append(f"Peak RSS (all processes), {kind}, at {big} / at {small}: {ratio:.3f}x (target: within 1.15x).")
     return "\n".join(lines)
 
 
