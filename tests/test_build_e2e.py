@@ -143,3 +143,23 @@ def test_refuses_non_empty_output_without_overwrite(photos, tmp_path):
     (out / "something.txt").write_text("x")
     with pytest.raises(FileExistsError, match="--overwrite"):
         run([f"--input={root}/cat/*.png", f"--output={out}", "--size=32", *IN_PROCESS])
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tmp_path, local):
+    """The memory design (bench/RESULTS.md, scale): locally no Reshuffle of the listed sources."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.build import build_pipeline, listing_buckets, with_runner_defaults
+    from pipeline.options import build_config
+
+    options = PipelineOptions(with_runner_defaults([f"--input={photos}/**", f"--output={tmp_path / 'out'}", "--size=32x32"]))
+    config = build_config(options)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, {name: 0 for name in config.split_names}, listing_buckets=listing_buckets(options) if local else None)
+    labels = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    assert ("Spread" in labels) is not local
+    assert ("MatchImages/SpreadListings" in labels) is local
+    assert ("ListLabelNames" in labels) is local
+    assert listing_buckets(options) == 4 * options.view_as(beam.options.pipeline_options.DirectOptions).direct_num_workers
