@@ -58,19 +58,18 @@ def build_pipeline(
     sources (see MatchImages; what the in-memory local runner needs)."""
     spec = config.example
     split_names = config.split_names if config.splits_from_input else None
-    buckets = listing_buckets
     if config.manifest:
-        manifest = ReadManifest(config.manifest, split_names, buckets)
+        manifest = ReadManifest(config.manifest, split_names, listing_buckets)
         found = pipeline | "ReadManifest" >> manifest
     else:
-        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names, buckets)
+        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names, listing_buckets)
     sources, early_rejected = found["sources"], found[REJECTED]
     num_inputs = (
         (sources | "CountSources" >> beam.combiners.Count.Globally(), early_rejected | "CountEarlyRejected" >> beam.combiners.Count.Globally())
         | "Inputs" >> beam.Flatten()
         | "SumInputs" >> beam.CombineGlobally(sum)
     )
-    if not buckets:
+    if not listing_buckets:
         # Matching emits every file from one bundle; redistribute before the expensive decode.
         sources = sources | "Spread" >> beam.Reshuffle()
     rejected_parts = [early_rejected]
@@ -79,7 +78,7 @@ def build_pipeline(
         sources = deduped["sources"]
         rejected_parts.append(deduped[REJECTED])
 
-    if buckets:
+    if listing_buckets:
         # The label map is a side input, complete before any image is encoded: from a listing of
         # its own, since waiting for the bucketed sources would make the runner hold them all.
         if config.manifest:
@@ -192,8 +191,8 @@ def plan_shards(config: BuildConfig, matched: tuple[int, int] | None, local: boo
 
 
 def listing_buckets(options: PipelineOptions) -> int:
-    """Hash buckets for listing glob inputs on the local DirectRunner: a few per worker, so the
-    workers' shares stay even (the runner hands each worker a fixed part of them)."""
+    """Buckets for listing the inputs (globs or manifest) on the local DirectRunner: a few per
+    worker, so the workers' shares stay even (the runner hands each worker a fixed part of them)."""
     workers = options.view_as(DirectOptions).direct_num_workers or 1
     return 4 * max(1, workers)
 

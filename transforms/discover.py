@@ -41,9 +41,18 @@ class ImageSource(NamedTuple):
     box: Box | None = None  # per-image box from the manifest
 
 
+def literal_prefix(pattern: str) -> str:
+    """`pattern` up to its first wildcard (all of it when it has none)."""
+    return re.match(r"^[^[*?]*", pattern).group(0)
+
+
+def has_wildcard(pattern: str) -> bool:
+    return re.search(r"[*?\[]", pattern) is not None
+
+
 def glob_root(pattern: str) -> str:
     """The directory part of `pattern` before its first wildcard, with a trailing slash."""
-    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    prefix = literal_prefix(pattern)
     if prefix == pattern and not pattern.endswith("/"):
         return posixpath.dirname(pattern) + "/" if "/" in pattern else ""
     return prefix[: prefix.rfind("/") + 1] if "/" in prefix else ""
@@ -112,12 +121,7 @@ class MatchImages(beam.PTransform):
         self._buckets = buckets
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        buckets = self._buckets or 1
-        listings = [(index, bucket, buckets) for bucket in range(buckets) for index in range(len(self._patterns))]
-        work = pbegin | "Listings" >> beam.Create(listings, reshuffle=False)
-        if self._buckets:
-            work = work | "SpreadListings" >> beam.Reshuffle()
-        matches = work | "Match" >> beam.ParDo(_MatchOwned(self._patterns))
+        matches = _list_owned(pbegin, self._patterns, self._buckets)
         return matches | "ToSources" >> beam.ParDo(_SourcesFromMatches(self._labels, self._split_names)).with_outputs(
             REJECTED, main="sources"
         )
@@ -134,12 +138,18 @@ class ListLabelNames(beam.PTransform):
         self._split_names = tuple(split_names) if split_names is not None else None
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[str]:
-        return (
-            pbegin
-            | "Listings" >> beam.Create([(index, 0, 1) for index in range(len(self._patterns))], reshuffle=False)
-            | "Match" >> beam.ParDo(_MatchOwned(self._patterns))
-            | "Labels" >> beam.FlatMap(_label_of, self._labels, self._split_names)
-        )
+        matches = _list_owned(pbegin, self._patterns, None)
+        return matches | "Labels" >> beam.FlatMap(_label_of, self._labels, self._split_names)
+
+
+def _list_owned(pbegin: beam.pvalue.PBegin, patterns: Sequence[str], buckets: int | None) -> beam.PCollection:
+    """(root, FileMetadata | Unlisted) of every file `patterns` match, each once (see MatchImages)."""
+    count = buckets or 1
+    listings = [(index, bucket, count) for bucket in range(count) for index in range(len(patterns))]
+    work = pbegin | "Listings" >> beam.Create(listings, reshuffle=False)
+    if buckets:
+        work = work | "SpreadListings" >> beam.Reshuffle()
+    return work | "Match" >> beam.ParDo(_MatchOwned(patterns))
 
 
 def _label_of(match: tuple[str, FileMetadata | Unlisted], labels: str, split_names: Sequence[str] | None) -> Iterator[str]:
@@ -164,7 +174,7 @@ class PatternOwners:
         self.patterns = list(patterns)
         # (literal prefix, full matcher): the prefix test rules out most patterns cheaply.
         self._matchers = [
-            (re.match(r"^[^[*?]*", p).group(0), re.compile(FileSystem.translate_pattern(p)).fullmatch) for p in self.patterns
+            (literal_prefix(p), re.compile(FileSystem.translate_pattern(p)).fullmatch) for p in self.patterns
         ]
         # A path two patterns both match starts with both literal prefixes, so one prefix extends
         # the other: only those earlier patterns can take a path from pattern i.
@@ -173,7 +183,6 @@ class PatternOwners:
             [j for j in range(i) if prefixes[j].startswith(prefixes[i]) or prefixes[i].startswith(prefixes[j])]
             for i in range(len(prefixes))
         ]
-
         self._explicit = [not has_wildcard(p) for p in self.patterns]
 
     def matches(self, index: int, path: str) -> bool:
@@ -186,10 +195,6 @@ class PatternOwners:
         return not any(
             self.matches(earlier, path) for earlier in self._rivals[index] if exists or self._explicit[earlier]
         )
-
-
-def has_wildcard(pattern: str) -> bool:
-    return re.search(r"[*?\[]", pattern) is not None
 
 
 def iter_owned(owners: PatternOwners, index: int, bucket: int = 0, buckets: int = 1) -> Iterator[FileMetadata | Unlisted]:
@@ -418,7 +423,7 @@ def iter_matches(pattern: str, keep: Callable[[str], bool] | None = None) -> Ite
         elif FileSystems.exists(pattern):
             yield from FileSystems.match([pattern])[0].metadata_list
         return
-    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    prefix = literal_prefix(pattern)
     if filesystem.has_dirs():
         prefix = filesystem._url_dirname(prefix)
     if local:
