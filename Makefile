@@ -14,7 +14,7 @@ DEMO   ?= demo
 
 venv: $(STAMP)
 
-$(STAMP): setup.py reader/setup.py constraints.txt
+$(STAMP): setup.py reader/pyproject.toml reader/version.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'

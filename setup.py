@@ -1,46 +1,68 @@
 """cropshard: image collections -> sharded TFRecord datasets (Apache Beam writer + tf.data reader).
 
-Packages `pipeline`, `transforms` and `reader` ship together so that Dataflow and Flink
-workers install everything with `--setup_file ./setup.py`. The reader is also installable
-on its own (`pip install ./reader`) for training images without Beam or Pillow.
+Every installed module lives under the one top-level name `cropshard`; the repository keeps the
+product's folders at its top level and maps each onto a subpackage:
+
+    pipeline/   -> cropshard.pipeline     options, CLI, graph assembly
+    transforms/ -> cropshard.transforms   DoFns / PTransforms over pure functions
+    reader/     -> cropshard.reader       training side (TensorFlow + NumPy only)
+    tools/      -> cropshard.tools        inspect, compare
+
+`cropshard` itself is a namespace package (no __init__.py), so the standalone reader
+distribution (`pip install ./reader`, see reader/pyproject.toml) installs `cropshard.reader`
+alone and nothing else. Dataflow and Flink workers install everything from this file with
+`--setup_file ./setup.py`. The version is written once, in reader/version.py.
 """
 
 import os
+import re
 
-from setuptools import find_packages, setup
-from setuptools.command.build_py import build_py
+from setuptools import setup
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDERS = ("pipeline", "transforms", "reader", "tools")
 BEAM_VERSION = "2.62.0"  # Must equal BEAM_VERSION in launch/versions.env: the Flink job server is built for it.
 
 
-def long_description() -> str:
-    if not os.path.exists("README.md"):
+def read(path: str) -> str:
+    full = os.path.join(HERE, path)
+    if not os.path.exists(full):
         return ""
-    with open("README.md", encoding="utf-8") as handle:
+    with open(full, encoding="utf-8") as handle:
         return handle.read()
 
 
-class BuildPy(build_py):
-    """Leave out reader/setup.py (the standalone reader distribution's script): as `reader.setup`
-    it would be installed on every worker, and importing it runs setup()."""
+def version() -> str:
+    return re.search(r'^__version__ = "([^"]+)"', read("reader/version.py"), re.M).group(1)
 
-    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
-        modules = super().find_package_modules(package, package_dir)
-        return [(pkg, mod, path) for pkg, mod, path in modules if (pkg, mod) != ("reader", "setup")]
 
+def subpackages() -> dict[str, str]:
+    """{'cropshard.pipeline': 'pipeline', 'cropshard.tools.compare': 'tools/compare', ...}"""
+    found = {}
+    for folder in FOLDERS:
+        for root, dirs, files in os.walk(os.path.join(HERE, folder)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            if "__init__.py" in files:
+                relative = os.path.relpath(root, HERE)
+                found["cropshard." + relative.replace(os.sep, ".")] = relative
+    return found
+
+
+PACKAGES = subpackages()
 
 setup(
     name="cropshard",
-    version="0.1.0",
+    version=version(),
     description="Turn image collections into sharded TFRecord datasets; read them with tf.data.",
-    long_description=long_description(),
+    long_description=read("README.md"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "reader", "reader.*", "tools", "tools.*"]),
+    packages=sorted(PACKAGES),
+    package_dir=PACKAGES,
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
         # The writer needs TensorFlow's libjpeg-turbo partial decode and tf.train.Example; the
-        # CPU build is what Beam workers want. A training image installs `reader` alone instead.
+        # CPU build is what Beam workers want. A training image installs the reader alone instead.
         "tensorflow-cpu>=2.16,<2.21",  # 2.21 needs protobuf 6, which apache-beam 2.62 does not allow
         "pillow>=10",
         "numpy>=1.24",
@@ -53,6 +75,5 @@ setup(
         "tools": ["matplotlib>=3.7", "psutil>=5.9"],
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "gcp-storage-emulator>=2024.1", "matplotlib>=3.7", "psutil>=5.9"],
     },
-    entry_points={"console_scripts": ["cropshard=pipeline.cli:main"]},
-    cmdclass={"build_py": BuildPy},
+    entry_points={"console_scripts": ["cropshard=cropshard.pipeline.cli:main"]},
 )

@@ -50,10 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-import reader  # noqa: E402
-from reader import schema  # noqa: E402
-from reader.metadata import DatasetInfo, ShardInfo, SplitInfo, join  # noqa: E402
+from cropshard import reader  # noqa: E402
+from cropshard.reader import schema  # noqa: E402
+from cropshard.reader.metadata import DatasetInfo, ShardInfo, SplitInfo, join  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 HERE = os.path.dirname(os.path.abspath(__file__))

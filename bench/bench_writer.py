@@ -114,10 +114,9 @@ def decode_limit(paths: list[Path]) -> float:
 def cropshard_loop(paths: list[Path], out: Path) -> float:
     """cropshard's per-image work without Beam: read, decode_crops (window path), encode, Example, write."""
     import tensorflow as tf
-
-    from transforms.crop import CropSpec
-    from transforms.discover import ImageSource
-    from transforms.examples import ExampleSpec, image_to_records, read_bytes
+    from cropshard.transforms.crop import CropSpec
+    from cropshard.transforms.discover import ImageSource
+    from cropshard.transforms.examples import ExampleSpec, image_to_records, read_bytes
 
     spec = ExampleSpec(crop=CropSpec("center", size=(CROP, CROP)))
     start = time.perf_counter()
@@ -136,7 +135,7 @@ def build_seconds(input_glob: str, output: Path, extra: list[str], in_process: b
     argv = [f"--input={input_glob}", f"--output={output}", "--crop=center", f"--size={CROP}x{CROP}", "--progress=off", *extra]
     start = time.perf_counter()
     if in_process:
-        from pipeline.build import run
+        from cropshard.pipeline.build import run
 
         run(argv, command_line=[])
     else:
@@ -235,7 +234,7 @@ def generate_images(folder: Path, count: int, seed: int = 0) -> Path:
     done = folder / f".complete-{count}"
     if done.exists():
         return folder
-    from pipeline.demo import CLASSES, render
+    from cropshard.pipeline.demo import CLASSES, render
 
     rng = np.random.default_rng(seed)
     bases = [render(CLASSES[i % len(CLASSES)], 256, 320, rng) for i in range(12)]
@@ -310,7 +309,7 @@ def build_with_rss(inputs: str, output: Path) -> tuple[float, TreeRss]:
 
 
 def bench_scale(scratch: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> str:
-    from reader.metadata import DatasetInfo
+    from cropshard.reader.metadata import DatasetInfo
 
     lines = [
         "Scale and memory: generated 256x192 JPEGs in 100 class folders, 64x64 centre crops as JPEG, default runner"

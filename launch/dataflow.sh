@@ -73,4 +73,4 @@ if [ "${PRINT_ONLY:-0}" = 1 ]; then
   printf '%s\n' "${args[@]}"
   exit 0
 fi
-exec "$PYTHON" -m pipeline "${args[@]}"
+exec "$PYTHON" -m cropshard.pipeline "${args[@]}"

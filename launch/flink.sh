@@ -63,9 +63,8 @@ sdk_version=$("$PYTHON" -c 'import apache_beam; print(apache_beam.__version__)' 
 # Every slot unless told otherwise (the job server also defaults to the cluster's parallelism.default).
 parallelism=${FLINK_PARALLELISM:-$(sed -n 's/.*"slots-total":\([0-9]*\).*/\1/p' <<<"$overview")}
 
-# The checkout's packages go on PYTHONPATH, so `python -m pipeline` works without an install.
-export PYTHONPATH=$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}
-cmd=("$PYTHON" -m pipeline build)
+# $PYTHON must have cropshard installed (the repo venv has it as an editable install).
+cmd=("$PYTHON" -m cropshard.pipeline build)
 
 runner_args=(
   --runner=PortableRunner

@@ -1,7 +1,7 @@
-"""`python -m pipeline build ...` is `cropshard build ...`."""
+"""`python -m cropshard.pipeline build ...` is `cropshard build ...`."""
 
 import sys
 
-from pipeline.cli import main
+from cropshard.pipeline.cli import main
 
 sys.exit(main())

@@ -23,18 +23,24 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
-
-from pipeline.options import BuildConfig, build_config
-from reader import metadata
-from transforms.dedup import DropDuplicates
-from transforms.discover import REJECTED, ListLabelNames, MatchImages, ReadManifest, count_inputs, iter_matches
-from transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
-from transforms.progress import ProgressMonitor
-from transforms.rejects import Rejection
-from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
+from cropshard.pipeline.options import BuildConfig, build_config
+from cropshard.reader import metadata
+from cropshard.reader.version import __version__
+from cropshard.transforms.dedup import DropDuplicates
+from cropshard.transforms.discover import (
+    REJECTED,
+    ListLabelNames,
+    MatchImages,
+    ReadManifest,
+    count_inputs,
+    iter_matches,
+)
+from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from cropshard.transforms.progress import ProgressMonitor
+from cropshard.transforms.rejects import Rejection
+from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
 
 _LOGGER = logging.getLogger("cropshard")
-CROPSHARD_VERSION = "0.1.0"
 
 
 def sorted_labels(names: Iterable[str]) -> list[str]:
@@ -112,7 +118,7 @@ def build_pipeline(
     images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
 
     base = {
-        "cropshard_version": CROPSHARD_VERSION,
+        "cropshard_version": __version__,
         "encoding": spec.encoding,
         "image_formats": ["jpeg", "png"] if spec.encoding == "original" else [spec.encoding],
         "channels": spec.channels,

@@ -1,6 +1,6 @@
 """`cropshard` console script: build | inspect | compare | demo-images.
 
-`cropshard build ...` and `python -m pipeline build ...` are the same command; every Beam
+`cropshard build ...` and `python -m cropshard.pipeline build ...` are the same command; every Beam
 option (--runner, --direct_num_workers, Dataflow and Flink options) passes through.
 """
 
@@ -24,7 +24,7 @@ COMMANDS = ("build", "inspect", "compare", "demo-images")
 
 def build_help() -> str:
     """--help for build: cropshard's options first, then every Beam option group."""
-    from pipeline.options import CropshardOptions
+    from cropshard.pipeline.options import CropshardOptions
 
     parser = _BeamArgumentParser(prog="cropshard build", allow_abbrev=False, description="Image files -> sharded TFRecord dataset (Apache Beam).")
     CropshardOptions._add_argparse_args(parser.add_argument_group("cropshard options"))
@@ -45,7 +45,7 @@ def build_help() -> str:
 
 
 def demo_images_main(argv: Sequence[str]) -> int:
-    from pipeline.demo import write_demo_images
+    from cropshard.pipeline.demo import write_demo_images
 
     parser = argparse.ArgumentParser(prog="cropshard demo-images", description="Generate the built-in demo image set.")
     parser.add_argument("output")
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "-h" in rest or "--help" in rest:
             print(build_help())
             return 0
-        from pipeline.build import main as build_main
+        from cropshard.pipeline.build import main as build_main
 
         try:
             return build_main(rest)
@@ -87,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo-images":
         return demo_images_main(rest)
     if command == "inspect":
-        from tools.inspect import main as inspect_main
+        from cropshard.tools.inspect import main as inspect_main
 
         return inspect_main(rest)
-    from tools.compare import main as compare_main
+    from cropshard.tools.compare import main as compare_main
 
     return compare_main(rest)
 

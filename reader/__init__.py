@@ -3,19 +3,19 @@
 Needs only TensorFlow and NumPy (no Beam, no Pillow), so a training image can
 `pip install cropshard-reader[tf]` (or `[tf-cpu]`, or neither if it ships its own TF build).
 
-    import reader
+    from cropshard import reader
     ds = reader.load("gs://bucket/flowers", split="train", batch_size=64, crop="random", crop_size=224, flip=True)
     model.fit(ds, epochs=10)
 
-Names are resolved lazily so that `import reader` (and tools that only read dataset_info.json
-through `reader.metadata`) do not import TensorFlow.
+Names are resolved lazily so that importing the package (and tools that only read dataset_info.json
+through `cropshard.reader.metadata`) does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from cropshard.reader.version import __version__  # noqa: F401 - the package version, re-exported
 
 _EXPORTS = {
     "load": "dataset",
@@ -31,13 +31,13 @@ _EXPORTS = {
     "FileSystem": "fileio",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
-        raise AttributeError(f"module 'reader' has no attribute {name!r}")
+        raise AttributeError(f"module 'cropshard.reader' has no attribute {name!r}")
     import importlib
 
     value = getattr(importlib.import_module(f".{module_name}", __name__), name)

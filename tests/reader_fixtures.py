@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import numpy as np
 
 try:
-    import reader  # noqa: F401
+    from cropshard import reader  # noqa: F401
 except ImportError:  # running pytest without the repository root on sys.path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reader import schema  # noqa: E402
-from reader.metadata import (  # noqa: E402
+from cropshard.reader import schema  # noqa: E402
+from cropshard.reader.metadata import (  # noqa: E402
     COMPRESSION_GZIP,
     COMPRESSION_NONE,
     INFO_FILENAME,
@@ -38,6 +38,7 @@ from reader.metadata import (  # noqa: E402
     ShardInfo,
     SplitInfo,
 )
+from cropshard.reader.version import __version__  # noqa: E402
 
 LABELS = ("cat", "dog", "fish")
 
@@ -143,7 +144,7 @@ def write_dataset(
     formats = sorted({example.record.format for examples in splits.values() for example in examples})
     num = sum(len(examples) for examples in splits.values())
     info = DatasetInfo(
-        cropshard_version="0.1.0",
+        cropshard_version=__version__,
         encoding=encoding,
         image_formats=tuple(formats),
         channels=channels,

@@ -28,8 +28,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reader.metadata import DatasetError, DatasetInfo, load_info
-from tools import human_bytes
+from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
+from cropshard.tools import human_bytes
 
 COMPARE_FORMAT_VERSION = 1
 LAYOUTS = ("precrop", "full", "resized")
@@ -119,8 +119,7 @@ def measure_reader(spec: dict[str, Any]) -> dict[str, Any]:
     """Run in the child: images/s of reader.load over the timed batches after `spec['warmup']` untimed ones,
     this process's peak RSS, and the share of the CPUs other processes used meanwhile."""
     import tensorflow as tf  # noqa: F401 - imported before the baseline so it counts as baseline
-
-    import reader
+    from cropshard import reader
 
     baseline = _max_rss_bytes()
     crop = spec.get("crop")
@@ -183,7 +182,7 @@ def run_reader_subprocess(spec: dict[str, Any], timeout: float = 1800) -> dict[s
     # The child must import this checkout's packages however the parent was started.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_repo_root(), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.compare", "--measure-reader", json.dumps(spec)],
+        [sys.executable, "-m", "cropshard.tools.compare", "--measure-reader", json.dumps(spec)],
         capture_output=True, text=True, env=env, timeout=timeout, check=False,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -480,8 +479,8 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    from transforms.crop import parse_size
-    from transforms.encode import ENCODINGS
+    from cropshard.transforms.crop import parse_size
+    from cropshard.transforms.encode import ENCODINGS
 
     parser = argparse.ArgumentParser(
         prog="cropshard compare",
@@ -540,7 +539,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """Build/reuse, measure, and write JSON + chart; returns the JSON document."""
-    from pipeline.build import run as build_run
+    from cropshard.pipeline.build import run as build_run
 
     args, passthrough = parse_args(argv)
     variants: list[Variant] = []

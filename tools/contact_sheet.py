@@ -15,9 +15,8 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-
-import reader
-from reader.metadata import DatasetError, DatasetInfo
+from cropshard import reader
+from cropshard.reader.metadata import DatasetError, DatasetInfo
 
 RANDOM_WINDOW_COLOURS = ("#ffd400", "#00e5ff", "#ff3dd1")  # readable on forest, water and grey alike
 

@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from reader import fileio, schema
-from reader.integrity import ShardReport, verify_shard
-from reader.metadata import COMPRESSION_GZIP, REJECTED_FILENAME, DatasetError, DatasetInfo, join, load_info
-from tools import human_bytes
+from cropshard.reader import fileio, schema
+from cropshard.reader.integrity import ShardReport, verify_shard
+from cropshard.reader.metadata import COMPRESSION_GZIP, REJECTED_FILENAME, DatasetError, DatasetInfo, join, load_info
+from cropshard.tools import human_bytes
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
 
@@ -56,7 +56,7 @@ class Progress:
         if self._quiet:
             return
         # Shared with the build's progress display so both look the same.
-        from transforms.progress import format_progress
+        from cropshard.transforms.progress import format_progress
 
         line = f"{self._label} {format_progress(self.done, self.total, time.monotonic() - self._start)}"
         self._stream.write(f"\r{line}" if self._bar else f"{line}\n")
@@ -321,7 +321,7 @@ def describe_verify(result: VerifyResult) -> str:
 
 def parse_crop_size(text: str) -> tuple[int, int]:
     """'128' or '128x96' -> (height, width) for the contact sheet's crop windows."""
-    from transforms.crop import parse_size
+    from cropshard.transforms.crop import parse_size
 
     return parse_size(text)
 
@@ -370,7 +370,7 @@ def main(argv: Iterable[str]) -> int:
         print(describe_verify(verified))
         status = 1 if verified.bad else 0
     if args.contact_sheet:
-        from tools.contact_sheet import write_contact_sheet
+        from cropshard.tools.contact_sheet import write_contact_sheet
 
         try:
             sheet = write_contact_sheet(

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from transforms.rejects import Rejected
+from cropshard.transforms.rejects import Rejected
 
 Box = tuple[int, int, int, int]
 

@@ -19,11 +19,10 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
+from cropshard.transforms import jpeg_window
+from cropshard.transforms.crop import Box, CropSpec, box_in_source, fits, plan_boxes, working_shape
+from cropshard.transforms.rejects import Rejected
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-
-from transforms import jpeg_window
-from transforms.crop import Box, CropSpec, box_in_source, fits, plan_boxes, working_shape
-from transforms.rejects import Rejected
 
 # cropshard enforces its own --max_pixels in `open_image` before any pixel is decoded, so
 # Pillow's global bomb limit (which would raise past 2x its default) must not override it.

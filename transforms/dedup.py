@@ -11,10 +11,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
-
-from transforms.discover import REJECTED, ImageSource
-from transforms.examples import read_bytes
-from transforms.rejects import Rejected, Rejection
+from cropshard.transforms.discover import REJECTED, ImageSource
+from cropshard.transforms.examples import read_bytes
+from cropshard.transforms.rejects import Rejected, Rejection
 
 UNREAD = "unread"  # sources that could not be hashed go on to be rejected by the main stage
 

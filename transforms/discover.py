@@ -22,9 +22,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
-
-from transforms.crop import Box, parse_box
-from transforms.rejects import Rejected, Rejection
+from cropshard.transforms.crop import Box, parse_box
+from cropshard.transforms.rejects import Rejected, Rejection
 
 REJECTED = "rejected"
 LABELS_FOLDER = "folder"

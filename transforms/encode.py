@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from cropshard.reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
 from PIL import Image
-
-from reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
 
 ENCODINGS = ("raw", "jpeg", "png", "original")
 PNG_COMPRESS_LEVEL = 3  # zlib level: most of level 6's size at a fraction of its time

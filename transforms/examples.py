@@ -16,15 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-
-from reader import schema
-from transforms.crop import CropSpec, hash_split
-from transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
-from transforms.discover import REJECTED, ImageSource, file_kind
-from transforms.encode import encode_pixels, reencode_format, verbatim_format
-from transforms.progress import ProgressWriter
-from transforms.rejects import Rejected, Rejection
-from transforms.write import use_fast_crc32c
+from cropshard.reader import schema
+from cropshard.transforms.crop import CropSpec, hash_split
+from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
+from cropshard.transforms.discover import REJECTED, ImageSource, file_kind
+from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
+from cropshard.transforms.progress import ProgressWriter
+from cropshard.transforms.rejects import Rejected, Rejection
+from cropshard.transforms.write import use_fast_crc32c
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
 

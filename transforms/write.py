@@ -16,9 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-
-from reader import integrity, metadata, schema
-from transforms.rejects import REASONS
+from cropshard.reader import integrity, metadata, schema
+from cropshard.transforms.rejects import REASONS
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 _LOGGER = logging.getLogger(__name__)

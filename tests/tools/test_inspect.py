@@ -15,15 +15,15 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from cropshard.pipeline.build import run  # noqa: E402
+from cropshard.pipeline.cli import main as cli_main  # noqa: E402
+from cropshard.reader import schema  # noqa: E402
+from cropshard.reader.metadata import load_info  # noqa: E402
+from cropshard.tools import contact_sheet  # noqa: E402
+from cropshard.tools.inspect import Progress  # noqa: E402
 
-from pipeline.build import run  # noqa: E402
-from pipeline.cli import main as cli_main  # noqa: E402
-from reader import schema  # noqa: E402
-from reader.metadata import load_info  # noqa: E402
 from tests import imagegen  # noqa: E402
-from tests.test_reader_verify import flip_byte, record_offsets  # noqa: E402 - the reader tests' framing helpers
-from tools import contact_sheet  # noqa: E402
-from tools.inspect import Progress  # noqa: E402
+from tests.reader.test_reader_verify import flip_byte, record_offsets  # noqa: E402 - the reader tests' framing helpers
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 PER_CLASS = 6

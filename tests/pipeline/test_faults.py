@@ -20,24 +20,23 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import cropshard.pipeline.build
 import numpy as np
 import psutil
 import pytest
+from cropshard.pipeline.build import run
+from cropshard.reader import metadata
+from cropshard.transforms.discover import ImageSource
+from cropshard.transforms.examples import ImagesToExamples
+from cropshard.transforms.write import _WriteDatasetInfo
 from PIL import Image
 
-import pipeline.build
-from pipeline.build import run
-from reader import metadata
 from tests import imagegen
-from transforms.discover import ImageSource
-from transforms.examples import ImagesToExamples
-from transforms.write import _WriteDatasetInfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
-# `python -m pipeline` is the same entry point as the `cropshard` script; run from the repository so
-# that `tools/` imports even in an editable install made before tools/ existed.
-INSPECT = [sys.executable, "-m", "pipeline", "inspect"]
+# `python -m cropshard.pipeline` is the same entry point as the `cropshard` script.
+INSPECT = [sys.executable, "-m", "cropshard.pipeline", "inspect"]
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 BUILD = ["--crop=random", "--size=96x96", "--crops_per_image=4", "--split=train=0.8,test=0.2", "--progress=off"]
 FAIL_MARKER = "CROPSHARD_TEST_FAIL_ONCE_MARKER"  # env: path of the file that records the one injected failure
@@ -118,7 +117,7 @@ def _claim_failure(key: str, position: int) -> bool:
 def fail_once(monkeypatch, tmp_path: Path) -> Path:
     marker = tmp_path / "failed-once.json"
     monkeypatch.setenv(FAIL_MARKER, str(marker))
-    monkeypatch.setattr(pipeline.build, "ImagesToExamples", FailOnceMidBundle)
+    monkeypatch.setattr(cropshard.pipeline.build, "ImagesToExamples", FailOnceMidBundle)
     return marker
 
 
@@ -158,7 +157,7 @@ def test_fnapi_runner_fails_the_job_without_retry_and_publishes_nothing(small_se
 
 
 def test_sigkill_halfway_leaves_an_incomplete_dataset_that_overwrite_replaces(tmp_path: Path) -> None:
-    import reader
+    from cropshard import reader
 
     make_images(tmp_path / "in", 300)
     args = [f"--input={tmp_path / 'in'}", *BUILD]
@@ -245,7 +244,7 @@ def record_offsets(path: Path) -> list[int]:
 
 
 def test_corrupt_shards_are_named_with_offsets_and_can_be_skipped(small_set, tmp_path: Path) -> None:
-    import reader
+    from cropshard import reader
 
     images, _ = small_set
     out = tmp_path / "ds"

@@ -22,15 +22,15 @@ import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
+from cropshard.pipeline.build import run
+from cropshard.pipeline.options import normalize_input
+from cropshard.reader import fileio, metadata, schema
+from cropshard.transforms.discover import count_inputs, glob_root, iter_matches
+from cropshard.transforms.rejects import Rejection
+from cropshard.transforms.write import prepare_output
 
-from pipeline.build import run
-from pipeline.options import normalize_input
-from reader import fileio, metadata, schema
 from tests import imagegen
 from tests.gcs_emulator import GcsEmulator, emulator_environment
-from transforms.discover import count_inputs, glob_root, iter_matches
-from transforms.rejects import Rejection
-from transforms.write import prepare_output
 
 pytestmark = pytest.mark.gcs
 
@@ -300,7 +300,7 @@ class BeamBackedGcs(fileio.FileSystem):
 def test_reader_loads_the_gs_dataset(gcs: GcsEmulator, gs_build: tuple[str, metadata.DatasetInfo],
                                      local_build: tuple[str, metadata.DatasetInfo], images: tuple[Path, dict[str, str]],
                                      tmp_path: Path) -> None:
-    import reader
+    from cropshard import reader
 
     output, info = gs_build
     storage = BeamBackedGcs(tmp_path / "tf-cache")

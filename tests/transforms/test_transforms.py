@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
-
-from reader import metadata, schema
-from tests import imagegen
-from transforms.crop import CropSpec
-from transforms.dedup import DropDuplicates
-from transforms.discover import (
+from cropshard.reader import metadata, schema
+from cropshard.transforms.crop import CropSpec
+from cropshard.transforms.dedup import DropDuplicates
+from cropshard.transforms.discover import (
     REJECTED,
     ImageSource,
     ListLabelNames,
@@ -24,9 +22,11 @@ from transforms.discover import (
     ReadManifest,
     path_bucket,
 )
-from transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
-from transforms.rejects import Rejection
-from transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
+from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
+from cropshard.transforms.rejects import Rejection
+from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
+
+from tests import imagegen
 
 TestPipeline.__test__ = False  # a Beam class, not a pytest test class
 

@@ -3,8 +3,7 @@
 import collections
 
 import pytest
-
-from transforms.crop import (
+from cropshard.transforms.crop import (
     CropSpec,
     box_in_source,
     center_box,
@@ -19,7 +18,7 @@ from transforms.crop import (
     upscaled_shape,
     working_shape,
 )
-from transforms.rejects import Rejected
+from cropshard.transforms.rejects import Rejected
 
 
 def test_parse_size_and_box():

@@ -14,10 +14,11 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.build import run  # noqa: E402
-from pipeline.cli import main as cli_main  # noqa: E402
+from cropshard.pipeline.build import run  # noqa: E402
+from cropshard.pipeline.cli import main as cli_main  # noqa: E402
+from cropshard.tools import compare  # noqa: E402
+
 from tests import imagegen  # noqa: E402
-from tools import compare  # noqa: E402
 
 BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0", "--repeats=1"]

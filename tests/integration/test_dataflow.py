@@ -35,10 +35,10 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.internal import apiclient
 from apitools.base.py import encoding as apitools_encoding
+from cropshard.pipeline.build import BuildResult, run
+from cropshard.reader.version import __version__ as VERSION
 
-from pipeline.build import BuildResult, run
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "transforms", "reader", "tools")
 IMAGE = "us-docker.pkg.dev/my-project/images/cropshard:test"
 SCRIPT_ENV = {"PROJECT": "my-project", "BUCKET": "my-bucket", "REGION": "europe-west4", "MACHINE_TYPE": "n2-standard-8",
@@ -108,7 +108,7 @@ def test_dataflow_dry_run_job(no_network: None, staged_dir: list[Path]) -> None:
     (environment,) = {e.SerializeToString(): e for e in job.proto_pipeline.components.environments.values()}.values()
     assert environment.urn == "beam:env:docker:v1"
     assert beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image == IMAGE
-    assert "workflow.tar.gz" in artifacts and artifacts["workflow.tar.gz"].name == "cropshard-0.1.0.tar.gz"
+    assert "workflow.tar.gz" in artifacts and artifacts["workflow.tar.gz"].name == f"cropshard-{VERSION}.tar.gz"
     assert "pickled_main_session" not in artifacts
 
     # Options as the runner holds them (they become the job's sdkPipelineOptions).
@@ -183,7 +183,7 @@ def test_staged_sdist_installs_into_a_clean_venv(tmp_path: Path, staged_dir: lis
         path.relative_to(REPO).as_posix()
         for package in PACKAGES
         for path in (REPO / package).rglob("*.py")
-        if "__pycache__" not in path.parts and path.relative_to(REPO).as_posix() != "reader/setup.py"
+        if "__pycache__" not in path.parts
     )
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
@@ -192,7 +192,7 @@ def test_staged_sdist_installs_into_a_clean_venv(tmp_path: Path, staged_dir: lis
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
                     "--wheel-dir", str(wheels), str(sdist)], check=True, cwd=tmp_path)
-    (wheel,) = wheels.glob("cropshard-0.1.0-*.whl")
+    (wheel,) = wheels.glob(f"cropshard-{VERSION}-*.whl")
     clean = tmp_path / "clean-venv"
     venv.create(clean, with_pip=False, system_site_packages=False)
     python = clean / "bin" / "python"
@@ -203,16 +203,20 @@ def test_staged_sdist_installs_into_a_clean_venv(tmp_path: Path, staged_dir: lis
 
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, env=env, capture_output=True, text=True).stdout.strip())
-    installed = sorted(p.relative_to(site).as_posix() for package in PACKAGES for p in (site / package).rglob("*.py")
+    installed = sorted(p.relative_to(site / "cropshard").as_posix() for p in (site / "cropshard").rglob("*.py")
                        if "__pycache__" not in p.parts)
     assert installed == expected
+    # Nothing but the one `cropshard` name goes into site-packages (besides the dist-info).
+    assert sorted(p.name for p in site.iterdir() if not p.name.endswith(".dist-info") and p.name not in ("_distutils_hack", "distutils-precedence.pth")) == ["cropshard"]
+    (dist_info,) = site.glob("cropshard-*.dist-info")
+    assert (dist_info / "top_level.txt").read_text().split() == ["cropshard"]
     (site / "zz_dependencies_from_test_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     check = f"""
 import importlib, json, pkgutil, sys
 site = {str(site)!r}
 loaded = []
-for top in {PACKAGES!r}:
+for top in {["cropshard." + p for p in PACKAGES]!r}:
     package = importlib.import_module(top)
     loaded.append(package)
     for info in pkgutil.walk_packages(package.__path__, top + "."):
@@ -229,7 +233,7 @@ print(json.dumps({{"modules": sorted(m.__name__ for m in loaded), "version": ver
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip(), (done.stdout, done.stderr[-3000:])
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    modules = {path[: -len(".py")].replace("/", ".").removesuffix(".__init__") for path in expected} - {"pipeline.__main__"}
+    modules = {"cropshard." + path[: -len(".py")].replace("/", ".").removesuffix(".__init__") for path in expected} - {"cropshard.pipeline.__main__"}
     assert set(report["modules"]) == modules
     beam_pin = re.search(r'BEAM_VERSION = "([^"]+)"', (REPO / "setup.py").read_text()).group(1)
-    assert report["version"] == "0.1.0" and report["beam"] == beam_pin
+    assert report["version"] == VERSION and report["beam"] == beam_pin

@@ -3,7 +3,7 @@
 import io
 import os
 
-from transforms.progress import ProgressMonitor, ProgressWriter, format_progress, read_done
+from cropshard.transforms.progress import ProgressMonitor, ProgressWriter, format_progress, read_done
 
 
 def test_writers_in_several_processes_sum_up(tmp_path):

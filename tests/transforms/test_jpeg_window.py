@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
-
-from transforms.decode import exif_orientation
-from transforms.jpeg_window import (
+from cropshard.transforms.decode import exif_orientation
+from cropshard.transforms.jpeg_window import (
     decode_jpeg_window,
     fast_path_applies,
     jpeg_header,
     oriented_box_to_stored,
     oriented_size,
 )
+from PIL import Image, ImageOps
 
 ORIENTATIONS = range(1, 9)
 TRANSPOSE = {
@@ -245,6 +244,6 @@ def test_bad_arguments() -> None:
 
 
 def test_import_does_not_load_tensorflow() -> None:
-    code = "import sys, transforms.jpeg_window; sys.exit('tensorflow' in sys.modules)"
-    repo = Path(__file__).resolve().parents[1]
+    code = "import sys, cropshard.transforms.jpeg_window; sys.exit('tensorflow' in sys.modules)"
+    repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0

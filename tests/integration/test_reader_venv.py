@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cropshard.reader import schema
 
-from reader import schema
 from tests import reader_fixtures as fx
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _version(*names: str) -> tuple[str, str]:
@@ -43,13 +43,13 @@ for forbidden in ("apache_beam", "PIL", "google_crc32c"):
     else:
         raise SystemExit(f"{forbidden} is importable in the reader-only venv")
 try:
-    import reader.setup  # noqa: F401
+    import cropshard.reader.setup  # noqa: F401
 except ImportError:
     pass
 else:
-    raise SystemExit("setup.py was shipped as reader.setup")
+    raise SystemExit("setup.py was shipped as cropshard.reader.setup")
 
-import reader
+from cropshard import reader
 assert reader.__file__.startswith(sys.prefix), f"reader imported from {reader.__file__}, not the venv"
 expected = np.load(sys.argv[3])
 raw_path, full_path = sys.argv[1], sys.argv[2]

@@ -15,9 +15,8 @@ from tests import reader_fixtures as fx
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-
-import reader  # noqa: E402
-from reader import crc32c, schema  # noqa: E402
+from cropshard import reader  # noqa: E402
+from cropshard.reader import crc32c, schema  # noqa: E402
 
 SHARD = "train-00001-of-00003.tfrecord"
 
@@ -82,7 +81,7 @@ def test_corrupt_record_error_names_the_shard_and_verify_names_the_offset(copy: 
     assert (bad.offset, bad.good_records, bad.lost_records) == (offsets[3], 3, 3)
     assert "data CRC mismatch" in bad.error and f"byte offset {offsets[3]}" in str(report)
     with pytest.raises(reader.DatasetError, match=f"{SHARD}.*byte offset {offsets[3]}"):
-        from reader.integrity import raise_if_bad
+        from cropshard.reader.integrity import raise_if_bad
 
         raise_if_bad(report)
 

@@ -28,11 +28,11 @@ from typing import Any, NoReturn
 import apache_beam
 import psutil
 import pytest
+from cropshard.reader import metadata
 
-from reader import metadata
 from tests import imagegen
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
 pytestmark = [
     pytest.mark.flink,

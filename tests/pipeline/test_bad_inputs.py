@@ -6,7 +6,7 @@ The folder build runs `cropshard build` as a subprocess under an unprivileged ui
 root, and root reads a chmod-000 file anyway), so "unreadable" is a real EACCES from the kernel.
 
 The outcomes observed here are rendered as the table in docs/BAD_INPUTS.md; a test fails when
-the file is out of date. Regenerate it with `python -m tests.test_bad_inputs`.
+the file is out of date. Regenerate it with `python -m tests.pipeline.test_bad_inputs`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cropshard.pipeline.build import run
+from cropshard.reader import metadata, schema
 from PIL import Image
 
-from pipeline.build import run
-from reader import metadata, schema
 from tests import imagegen
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "BAD_INPUTS.md"
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
@@ -515,9 +515,9 @@ def test_bomb_is_rejected_before_any_pixel_is_allocated(tmp_path: Path) -> None:
     script = f"""
 import resource, sys
 sys.path.insert(0, {str(REPO)!r})
-from transforms.crop import CropSpec
-from transforms.decode import decode_crops
-from transforms.rejects import Rejected
+from cropshard.transforms.crop import CropSpec
+from cropshard.transforms.decode import decode_crops
+from cropshard.transforms.rejects import Rejected
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 for name in ("bomb.png", "bomb.jpg"):
     data = open({str(tmp_path)!r} + "/" + name, "rb").read()
@@ -771,7 +771,7 @@ def render_table(folder: Built, manifest: tuple[Built, Path], pad: Built, dedup:
     lines = [
         "# Bad and odd inputs: what cropshard does with each",
         "",
-        "Generated from the outcomes observed by `tests/test_bad_inputs.py` (regenerate: `python -m tests.test_bad_inputs`).",
+        "Generated from the outcomes observed by `tests/pipeline/test_bad_inputs.py` (regenerate: `python -m tests.pipeline.test_bad_inputs`).",
         "Every input is either written (its record checked against the reference named) or rejected exactly once, with",
         "one line in `rejected.jsonl` giving the reason code below; `inputs = images written + rejected` holds for every",
         "build, and `dataset_info.json` is not written when it does not.",
@@ -820,7 +820,7 @@ def test_doc_table_is_current(folder_build: Built, manifest_build, pad_build: Bu
     assert "UNEXPECTED" not in table, table
     if os.environ.get(WRITE_DOC):
         DOC.write_text(table, encoding="utf-8")
-    assert DOC.exists() and DOC.read_text(encoding="utf-8") == table, "docs/BAD_INPUTS.md is out of date: python -m tests.test_bad_inputs"
+    assert DOC.exists() and DOC.read_text(encoding="utf-8") == table, "docs/BAD_INPUTS.md is out of date: python -m tests.pipeline.test_bad_inputs"
 
 
 if __name__ == "__main__":

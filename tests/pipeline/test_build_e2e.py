@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from cropshard.pipeline.build import run
+from cropshard.reader import metadata
 
-from pipeline.build import run
-from reader import metadata
 from tests import imagegen
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
@@ -150,9 +150,8 @@ def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tm
     """The memory design (bench/RESULTS.md, scale): locally no Reshuffle of the listed sources."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.build import build_pipeline, listing_buckets, with_runner_defaults
-    from pipeline.options import build_config
+    from cropshard.pipeline.build import build_pipeline, listing_buckets, with_runner_defaults
+    from cropshard.pipeline.options import build_config
 
     options = PipelineOptions(with_runner_defaults([f"--input={photos}/**", f"--output={tmp_path / 'out'}", "--size=32x32"]))
     config = build_config(options)

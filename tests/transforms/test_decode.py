@@ -6,12 +6,12 @@ import io
 
 import numpy as np
 import pytest
+from cropshard.transforms.crop import CropSpec, grid_boxes, random_boxes
+from cropshard.transforms.decode import PATH_DRAFT, PATH_PILLOW, PATH_WINDOW, decode_crops
+from cropshard.transforms.rejects import Rejected
 from PIL import Image
 
 from tests import imagegen
-from transforms.crop import CropSpec, grid_boxes, random_boxes
-from transforms.decode import PATH_DRAFT, PATH_PILLOW, PATH_WINDOW, decode_crops
-from transforms.rejects import Rejected
 
 H, W = 150, 210  # as displayed
 

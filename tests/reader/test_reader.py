@@ -15,12 +15,11 @@ from tests import reader_fixtures as fx
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from cropshard import reader  # noqa: E402
+from cropshard.reader import fileio, schema  # noqa: E402
+from cropshard.reader.metadata import DatasetError, IncompleteDatasetError  # noqa: E402
 
-import reader  # noqa: E402
-from reader import fileio, schema  # noqa: E402
-from reader.metadata import DatasetError, IncompleteDatasetError  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -394,11 +393,10 @@ def test_reader_works_with_beam_and_pillow_blocked(raw_ds: tuple[str, dict]) -> 
 import sys
 for name in ("apache_beam", "PIL"):
     sys.modules[name] = None  # any import of them now raises ImportError
-sys.path.insert(0, {REPO!r})
-import importlib, pkgutil, reader
+import importlib, pkgutil
+from cropshard import reader
 for module in pkgutil.iter_modules(reader.__path__):
-    if module.name != "setup":
-        importlib.import_module("reader." + module.name)
+    importlib.import_module("cropshard.reader." + module.name)
 batches = list(reader.as_numpy({raw_ds[0]!r}, "validation", batch_size=4, crop="random", crop_size=8))
 assert sum(len(b[0]) for b in batches) == 8, batches
 assert reader.verify({raw_ds[0]!r}).ok
@@ -410,7 +408,7 @@ print("ok")
 
 def test_import_reader_does_not_import_tensorflow() -> None:
     script = (
-        f"import sys; sys.path.insert(0, {REPO!r}); import reader, reader.metadata; print('tensorflow' in sys.modules)"
+        "import sys; import cropshard.reader, cropshard.reader.metadata; print('tensorflow' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr[-2000:]

@@ -1,0 +1,3 @@
+"""The cropshard version: the one place it is written (both distributions and the metadata read it)."""
+
+__version__ = "0.2.0"
