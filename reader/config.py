@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # only for annotations: corruption.py imports TensorFlow lazily, but keep this module bare
-    from .corruption import CorruptionReport
+from .corruption import CorruptionReport  # TensorFlow-free to import, like this module
 
 CROP_MODES = ("random", "center")
 NORMALIZE_MODES = ("unit", "none")
