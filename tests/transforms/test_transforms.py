@@ -24,7 +24,7 @@ from cropshard.transforms.discover import (
 )
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
 from cropshard.transforms.rejects import Rejection
-from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
+from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit
 
 from tests import imagegen
 
@@ -185,8 +185,8 @@ def test_write_split_and_describe_shards(tmp_path):
 
 
 def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
-    base = {"cropshard_version": "t", "encoding": "raw", "image_formats": ["raw"], "channels": 3, "image_shape": [8, 8, 3], "crop": {"strategy": "center"},
-            "compression": "none", "split_names": ["train"], "command_line": []}
+    facts = DatasetFacts(cropshard_version="t", encoding="raw", image_formats=("raw",), channels=3, image_shape=(8, 8, 3), crop={"strategy": "center"},
+                         compression="none", split_names=("train",), command_line=())
 
     def build(p, num_inputs, images_written=2):
         return {
@@ -196,7 +196,7 @@ def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
             "images_written": p | "Written" >> beam.Create([images_written]),
             "labels": p | "Labels" >> beam.Create([["a", "b"]]),
             "rejected_files": p | "RejectedFiles" >> beam.Create(["rejected.jsonl"]),
-        } | WriteDatasetInfo(str(tmp_path), base)
+        } | WriteDatasetInfo(str(tmp_path), facts)
 
     with TestPipeline() as p:
         assert_that(build(p, 3), is_not_empty())
