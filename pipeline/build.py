@@ -27,17 +27,12 @@ from cropshard.pipeline.options import BuildConfig, build_config
 from cropshard.reader import metadata
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.discover import (
-    REJECTED,
-    ListLabelNames,
-    MatchImages,
-    ReadManifest,
-    count_inputs,
-    iter_matches,
-)
 from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from cropshard.transforms.globs import ListLabelNames, MatchImages
+from cropshard.transforms.listing import count_inputs, iter_matches
+from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.progress import ProgressMonitor
-from cropshard.transforms.rejects import Rejection
+from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
 
 _LOGGER = logging.getLogger("cropshard")
