@@ -18,9 +18,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.discover import REJECTED, ListLabelNames, MatchImages, ReadManifest
 from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
-from cropshard.transforms.rejects import Rejection
+from cropshard.transforms.globs import ListLabelNames, MatchImages
+from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
 
 

@@ -23,7 +23,7 @@ from cropshard.pipeline.assemble import build_pipeline
 from cropshard.pipeline.options import BuildConfig, build_config
 from cropshard.pipeline.shards import plan_shards
 from cropshard.reader import metadata
-from cropshard.transforms.discover import count_inputs, iter_matches
+from cropshard.transforms.listing import count_inputs, iter_matches
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.write import join, prepare_output
 

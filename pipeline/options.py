@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
-from cropshard.transforms.discover import LABELS_FOLDER, LABELS_NONE, REJECTED
 from cropshard.transforms.encode import ENCODINGS
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
+from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
+from cropshard.transforms.rejects import REJECTED
 
 RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
 

@@ -26,8 +26,8 @@ import psutil
 import pytest
 from cropshard.pipeline.build import run
 from cropshard.reader import metadata
-from cropshard.transforms.discover import ImageSource
 from cropshard.transforms.examples import ImagesToExamples
+from cropshard.transforms.types import ImageSource
 from cropshard.transforms.write import DatasetFacts, _WriteDatasetInfo
 from PIL import Image
 
