@@ -111,21 +111,21 @@ def check_build_arguments(argv: Sequence[str]) -> None:
     raise UsageError(f"unexpected argument {unknown[0]!r}: every value belongs to an --option (a path with spaces needs quotes)")
 
 
-class _GroupedHelpFormatter(argparse.HelpFormatter):
+class _GroupedHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=110)
 
 
 CROPSHARD_USAGE = "cropshard build (--input GLOB | --manifest FILE) --output DIR [options] [Beam options]"
-RUNNER_EPILOG = """runner (Beam's options, passed through unchanged; `cropshard build --help-beam` lists them all):
-  --runner NAME                   DirectRunner (default: local, --direct_running_mode=multi_processing, one worker
-                                  per core), PortableRunner (Flink through launch/flink.sh), DataflowRunner
-  --direct_num_workers N          local worker processes (default: one per core)
-  --project, --region, --temp_location, --setup_file, ...  Dataflow (see launch/README.md)
-  --job_endpoint, --environment_type, --parallelism, ...   Flink / portable runners
+RUNNER_EPILOG = """Beam's runner options (passed through unchanged; cropshard build --help-beam lists them all):
+  --runner NAME                 DirectRunner (default: local, multi-process, one worker per core),
+                                PortableRunner (Flink, through launch/flink.sh), DataflowRunner
+  --direct_num_workers N        local worker processes (default: one per core)
+  --project --region --temp_location --setup_file ...   Dataflow (launch/README.md)
+  --job_endpoint --environment_type --parallelism ...   Flink and other portable runners
 
 exit status: 0 built, 1 build failed (nothing published), 2 usage error, 130 interrupted.
-Library warnings and Beam's log go to the log file named on failure (or to the terminal with --verbose)."""
+Library warnings and Beam's own log go to a log file in <temp dir>/cropshard-logs/ (--verbose: to the terminal)."""
 
 
 def build_help() -> str:

@@ -12,6 +12,7 @@ import argparse
 import difflib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -83,7 +84,9 @@ def run_build(argv: Sequence[str], log_path: str | None) -> int:
 
 def build_command(argv: Sequence[str]) -> int:
     if "-h" in argv or "--help" in argv or "--help-beam" in argv:
-        from cropshard.pipeline import arguments
+        with warnings.catch_warnings():  # Google's import-time FutureWarnings are not help
+            warnings.simplefilter("ignore")
+            from cropshard.pipeline import arguments
 
         print(arguments.beam_help() if "--help-beam" in argv else arguments.build_help())
         return EXIT_OK

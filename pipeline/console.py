@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -91,9 +92,18 @@ def quiet_output(command: str, verbose: bool) -> Iterator[Console]:
             stack.callback(setattr, sys, "stderr", saved_stderr)
             logging.captureWarnings(True)
             stack.callback(logging.captureWarnings, False)
+            # Beam's threads die noisily when a job stops (a worker killed by Ctrl-C, Flink closing
+            # its channels): their tracebacks belong in the log, like the rest of Beam's output.
+            saved_hook, threading.excepthook = threading.excepthook, _log_thread_exception
+            stack.callback(setattr, threading, "excepthook", saved_hook)
             console = Console(terminal, log_path)
         stack.callback(_remove, _configure_logging(console.stream, log))
         yield console
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    thread = args.thread.name if args.thread else "?"
+    logging.getLogger("threads").error("exception in thread %s", thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _remove(handlers: list[logging.Handler]) -> None:

@@ -20,7 +20,7 @@ RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
 
 
 # The titles of the option groups of `cropshard build --help`, in the order it shows them.
-INPUTS, CROP, ENCODING, OUTPUT, RUNNING = "inputs", "crop", "encoding", "output", "running"
+INPUTS, CROP, ENCODING, OUTPUT, RUNNER = "inputs", "crop", "encoding", "output", "runner"
 
 
 def _adder(parser, title: str):  # noqa: ANN001, ANN202 - Beam passes its own parser type
@@ -48,22 +48,22 @@ class CropshardOptions(PipelineOptions):
         add("--label_from", "folder: label = the image's parent folder name; none: unlabeled (-1). Manifests use their label column.",
             default=LABELS_FOLDER, choices=(LABELS_FOLDER, LABELS_NONE))
         add("--dedup", "Keep one of byte-identical inputs; the others are rejected as duplicate.", action="store_true", default=False)
-        add("--max_pixels", "Reject images with more pixels (decompression-bomb guard).", type=int, default=DEFAULT_MAX_PIXELS)
+        add("--max_pixels", "Reject images with more pixels (decompression-bomb guard).", type=int, default=DEFAULT_MAX_PIXELS, metavar="N")
         add = _adder(parser, CROP)
         add("--crop", "center: one centred crop; box: fixed --box; random: --crops_per_image seeded crops; grid: tiles every --stride; manifest: per-row box; none: whole image.",
             default="center", choices=STRATEGIES)
         add("--size", "Crop size, e.g. 128x128 (or 128). With box/manifest: resize every crop to it.", default=None, metavar="HxW")
         add("--box", "The window for --crop box, in the EXIF-oriented image.", default=None, metavar="Y,X,H,W")
-        add("--crops_per_image", "Crops per image for --crop random.", type=int, default=1)
+        add("--crops_per_image", "Crops per image for --crop random.", type=int, default=1, metavar="N")
         add("--stride", "Tile step for --crop grid.", shown_default="the crop size, no overlap", default=None, metavar="HxW")
         add("--small", "Images smaller than the crop: reject (reason too_small), pad (zeros), or upscale to cover the crop.",
             default="reject", choices=SMALL_POLICIES)
         add("--resize", "Resize the shorter side to S before cropping (JPEG: DCT-domain downscale first).", type=int, default=None, metavar="S")
-        add("--seed", "Mixed into random crop positions (positions are also keyed by image).", type=int, default=0)
+        add("--seed", "Mixed into random crop positions (positions are also keyed by image).", type=int, default=0, metavar="N")
         add = _adder(parser, ENCODING)
         add("--encoding", "raw: uint8 HWC bytes; jpeg; png; original: source JPEG/PNG bytes verbatim where possible (with --crop none).",
             default="raw", choices=ENCODINGS)
-        add("--jpeg_quality", "Quality for --encoding jpeg (and re-encoded originals).", type=int, default=90)
+        add("--jpeg_quality", "Quality for --encoding jpeg (and re-encoded originals).", type=int, default=90, metavar="Q")
         add("--channels", "3 = RGB, 1 = greyscale.", type=int, default=3, choices=(1, 3))
         add = _adder(parser, OUTPUT)
         add("--output", "Dataset directory (local or gs://).", default=None, metavar="DIR")
@@ -72,13 +72,13 @@ class CropshardOptions(PipelineOptions):
             default="train=1.0", metavar="SPEC")
         add("--num_shards", "Shards per split. auto: on the local DirectRunner one shard per worker and split, streamed (a fixed count makes the "
             "local runner hold every example in memory, so give one locally only when the examples fit); on Flink and Dataflow "
-            "sized to --target_shard_mb.", shown_default="auto", type=int, default=0)
-        add("--target_shard_mb", "Target shard size when --num_shards is auto (Flink, Dataflow).", type=float, default=128.0)
+            "sized to --target_shard_mb.", shown_default="auto", type=int, default=0, metavar="N")
+        add("--target_shard_mb", "Target shard size when --num_shards is auto (Flink, Dataflow).", type=float, default=128.0, metavar="MB")
         add("--compression", "Shard compression.", default="none", choices=("none", "gzip"))
         add("--max_rejected_fraction", "Fail the build (nothing published) when more than this share of the inputs is rejected, e.g. 0.05; "
             "rejected.jsonl is still written. A build that writes no example always fails.", type=float, default=None, metavar="F",
             shown_default="off")
-        add = _adder(parser, RUNNING)
+        add = _adder(parser, RUNNER)
         add("--progress", "Live progress for local runs: bar on a terminal, log lines otherwise.", default="auto", choices=("auto", "bar", "log", "off"))
         add("--verbose", "Show library warnings and Beam's own log on the terminal instead of only in the build's log file.",
             action="store_true", default=False)
