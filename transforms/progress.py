@@ -101,17 +101,20 @@ class ProgressMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cropshard-progress", daemon=True)
         self._start = time.monotonic()
+        self._logged: int | None = None  # the count of the last log line
 
     def start(self) -> ProgressMonitor:
         self._thread.start()
         return self
 
     def _render(self) -> None:
-        line = format_progress(read_done(self._directory), self._total, time.monotonic() - self._start)
+        done = read_done(self._directory)
+        line = format_progress(done, self._total, time.monotonic() - self._start)
         if self._bar:
             self._stream.write(f"\r{line}")
             self._stream.flush()
-        else:
+        elif done != self._logged:  # a log line only when the count moved: no repeated lines while the job finishes
+            self._logged = done
             _LOGGER.info("progress %s", line)
 
     def _loop(self) -> None:
