@@ -25,12 +25,35 @@ NOISY_LOGGERS = ("apache_beam", "absl", "tensorflow", "google", "urllib3")
 CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
+LOG_DAYS = 7  # older logs are removed when a new one is made
+
+
 def new_log_path(command: str) -> str:
-    """<temp dir>/cropshard-logs/<command>-<UTC time>-<pid>.log (the folder created)."""
+    """<temp dir>/cropshard-logs/<command>-<UTC time>-<pid>.log; when that folder is another
+    user's (a shared /tmp), a file of this user's own in the temp dir itself."""
     folder = os.path.join(tempfile.gettempdir(), "cropshard-logs")
-    os.makedirs(folder, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return os.path.join(folder, f"{command}-{stamp}-{os.getpid()}.log")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{command}-{stamp}-{os.getpid()}.log")
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError:
+        handle, path = tempfile.mkstemp(prefix=f"cropshard-{command}-{stamp}-", suffix=".log")
+        os.close(handle)
+        return path
+    _remove_old_logs(folder)
+    return path
+
+
+def _remove_old_logs(folder: str) -> None:
+    cutoff = datetime.datetime.now().timestamp() - LOG_DAYS * 86400
+    for entry in os.scandir(folder):
+        try:
+            if entry.name.endswith(".log") and entry.stat().st_mtime < cutoff:
+                os.remove(entry.path)
+        except OSError:
+            continue  # another user's, or already gone
 
 
 @dataclasses.dataclass

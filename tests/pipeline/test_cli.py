@@ -280,3 +280,16 @@ def test_the_console_script_and_the_module_are_the_same_command() -> None:
     done = subprocess.run([sys.executable, "-m", "cropshard.pipeline", "biuld"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "cropshard: error: unknown command 'biuld' (did you mean build?); commands: build, inspect, compare, demo-images"]
+
+
+def test_the_log_file_falls_back_to_the_temp_dir_when_the_log_folder_is_not_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cropshard.pipeline import console
+
+    assert Path(console.new_log_path("build")).parent == tmp_path / "cropshard-logs"
+
+    def refuse(path: str, exist_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(console.os, "makedirs", refuse)
+    path = Path(console.new_log_path("build"))
+    assert path.parent == tmp_path and path.name.startswith("cropshard-build-") and path.exists()

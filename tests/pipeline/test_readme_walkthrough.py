@@ -50,7 +50,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert built.num_inputs == 24 and built.num_images_written == 24 and set(built.splits) == {"train", "validation"}
     assert objects.num_inputs == 15 and objects.num_images_written == 15 and objects.image_shape == (96, 96, 3)
     read = next(out for out in outputs if "validation batch" in out)
-    assert "train batch (8, 112, 112, 3)" in read and "(128, 128, 3) uint8" in read
+    assert "train batch (8, 112, 112, 3)" in read and ", 128, 128, 3) uint8" in read
     assert any("verify: OK" in out for out in outputs) and (tmp_path / "demo" / "center128.png").exists()
     compared = json.loads((tmp_path / "demo" / "compare" / "compare.json").read_text())
     assert [row["name"] for row in compared["variants"]] == ["precrop-jpeg", "full-jpeg"]
