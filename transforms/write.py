@@ -193,7 +193,7 @@ def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> 
 
 
 class _WriteDatasetInfo(beam.DoFn):
-    def __init__(self, output: str, facts: DatasetFacts, max_rejected_fraction: float | None) -> None:
+    def __init__(self, output: str, facts: DatasetFacts, max_rejected_fraction: float | None = None) -> None:
         self._output = output
         self._facts = facts
         self._max_rejected_fraction = max_rejected_fraction
