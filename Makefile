@@ -15,17 +15,24 @@ DEMO   ?= demo
 
 venv: $(STAMP)
 
+# One line per phase: the first install takes minutes and pip's own output is kept short.
 $(STAMP): setup.py reader/pyproject.toml reader/version.py constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "[make] 1/3 creating $(VENV) with $(PYTHON)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[make] 2/3 upgrading pip"
+	@$(PIP) install --quiet --upgrade pip
+	@echo "[make] 3/3 installing cropshard and its pinned dependencies (constraints.txt; a few minutes on a cold pip cache)"
+	@$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cropshard demo-images $(DEMO)/images
-	$(VENV)/bin/cropshard build --input '$(DEMO)/images/**' --output $(DEMO)/dataset --overwrite \
+	@echo "[make demo] generating the demo images in $(DEMO)/images"
+	@$(VENV)/bin/cropshard demo-images $(DEMO)/images
+	@echo "[make demo] building $(DEMO)/dataset"
+	@$(VENV)/bin/cropshard build --input '$(DEMO)/images/**' --output $(DEMO)/dataset --overwrite \
 	    --crop center --size 128x128 --encoding raw --split train=0.8,validation=0.1,test=0.1
-	$(VENV)/bin/cropshard inspect $(DEMO)/dataset
+	@echo "[make demo] inspecting $(DEMO)/dataset"
+	@$(VENV)/bin/cropshard inspect $(DEMO)/dataset
 
 test: $(STAMP)
 	bash tests/run_all.sh

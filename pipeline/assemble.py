@@ -123,7 +123,7 @@ def write_outputs(
         "images_written": images_written,
         "labels": labels,
         "rejected_files": rejected_files,
-    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts)
+    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
 def build_pipeline(
