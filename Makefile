@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   builds a dataset from the built-in demo images
 #   make test   runs the whole test suite (CI runs exactly this through .ci/run)
+# For development, `make test-fast` runs the pure-logic and single-process tests (about a minute).
 # Each creates .venv on first use and installs the pinned dependencies (constraints.txt).
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-fast lint bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tests/run_all.sh
+
+# No Flink, no GCS emulator, no fresh venvs, no child-process or multi-process builds (marker `slow`).
+test-fast: $(STAMP)
+	bash tests/run_all.sh -m "not slow and not flink and not gcs" tests/transforms tests/reader tests/tools tests/pipeline
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

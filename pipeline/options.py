@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
-from cropshard.transforms.discover import LABELS_FOLDER, LABELS_NONE, REJECTED
 from cropshard.transforms.encode import ENCODINGS
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
+from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
+from cropshard.transforms.rejects import REJECTED
 
 RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
 
@@ -92,14 +94,13 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def build_config(options: PipelineOptions) -> BuildConfig:
-    """Validate the cropshard options; ValueError with a specific message on bad combinations."""
-    opts = options.view_as(CropshardOptions)
-    if not opts.output:
-        raise ValueError("--output is required")
-    inputs = tuple(normalize_input(_absolute(p.strip())) for arg in (opts.input or []) for p in arg.split(",") if p.strip())
-    if bool(inputs) == bool(opts.manifest):
-        raise ValueError("give exactly one of --input or --manifest")
+def parse_inputs(input_args: Sequence[str] | None) -> tuple[str, ...]:
+    """Every --input (repeated or comma-separated), absolute, a directory meaning everything below it."""
+    return tuple(normalize_input(_absolute(p.strip())) for arg in (input_args or []) for p in arg.split(",") if p.strip())
+
+
+def crop_spec(opts: CropshardOptions) -> CropSpec:
+    """The crop options as a CropSpec, checked against --manifest and --size."""
     crop = CropSpec(
         strategy=opts.crop,
         size=parse_size(opts.size) if opts.size else None,
@@ -114,9 +115,12 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         raise ValueError("--crop manifest needs --manifest with a box column")
     if opts.crop == "none" and opts.size:
         raise ValueError("--crop none keeps whole images; drop --size (use --resize to downscale)")
-    if not 1 <= opts.jpeg_quality <= 100:
-        raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
-    split = parse_split_spec(opts.split)
+    return crop
+
+
+def parse_splits(text: str) -> tuple[tuple[tuple[str, float], ...] | None, tuple[str, ...]]:
+    """--split -> (fractions, names); fractions None when the splits come from the input."""
+    split = parse_split_spec(text)
     if isinstance(split[0], tuple):
         fractions, names = split, tuple(name for name, _ in split)
     else:
@@ -124,6 +128,21 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     clash = set(names) & set(RESERVED_SPLIT_NAMES)
     if clash:
         raise ValueError(f"split names {sorted(clash)} are reserved")
+    return fractions, names
+
+
+def build_config(options: PipelineOptions) -> BuildConfig:
+    """Validate the cropshard options; ValueError with a specific message on bad combinations."""
+    opts = options.view_as(CropshardOptions)
+    if not opts.output:
+        raise ValueError("--output is required")
+    inputs = parse_inputs(opts.input)
+    if bool(inputs) == bool(opts.manifest):
+        raise ValueError("give exactly one of --input or --manifest")
+    crop = crop_spec(opts)
+    if not 1 <= opts.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
+    fractions, names = parse_splits(opts.split)
     if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
     example = ExampleSpec(
@@ -138,7 +157,7 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     return BuildConfig(
         inputs=inputs,
         manifest=_absolute(opts.manifest) if opts.manifest else None,
-        output=_absolute(opts.output).rstrip("/") if "://" not in opts.output else opts.output.rstrip("/"),
+        output=_absolute(opts.output).rstrip("/"),
         example=example,
         labels=opts.label_from,
         num_shards=opts.num_shards,

@@ -19,11 +19,12 @@ from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec, hash_split
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
-from cropshard.transforms.discover import REJECTED, ImageSource, file_kind
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
+from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
-from cropshard.transforms.rejects import Rejected, Rejection
-from cropshard.transforms.write import use_fast_crc32c
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.types import ImageSource
+from cropshard.transforms.worker import setup_worker
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
 
@@ -142,10 +143,9 @@ class ImagesToExamples(beam.DoFn):
         self._paths: dict[str, object] = {}  # decode path -> counter
 
     def setup(self) -> None:
+        setup_worker()
         # Import TensorFlow's proto module once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
-        # WriteToTFRecord's writer runs fused in this worker: give it the fast CRC32C.
-        use_fast_crc32c()
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
 

@@ -27,7 +27,8 @@ REASONS = {
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
 }
 
-STAGES = ("match", "manifest", "read", "decode", "crop", "encode", "split", "dedup")
+# The output tag of every DoFn and PTransform that rejects inputs: one rejected.jsonl line per element.
+REJECTED = "rejected"
 
 
 class Rejected(Exception):

@@ -34,6 +34,8 @@ from PIL import Image
 
 from tests import imagegen
 
+pytestmark = pytest.mark.slow  # builds over hundreds of hostile files
+
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "BAD_INPUTS.md"
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
@@ -518,6 +520,8 @@ sys.path.insert(0, {str(REPO)!r})
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.decode import decode_crops
 from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.worker import setup_worker
+setup_worker()  # as on a worker: cropshard's --max_pixels, not Pillow's global limit, decides
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 for name in ("bomb.png", "bomb.jpg"):
     data = open({str(tmp_path)!r} + "/" + name, "rb").read()
@@ -791,7 +795,7 @@ def render_table(folder: Built, manifest: tuple[Built, Path], pad: Built, dedup:
 NOTES = """
 Notes
 
-- Folder listing is cropshard's own (`transforms/discover.py`, `iter_matches`), not Beam's `LocalFileSystem._list`: Beam's
+- Folder listing is cropshard's own (`transforms/listing.py`, `iter_matches`), not Beam's `LocalFileSystem._list`: Beam's
   drops entries it cannot stat (a broken symlink vanished without a trace) and skips folders it cannot list. Such entries
   are rejected at stage `match` instead: `not_found` (broken link, file removed after listing) or `unreadable` (folder that
   cannot be listed, symlink to a folder, FIFO/device/socket). A folder that cannot be listed counts as one input.

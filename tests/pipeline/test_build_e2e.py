@@ -124,6 +124,7 @@ def test_build_and_read_back_with_plain_tf_data(photos, tmp_path, encoding):
     assert info.rejected == {reason: list(broken.values()).count(reason) for reason in set(broken.values())}
 
 
+@pytest.mark.slow  # multi-process runner
 def test_multiprocess_build_writes_the_same_records_as_in_process(photos, tmp_path):
     root, _ = photos
     common = [f"--input={root}/**", "--crop=random", "--size=64x64", "--crops_per_image=3", "--split=train=0.5,validation=0.5"]
@@ -150,7 +151,8 @@ def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tm
     """The memory design (bench/RESULTS.md, scale): locally no Reshuffle of the listed sources."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from cropshard.pipeline.build import build_pipeline, listing_buckets, with_runner_defaults
+    from cropshard.pipeline.assemble import build_pipeline
+    from cropshard.pipeline.build import listing_buckets, with_runner_defaults
     from cropshard.pipeline.options import build_config
 
     options = PipelineOptions(with_runner_defaults([f"--input={photos}/**", f"--output={tmp_path / 'out'}", "--size=32x32"]))
