@@ -22,7 +22,11 @@ from typing import Any
 
 from .corruption import CorruptionReport  # TensorFlow-free to import, like this module
 
-CROP_MODES = ("random", "center")
+CROP_MODES = ("random", "center", "random_resized")
+# Inception's / torchvision's RandomResizedCrop ranges: window area as a fraction of the image,
+# and window aspect ratio (width / height).
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
 NORMALIZE_MODES = ("unit", "none")
 ON_CORRUPT = ("raise", "skip")
 
@@ -63,7 +67,7 @@ def check_channels(norm: Normalization, channels: int) -> None:
 def crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int]:
     """crop_size as (height, width): an int means a square."""
     if crop_size is None:
-        raise ValueError("crop='random'|'center' needs crop_size (an int or (height, width))")
+        raise ValueError("crop='random'|'center'|'random_resized' needs crop_size (an int or (height, width))")
     if isinstance(crop_size, int):
         size = (crop_size, crop_size)
     else:
@@ -73,6 +77,18 @@ def crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int]:
     if min(size) <= 0:
         raise ValueError(f"crop_size must be positive, got {crop_size!r}")
     return size[0], size[1]
+
+
+def float_range(name: str, value: Sequence[float], upper: float | None) -> tuple[float, float]:
+    """`value` as an ordered (low, high) pair of positive floats, high at most `upper` if given."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from err
+    if not 0 < low <= high or (upper is not None and high > upper):
+        bound = f" <= {upper:g}" if upper is not None else ""
+        raise ValueError(f"{name} must satisfy 0 < low <= high{bound}, got {value!r}")
+    return low, high
 
 
 def resolve_workers(input_context: Any, num_shards: int | None, index: int | None) -> tuple[int, int]:
@@ -147,10 +163,18 @@ class DecodeConfig:
     """What each record becomes.
 
     Attributes:
-      crop: None, 'random' or 'center' with `crop_size` (int or (h, w)). On a full-image
-        dataset this cuts the training window; on a pre-cropped dataset a smaller `crop_size`
-        sub-crops (augmentation still possible); larger than the stored images is an error.
-        Images smaller than the window are zero-padded (centered), never upscaled.
+      crop: None, 'random', 'center' or 'random_resized', with `crop_size` (int or (h, w)). On a
+        full-image dataset 'random'/'center' cut the training window; on a pre-cropped dataset
+        a smaller `crop_size` sub-crops (augmentation still possible); larger than the stored
+        images is an error. Images smaller than the window are zero-padded (centered), never
+        upscaled.
+        'random_resized' is Inception's / torchvision's RandomResizedCrop: per image, a window
+        whose area is a uniform fraction `scale` of the image and whose aspect ratio
+        (width / height) is log-uniform in `ratio` (10 tries, then the largest centred window
+        with an aspect ratio in `ratio`), resized to `crop_size` (bilinear, antialiased, rounded
+        to uint8). JPEGs decode only that window. Works on full-image and pre-cropped datasets.
+      scale, ratio: the (low, high) ranges of 'random_resized'; defaults (0.08, 1.0) and
+        (3/4, 4/3). Other crop modes take neither.
       flip: random horizontal flips.
       normalize: 'unit' -> float32 in [0, 1]; 'none' -> uint8 as stored (cheapest; normalise
         on the accelerator); (mean, std) per channel -> float32 (x/255 - mean) / std, i.e.
@@ -163,17 +187,24 @@ class DecodeConfig:
 
     crop: str | None = None
     crop_size: int | Sequence[int] | None = None
+    scale: Sequence[float] = DEFAULT_SCALE
+    ratio: Sequence[float] = DEFAULT_RATIO
     flip: bool = False
     normalize: str | tuple[Sequence[float], Sequence[float]] = "unit"
     with_metadata: bool = False
 
     def __post_init__(self) -> None:
         if self.crop is not None and self.crop not in CROP_MODES:
-            raise ValueError(f"crop must be None, 'random' or 'center'; got {self.crop!r}")
+            raise ValueError(f"crop must be None, 'random', 'center' or 'random_resized'; got {self.crop!r}")
         if self.crop is None and self.crop_size is not None:
-            raise ValueError("crop_size given without crop='random' or 'center'")
+            raise ValueError("crop_size given without crop='random', 'center' or 'random_resized'")
         if self.crop is not None:
             crop_hw(self.crop_size)
+        # Stored as float pairs, so a config built from lists equals one built from tuples.
+        object.__setattr__(self, "scale", float_range("scale", self.scale, upper=1.0))
+        object.__setattr__(self, "ratio", float_range("ratio", self.ratio, upper=None))
+        if self.crop != "random_resized" and (self.scale != DEFAULT_SCALE or self.ratio != DEFAULT_RATIO):
+            raise ValueError("scale and ratio apply to crop='random_resized' only")
         parse_normalize(self.normalize)
 
     @property

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import decode, records, schema
-from .config import DecodeConfig, ReadConfig, check_channels
+from .config import DEFAULT_RATIO, DEFAULT_SCALE, DecodeConfig, ReadConfig, check_channels
 from .corruption import CorruptionReport
 from .metadata import DatasetError, DatasetInfo, load_info
 
@@ -53,6 +53,8 @@ def load(
     corruption_report: CorruptionReport | None = None,
     cycle_length: int = 8,
     read_buffer_bytes: int = 256 << 10,
+    scale: Sequence[float] = DEFAULT_SCALE,
+    ratio: Sequence[float] = DEFAULT_RATIO,
     read_config: ReadConfig | None = None,
     decode_config: DecodeConfig | None = None,
 ) -> Any:
@@ -62,8 +64,8 @@ def load(
     full-image dataset whose sizes vary without `crop`; there is no ragged batching), or
     `(image, label, metadata)` with `with_metadata=True` (see `DecodeConfig`). `drop_remainder`
     drops a last, smaller batch. The other arguments are the fields of `ReadConfig` (shuffle,
-    seed, repeat, sharding, corruption, I/O) and `DecodeConfig` (crop, crop_size, flip,
-    normalize, with_metadata), documented there; `read_config=` / `decode_config=` pass one such
+    seed, repeat, sharding, corruption, I/O) and `DecodeConfig` (crop, crop_size, scale,
+    ratio, flip, normalize, with_metadata), documented there; `read_config=` / `decode_config=` pass one such
     object instead, and giving an object together with one of its fields as an argument is an error.
     """
     arguments = dict(locals())  # before anything else is bound: exactly the parameters
@@ -107,7 +109,8 @@ def check_against_dataset(path: str, meta: DatasetInfo, image: DecodeConfig, bat
         )
     check_channels(image.normalization, int(meta.channels))
     window, stored = image.window, meta.image_shape
-    if window is not None and stored and meta.is_precropped and (window[0] > stored[0] or window[1] > stored[1]):
+    cuts = window is not None and image.crop != "random_resized"  # random_resized windows are resized, any size
+    if cuts and stored and meta.is_precropped and (window[0] > stored[0] or window[1] > stored[1]):
         raise DatasetError(
             f"crop_size {window[0]}x{window[1]} is larger than this pre-cropped dataset's images"
             f" ({stored[0]}x{stored[1]}); use a crop_size <= the stored size"
@@ -115,7 +118,7 @@ def check_against_dataset(path: str, meta: DatasetInfo, image: DecodeConfig, bat
     if window is None and not stored and batch_size is not None:
         raise DatasetError(
             f"dataset at {path!r} holds full images of varying sizes (crop strategy"
-            f" {meta.crop.get('strategy')!r}): pass crop='random'|'center' with crop_size, or batch_size=None"
+            f" {meta.crop.get('strategy')!r}): pass crop='random'|'center'|'random_resized' with crop_size, or batch_size=None"
             " to get single images of their own size"
         )
 

@@ -22,11 +22,15 @@ the same crops however many threads run), then travel with each image.
 
 Images smaller than the crop window (full-image datasets only; pre-cropped ones are checked up
 front) are not upscaled: the window is clamped to the image and the result is zero-padded
-equally on each side to the requested size. Pixels are never resampled.
+equally on each side to the requested size. Pixels are never resampled, except by
+'random_resized', whose windows (`random_resized_windows`, drawn the same way) are decoded like
+any other window and then resized to crop_size (`resize_window`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from . import schema
@@ -34,6 +38,7 @@ from .config import DecodeConfig, Normalization
 
 _PARSE_BATCH = 64  # records per parse_example call when images are decoded one by one
 _JPEG_MARGIN = 2  # extra columns decoded each side of a JPEG window (see _decode_jpeg)
+_RESIZED_ATTEMPTS = 10  # window draws per image before the fallback, as in Inception and torchvision
 
 _PARSED_KEYS = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH, schema.LABEL)
 _META_KEYS = (schema.FILENAME, schema.LABEL_TEXT, schema.CROP_BOX, schema.SOURCE_SHA256)
@@ -79,6 +84,66 @@ def crop_windows(
     return y, x, h, w, flipped
 
 
+def random_resized_windows(
+    height: Any, width: Any, seed: Any, scale: Sequence[float], ratio: Sequence[float], flip: bool
+) -> tuple[Any, Any, Any, Any, Any]:
+    """RandomResizedCrop windows [y, x, h, w] in images of `height` x `width` (int32 vectors), plus flip flags.
+
+    Per image, up to `_RESIZED_ATTEMPTS` draws of an area fraction uniform in `scale` and an
+    aspect ratio (width / height) log-uniform in `ratio`; sides are rounded, and the first draw
+    that fits the image wins, at a uniform offset. If none fits: the largest centred window
+    whose aspect ratio is clamped into `ratio`. Every window lies inside its image and has
+    sides >= 1. Draws are stateless in `seed` (a [2] int64 tensor), all in one call.
+    """
+    import tensorflow as tf
+
+    n, k = tf.shape(height)[0], _RESIZED_ATTEMPTS
+    draws = tf.random.stateless_uniform([n, 4 * k + 1], seed=seed, dtype=tf.float32)
+    u_area, u_ratio, u_y, u_x = (draws[:, i * k : (i + 1) * k] for i in range(4))
+    hf, wf = tf.cast(height, tf.float32)[:, None], tf.cast(width, tf.float32)[:, None]
+    area = hf * wf * (scale[0] + (scale[1] - scale[0]) * u_area)
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = tf.exp(log_low + (log_high - log_low) * u_ratio)
+    tries_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    tries_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    fits = (tries_h >= 1) & (tries_w >= 1) & (tries_h <= height[:, None]) & (tries_w <= width[:, None])
+    found = tf.reduce_any(fits, axis=1)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)  # index of the first fit
+
+    def chosen(values: Any) -> Any:
+        return tf.gather(values, first, axis=1, batch_dims=1)
+
+    fallback_h, fallback_w = _centred_window(height, width, ratio)
+    h = tf.where(found, chosen(tries_h), fallback_h)
+    w = tf.where(found, chosen(tries_w), fallback_w)
+    y_random = tf.minimum(tf.cast(chosen(u_y) * tf.cast(height - h + 1, tf.float32), tf.int32), height - h)
+    x_random = tf.minimum(tf.cast(chosen(u_x) * tf.cast(width - w + 1, tf.float32), tf.int32), width - w)
+    y = tf.where(found, y_random, (height - h) // 2)
+    x = tf.where(found, x_random, (width - w) // 2)
+    flipped = draws[:, 4 * k] < 0.5 if flip else tf.zeros([n], tf.bool)
+    return y, x, h, w, flipped
+
+
+def _centred_window(height: Any, width: Any, ratio: Sequence[float]) -> tuple[Any, Any]:
+    """(h, w) of the largest window with aspect ratio clamped into `ratio` (RandomResizedCrop's fallback)."""
+    import tensorflow as tf
+
+    hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    image_ratio = wf / hf
+    too_tall, too_wide = image_ratio < ratio[0], image_ratio > ratio[1]
+    h = tf.where(too_tall, tf.cast(tf.round(wf / ratio[0]), tf.int32), height)
+    w = tf.where(too_wide, tf.cast(tf.round(hf * ratio[1]), tf.int32), width)
+    return tf.clip_by_value(h, 1, height), tf.clip_by_value(w, 1, width)
+
+
+def resize_window(image: Any, size: tuple[int, int]) -> Any:
+    """uint8 [h, w, C] -> uint8 [size, C]: bilinear, antialiased when shrinking, rounded to nearest."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(image, size, method=tf.image.ResizeMethod.BILINEAR, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 def normalize_images(images: Any, norm: Normalization) -> Any:
     """uint8 images -> the requested output (unchanged for 'none')."""
     import tensorflow as tf
@@ -111,7 +176,8 @@ class _Route:
         self, decode: DecodeConfig, *, fixed_shape: tuple[int, ...] | None, channels: int, formats: tuple[str, ...]
     ) -> None:
         self.crop = decode.crop
-        self.window = decode.window
+        self.window = decode.window  # the output (h, w); for 'random_resized' the windows are resized to it
+        self.scale, self.ratio = decode.scale, decode.ratio
         self.flip = decode.flip
         self.norm = decode.normalization
         self.with_metadata = decode.with_metadata
@@ -122,6 +188,8 @@ class _Route:
         self.spec = {key: full_spec[key] for key in _PARSED_KEYS + (_META_KEYS if self.with_metadata else ())}
 
     def windows(self, height: Any, width: Any, seed: Any) -> tuple[Any, Any, Any, Any, Any]:
+        if self.crop == "random_resized":
+            return random_resized_windows(height, width, seed, self.scale, self.ratio, self.flip)
         return crop_windows(height, width, seed, self.window, self.crop, self.flip)
 
     def output(self, images: Any, parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: Any) -> Any:
@@ -153,8 +221,8 @@ class FixedRawRoute(_Route):
     @property
     def needs_finishing(self) -> bool:
         """Whether batched raw images need a second pass (sub-crop, flip, normalise, metadata)."""
-        resized = self.window is not None and self.window != tuple(self.fixed_shape[:2])  # type: ignore[index]
-        return resized or self.flip or self.norm.mode != "none" or self.with_metadata
+        cut = self.window is not None and self.window != tuple(self.fixed_shape[:2])  # type: ignore[index]
+        return cut or self.crop == "random_resized" or self.flip or self.norm.mode != "none" or self.with_metadata
 
     def build(self, records: Any, seeds: Any, batch_size: int, drop_remainder: bool, deterministic: bool) -> Any:
         import tensorflow as tf
@@ -177,14 +245,20 @@ class FixedRawRoute(_Route):
         return parsed[schema.IMAGE_ENCODED], parsed[schema.LABEL]
 
     def finish_batch(self, parsed: dict[str, Any], seed: Any) -> Any:
-        """Vectorised random/center sub-crops (gathers, exact pixels), flips and normalisation."""
+        """Vectorised random/center sub-crops (gathers, exact pixels) or per-image resized windows, flips, normalisation."""
         import tensorflow as tf
 
         images = parsed[schema.IMAGE_ENCODED]
         height, width, _ = self.fixed_shape  # type: ignore[misc]
         n = tf.shape(images)[0]
         y, x, h, w, flipped = self.windows(tf.fill([n], height), tf.fill([n], width), seed)
-        if self.window is not None and self.window != (height, width):
+        if self.crop == "random_resized":
+            images = tf.map_fn(
+                lambda args: resize_window(args[0][args[1] : args[1] + args[3], args[2] : args[2] + args[4]], self.window),
+                (images, y, x, h, w),
+                fn_output_signature=tf.TensorSpec((*self.window, self.fixed_shape[2]), tf.uint8),  # type: ignore[index]
+            )
+        elif self.window is not None and self.window != (height, width):
             ch, cw = self.window
             if self.crop == "center":
                 oy, ox = (height - ch) // 2, (width - cw) // 2
@@ -262,11 +336,14 @@ class _ParsedRoute(_Route):
         return tf.switch_case(branch, branches)
 
     def image_one(self, ex: dict[str, Any]) -> Any:
-        """Decode, pad and flip one image (uint8)."""
+        """Decode, pad (or, for 'random_resized', resize) and flip one image (uint8)."""
         import tensorflow as tf
 
         image = tf.ensure_shape(self.decode_window(ex), [None, None, self.channels])
-        if self.window is not None:
+        if self.crop == "random_resized":
+            image = resize_window(image, self.window)  # type: ignore[arg-type]
+            image.set_shape([*self.window, self.channels])  # type: ignore[misc]
+        elif self.window is not None:
             ch, cw = self.window
             image = tf.image.pad_to_bounding_box(image, (ch - ex["_h"]) // 2, (cw - ex["_w"]) // 2, ch, cw)
             image.set_shape([ch, cw, self.channels])

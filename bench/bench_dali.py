@@ -1,0 +1,326 @@
+"""Reader throughput against NVIDIA DALI's CPU pipeline, on the same shards, the same work, the same threads.
+
+    .venv/bin/python bench/bench_dali.py [--workdir DIR] [--threads N] [--seconds S] [--rounds R]
+
+DALI runs in its own venv, which this script creates on first use (default
+~/.cache/cropshard/dali-venv: `python -m venv` + `pip install nvidia-dali-cuda120`); it is never a
+dependency of cropshard or of its tests. DALI's pipelines run CPU-only (`device_id=None`) from
+`fn.readers.tfrecord`, with index files made by DALI's own `tfrecord2idx`.
+
+Datasets (written with `schema.encode_example`, reused from --workdir when present), all from
+rendered textured images (no photo download needed), baseline JPEG q90, 4:2:0:
+
+  precropped-128    128x128 crops                      -> decode                      (row 1)
+  full-large        3264x2448 full images              -> decode + random 224 crop    (row 2)
+  full-imagenet     500x375 full images                -> decode + random 224 crop    (row 2b)
+  ffcv-512          512x384 full images (FFCV's setting) -> random-resized-crop 224 + flip (row 3)
+
+For every row, in one run and round-robin (reader, DALI variants, reader, ...), images/s after
+warm-up batches; ratios are medians of per-round ratios. DALI gets its fastest equivalent where
+it has two: a decode followed by a crop op, and its fused ROI decoders (`decoders.image_crop`,
+`decoders.image_random_crop`), which decode only the window as the reader does. Both sides
+shuffle records (1024 deep), batch 64, uint8 HWC output, and get `--threads` worker threads
+(tf.data private thread pool / DALI num_threads). Results go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+DALI_PACKAGE = "nvidia-dali-cuda120==2.4.0"
+FFCV_PER_CORE = 326  # images/s per vCPU FFCV publishes for 512 px q90 + random-resized-crop 224 + flip
+CROP = 224
+BATCH = 64
+SHUFFLE = 1024
+
+# name -> (image height, width, distinct images rendered, records, shards)
+DATASETS = {
+    "precropped-128": (128, 128, 64, 4096, 8),
+    "full-large": (2448, 3264, 12, 96, 8),
+    "full-imagenet": (375, 500, 64, 2048, 8),
+    "ffcv-512": (384, 512, 64, 2048, 8),
+}
+# row -> (dataset, the reader's decode options, DALI variants)
+ROWS = {
+    "pre-cropped JPEG decode": ("precropped-128", {}, ("decode",)),
+    "full 8 MP JPEG + random crop 224": ("full-large", {"crop": "random", "crop_size": CROP}, ("decode+crop", "roi-crop")),
+    "full 500x375 JPEG + random crop 224": (
+        "full-imagenet",
+        {"crop": "random", "crop_size": CROP},
+        ("decode+crop", "roi-crop"),
+    ),
+    "512 px JPEG + random-resized-crop 224 + flip": (
+        "ffcv-512",
+        {"crop": "random_resized", "crop_size": CROP, "flip": True},
+        ("decode+rrc", "roi-rrc"),
+    ),
+}
+
+
+# ---- DALI side (runs inside the DALI venv: numpy and DALI only) --------------------------------
+
+
+def dali_pipeline(variant: str, files: list[str], indexes: list[str], threads: int) -> Any:
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import tfrecord as tfrec
+
+    @pipeline_def(batch_size=BATCH, num_threads=threads, device_id=None, seed=0)
+    def pipe() -> Any:
+        features = {
+            "image/encoded": tfrec.FixedLenFeature((), tfrec.string, ""),
+            "image/class/label": tfrec.FixedLenFeature([1], tfrec.int64, -1),
+        }
+        inputs = fn.readers.tfrecord(
+            path=files, index_path=indexes, features=features, random_shuffle=True, initial_fill=SHUFFLE, name="reader"
+        )
+        encoded, label = inputs["image/encoded"], inputs["image/class/label"]
+        if variant == "decode":
+            images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+        elif variant == "decode+crop":
+            images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+            images = fn.crop(images, crop=(CROP, CROP), crop_pos_x=fn.random.uniform(range=(0, 1)),
+                             crop_pos_y=fn.random.uniform(range=(0, 1)))
+        elif variant == "roi-crop":
+            images = fn.decoders.image_crop(encoded, device="cpu", output_type=types.RGB, crop=(CROP, CROP),
+                                            crop_pos_x=fn.random.uniform(range=(0, 1)),
+                                            crop_pos_y=fn.random.uniform(range=(0, 1)))
+        elif variant == "decode+rrc":
+            images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=(CROP, CROP), random_area=(0.08, 1.0),
+                                            random_aspect_ratio=(3 / 4, 4 / 3))
+            images = fn.flip(images, horizontal=fn.random.coin_flip())
+        elif variant == "roi-rrc":
+            images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB,
+                                                   random_area=(0.08, 1.0), random_aspect_ratio=(3 / 4, 4 / 3))
+            images = fn.resize(images, resize_x=CROP, resize_y=CROP)
+            images = fn.flip(images, horizontal=fn.random.coin_flip())
+        else:
+            raise ValueError(variant)
+        return images, label
+
+    return pipe()
+
+
+def dali_worker(spec: dict[str, Any]) -> dict[str, float]:
+    """Build one DALI pipeline, warm it up, run it for spec['seconds']; images/s and CPU us/image."""
+    pipe = dali_pipeline(spec["variant"], spec["files"], spec["indexes"], spec["threads"])
+    pipe.build()
+    for _ in range(spec["warmup"]):
+        pipe.run()
+    count, start, cpu = 0, time.perf_counter(), _cpu_seconds()
+    shape = None
+    while time.perf_counter() - start < spec["seconds"]:
+        images, _labels = pipe.run()
+        count += len(images)
+        shape = images.at(0).shape
+    elapsed = time.perf_counter() - start
+    return {"rate": count / elapsed, "cpu_us": (_cpu_seconds() - cpu) / count * 1e6, "shape": list(shape)}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ensure_dali_venv(venv: str) -> str:
+    """The venv's python, creating the venv and installing DALI into it if needed."""
+    python = os.path.join(venv, "bin", "python")
+    probe = [python, "-c", "import nvidia.dali"]
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {venv} with {DALI_PACKAGE} (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", DALI_PACKAGE, "numpy"], check=True)
+    return python
+
+
+def dali_version(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import nvidia.dali; print(nvidia.dali.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def run_dali(python: str, spec: dict[str, Any]) -> dict[str, float]:
+    result = subprocess.run(
+        [python, os.path.abspath(__file__), "--dali-worker", json.dumps(spec)], capture_output=True, text=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"DALI worker failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def index_files(python: str, files: list[str], folder: str) -> list[str]:
+    """DALI's index of each shard (tfrecord2idx from the DALI venv), made once."""
+    os.makedirs(folder, exist_ok=True)
+    tool = os.path.join(os.path.dirname(python), "tfrecord2idx")
+    out = []
+    for path in files:
+        index = os.path.join(folder, os.path.basename(path) + ".idx")
+        if not os.path.exists(index):
+            subprocess.run([python, tool, path, index], check=True, capture_output=True)
+        out.append(index)
+    return out
+
+
+# ---- cropshard side -------------------------------------------------------------------------
+
+
+def build_dataset(path: str, height: int, width: int, distinct: int, count: int, shards: int) -> str:
+    """`count` records cycling through `distinct` rendered images of height x width, JPEG q90."""
+    if os.path.exists(os.path.join(path, "dataset_info.json")):
+        return path
+    import numpy as np
+    import tensorflow as tf
+    from bench_reader import record, write_dataset
+    from cropshard.pipeline.demo import CLASSES, render
+
+    rng = np.random.default_rng(height * 7919 + width)
+    blobs = []
+    for i in range(distinct):
+        if height == width and height <= 256:  # crops: a rendered 512x384 image, centre square, downscaled
+            pixels = tf.image.resize(render(CLASSES[i % 3], 384, 512, rng)[:, 64:448], (height, width), antialias=True)
+            pixels = tf.cast(tf.round(pixels), tf.uint8).numpy()
+        else:
+            pixels = render(CLASSES[i % 3], height, width, rng)
+        blobs.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
+    records = [record(blobs[i % distinct], "jpeg", (height, width), i, f"img{i}.jpg") for i in range(count)]
+    precropped = height == width and height <= 256
+    return write_dataset(path, records, shards=shards, precropped=precropped, encoding="jpeg")
+
+
+def reader_rate(path: str, options: dict[str, Any], threads: int, seconds: float, warmup: int) -> dict[str, float]:
+    import tensorflow as tf
+    from cropshard import reader
+
+    data = reader.load(path, batch_size=BATCH, repeat=True, normalize="none", shuffle_buffer=SHUFFLE, **options)
+    tf_options = tf.data.Options()
+    tf_options.threading.private_threadpool_size = threads
+    iterator = iter(data.with_options(tf_options))
+    for _ in range(warmup):
+        next(iterator)
+    count, start, cpu = 0, time.perf_counter(), _cpu_seconds()
+    while time.perf_counter() - start < seconds:
+        images, _labels = next(iterator)
+        count += int(images.shape[0])
+    elapsed = time.perf_counter() - start
+    return {"rate": count / elapsed, "cpu_us": (_cpu_seconds() - cpu) / count * 1e6, "shape": list(images.shape[1:])}
+
+
+def bench(args: argparse.Namespace, python: str) -> list[dict[str, Any]]:
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, REPO)
+    from cropshard import reader
+
+    rows = []
+    for row, (name, options, variants) in ROWS.items():
+        if args.rows and name not in args.rows:
+            continue
+        path = build_dataset(os.path.join(args.workdir, name), *DATASETS[name])
+        files = [os.path.join(path, shard.file) for shard in reader.info(path).split("train").shards]
+        indexes = index_files(python, files, os.path.join(args.workdir, "dali-index", name))
+        warmup = 2 if name == "full-large" else 5
+        rounds: list[dict[str, dict[str, float]]] = []
+        for _ in range(args.rounds):
+            measured = {"reader": reader_rate(path, options, args.threads, args.seconds, warmup)}
+            for variant in variants:
+                spec = {"variant": variant, "files": files, "indexes": indexes, "threads": args.threads,
+                        "seconds": args.seconds, "warmup": warmup}
+                measured[f"DALI {variant}"] = run_dali(python, spec)
+            rounds.append(measured)
+            print(row, {k: round(v["rate"]) for k, v in measured.items()}, file=sys.stderr)
+        best = max((f"DALI {v}" for v in variants), key=lambda k: statistics.median(r[k]["rate"] for r in rounds))
+        rows.append(
+            {
+                "row": row,
+                "dataset": name,
+                "reader": _median(rounds, "reader"),
+                "dali": {k: _median(rounds, k) for k in rounds[0] if k != "reader"},
+                "best": best,
+                "ratio": statistics.median(r["reader"]["rate"] / r[best]["rate"] for r in rounds),
+                "shapes": {k: v["shape"] for k, v in rounds[0].items()},
+            }
+        )
+    return rows
+
+
+def _median(rounds: list[dict[str, dict[str, float]]], key: str) -> dict[str, float]:
+    return {field: statistics.median(r[key][field] for r in rounds) for field in ("rate", "cpu_us")}
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], version: str, load: tuple[float, float]) -> str:
+    import tensorflow as tf
+
+    cores = min(args.threads, os.cpu_count() or 1)
+    lines = [
+        f"## Reader vs DALI CPU pipeline ({datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
+        "",
+        f"`{args.command}`",
+        "",
+        f"Same shards, batch {BATCH}, shuffle {SHUFFLE}, uint8 output, {args.threads} threads each (tf.data private pool /"
+        f" DALI num_threads, device_id=None); {args.rounds} rounds of >= {args.seconds:g} s each after warm-up, round-robin;"
+        f" images/s medians, ratio = median of per-round reader / fastest DALI variant. Rendered JPEG q90 images"
+        f" (bench/bench_dali.py docstring). DALI {version}, TensorFlow {tf.__version__}, Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs; shared machine, load average {load[0]:.1f} before / {load[1]:.1f} after.",
+        "",
+        "| work | reader images/s | DALI variant: images/s | reader / best DALI | reader images/s per core |"
+        " images per CPU-s: reader, best DALI |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        dali = ", ".join(f"{k[5:]}: {v['rate']:.0f}" for k, v in r["dali"].items())
+        lines.append(
+            f"| {r['row']} | {r['reader']['rate']:.0f} | {dali} | {r['ratio']:.2f}x | {r['reader']['rate'] / cores:.0f} |"
+            f" {1e6 / r['reader']['cpu_us']:.0f}, {1e6 / r['dali'][r['best']]['cpu_us']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Goal: reader >= 1.0x DALI on every row. FFCV publishes ~{FFCV_PER_CORE} images/s per vCPU for the last row's work;"
+        " 'per core' is images/s over the threads given (at most the CPU count), 'per CPU-s' is images per second of"
+        " process CPU time (both include reading, parsing and shuffling).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dali-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "cropshard", "bench-dali"))
+    parser.add_argument("--dali-venv", default=os.path.join(os.path.expanduser("~"), ".cache", "cropshard", "dali-venv"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", nargs="*", help="dataset names to run (default: all)")
+    parser.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"), help="markdown file to append to ('' to skip)")
+    args = parser.parse_args(argv)
+    if args.dali_worker:
+        print(json.dumps(dali_worker(json.loads(args.dali_worker))))
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args.command = ".venv/bin/python bench/bench_dali.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    python = ensure_dali_venv(args.dali_venv)
+    load_before = os.getloadavg()[0]
+    rows = bench(args, python)
+    text = report(args, rows, dali_version(python), (load_before, os.getloadavg()[0]))
+    print(text)
+    if args.results:
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
