@@ -138,7 +138,7 @@ def cropshard_loop(paths: list[Path], out: Path, crop: int = CROP) -> float:
 
 def build_seconds(input_glob: str, output: Path, extra: list[str], in_process: bool, crop: int = CROP) -> float:
     """Wall time of a real `cropshard build`: in this (warm) process through pipeline.build.run,
-    or as a fresh `python -m pipeline build` process when worker start-up is part of the story."""
+    or as a fresh `python -m cropshard.pipeline build` process when worker start-up is part of the story."""
     shutil.rmtree(output, ignore_errors=True)
     argv = [f"--input={input_glob}", f"--output={output}", "--crop=center", f"--size={crop}x{crop}", "--progress=off", *extra]
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def build_seconds(input_glob: str, output: Path, extra: list[str], in_process: b
 
         run(argv, command_line=[])
     else:
-        subprocess.run([sys.executable, "-m", "pipeline", "build", *argv], check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "cropshard.pipeline", "build", *argv], check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -381,7 +381,7 @@ def build_with_rss(inputs: str, output: Path) -> tuple[float, TreeRss]:
     """Build from `inputs` (--input globs, or --manifest=PATH given as is) with the default runner."""
     shutil.rmtree(output, ignore_errors=True)
     source = inputs if inputs.startswith("--manifest=") else f"--input={inputs}"
-    cmd = [sys.executable, "-m", "pipeline", "build", source, f"--output={output}", "--crop=center",
+    cmd = [sys.executable, "-m", "cropshard.pipeline", "build", source, f"--output={output}", "--crop=center",
            "--size=64x64", "--encoding=jpeg", "--split=train=0.9,validation=0.1", "--progress=off"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -155,7 +155,7 @@ def test_dry_run_launch_rules(no_network: None) -> None:
 
 @pytest.mark.slow
 def test_dataflow_script_dry_run_end_to_end(tmp_path: Path) -> None:
-    """launch/dataflow.sh itself, as a user runs it (DRY_RUN=1): `python -m pipeline build` exits 0."""
+    """launch/dataflow.sh itself, as a user runs it (DRY_RUN=1): `python -m cropshard.pipeline build` exits 0."""
     env = {**os.environ, **SCRIPT_ENV, "PYTHON": sys.executable}
     env.pop("STORAGE_EMULATOR_HOST", None)
     done = subprocess.run(["bash", str(REPO / "launch" / "dataflow.sh"), *BUILD_ARGS], env=env, cwd=tmp_path,
@@ -220,7 +220,7 @@ for top in {["cropshard." + p for p in PACKAGES]!r}:
     package = importlib.import_module(top)
     loaded.append(package)
     for info in pkgutil.walk_packages(package.__path__, top + "."):
-        if not info.name.endswith(".__main__"):  # `python -m pipeline`: runs the CLI when imported
+        if not info.name.endswith(".__main__"):  # `python -m cropshard.pipeline`: runs the CLI when imported
             loaded.append(importlib.import_module(info.name))
 outside = [m.__name__ + ": " + m.__file__ for m in loaded if not m.__file__.startswith(site)]
 assert not outside, outside

@@ -274,7 +274,7 @@ def test_flink_build_matches_direct_runner(
 
     # The DirectRunner reference runs while flink.sh imports and the job server stages ~150 MB of
     # jars to Flink (mostly waiting), which keeps the module inside its time budget on 2 cores.
-    reference_cmd = [sys.executable, "-m", "pipeline", "build", "--runner=DirectRunner", "--direct_running_mode=in_memory", f"--input={inputs}", f"--output={direct_out}", *BUILD_ARGS]
+    reference_cmd = [sys.executable, "-m", "cropshard.pipeline", "build", "--runner=DirectRunner", "--direct_running_mode=in_memory", f"--input={inputs}", f"--output={direct_out}", *BUILD_ARGS]
     reference_log = tmp_path / "direct.log"
     started = time.monotonic()
     with reference_log.open("wb") as handle:
