@@ -35,8 +35,9 @@ from cropshard.transforms.discover import (
     count_inputs,
     iter_matches,
 )
-from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, ImagesToExamples, label_map
 from cropshard.transforms.progress import ProgressMonitor
+from cropshard.transforms.raster.launch import resolve_keep_dtype
 from cropshard.transforms.rejects import Rejection
 from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit, join, prepare_output, shards_for
 
@@ -101,7 +102,7 @@ def build_pipeline(
     )
     results = sources | "ImagesToExamples" >> beam.ParDo(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(lambda names: {n: i for i, n in enumerate(names)}))
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN)
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS)
     rejected_parts.append(results[REJECTED])
 
     shard_infos = []
@@ -127,7 +128,9 @@ def build_pipeline(
         "compression": config.compression,
         "split_names": list(spec.split_names),
         "command_line": list(command_line),
+        "raster": {**spec.raster.to_dict(), "requested": spec.raster.requested, "channels": spec.channels},
     }
+    raster_facts = results[RASTER_FACTS] | "SumRasterFacts" >> beam.CombinePerKey(sum)
     _ = {
         "shards": shard_infos | "AllShards" >> beam.Flatten(),
         "rejected_counts": rejected_counts,
@@ -135,6 +138,7 @@ def build_pipeline(
         "images_written": images_written,
         "labels": labels,
         "rejected_files": rejected_files,
+        "raster_facts": raster_facts,
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, base)
 
 
@@ -293,6 +297,7 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
     argv = with_runner_defaults(argv)
     options = PipelineOptions(argv)
     config = build_config(options)
+    config = resolve_keep_dtype(config)  # --dtype keep -> the first raster's sample type
     start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
     local = runner in ("DirectRunner", "direct", None)

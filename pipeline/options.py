@@ -12,9 +12,11 @@ from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, pars
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
 from cropshard.transforms.discover import LABELS_FOLDER, LABELS_NONE, REJECTED
 from cropshard.transforms.encode import ENCODINGS
-from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, ExampleSpec
+from cropshard.transforms.raster import convert as raster_convert
+from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
 
-RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
+RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS)
 
 
 class CropshardOptions(PipelineOptions):
@@ -52,6 +54,21 @@ class CropshardOptions(PipelineOptions):
         add("--overwrite", action="store_true", default=False, help="Replace the dataset in a non-empty --output.")
         add("--progress", default="auto", choices=("auto", "bar", "log", "off"),
             help="Live progress for local runs: bar on a terminal, log lines otherwise.")
+        add_raster_arguments(parser.add_argument_group("rasters (GeoTIFF / COG inputs, read with rasterio)"))
+
+
+def add_raster_arguments(group) -> None:  # noqa: ANN001 - an argparse argument group
+    add = group.add_argument
+    add("--bands", default=None, metavar="B,B,...",
+        help="1-based band numbers to store, in order (e.g. 4,3,2 or 1,2,3,4,5,6,7,8); sets the channel count. Default: every band, which must number --channels.")
+    add("--dtype", default="uint8", choices=raster_convert.DTYPE_CHOICES,
+        help="Stored sample type: uint8 converts by --to_uint8; keep stores the rasters' own type (that of the first raster input) losslessly; or name it.")
+    add("--to_uint8", default="bits", metavar="RULE",
+        help="How --dtype uint8 converts wider samples: bits (top 8 of the bits the file declares) or bits:N (N significant bits, e.g. bits:11).")
+    add("--max_nodata", type=float, default=None, metavar="F",
+        help="Skip raster chips whose nodata/masked share exceeds F (0..1); counted in the metadata.")
+    add("--split_by", default=None, metavar="block:N",
+        help="Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,16 +141,20 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     clash = set(names) & set(RESERVED_SPLIT_NAMES)
     if clash:
         raise ValueError(f"split names {sorted(clash)} are reserved")
+    raster = raster_spec(opts, fractions)
+    channels = len(raster.bands) if raster.bands else opts.channels
+    check_raster_encoding(opts.encoding, raster.dtype, channels)
     if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
     example = ExampleSpec(
         crop=crop,
-        channels=opts.channels,
+        channels=channels,
         encoding=opts.encoding,
         jpeg_quality=opts.jpeg_quality,
         split_fractions=fractions,
         split_names=names,
         max_pixels=opts.max_pixels,
+        raster=raster,
     )
     return BuildConfig(
         inputs=inputs,
@@ -148,3 +169,23 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         overwrite=opts.overwrite,
         progress=opts.progress,
     )
+
+
+def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
+    """The raster options, validated."""
+    bands = parse_bands(opts.bands) if opts.bands else None
+    if bands and opts.channels != 3 and opts.channels != len(bands):
+        raise ValueError(f"--channels {opts.channels} contradicts --bands {opts.bands}; --bands alone sets the channel count")
+    if opts.max_nodata is not None and not 0 <= opts.max_nodata <= 1:
+        raise ValueError(f"--max_nodata is a share of the chip, 0..1; got {opts.max_nodata}")
+    split_block = parse_split_by(opts.split_by) if opts.split_by else None
+    if split_block and fractions is None:
+        raise ValueError("--split_by assigns chips to --split fractions (e.g. train=0.8,test=0.2), not to folder or manifest splits")
+    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block)
+
+
+def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:
+    if encoding == "jpeg" and (dtype != "uint8" or channels not in (1, 3)):
+        raise ValueError(f"--encoding jpeg stores uint8 with 1 or 3 bands; use raw (or png for 1/3-band uint16) for {channels} bands of --dtype {dtype}")
+    if encoding == "png" and (dtype not in ("uint8", "uint16", "keep") or channels not in (1, 3)):
+        raise ValueError(f"--encoding png stores 1 or 3 bands of uint8/uint16; use raw for {channels} bands of --dtype {dtype}")

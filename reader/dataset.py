@@ -69,6 +69,9 @@ _PARSED_KEYS = (
     schema.LABEL,
 )
 _META_KEYS = (schema.FILENAME, schema.LABEL_TEXT, schema.CROP_BOX, schema.SOURCE_SHA256)
+_GEO_KEYS = (schema.GEO_CRS, schema.GEO_TRANSFORM)  # raster datasets: metadata also georeferences each chip
+# normalize='unit' divides integer samples by their type's maximum; float32 is passed through.
+_UNIT_SCALE = {"uint8": 255.0, "uint16": 65535.0, "int16": 32767.0, "float32": 1.0}
 
 
 def info(path: str) -> DatasetInfo:
@@ -220,7 +223,9 @@ def load(
       flip: random horizontal flips.
       normalize: 'unit' -> float32 in [0, 1]; 'none' -> uint8 as stored (cheapest; normalise
         on the accelerator); (mean, std) per channel -> float32 (x/255 - mean) / std, i.e.
-        mean/std are in [0, 1] units, as in torchvision.
+        mean/std are in [0, 1] units, as in torchvision. Raster datasets stored as uint16/int16
+        divide by 65535/32767 instead of 255, float32 ones are not scaled, and 'none' returns
+        the stored type; with_metadata adds geo_crs and geo_transform (6 float64, GDAL order).
       input_context: a `tf.distribute.InputContext`; or give `num_shards`/`index` directly.
         `batch_size` is then this worker's batch size, e.g.
         `strategy.distribute_datasets_from_function(lambda ctx: load(path, input_context=ctx,
@@ -340,6 +345,8 @@ def load(
         mean=mean,
         std=std,
         with_metadata=with_metadata,
+        dtype=meta.dtype,
+        geo=meta.raster is not None,
     )
     # No AutoGraph: the functions use tf.cond explicitly, and skipping the source-to-source
     # conversion makes graph building faster and independent of the .py files on disk.
@@ -461,6 +468,8 @@ class _Plan:
         mean: list[float] | None,
         std: list[float] | None,
         with_metadata: bool,
+        dtype: str = "uint8",
+        geo: bool = False,
     ) -> None:
         self.crop = crop
         self.window = window
@@ -472,11 +481,17 @@ class _Plan:
         self.mean = mean
         self.std = std
         self.with_metadata = with_metadata
+        import tensorflow as tf
+
+        self.dtype_name = dtype
+        self.dtype = tf.as_dtype(dtype)
+        self.geo = geo and with_metadata
         full_spec = schema.feature_spec()
-        keys = _PARSED_KEYS + (_META_KEYS if with_metadata else ())
+        meta_keys = (_META_KEYS + (_GEO_KEYS if self.geo else ())) if with_metadata else ()
+        keys = _PARSED_KEYS + meta_keys
         self.spec = {key: full_spec[key] for key in keys}
         # Fixed-shape raw needs no per-record format or size: the metadata gives both.
-        self.raw_spec = {key: spec for key, spec in self.spec.items() if key in (schema.IMAGE_ENCODED, schema.LABEL, *_META_KEYS)}
+        self.raw_spec = {key: spec for key, spec in self.spec.items() if key in (schema.IMAGE_ENCODED, schema.LABEL, *meta_keys)}
 
     # ---- shared pieces -------------------------------------------------------------------
 
@@ -505,7 +520,7 @@ class _Plan:
 
         if self.norm_mode == "none":
             return images
-        images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+        images = tf.cast(images, tf.float32) * (1.0 / _UNIT_SCALE[self.dtype_name])
         if self.norm_mode == "meanstd":
             images = (images - tf.constant(self.mean, tf.float32)) * tf.constant(
                 [1.0 / s for s in self.std], tf.float32
@@ -515,7 +530,7 @@ class _Plan:
     def _metadata(self, parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: Any) -> dict[str, Any]:
         import tensorflow as tf
 
-        return {
+        meta = {
             "filename": parsed[schema.FILENAME],
             "label_text": parsed[schema.LABEL_TEXT],
             "sha256": parsed[schema.SOURCE_SHA256],
@@ -523,6 +538,12 @@ class _Plan:
             "crop_window": tf.stack([y, x, h, w], axis=-1),
             "flipped": flipped,
         }
+        if self.geo:
+            # The stored chip's transform; a reader sub-crop or flip is in crop_window/flipped.
+            meta["geo_crs"] = parsed[schema.GEO_CRS]
+            transform = tf.io.decode_raw(parsed[schema.GEO_TRANSFORM], tf.float64)
+            meta["geo_transform"] = tf.reshape(transform, tf.concat([tf.shape(parsed[schema.GEO_CRS]), [6]], axis=0))
+        return meta
 
     # ---- fixed-shape raw: per-record parse + decode_raw, then batch --------------------------
 
@@ -538,7 +559,7 @@ class _Plan:
 
         parsed = tf.io.parse_single_example(record, self.raw_spec)
         parsed[schema.IMAGE_ENCODED] = tf.reshape(
-            tf.io.decode_raw(parsed[schema.IMAGE_ENCODED], tf.uint8), self.fixed_shape
+            tf.io.decode_raw(parsed[schema.IMAGE_ENCODED], self.dtype), self.fixed_shape
         )
         if self.raw_batch_needs_finishing:
             return parsed
@@ -603,11 +624,11 @@ class _Plan:
             return wide[:, x - x0 : x - x0 + w, :]
 
         def png() -> Any:
-            image = tf.io.decode_png(encoded, channels=c, dtype=tf.uint8)
+            image = tf.io.decode_png(encoded, channels=c, dtype=self.dtype)
             return image[y : y + h, x : x + w, :] if cropping else image
 
         def raw() -> Any:
-            image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), tf.stack([ex["_height"], ex["_width"], c]))
+            image = tf.reshape(tf.io.decode_raw(encoded, self.dtype), tf.stack([ex["_height"], ex["_width"], c]))
             return image[y : y + h, x : x + w, :] if cropping else image
 
         decoders = {schema.FORMAT_JPEG: jpeg, schema.FORMAT_PNG: png, schema.FORMAT_RAW: raw}
@@ -658,7 +679,7 @@ class _Plan:
         images = tf.map_fn(
             self._image_one,
             {key: ex[key] for key in needed},
-            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+            fn_output_signature=tf.TensorSpec(shape, self.dtype),
             parallel_iterations=4,
         )
         return self._output(images, ex)

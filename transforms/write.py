@@ -119,7 +119,10 @@ class _WriteDatasetInfo(beam.DoFn):
         images_written: int,
         labels: Sequence[str],
         unused_rejected_files: Sequence[str],
+        raster_facts: Mapping[tuple[str, str], int] | None = None,
     ) -> Iterator[str]:
+        raster_facts = raster_facts or {}
+        raster_base = self._base.get("raster") or {"requested": False}
         by_split: dict[str, list[metadata.ShardInfo]] = {name: [] for name in self._base["split_names"]}
         for split, shard in shards:
             by_split.setdefault(split, []).append(shard)
@@ -141,8 +144,9 @@ class _WriteDatasetInfo(beam.DoFn):
             num_inputs=num_inputs,
             num_images_written=images_written,
             rejected={reason: int(count) for reason, count in rejected.items()},
-            schema=schema.schema_description(),
+            schema=schema.schema_description(raster=bool(raster_facts) or raster_base["requested"]),
             command_line=tuple(self._base["command_line"]),
+            raster=raster_section(raster_base, raster_facts),
         )
         if info.num_inputs != info.num_images_written + info.num_rejected:
             # A dropped or double-counted input is a bug in cropshard; never publish such a dataset.
@@ -167,6 +171,18 @@ class _WriteDatasetInfo(beam.DoFn):
         yield info_path
 
 
+def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int]) -> dict | None:
+    """dataset_info.json's `raster` section: the options plus what the build saw (CRSs, chips
+    skipped by reason); None for a build where no raster was read and no raster option given."""
+    if not facts and not base["requested"]:
+        return None
+    section = {key: value for key, value in base.items() if key != "requested"}
+    section["crs_seen"] = sorted(value for (kind, value), _ in facts.items() if kind == "crs")
+    section["num_rasters"] = sum(count for (kind, _), count in facts.items() if kind == "crs")
+    section["chips_skipped"] = {value: int(count) for (kind, value), count in sorted(facts.items()) if kind == "chips_skipped"}
+    return section
+
+
 def write_text(path: str, text: str) -> None:
     with FileSystems.create(path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(text.encode("utf-8"))
@@ -182,6 +198,7 @@ class WriteDatasetInfo(beam.PTransform):
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
+        rasters = {"raster_facts": side.AsDict(pcolls["raster_facts"])} if "raster_facts" in pcolls else {}
         return (
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])
@@ -193,6 +210,7 @@ class WriteDatasetInfo(beam.PTransform):
                 images_written=side.AsSingleton(pcolls["images_written"]),
                 labels=side.AsSingleton(pcolls["labels"]),
                 unused_rejected_files=side.AsList(pcolls["rejected_files"]),
+                **rasters,
             )
         )
 

@@ -1,0 +1,115 @@
+"""Raster builds end to end: `cropshard build` on GeoTIFFs (DirectRunner), read back with
+`reader.load`, compared value for value with rasterio window reads; the metadata's raster
+section; rejections and skipped chips counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from cropshard import reader
+from cropshard.pipeline.build import run
+from cropshard.reader import metadata
+from rasterio.windows import Window
+
+from tests import imagegen, rastergen
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
+
+
+def build(*args: str) -> metadata.DatasetInfo:
+    return run([*args, *IN_PROCESS], command_line=["cropshard", "build"]).info
+
+
+def rejected(out: Path) -> dict[str, str]:
+    lines = (out / metadata.REJECTED_FILENAME).read_text().splitlines()
+    return {Path(row["path"]).name: row["reason"] for row in map(json.loads, lines)}
+
+
+def window_read(path: str, box, bands=None) -> np.ndarray:
+    y, x, h, w = (int(v) for v in box)
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read(bands, window=Window(x, y, w, h)), 0, -1)
+
+
+def test_eight_band_keep_round_trips_with_georeferencing(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    rastergen.write_raster(inputs / "scene" / "a.tif", rastergen.multispectral(160, 130, bands=8, seed=1))
+    rastergen.write_raster(inputs / "scene" / "b.tif", rastergen.multispectral(100, 100, bands=8, seed=2), crs="EPSG:3857", origin=(1000.0, 9000.0))
+    rastergen.write_raster(inputs / "scene" / "four.tif", rastergen.multispectral(100, 100, bands=4))
+    rastergen.write_raster(inputs / "scene" / "zz_float.tif", rastergen.multispectral(100, 100, bands=8).astype(np.float32))
+    (inputs / "scene" / "hostile.tif").write_text('<VRTDataset rasterXSize="1" rasterYSize="1"></VRTDataset>')
+    imagegen.save(inputs / "scene" / "photo.jpg", imagegen.photo(80, 80))
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--bands", "1,2,3,4,5,6,7,8", "--dtype", "keep")
+
+    assert rejected(out) == {"four.tif": "band_mismatch", "zz_float.tif": "band_mismatch", "hostile.tif": "raster_reference", "photo.jpg": "band_mismatch"}
+    assert (info.num_inputs, info.num_images_written, info.channels, info.image_shape) == (6, 2, 8, (32, 32, 8))
+    assert info.raster["dtype"] == "uint16" and info.raster["bands"] == list(range(1, 9))
+    assert info.raster["crs_seen"] == ["EPSG:32613", "EPSG:3857"] and info.raster["num_rasters"] == 2
+    assert info.num_examples == 5 * 4 + 3 * 3
+
+    seen = 0
+    for image, label, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        path = meta["filename"].decode()
+        assert image.dtype == np.uint16 and image.shape == (32, 32, 8) and label == 0
+        np.testing.assert_array_equal(image, window_read(path, meta["source_crop_box"]))
+        y, x, h, w = (int(v) for v in meta["source_crop_box"])
+        with rasterio.open(path) as ds:
+            assert tuple(meta["geo_transform"]) == ds.window_transform(Window(x, y, w, h)).to_gdal()
+            assert meta["geo_crs"].decode() == f"EPSG:{ds.crs.to_epsg()}"
+        seen += 1
+    assert seen == info.num_examples
+    images, _ = next(iter(reader.load(str(out), batch_size=4, crop="random", crop_size=16, seed=3)))
+    assert images.shape == (4, 16, 16, 8) and images.dtype.name == "float32" and float(images.numpy().max()) < 2048 / 65535 + 1e-6
+
+
+def test_eleven_bit_pan_to_uint8_png_nodata_and_collapse(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    pan = rastergen.multispectral(128, 128, bands=1, high=2048)
+    rastergen.write_raster(inputs / "pan.tif", pan)  # declares 16 bits, holds 11: the WorldView case
+    holes = rastergen.multispectral(128, 128, bands=1, high=2048, seed=4)
+    holes[:, :64] = 0
+    rastergen.write_raster(inputs / "holes.tif", holes, nodata=0)
+    rastergen.write_raster(inputs / "empty.tif", np.zeros((1, 64, 64), np.uint16), nodata=0)
+    common = ["--crop", "grid", "--size", "32x32", "--encoding", "png", "--channels", "1", "--label_from", "none", "--max_nodata", "0.5"]
+
+    out = tmp_path / "collapsed"
+    info = build("--input", str(inputs), "--output", str(out), *common)
+    assert rejected(out) == {"pan.tif": "range_collapsed", "holes.tif": "range_collapsed", "empty.tif": "no_valid_chips"}
+    assert "--to_uint8 bits:11" in (out / metadata.REJECTED_FILENAME).read_text()
+
+    out = tmp_path / "spread"
+    info = build("--input", str(inputs), "--output", str(out), *common, "--to_uint8", "bits:11")
+    assert rejected(out) == {"empty.tif": "no_valid_chips"}
+    assert info.raster["to_uint8"] == "bits:11" and info.raster["chips_skipped"] == {"nodata": 8 + 4}  # empty.tif's 4 too
+    assert info.num_examples == 16 + 8
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        assert image.dtype == np.uint8 and image.shape == (32, 32, 1)
+        np.testing.assert_array_equal(image, (window_read(meta["filename"].decode(), meta["source_crop_box"]) >> 3).astype(np.uint8))
+        assert len(np.unique(image)) > 50
+
+
+def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    # An origin on the 128 m block grid, so 32-pixel (64 m) tiles never straddle blocks.
+    ortho = rastergen.write_raster(inputs / "ortho.tif", rastergen.multispectral(512, 512, bands=3, high=4096), origin=(487552.0, 4443520.0), nbits=12)
+    out = tmp_path / "out"
+    info = build(
+        "--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--encoding", "png",
+        "--split", "train=0.6,validation=0.2,test=0.2", "--split_by", "block:128", "--label_from", "none",
+    )
+    assert info.num_images_written == 1 and all(split.num_examples > 0 for split in info.splits.values())
+    assert info.num_examples == 16 * 16 and info.raster["chips_skipped"] == {}
+    assert info.raster["split_by"] == "block:128"
+    with rasterio.open(ortho) as ds:  # every chip lies in one 128 m block (64 pixels): grid-aligned here
+        block_of = {}
+        for split in info.splits:
+            for _, _, meta in reader.load(str(out), split=split, batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator():
+                y, x = (int(v) for v in meta["source_crop_box"][:2])
+                block_of.setdefault((y // 64, x // 64), set()).add(split)
+                assert meta["geo_transform"][0] == pytest.approx(ds.transform.c + 2.0 * x)
+    assert all(len(splits) == 1 for splits in block_of.values()) and len(block_of) == 64
