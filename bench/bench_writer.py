@@ -115,9 +115,11 @@ def cropshard_loop(paths: list[Path], out: Path) -> float:
     """cropshard's per-image work without Beam: read, decode_crops (window path), encode, Example, write."""
     import tensorflow as tf
     from cropshard.transforms.crop import CropSpec
-    from cropshard.transforms.discover import ImageSource
     from cropshard.transforms.examples import ExampleSpec, image_to_records, read_bytes
+    from cropshard.transforms.types import ImageSource
+    from cropshard.transforms.worker import setup_worker
 
+    setup_worker()  # what ImagesToExamples.setup() does on a worker
     spec = ExampleSpec(crop=CropSpec("center", size=(CROP, CROP)))
     start = time.perf_counter()
     with tf.io.TFRecordWriter(str(out)) as writer:

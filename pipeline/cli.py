@@ -12,18 +12,22 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cropshard.reader.metadata import DatasetInfo
 
 # google-cloud client libraries warn about future Python/grpcio support on import; that is
 # noise in a command-line summary (the pinned versions are tested together).
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser  # noqa: E402
 
 COMMANDS = ("build", "inspect", "compare", "demo-images")
 
 
 def build_help() -> str:
     """--help for build: cropshard's options first, then every Beam option group."""
+    # Imported here, not at the top: `cropshard inspect` and `compare` must not pay for importing Beam.
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
     from cropshard.pipeline.options import CropshardOptions
 
     parser = _BeamArgumentParser(prog="cropshard build", allow_abbrev=False, description="Image files -> sharded TFRecord dataset (Apache Beam).")
@@ -55,6 +59,14 @@ def demo_images_main(argv: Sequence[str]) -> int:
     paths = write_demo_images(args.output, per_class=args.per_class, seed=args.seed)
     print(f"wrote {len(paths)} demo images under {args.output}")
     return 0
+
+
+def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
+    """One `cropshard build` in this process, for compare (tools never import the pipeline themselves)."""
+    from cropshard.pipeline.build import run
+
+    result = run(argv, command_line=["cropshard", "build", *argv])
+    return result.info, result.wall_seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cropshard.tools.inspect import main as inspect_main
 
         return inspect_main(rest)
-    from cropshard.tools.compare import main as compare_main
+    from cropshard.tools.compare.cli import main as compare_main
 
-    return compare_main(rest)
+    return compare_main(rest, build=build_for_compare)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
-from cropshard.transforms.discover import LABELS_FOLDER, LABELS_NONE, REJECTED
 from cropshard.transforms.encode import ENCODINGS
 from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, ExampleSpec
+from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
 from cropshard.transforms.raster import convert as raster_convert
+from cropshard.transforms.raster import labels as raster_labels
 from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
+from cropshard.transforms.rejects import REJECTED
 
 RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS)
 
@@ -69,6 +72,14 @@ def add_raster_arguments(group) -> None:  # noqa: ANN001 - an argparse argument 
         help="Skip raster chips whose nodata/masked share exceeds F (0..1); counted in the metadata.")
     add("--split_by", default=None, metavar="block:N",
         help="Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).")
+    add("--label_raster", default=None, metavar="PATTERN",
+        help="Each raster's class map (a GeoTIFF), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'. Aligned onto the image's grid (nearest).")
+    add("--label_mode", default="majority", choices=raster_labels.LABEL_MODES,
+        help="majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).")
+    add("--min_label_fraction", type=float, default=0.0, metavar="F",
+        help="--label_mode majority: skip chips whose majority class covers less than F of the chip.")
+    add("--label_names", default=None, metavar="CSV",
+        help="value,name per class of the class maps (ids follow the values' order); required with --label_raster.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +120,13 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def build_config(options: PipelineOptions) -> BuildConfig:
-    """Validate the cropshard options; ValueError with a specific message on bad combinations."""
-    opts = options.view_as(CropshardOptions)
-    if not opts.output:
-        raise ValueError("--output is required")
-    inputs = tuple(normalize_input(_absolute(p.strip())) for arg in (opts.input or []) for p in arg.split(",") if p.strip())
-    if bool(inputs) == bool(opts.manifest):
-        raise ValueError("give exactly one of --input or --manifest")
+def parse_inputs(input_args: Sequence[str] | None) -> tuple[str, ...]:
+    """Every --input (repeated or comma-separated), absolute, a directory meaning everything below it."""
+    return tuple(normalize_input(_absolute(p.strip())) for arg in (input_args or []) for p in arg.split(",") if p.strip())
+
+
+def crop_spec(opts: CropshardOptions) -> CropSpec:
+    """The crop options as a CropSpec, checked against --manifest and --size."""
     crop = CropSpec(
         strategy=opts.crop,
         size=parse_size(opts.size) if opts.size else None,
@@ -131,9 +141,12 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         raise ValueError("--crop manifest needs --manifest with a box column")
     if opts.crop == "none" and opts.size:
         raise ValueError("--crop none keeps whole images; drop --size (use --resize to downscale)")
-    if not 1 <= opts.jpeg_quality <= 100:
-        raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
-    split = parse_split_spec(opts.split)
+    return crop
+
+
+def parse_splits(text: str) -> tuple[tuple[tuple[str, float], ...] | None, tuple[str, ...]]:
+    """--split -> (fractions, names); fractions None when the splits come from the input."""
+    split = parse_split_spec(text)
     if isinstance(split[0], tuple):
         fractions, names = split, tuple(name for name, _ in split)
     else:
@@ -141,6 +154,21 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     clash = set(names) & set(RESERVED_SPLIT_NAMES)
     if clash:
         raise ValueError(f"split names {sorted(clash)} are reserved")
+    return fractions, names
+
+
+def build_config(options: PipelineOptions) -> BuildConfig:
+    """Validate the cropshard options; ValueError with a specific message on bad combinations."""
+    opts = options.view_as(CropshardOptions)
+    if not opts.output:
+        raise ValueError("--output is required")
+    inputs = parse_inputs(opts.input)
+    if bool(inputs) == bool(opts.manifest):
+        raise ValueError("give exactly one of --input or --manifest")
+    crop = crop_spec(opts)
+    if not 1 <= opts.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
+    fractions, names = parse_splits(opts.split)
     raster = raster_spec(opts, fractions)
     channels = len(raster.bands) if raster.bands else opts.channels
     check_raster_encoding(opts.encoding, raster.dtype, channels)
@@ -159,9 +187,9 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     return BuildConfig(
         inputs=inputs,
         manifest=_absolute(opts.manifest) if opts.manifest else None,
-        output=_absolute(opts.output).rstrip("/") if "://" not in opts.output else opts.output.rstrip("/"),
+        output=_absolute(opts.output).rstrip("/"),
         example=example,
-        labels=opts.label_from,
+        labels=LABELS_NONE if raster.labels else opts.label_from,  # class maps label the chips
         num_shards=opts.num_shards,
         target_shard_mb=opts.target_shard_mb,
         compression=opts.compression,
@@ -181,7 +209,24 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
     split_block = parse_split_by(opts.split_by) if opts.split_by else None
     if split_block and fractions is None:
         raise ValueError("--split_by assigns chips to --split fractions (e.g. train=0.8,test=0.2), not to folder or manifest splits")
-    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block)
+    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block, label_raster_spec(opts))
+
+
+def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec | None:
+    """--label_raster and its options; reads the --label_names file (one small CSV)."""
+    if not opts.label_raster:
+        if opts.label_names:
+            raise ValueError("--label_names names the classes of --label_raster class maps; give --label_raster too")
+        return None
+    if not opts.label_names:
+        raise ValueError("--label_raster needs --label_names (a CSV of value,name per class)")
+    if not 0 <= opts.min_label_fraction <= 1:
+        raise ValueError(f"--min_label_fraction is a share of the chip, 0..1; got {opts.min_label_fraction}")
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(opts.label_names) as handle:
+        classes = raster_labels.parse_label_names(handle.read().decode("utf-8-sig"), opts.label_names)
+    return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes)
 
 
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:

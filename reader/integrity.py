@@ -23,7 +23,7 @@ import zlib
 from typing import IO, Any
 
 from . import crc32c, fileio
-from .metadata import COMPRESSION_GZIP, DatasetError, DatasetInfo, join, load_info
+from .metadata import COMPRESSION_GZIP, DatasetInfo, join, load_info
 
 _HEADER = 12  # uint64 length + uint32 crc
 _FOOTER = 4
@@ -174,8 +174,3 @@ def verify(path: str, split: str | None = None, *, check_data: bool = True) -> V
             )
     return VerifyReport(path, tuple(reports), crc32c.implementation())
 
-
-def raise_if_bad(report: VerifyReport) -> None:
-    """Turn a failed report into a DatasetError naming the first bad shard and offset."""
-    if not report.ok:
-        raise DatasetError(f"corrupt dataset: {report.bad_shards[0].describe()}")

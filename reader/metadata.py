@@ -86,6 +86,12 @@ class DatasetInfo:
         return str((self.raster or {}).get("dtype") or "uint8")
 
     @property
+    def label_mode(self) -> str | None:
+        """'majority' or 'mask' for datasets labelled by class-map rasters, else None."""
+        labels = (self.raster or {}).get("labels")
+        return str(labels["mode"]) if labels else None
+
+    @property
     def is_precropped(self) -> bool:
         return self.crop.get("strategy") != "none"
 

@@ -31,6 +31,7 @@ GEO_CRS = "image/geo/crs"  # optional: 'EPSG:n', else WKT; '' for a raster witho
 # optional: the chip's affine transform, GDAL order, as 6 little-endian float64 (48 bytes):
 # an Example's float_list is float32, whose step at a UTM northing (~4.4e6 m) is 0.5 m.
 GEO_TRANSFORM = "image/geo/transform"
+SEGMENTATION = "image/segmentation/encoded"  # optional: the chip's class-id mask, 8-bit PNG (255 = no class)
 
 FORMAT_RAW = "raw"
 FORMAT_JPEG = "jpeg"
@@ -59,6 +60,7 @@ class ImageRecord:
     dtype: str = "uint8"  # sample type of the stored pixels
     geo_crs: str | None = None  # raster chips only (None: not a raster chip)
     geo_transform: tuple[float, ...] | None = None  # raster chips only: (c, a, b, f, d, e)
+    segmentation: bytes | None = None  # --label_mode mask only: PNG of class ids, same size as the image
 
     def __post_init__(self) -> None:
         if self.format not in IMAGE_FORMATS:
@@ -105,6 +107,8 @@ def encode_example(record: ImageRecord) -> bytes:
     if record.geo_transform is not None:
         feature[GEO_CRS].bytes_list.value.append(record.geo_crs.encode("utf-8"))
         feature[GEO_TRANSFORM].bytes_list.value.append(struct.pack("<6d", *record.geo_transform))
+    if record.segmentation is not None:
+        feature[SEGMENTATION].bytes_list.value.append(record.segmentation)
     return example.SerializeToString(deterministic=True)
 
 
@@ -136,6 +140,7 @@ def decode_example(serialized: bytes) -> ImageRecord:
         dtype=one_bytes(IMAGE_DTYPE).decode() if IMAGE_DTYPE in feature else "uint8",
         geo_crs=one_bytes(GEO_CRS).decode("utf-8") if GEO_CRS in feature else None,
         geo_transform=struct.unpack("<6d", one_bytes(GEO_TRANSFORM)) if GEO_TRANSFORM in feature else None,
+        segmentation=one_bytes(SEGMENTATION) if SEGMENTATION in feature else None,
     )
 
 
@@ -173,6 +178,7 @@ OPTIONAL_FEATURE_TYPES: dict[str, tuple[str, tuple[int, ...] | None, Any]] = {
     IMAGE_DTYPE: ("bytes", None, "uint8"),
     GEO_CRS: ("bytes", None, ""),
     GEO_TRANSFORM: ("bytes", None, ""),
+    SEGMENTATION: ("bytes", None, ""),
 }
 
 

@@ -1,8 +1,9 @@
 """cropshard's user-facing tools: `cropshard inspect` (describe, verify, contact sheet) and
 `cropshard compare` (pre-cropped vs full-image datasets, measured on the user's own data).
 
-They sit on top of the reader's public API (`reader.load`, `reader.verify`, `reader.metadata`)
-and `pipeline.build.run`; nothing here defines dataset format, only how it is shown.
+They sit on top of the reader (`reader.load`, its metadata, schema and integrity checks) and never
+import the pipeline, so they load no Beam: `compare` is handed its builds by the `cropshard`
+dispatcher (see compare/__init__.py). Nothing here defines dataset format, only how it is shown.
 """
 
 from __future__ import annotations

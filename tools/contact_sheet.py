@@ -27,10 +27,9 @@ DISPLAY_MAX_SIDE = 1024  # samples are kept at most this large: a sheet cell is 
 @dataclasses.dataclass(frozen=True)
 class Sample:
     index: int  # position in the reader's unshuffled order of the split
-    image: np.ndarray  # uint8 HWC as stored, every `step`-th pixel (bounded memory for big photos)
+    image: np.ndarray  # uint8 HWC as stored, subsampled to at most DISPLAY_MAX_SIDE (bounded memory for big photos)
     height: int  # stored size, before the display subsampling
     width: int
-    step: int
     label: int
     label_text: str
     filename: str
@@ -42,7 +41,6 @@ class ContactSheet:
     output: str
     split: str
     samples: int
-    crop_size: tuple[int, int] | None
     labels_shown: dict[str, int]
     windows: tuple[str, ...]
 
@@ -109,7 +107,6 @@ def _read_samples(path: str, split: str, scan: int, seed: int) -> Any:
             image=np.ascontiguousarray(image[::step, ::step]),
             height=height,
             width=width,
-            step=step,
             label=int(label),
             label_text=_text(meta["label_text"]),
             filename=_text(meta["filename"]),
@@ -143,6 +140,61 @@ def _halo() -> Any:
     return patheffects.withStroke(linewidth=3.6, foreground="black")
 
 
+def _window_sets(path: str, split: str, crop_size: tuple[int, int], seed: int, random_windows: int,
+                 chosen: list[Sample]) -> list[tuple[str, dict[int, tuple[int, ...]]]]:
+    """(legend text, index -> window) for the center crop, then `random_windows` random crops (seeds seed, seed+1, ...)."""
+    window_sets = [("reader crop='center'", reader_windows(path, split, "center", crop_size, seed, chosen))]
+    for k in range(random_windows):
+        window_sets.append((f"reader crop='random', seed {seed + k}", reader_windows(path, split, "random", crop_size, seed + k, chosen)))
+    return window_sets
+
+
+def _draw_sample(ax: Any, sample: Sample, full: bool, window_sets: list[tuple[str, dict[int, tuple[int, ...]]]]) -> None:
+    from matplotlib.patches import Rectangle
+
+    image = sample.image[..., 0] if sample.image.shape[-1] == 1 else sample.image
+    # extent keeps axes in stored-pixel coordinates whatever the display subsampling.
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased",
+              extent=(-0.5, sample.width - 0.5, sample.height - 0.5, -0.5))
+    name = os.path.basename(sample.filename)
+    detail = f"{name}  {sample.height}x{sample.width}"
+    if not full:
+        y, x = sample.source_box[:2]
+        detail = f"{name}  from y={y}, x={x}"
+    label = sample.label_text if sample.label >= 0 else "(unlabeled)"
+    ax.set_title(label, fontsize=12, fontweight="bold", pad=17)
+    ax.text(0.5, 1.015, detail, transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="#444444")
+    for number, (_, windows) in enumerate(window_sets):
+        window = windows.get(sample.index)
+        if window is None:
+            continue
+        y, x, h, w = window
+        # Pixel edges sit at -0.5 in imshow coordinates; the black halo keeps lines visible on any content.
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, path_effects=[_halo()], **_window_style(number)))
+
+
+def _kind_text(info: DatasetInfo, full: bool, crop_size: tuple[int, int] | None) -> str:
+    if full and crop_size:
+        return f"full images ({info.encoding}), reader crop {crop_size[0]}x{crop_size[1]}"
+    if full:
+        return "full images (pass --crop-size to draw the reader's crop windows)"
+    shape = "x".join(map(str, info.image_shape[:2])) if info.image_shape else ""
+    return f"pre-cropped {info.crop.get('strategy')} {shape} ({info.encoding})"
+
+
+def _add_legend(fig: Any, window_sets: list[tuple[str, dict[int, tuple[int, ...]]]]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for number, (kind, _) in enumerate(window_sets):
+        style = _window_style(number)
+        handles.append(
+            Line2D([0], [0], color=style["edgecolor"], linestyle=style["linestyle"], linewidth=style["linewidth"],
+                   path_effects=[_halo()], label=kind)
+        )
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False, handlelength=3.5)
+
+
 def write_contact_sheet(
     path: str,
     output: str,
@@ -156,8 +208,6 @@ def write_contact_sheet(
     center window (dashed) and `random_windows` random windows (seeds seed, seed+1, ...) drawn on top."""
     # The object API, not pyplot: no global backend switch or figure registry for library callers.
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
 
     if samples < 1:
         raise ValueError("--samples must be at least 1")
@@ -170,12 +220,7 @@ def write_contact_sheet(
     chosen = choose_samples(_read_samples(path, split, scan, seed), samples, len(info.labels))
     if not chosen:
         raise DatasetError(f"split {split!r} has no readable examples")
-
-    window_sets: list[tuple[str, dict[int, tuple[int, ...]]]] = []
-    if full and crop_size:
-        window_sets.append(("reader crop='center'", reader_windows(path, split, "center", crop_size, seed, chosen)))
-        for k in range(random_windows):
-            window_sets.append((f"reader crop='random', seed {seed + k}", reader_windows(path, split, "random", crop_size, seed + k, chosen)))
+    window_sets = _window_sets(path, split, crop_size, seed, random_windows, chosen) if full and crop_size else []
 
     cols = min(len(chosen), max(1, math.ceil(math.sqrt(len(chosen)))))
     rows = math.ceil(len(chosen) / cols)
@@ -189,49 +234,19 @@ def write_contact_sheet(
     for ax in axes.flat:
         ax.axis("off")
     for ax, sample in zip(axes.flat, chosen, strict=False):
-        image = sample.image[..., 0] if sample.image.shape[-1] == 1 else sample.image
-        # extent keeps axes in stored-pixel coordinates whatever the display subsampling.
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="antialiased",
-                  extent=(-0.5, sample.width - 0.5, sample.height - 0.5, -0.5))
-        name = os.path.basename(sample.filename)
-        detail = f"{name}  {sample.height}x{sample.width}"
-        if not full:
-            y, x = sample.source_box[:2]
-            detail = f"{name}  from y={y}, x={x}"
-        label = sample.label_text if sample.label >= 0 else "(unlabeled)"
-        ax.set_title(label, fontsize=12, fontweight="bold", pad=17)
-        ax.text(0.5, 1.015, detail, transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="#444444")
-        for number, (_, windows) in enumerate(window_sets):
-            window = windows.get(sample.index)
-            if window is None:
-                continue
-            y, x, h, w = window
-            # Pixel edges sit at -0.5 in imshow coordinates; the black halo keeps lines visible on any content.
-            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, path_effects=[_halo()], **_window_style(number)))
+        _draw_sample(ax, sample, full, window_sets)
 
     name = os.path.basename(os.path.normpath(path)) or path
-    kind_text = (
-        f"full images ({info.encoding}), reader crop {crop_size[0]}x{crop_size[1]}" if full and crop_size
-        else "full images (pass --crop-size to draw the reader's crop windows)" if full
-        else f"pre-cropped {info.crop.get('strategy')} {'x'.join(map(str, info.image_shape[:2])) if info.image_shape else ''} ({info.encoding})"
-    )
-    fig.suptitle(f"{name}: split '{split}', {len(chosen)} of {info.split(split).num_examples} images - {kind_text}", fontsize=14, y=1 - 0.12 / fig_height, va="top")
+    fig.suptitle(f"{name}: split '{split}', {len(chosen)} of {info.split(split).num_examples} images - {_kind_text(info, full, crop_size)}",
+                 fontsize=14, y=1 - 0.12 / fig_height, va="top")
     if window_sets:
-        handles = []
-        for number, (kind, _) in enumerate(window_sets):
-            style = _window_style(number)
-            handles.append(
-                Line2D([0], [0], color=style["edgecolor"], linestyle=style["linestyle"], linewidth=style["linewidth"],
-                       path_effects=[_halo()], label=kind)
-            )
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False, handlelength=3.5)
+        _add_legend(fig, window_sets)
     fig.tight_layout(rect=(0, bottom_in / fig_height, 1, 1 - top_in / fig_height), h_pad=0.6)
     fig.savefig(output, dpi=110, facecolor="white")
     return ContactSheet(
         output=output,
         split=split,
         samples=len(chosen),
-        crop_size=crop_size if full else None,
         labels_shown=dict(Counter(s.label_text if s.label >= 0 else "(unlabeled)" for s in chosen)),
         windows=tuple(kind for kind, _ in window_sets),
     )

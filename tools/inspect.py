@@ -4,8 +4,9 @@
     cropshard inspect OUT --verify                + read every record: CRC, parse, decode, shape vs dataset_info.json
     cropshard inspect OUT --contact-sheet s.png   + a grid of sample images (and the reader's crop windows)
 
-The framing/CRC scan is `reader.verify` (the one TFRecord scanner); this module adds the
-per-record checks only a full decode can make, and the presentation.
+The framing/CRC scan is the reader's own (`reader.integrity.verify_shard`, what `reader.verify`
+runs per shard); this module adds the per-record checks only a full decode can make, and the
+presentation.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from typing import Any, TextIO
 
 from cropshard.reader import fileio, schema
 from cropshard.reader.integrity import ShardReport, verify_shard
-from cropshard.reader.metadata import COMPRESSION_GZIP, REJECTED_FILENAME, DatasetError, DatasetInfo, join, load_info
+from cropshard.reader.metadata import (
+    COMPRESSION_GZIP,
+    REJECTED_FILENAME,
+    DatasetError,
+    DatasetInfo,
+    ShardInfo,
+    join,
+    load_info,
+)
 from cropshard.tools import human_bytes
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
@@ -132,46 +141,47 @@ class VerifyResult:
         return sum(shard.good_records for shard in self.shards)
 
 
+def _check_shard(path: str, split_name: str, shard: ShardInfo, info: DatasetInfo, counts: Counter, progress: Progress | None) -> ShardReport:
+    """Framing and CRCs of one shard, then parse, decode and shape of each readable record up to the first bad one."""
+    import tensorflow as tf
+
+    file = join(path, shard.file)
+    framing = verify_shard(file, split=split_name, expected_records=shard.num_records, compression=info.compression)
+    readable = framing.good_records
+    offset, index, problem = 0, 0, None
+    if readable:
+        records = tf.data.TFRecordDataset(fileio.get().tf_path(file), compression_type="GZIP" if info.compression == COMPRESSION_GZIP else "")
+        for tensor in records.take(readable):
+            payload = tensor.numpy()
+            problem, label = check_record(payload, info)
+            if problem:
+                break
+            counts[label] += 1
+            offset += _HEADER_AND_FOOTER + len(payload)
+            index += 1
+            if progress:
+                progress.add()
+    if problem:
+        if progress:
+            progress.add(shard.num_records - index)  # the rest of this shard is not checked
+        return ShardReport(split_name, file, shard.num_records, index, problem, offset)
+    if progress:
+        progress.add(max(shard.num_records - readable, 0))
+    return framing
+
+
 def verify_dataset(path: str, info: DatasetInfo, progress: Progress | None = None) -> VerifyResult:
-    """Read every record of every shard: framing and CRCs (reader.verify), then parse, decode and shape.
+    """Read every record of every shard: framing and CRCs (verify_shard), then parse, decode and shape.
 
     A shard's report names its first bad record's byte offset (in the decompressed stream for
     gzip); the records after it are lost for any TFRecord reader, so checking stops there.
     """
-    import tensorflow as tf
-
-    fs = fileio.get()
     start = time.monotonic()
     reports: list[ShardReport] = []
     label_counts: dict[str, Counter] = {}
     for split_name, split in sorted(info.splits.items()):
         counts = label_counts.setdefault(split_name, Counter())
-        for shard in split.shards:
-            file = join(path, shard.file)
-            framing = verify_shard(file, split=split_name, expected_records=shard.num_records, compression=info.compression)
-            readable = framing.good_records
-            offset, index, problem = 0, 0, None
-            if readable:
-                records = tf.data.TFRecordDataset(fs.tf_path(file), compression_type="GZIP" if info.compression == COMPRESSION_GZIP else "")
-                for tensor in records.take(readable):
-                    payload = tensor.numpy()
-                    problem, label = check_record(payload, info)
-                    if problem:
-                        break
-                    counts[label] += 1
-                    offset += _HEADER_AND_FOOTER + len(payload)
-                    index += 1
-                    if progress:
-                        progress.add()
-            if problem:
-                report = ShardReport(split_name, file, shard.num_records, index, problem, offset)
-                if progress:
-                    progress.add(shard.num_records - index)  # the rest of this shard is not checked
-            else:
-                report = framing
-                if progress:
-                    progress.add(max(shard.num_records - readable, 0))
-            reports.append(report)
+        reports += [_check_shard(path, split_name, shard, info, counts, progress) for shard in split.shards]
     if progress:
         progress.close()
     return VerifyResult(reports, label_counts, time.monotonic() - start)
@@ -326,7 +336,7 @@ def parse_crop_size(text: str) -> tuple[int, int]:
     return parse_size(text)
 
 
-def main(argv: Iterable[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cropshard inspect", description="Describe, verify and look at a cropshard dataset.")
     parser.add_argument("path", help="dataset directory (local or gs://)")
     parser.add_argument("--verify", action="store_true", help="read every record of every shard: CRC, parse, decode, shape and label vs the metadata")
@@ -338,9 +348,24 @@ def main(argv: Iterable[str]) -> int:
     parser.add_argument("--crop-size", type=parse_crop_size, default=None, metavar="HxW",
                         help="full-image datasets: the reader crop to draw on the sheet (default: half the --resize side, if the build resized)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the contact sheet's random crop windows")
-    args = parser.parse_args(list(argv))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return parser
 
+
+def _label_counts(args: argparse.Namespace, info: DatasetInfo, verified: VerifyResult | None) -> tuple[dict[str, Counter] | None, str]:
+    """(label counts per split or None, a note for the label table)."""
+    if verified is not None:
+        return verified.label_counts, "readable records only" if verified.bad else ""
+    if args.no_labels:
+        return None, ""
+    try:
+        return count_labels(args.path, info), ""
+    except Exception as err:  # noqa: BLE001 - a damaged shard must not stop the description
+        return None, f"histogram unavailable: {type(err).__name__}; run with --verify to locate the damage"
+
+
+def main(argv: Iterable[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         info = load_info(args.path)
     except DatasetError as err:
@@ -348,21 +373,10 @@ def main(argv: Iterable[str]) -> int:
         return 2
 
     verified = None
-    note = ""
     if args.verify:
         total = sum(shard.num_records for split in info.splits.values() for shard in split.shards)
         verified = verify_dataset(args.path, info, Progress(total, "verify", mode=args.progress))
-        label_counts: dict[str, Counter] | None = verified.label_counts
-        if verified.bad:
-            note = "readable records only"
-    elif args.no_labels:
-        label_counts = None
-    else:
-        try:
-            label_counts = count_labels(args.path, info)
-        except Exception as err:  # noqa: BLE001 - a damaged shard must not stop the description
-            label_counts, note = None, f"histogram unavailable: {type(err).__name__}; run with --verify to locate the damage"
-    print(describe(args.path, info, label_counts, note))
+    print(describe(args.path, info, *_label_counts(args, info, verified)))
 
     status = 0
     if verified is not None:

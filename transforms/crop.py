@@ -15,8 +15,7 @@ import re
 from collections.abc import Sequence
 
 from cropshard.transforms.rejects import Rejected
-
-Box = tuple[int, int, int, int]
+from cropshard.transforms.types import Box
 
 STRATEGIES = ("center", "box", "random", "grid", "manifest", "none")
 SMALL_POLICIES = ("reject", "pad", "upscale")

@@ -3,7 +3,7 @@
 Two paths give the same pixels:
 - `window`: JPEG sources whose crop windows fit inside the image and need no resize are
   decoded window by window with libjpeg-turbo's partial decode (`jpeg_window`), EXIF
-  orientation handled by mapping each window into the stored orientation;
+  orientation handled by mapping each window into the stored orientation (`orientation`);
 - `pillow`: everything else is decoded whole with Pillow (JPEG with `draft()` first when a
   `--resize` lets libjpeg downscale in the DCT domain), oriented, converted and cropped.
 
@@ -20,13 +20,21 @@ from collections.abc import Iterator
 
 import numpy as np
 from cropshard.transforms import jpeg_window
-from cropshard.transforms.crop import Box, CropSpec, box_in_source, fits, plan_boxes, working_shape
+from cropshard.transforms.crop import CropSpec, box_in_source, fits, plan_boxes, working_shape
+from cropshard.transforms.orientation import (
+    display_transpose,
+    exif_orientation,
+    oriented_box_to_stored,
+    oriented_shape,
+    swaps_axes,
+)
+from cropshard.transforms.raster import convert as raster_convert
 from cropshard.transforms.rejects import Rejected
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from cropshard.transforms.types import Box
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-# cropshard enforces its own --max_pixels in `open_image` before any pixel is decoded, so
-# Pillow's global bomb limit (which would raise past 2x its default) must not override it.
-Image.MAX_IMAGE_PIXELS = None
+# `open_image` enforces this (--max_pixels) itself; worker.setup_worker() lifts Pillow's own
+# global limit so that Pillow does not refuse such images first, as a decode_error.
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (0.25 GiB of RGBA)
 
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased in Pillow when downscaling
@@ -56,7 +64,6 @@ class Decoded:
     source_format: str  # Pillow's format name: JPEG, PNG, ...
     source_shape: tuple[int, int]  # (height, width) after EXIF orientation
     orientation: int
-    source_mode: str
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -119,38 +126,19 @@ def _decode_rejection(err: BaseException) -> Rejected:
     return Rejected("decode_error", message)
 
 
-def exif_orientation(img: Image.Image) -> int:
-    """EXIF orientation 1..8 still to be applied; 1 when absent or unreadable (a broken EXIF block
-    is not a broken image), and 1 for TIFF: Pillow's TIFF plugin already reports the displayed
-    size and applies the orientation itself in load(), so applying it again rotated twice."""
-    if img.format == "TIFF":
-        return 1
-    try:
-        value = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def oriented_shape(img: Image.Image, orientation: int) -> tuple[int, int]:
-    """(height, width) as displayed: orientations 5-8 swap the axes."""
-    width, height = jpeg_window.oriented_size(*img.size, orientation)
-    return height, width
-
-
-def to_output_mode(img: Image.Image, channels: int) -> Image.Image:
+def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Image.Image:
     """Convert any Pillow mode to 'RGB' (channels=3) or 'L' (channels=1).
 
     - alpha (RGBA, LA, PA, palette or RGB/L with a transparency key) is composited on black;
-    - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the top byte (v >> 8), the
+    - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the --to_uint8 bits rule with
+      `wide_bits` significant bits: v >> (wide_bits - 8), by default the top byte (v >> 8), the
       same rule Pillow applies to 16-bit RGB PNGs; float images in [0, 1] are scaled by 255;
     - CMYK, YCbCr, 1-bit and palette images use Pillow's conversions.
     """
     target = "RGB" if channels == 3 else "L"
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(img).astype(np.int64)
-        img = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(raster_convert.to_uint8(np.asarray(img), wide_bits), "L")
     elif mode == "F":
         values = np.asarray(img, dtype=np.float64)
         scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
@@ -167,13 +155,13 @@ def to_output_mode(img: Image.Image, channels: int) -> Image.Image:
     return img
 
 
-def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None) -> Image.Image:
+def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None, wide_bits: int = 16) -> Image.Image:
     """Full decode: optional DCT-domain downscale, EXIF orientation, colour conversion."""
     orientation = exif_orientation(img)
     try:
         if draft_shape is not None and img.format == "JPEG":
             height, width = draft_shape
-            if orientation in (5, 6, 7, 8):
+            if swaps_axes(orientation):
                 height, width = width, height
             # draft() only picks a scale whose result is still >= the requested size.
             img.draft(img.mode, (width, height))
@@ -184,7 +172,19 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
         raise
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _decode_rejection(err) from err
-    return to_output_mode(img, channels)
+    return to_output_mode(img, channels, wide_bits)
+
+
+def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
+    """For 16/32-bit greyscale: the bits the uint8 rule uses (`bits:N`, else 16), after checking
+    that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise."""
+    bits = rule.bits or 16
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(_load(img))
+        tracker = raster_convert.RangeTracker()
+        tracker.add(wide, raster_convert.to_uint8(wide, bits))
+        tracker.check(rule, bits, f"{img.format or ''} {img.mode}".strip())
+    return bits
 
 
 def _has_end_marker(data: bytes) -> bool:
@@ -227,7 +227,7 @@ def stream_crops(
     manifest_box: Box | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_window: bool = True,
-    per_crop: bool = True,
+    wide_rule: raster_convert.Uint8Rule = raster_convert.DEFAULT_RULE,
 ) -> Decoded:
     """Like `decode_crops`, but `Decoded.crops` is an iterator that cuts each crop when asked.
 
@@ -236,8 +236,8 @@ def stream_crops(
     image plus one crop, not a second image's worth of crops (a `grid` over a 15000x15000
     scan). Without resizing, the image also stays in its stored orientation and colour mode:
     each crop is cut from it, then converted and oriented (see `_cut_stored`), instead of
-    transposing or converting a full copy. `per_crop=False` is the literal Pillow reference
-    (orient and convert the whole image, then crop), kept for the tests to compare against.
+    transposing or converting a full copy. 16-bit greyscale is converted whole, once, by the
+    --to_uint8 rule `wide_rule` (after its collapse check).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -246,7 +246,7 @@ def stream_crops(
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)
     boxes = plan_boxes(spec, *work_shape, key=key, manifest_box=manifest_box)
-    info = dict(source_format=img.format or "", source_shape=source_shape, orientation=orientation, source_mode=img.mode)
+    info = dict(source_format=img.format or "", source_shape=source_shape, orientation=orientation)
 
     if allow_window and _window_path_applies(img, data, spec, boxes, work_shape, source_shape):
         try:
@@ -258,15 +258,16 @@ def stream_crops(
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
-    if per_crop and work_shape == source_shape:
+    wide_bits = check_wide_range(img, wide_rule)
+    if work_shape == source_shape:
         stored = _load(img)
-        if stored.mode == "F":  # its scaling depends on the whole image's maximum
-            stored = to_output_mode(stored, channels)
+        if stored.mode == "F" or stored.mode in _SIXTEEN_BIT_MODES:  # F: scaled by the whole image's maximum
+            stored = to_output_mode(stored, channels, wide_bits)
         cuts = (Crop(_cut_stored(stored, box, orientation, _output_size(spec, box), channels), box_in_source(box, work_shape, source_shape)) for box in boxes)
         return Decoded(crops=cuts, path=PATH_PILLOW, **info)
 
     use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and img.format == "JPEG"
-    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None)
+    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None, wide_bits=wide_bits)
     del img  # with in-place orientation, `full` may be the only copy left
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)
@@ -294,18 +295,6 @@ def _load(img: Image.Image) -> Image.Image:
     return img
 
 
-# ImageOps.exif_transpose's table: orientation -> the transpose that displays the image.
-_EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
 def _cut_stored(stored: Image.Image, box: Box, orientation: int, out_size: tuple[int, int], channels: int) -> np.ndarray:
     """One crop of the displayed image, cut from the stored (un-oriented, unconverted) image.
 
@@ -316,15 +305,16 @@ def _cut_stored(stored: Image.Image, box: Box, orientation: int, out_size: tuple
     the reference's crop fills in; a zero CMYK or palette pixel would not convert to black), then
     transpose."""
     width, height = stored.size
-    sy, sx, sh, sw = jpeg_window.oriented_box_to_stored(box, orientation, width, height)
+    sy, sx, sh, sw = oriented_box_to_stored(box, orientation, width, height)
     inside = (max(sx, 0), max(sy, 0), min(sx + sw, width), min(sy + sh, height))
     piece = to_output_mode(stored.crop(inside), channels)
     if inside != (sx, sy, sx + sw, sy + sh):
         canvas = Image.new(piece.mode, (sw, sh))
         canvas.paste(piece, (inside[0] - sx, inside[1] - sy))
         piece = canvas
-    if orientation in _EXIF_TRANSPOSE:
-        piece = piece.transpose(_EXIF_TRANSPOSE[orientation])
+    transpose = display_transpose(orientation)
+    if transpose is not None:
+        piece = piece.transpose(transpose)
     out_h, out_w = out_size
     if (out_h, out_w) != (box[2], box[3]):
         piece = piece.resize((out_w, out_h), RESAMPLE)
@@ -349,13 +339,3 @@ def _resize_array(pixels: np.ndarray, size: tuple[int, int], channels: int) -> n
         return pixels
     img = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, "L" if channels == 1 else "RGB")
     return _to_array(img.resize((size[1], size[0]), RESAMPLE), channels)
-
-
-def reference_crops(data: bytes, spec: CropSpec, key: str, channels: int = 3, manifest_box: Box | None = None) -> list[np.ndarray]:
-    """The Pillow decode-then-crop reference (no window path, whole image oriented and converted
-    before cropping): what tests compare against."""
-    decoded = stream_crops(data, spec, key, channels, manifest_box, allow_window=False, per_crop=False)
-    return [crop.pixels for crop in decoded.crops]
-
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is rejected, never half-grey

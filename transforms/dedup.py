@@ -11,9 +11,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
-from cropshard.transforms.discover import REJECTED, ImageSource
 from cropshard.transforms.examples import read_bytes
-from cropshard.transforms.rejects import Rejected, Rejection
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.types import ImageSource
 
 UNREAD = "unread"  # sources that could not be hashed go on to be rejected by the main stage
 

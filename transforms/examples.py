@@ -19,13 +19,14 @@ from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec, hash_split
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
-from cropshard.transforms.discover import REJECTED, ImageSource, file_kind
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
+from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
 from cropshard.transforms.raster.open_raster import is_raster_path
 from cropshard.transforms.raster.records import HEAD_BYTES, PATH_RASTER, RasterSpec, file_sha256, open_job
-from cropshard.transforms.rejects import Rejected, Rejection
-from cropshard.transforms.write import use_fast_crc32c
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.types import ImageSource
+from cropshard.transforms.worker import setup_worker
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
 RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
@@ -90,7 +91,7 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     # Crops are cut one at a time and their pixels dropped once encoded: with --crop grid on a
     # huge scan, holding them all would be a second copy of the decoded image. The records are
     # still collected so that an image is written whole or rejected, never half.
-    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels)
+    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=spec.raster.to_uint8)
     records = []
     for crop in decoded.crops:
         encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)
@@ -146,10 +147,9 @@ class ImagesToExamples(beam.DoFn):
         self._paths: dict[str, object] = {}  # decode path -> counter
 
     def setup(self) -> None:
+        setup_worker()
         # Import TensorFlow's proto module once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
-        # WriteToTFRecord's writer runs fused in this worker: give it the fast CRC32C.
-        use_fast_crc32c()
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
 
@@ -184,6 +184,9 @@ class ImagesToExamples(beam.DoFn):
             handled = yield from self._raster(source, split, label_id)
             if handled:
                 return
+        if spec.raster.labels is not None:
+            yield self._reject(source, "decode", Rejected("label_raster_missing", "--label_raster labels rasters; a photo has no class map"))
+            return
         if spec.channels not in (1, 3) or spec.raster.dtype != "uint8":
             detail = f"{spec.channels} bands of {spec.raster.dtype} (--bands, --dtype)"
             yield self._reject(source, "decode", Rejected("band_mismatch", f"photos are decoded to 1 or 3 channels of uint8; this dataset stores {detail}"))

@@ -1,4 +1,5 @@
-"""JPEG fast path: decode only a crop window of a JPEG, honouring EXIF orientation.
+"""JPEG fast path: decode only a crop window of a JPEG, honouring EXIF orientation (each window
+is mapped to the stored pixels and the result turned to the displayed orientation by `orientation`).
 
 Pure functions, no Beam. The result is pixel-identical to the Pillow reference::
 
@@ -29,12 +30,11 @@ from __future__ import annotations
 
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # only for annotations; Pillow is not needed by decode_jpeg_window itself
-    from PIL import Image
+from cropshard.transforms.orientation import orient_array, oriented_box_to_stored, oriented_size
+from cropshard.transforms.types import Box
+from PIL import Image
 
 # Extra pixels decoded around the window so that libjpeg's crop edges (where chroma
 # upsampling loses its neighbour) never fall on a requested pixel. One is enough for the
@@ -47,8 +47,6 @@ _MIN_WIDTH = 16
 
 # Pillow's RGB -> L weights (libImaging/Convert.c, rgb2l): ITU-R 601-2 luma in 16.16 fixed point.
 _L_R, _L_G, _L_B, _L_ROUND = 19595, 38470, 7471, 0x8000
-
-Box = tuple[int, int, int, int]
 
 # TensorFlow is imported lazily and once: Beam workers import this module, and most of
 # them (or the pipeline's launcher) should not pay TF's multi-second import for nothing.
@@ -65,59 +63,6 @@ def _tensorflow() -> ModuleType:
 
                 _tf = tf
     return _tf
-
-
-def oriented_box_to_stored(box: Box, orientation: int, stored_width: int, stored_height: int) -> Box:
-    """Map a (y, x, h, w) window of the EXIF-oriented image to the stored (un-rotated) image.
-
-    ``stored_width``/``stored_height`` are the JPEG's own dimensions (before orientation).
-    Orientation values other than 2..8 mean "no transform", as in ``ImageOps.exif_transpose``.
-    The returned window covers exactly the stored pixels of ``box``; for orientations 5..8
-    its height/width are the box's width/height.
-    """
-    y, x, h, w = box
-    W, H = stored_width, stored_height
-    if orientation == 2:  # mirrored horizontally
-        return (y, W - x - w, h, w)
-    if orientation == 3:  # rotated 180
-        return (H - y - h, W - x - w, h, w)
-    if orientation == 4:  # mirrored vertically
-        return (H - y - h, x, h, w)
-    if orientation == 5:  # transposed: oriented (r, c) = stored (c, r)
-        return (x, y, w, h)
-    if orientation == 6:  # oriented (r, c) = stored (H-1-c, r)
-        return (H - x - w, y, w, h)
-    if orientation == 7:  # transversed: oriented (r, c) = stored (H-1-c, W-1-r)
-        return (H - x - w, W - y - h, w, h)
-    if orientation == 8:  # oriented (r, c) = stored (c, W-1-r)
-        return (x, W - y - h, w, h)
-    return (y, x, h, w)
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn a stored-orientation window (H, W, C) into the oriented window (views only)."""
-    if orientation == 2:
-        return a[:, ::-1]
-    if orientation == 3:
-        return a[::-1, ::-1]
-    if orientation == 4:
-        return a[::-1]
-    if orientation == 5:
-        return a.transpose(1, 0, 2)
-    if orientation == 6:
-        return a[::-1].transpose(1, 0, 2)
-    if orientation == 7:
-        return a[::-1, ::-1].transpose(1, 0, 2)
-    if orientation == 8:
-        return a[:, ::-1].transpose(1, 0, 2)
-    return a
-
-
-def oriented_size(stored_width: int, stored_height: int, orientation: int) -> tuple[int, int]:
-    """(width, height) of the image as seen after ``exif_transpose``."""
-    if orientation in (5, 6, 7, 8):
-        return stored_height, stored_width
-    return stored_width, stored_height
 
 
 # SOFn markers that carry frame dimensions (C4 = DHT, C8 = JPG, CC = DAC are not frames).
@@ -209,4 +154,4 @@ def decode_jpeg_window(data: bytes, box: Box, orientation: int, channels: int) -
     elif components == 1 and channels == 3:
         window = np.repeat(window, 3, axis=2)  # Pillow's L -> RGB copies the gray level
 
-    return np.ascontiguousarray(_orient(window, orientation))
+    return np.ascontiguousarray(orient_array(window, orientation))

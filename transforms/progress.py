@@ -63,7 +63,7 @@ def read_done(directory: str) -> int:
 
 
 def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> str:
-    """'[#####.....]  120/1000  12.0 img/s  ETA 1m13s' (pure, for tests)."""
+    """'[#####.....]  120/1000  12.0 img/s  ETA 1m13s' (pure)."""
     rate = done / elapsed if elapsed > 0 else 0.0
     fraction = min(1.0, done / total) if total else 0.0
     filled = int(round(width * fraction))

@@ -1,4 +1,5 @@
-"""Write the dataset: one `WriteToTFRecord` per split, rejected.jsonl, then dataset_info.json last.
+"""Write the dataset: one `WriteToTFRecord` per split, each shard described, then labels.txt and
+dataset_info.json last; and `prepare_output`, which clears --output before a build.
 
 The metadata step takes every shard's final file name (the output of WriteToTFRecord's
 finalize) as a side input, so it cannot run before all shards are renamed into place: the
@@ -7,17 +8,22 @@ presence of dataset_info.json means the dataset is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import glob
 import logging
-import math
+import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import integrity, metadata, schema
+from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS
+from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 _LOGGER = logging.getLogger(__name__)
@@ -25,6 +31,11 @@ _LOGGER = logging.getLogger(__name__)
 
 def shard_suffix(compression: str) -> str:
     return ".tfrecord.gz" if compression == metadata.COMPRESSION_GZIP else ".tfrecord"
+
+
+def shard_file_name(path: str) -> str:
+    """The file name of a written shard, from its local or gs:// path (as dataset_info.json lists it)."""
+    return re.split(r"[/\\]", path)[-1]
 
 
 def beam_compression(compression: str) -> str:
@@ -35,16 +46,6 @@ def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
 
 
-def use_fast_crc32c() -> None:
-    """Give Beam's TFRecord code google-crc32c (about 20x faster than the crcmod fallback that
-    Beam 2.62 uses without python-snappy: 6 vs 120 us per 50 KB record here). `fn` is the
-    performance hook tfrecordio's `_default_crc32c_fn` consults; call once per worker."""
-    import google_crc32c
-    from apache_beam.io import tfrecordio
-
-    tfrecordio._default_crc32c_fn.fn = google_crc32c.value
-
-
 def count_records(path: str, compression: str) -> int:
     """Records in one shard, each checked against its CRCs by the reader's TFRecord scanner (the
     project's one framing parser), reading through Beam's filesystems so gs:// works on workers."""
@@ -53,11 +54,6 @@ def count_records(path: str, compression: str) -> int:
     if error is not None:
         raise ValueError(f"shard {path} just written is damaged: {error} at byte offset {offset} (record index {count})")
     return count
-
-
-def shards_for(estimated_bytes: float, target_shard_mb: float) -> int:
-    """Shard count that puts shards near `target_shard_mb`: at least one."""
-    return max(1, math.ceil(estimated_bytes / (target_shard_mb * 2**20)))
 
 
 class WriteSplit(beam.PTransform):
@@ -85,12 +81,11 @@ class _ShardInfo(beam.DoFn):
         self._compression = compression
 
     def setup(self) -> None:
-        use_fast_crc32c()
+        setup_worker()  # the fast CRC32C for the shard check
 
     def process(self, path: str) -> Iterator[tuple[str, metadata.ShardInfo]]:
         size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-        name = re.split(r"[/\\]", path)[-1]
-        yield self._split, metadata.ShardInfo(name, count_records(path, self._compression), size)
+        yield self._split, metadata.ShardInfo(shard_file_name(path), count_records(path, self._compression), size)
 
 
 class DescribeShards(beam.PTransform):
@@ -105,10 +100,93 @@ class DescribeShards(beam.PTransform):
         return files | beam.Reshuffle() | beam.ParDo(_ShardInfo(self._split, self._compression))
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """The dataset_info.json fields the launcher knows before any image is read."""
+
+    cropshard_version: str
+    encoding: str
+    image_formats: tuple[str, ...]
+    channels: int
+    image_shape: tuple[int, int, int] | None  # None when image sizes vary
+    crop: Mapping[str, Any]  # CropSpec.to_dict()
+    compression: str
+    split_names: tuple[str, ...]
+    command_line: tuple[str, ...]
+    # RasterSpec.to_dict() plus `requested` and `channels` when raster options were given, else None
+    raster: Mapping[str, Any] | None = None
+
+
+def group_splits(split_names: Sequence[str], shards: Iterable[tuple[str, metadata.ShardInfo]]) -> dict[str, metadata.SplitInfo]:
+    """(split, ShardInfo) pairs -> SplitInfo per split, shards sorted by file name; every named
+    split is present, even one that received no shard."""
+    by_split: dict[str, list[metadata.ShardInfo]] = {name: [] for name in split_names}
+    for split, shard in shards:
+        by_split.setdefault(split, []).append(shard)
+    return {
+        name: metadata.SplitInfo(name, sum(s.num_records for s in files), tuple(sorted(files, key=lambda s: s.file)))
+        for name, files in by_split.items()
+    }
+
+
+def dataset_info(
+    facts: DatasetFacts,
+    splits: Mapping[str, metadata.SplitInfo],
+    labels: Sequence[str],
+    rejected: Mapping[str, int],
+    num_inputs: int,
+    images_written: int,
+    created: str,
+    raster_facts: Mapping[tuple[str, str], int] | None = None,
+) -> metadata.DatasetInfo:
+    # Without raster options, rasters found among the inputs were read with the defaults.
+    defaults = {**RasterSpec().to_dict(), "requested": False, "channels": facts.channels}
+    raster = raster_section(facts.raster or defaults, raster_facts or {})
+    return metadata.DatasetInfo(
+        cropshard_version=facts.cropshard_version,
+        created=created,
+        encoding=facts.encoding,
+        image_formats=facts.image_formats,
+        channels=facts.channels,
+        image_shape=facts.image_shape,
+        crop=dict(facts.crop),
+        labels=tuple(labels),
+        splits=dict(splits),
+        compression=facts.compression,
+        num_inputs=num_inputs,
+        num_images_written=images_written,
+        rejected={reason: int(count) for reason, count in rejected.items()},
+        schema=schema.schema_description(raster=raster is not None),
+        command_line=facts.command_line,
+        raster=raster,
+    )
+
+
+def check_publishable(info: metadata.DatasetInfo) -> None:
+    """RuntimeError unless the counts reconcile, the shard list is complete and every rejection
+    reason is documented: such a dataset is never published."""
+    if info.num_inputs != info.num_images_written + info.num_rejected:
+        # A dropped or double-counted input is a bug in cropshard.
+        raise RuntimeError(
+            f"counts do not reconcile: {info.num_inputs} inputs != {info.num_images_written} written"
+            f" + {info.num_rejected} rejected"
+        )
+    if info.num_examples < info.num_images_written:
+        # Every written image has at least one record. Fewer records than images means the
+        # shard list arrived incomplete (seen on BundleBasedDirectRunner), not a real dataset.
+        raise RuntimeError(
+            f"shards describe {info.num_examples} records but {info.num_images_written} images were written;"
+            " the shard list is incomplete"
+        )
+    unknown = set(info.rejected) - set(REASONS)
+    if unknown:
+        raise RuntimeError(f"undocumented rejection reasons {sorted(unknown)}")
+
+
 class _WriteDatasetInfo(beam.DoFn):
-    def __init__(self, output: str, base: Mapping) -> None:
+    def __init__(self, output: str, facts: DatasetFacts) -> None:
         self._output = output
-        self._base = dict(base)
+        self._facts = facts
 
     def process(
         self,
@@ -121,49 +199,10 @@ class _WriteDatasetInfo(beam.DoFn):
         unused_rejected_files: Sequence[str],
         raster_facts: Mapping[tuple[str, str], int] | None = None,
     ) -> Iterator[str]:
-        raster_facts = raster_facts or {}
-        raster_base = self._base.get("raster") or {"requested": False}
-        by_split: dict[str, list[metadata.ShardInfo]] = {name: [] for name in self._base["split_names"]}
-        for split, shard in shards:
-            by_split.setdefault(split, []).append(shard)
-        splits = {
-            name: metadata.SplitInfo(name, sum(s.num_records for s in files), tuple(sorted(files, key=lambda s: s.file)))
-            for name, files in by_split.items()
-        }
-        info = metadata.DatasetInfo(
-            cropshard_version=self._base["cropshard_version"],
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            encoding=self._base["encoding"],
-            image_formats=tuple(self._base["image_formats"]),
-            channels=self._base["channels"],
-            image_shape=tuple(self._base["image_shape"]) if self._base["image_shape"] else None,
-            crop=self._base["crop"],
-            labels=tuple(labels),
-            splits=splits,
-            compression=self._base["compression"],
-            num_inputs=num_inputs,
-            num_images_written=images_written,
-            rejected={reason: int(count) for reason, count in rejected.items()},
-            schema=schema.schema_description(raster=bool(raster_facts) or raster_base["requested"]),
-            command_line=tuple(self._base["command_line"]),
-            raster=raster_section(raster_base, raster_facts),
-        )
-        if info.num_inputs != info.num_images_written + info.num_rejected:
-            # A dropped or double-counted input is a bug in cropshard; never publish such a dataset.
-            raise RuntimeError(
-                f"counts do not reconcile: {info.num_inputs} inputs != {info.num_images_written} written"
-                f" + {info.num_rejected} rejected"
-            )
-        if info.num_examples < info.num_images_written:
-            # Every written image has at least one record. Fewer records than images means the
-            # shard list arrived incomplete (seen on BundleBasedDirectRunner), not a real dataset.
-            raise RuntimeError(
-                f"shards describe {info.num_examples} records but {info.num_images_written} images were written;"
-                " the shard list is incomplete"
-            )
-        unknown = set(info.rejected) - set(REASONS)
-        if unknown:
-            raise RuntimeError(f"undocumented rejection reasons {sorted(unknown)}")
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        splits = group_splits(self._facts.split_names, shards)
+        info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {})
+        check_publishable(info)
         write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
         info_path = join(self._output, metadata.INFO_FILENAME)
         write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
@@ -191,10 +230,10 @@ def write_text(path: str, text: str) -> None:
 class WriteDatasetInfo(beam.PTransform):
     """Waits (through side inputs) for every shard and rejected.jsonl, then writes labels.txt and dataset_info.json."""
 
-    def __init__(self, output: str, base: Mapping) -> None:
+    def __init__(self, output: str, facts: DatasetFacts) -> None:
         super().__init__()
         self._output = output
-        self._base = base
+        self._facts = facts
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
@@ -203,7 +242,7 @@ class WriteDatasetInfo(beam.PTransform):
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
-                _WriteDatasetInfo(self._output, self._base),
+                _WriteDatasetInfo(self._output, self._facts),
                 shards=side.AsList(pcolls["shards"]),
                 rejected=side.AsDict(pcolls["rejected_counts"]),
                 num_inputs=side.AsSingleton(pcolls["num_inputs"]),
@@ -229,8 +268,6 @@ def remove_temp_dirs(output: str) -> int:
     if files:
         FileSystems.delete(files)
     if "://" not in output:  # local directories outlive their files
-        import glob
-
         dirs = glob.glob(join(glob.escape(output), "beam-temp-*"))
         if dirs:
             FileSystems.delete(dirs)
@@ -242,8 +279,6 @@ def prepare_output(output: str, overwrite: bool) -> None:
     first (so an interrupted overwrite never looks complete), then old shards and temp dirs."""
     if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
-            import os
-
             os.makedirs(output, exist_ok=True)
         return
     # Object stores (gs://) have no directories: exists(output) is False even when objects sit

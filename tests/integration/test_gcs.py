@@ -25,7 +25,7 @@ from apache_beam.io.tfrecordio import _TFRecordUtil
 from cropshard.pipeline.build import run
 from cropshard.pipeline.options import normalize_input
 from cropshard.reader import fileio, metadata, schema
-from cropshard.transforms.discover import count_inputs, glob_root, iter_matches
+from cropshard.transforms.listing import count_inputs, glob_root, iter_matches
 from cropshard.transforms.rejects import Rejection
 from cropshard.transforms.write import prepare_output
 

@@ -150,7 +150,8 @@ def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tm
     """The memory design (bench/RESULTS.md, scale): locally no Reshuffle of the listed sources."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from cropshard.pipeline.build import build_pipeline, listing_buckets, with_runner_defaults
+    from cropshard.pipeline.assemble import build_pipeline
+    from cropshard.pipeline.build import listing_buckets, with_runner_defaults
     from cropshard.pipeline.options import build_config
 
     options = PipelineOptions(with_runner_defaults([f"--input={photos}/**", f"--output={tmp_path / 'out'}", "--size=32x32"]))

@@ -20,15 +20,15 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import cropshard.pipeline.build
+import cropshard.pipeline.assemble
 import numpy as np
 import psutil
 import pytest
 from cropshard.pipeline.build import run
 from cropshard.reader import metadata
-from cropshard.transforms.discover import ImageSource
 from cropshard.transforms.examples import ImagesToExamples
-from cropshard.transforms.write import _WriteDatasetInfo
+from cropshard.transforms.types import ImageSource
+from cropshard.transforms.write import DatasetFacts, _WriteDatasetInfo
 from PIL import Image
 
 from tests import imagegen
@@ -117,7 +117,7 @@ def _claim_failure(key: str, position: int) -> bool:
 def fail_once(monkeypatch, tmp_path: Path) -> Path:
     marker = tmp_path / "failed-once.json"
     monkeypatch.setenv(FAIL_MARKER, str(marker))
-    monkeypatch.setattr(cropshard.pipeline.build, "ImagesToExamples", FailOnceMidBundle)
+    monkeypatch.setattr(cropshard.pipeline.assemble, "ImagesToExamples", FailOnceMidBundle)
     return marker
 
 
@@ -347,11 +347,11 @@ def test_memory_holds_one_decoded_image_on_a_15000x15000_jpeg(tmp_path: Path) ->
 
 
 def test_dataset_info_is_not_written_when_counts_do_not_reconcile(tmp_path: Path) -> None:
-    base = {
-        "cropshard_version": "test", "encoding": "raw", "image_formats": ["raw"], "channels": 3, "image_shape": None,
-        "crop": {"strategy": "none"}, "compression": "none", "split_names": ["train"], "command_line": [],
-    }
-    step = _WriteDatasetInfo(str(tmp_path), base)
+    facts = DatasetFacts(
+        cropshard_version="test", encoding="raw", image_formats=("raw",), channels=3, image_shape=None,
+        crop={"strategy": "none"}, compression="none", split_names=("train",), command_line=(),
+    )
+    step = _WriteDatasetInfo(str(tmp_path), facts)
     shard = ("train", metadata.ShardInfo("train-00000-of-00001.tfrecord", 2, 100))
     with pytest.raises(RuntimeError, match="do not reconcile: 3 inputs != 2 written \\+ 0 rejected"):
         list(step.process(None, shards=[shard], rejected={}, num_inputs=3, images_written=2, labels=[], unused_rejected_files=[]))

@@ -113,3 +113,46 @@ def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) 
                 block_of.setdefault((y // 64, x // 64), set()).add(split)
                 assert meta["geo_transform"][0] == pytest.approx(ds.transform.c + 2.0 * x)
     assert all(len(splits) == 1 for splits in block_of.values()) and len(block_of) == 64
+
+
+def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    values = np.kron(rng.choice([1, 2, 3], size=(10, 10)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 80x80 class map
+    image = rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8)
+    rastergen.write_raster(tmp_path / "images" / "tile.tif", image)
+    # Shifted by (8, 4) pixels: the class map's origin is 4 pixels left and 8 above the image's.
+    rastergen.write_raster(tmp_path / "labels" / "tile_lc.tif", values[None], origin=(487548.0 - 8.0, 4443554.0 + 16.0))
+    aligned = values[8:72, 4:68]
+    names = tmp_path / "classes.csv"
+    names.write_text("value,name\n1,water\n2,crops\n3,trees\n")
+    common = ["--input", str(tmp_path / "images"), "--crop", "grid", "--size", "16x16", "--encoding", "png",
+              "--label_raster", "{dir}/../labels/{stem}_lc.tif", "--label_names", str(names)]
+
+    out = tmp_path / "majority"
+    info = build(*common, "--output", str(out), "--min_label_fraction", "0.6")
+    assert info.labels == ("water", "crops", "trees") and info.raster["labels"]["mode"] == "majority"
+    kept = 0
+    for img, label, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        y, x, h, w = (int(v) for v in meta["source_crop_box"])
+        counts = np.bincount(aligned[y : y + h, x : x + w].ravel() - 1, minlength=3)
+        assert label == int(np.argmax(counts)) and counts.max() / counts.sum() >= 0.6
+        assert meta["label_text"].decode() == info.labels[label]
+        np.testing.assert_array_equal(img, np.moveaxis(image[:, y : y + h, x : x + w], 0, -1))
+        kept += 1
+    assert kept + info.raster["chips_skipped"].get("label_fraction", 0) == 16 and kept == info.num_examples
+
+    out = tmp_path / "mask"
+    info = build(*common, "--output", str(out), "--label_mode", "mask")
+    assert info.num_examples == 16
+    batches = reader.load(str(out), batch_size=4, shuffle=False, crop="random", crop_size=12, flip=True, seed=5, normalize="none", with_metadata=True)
+    for images, masks, meta in batches.as_numpy_iterator():
+        assert masks.shape == (4, 12, 12, 1) and masks.dtype == np.uint8
+        for i in range(4):
+            sy, sx = (int(v) for v in meta["source_crop_box"][i][:2])
+            wy, wx, wh, ww = (int(v) for v in meta["crop_window"][i])
+            expected_mask = aligned[sy + wy : sy + wy + wh, sx + wx : sx + wx + ww] - 1
+            expected_image = np.moveaxis(image[:, sy + wy : sy + wy + wh, sx + wx : sx + wx + ww], 0, -1)
+            if meta["flipped"][i]:
+                expected_mask, expected_image = expected_mask[:, ::-1], expected_image[:, ::-1]
+            np.testing.assert_array_equal(masks[i, :, :, 0], expected_mask)
+            np.testing.assert_array_equal(images[i], expected_image)

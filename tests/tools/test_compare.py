@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -16,9 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cropshard.pipeline.build import run  # noqa: E402
 from cropshard.pipeline.cli import main as cli_main  # noqa: E402
-from cropshard.tools import compare  # noqa: E402
+from cropshard.tools.compare import chart, cli  # noqa: E402
+from cropshard.tools.compare.measure import ROW_FIELDS, VariantRow  # noqa: E402
+from cropshard.tools.compare.recommend import ratio_text, recommend  # noqa: E402
 
 from tests import imagegen  # noqa: E402
+from tests.tools.compare_rows import measured_row  # noqa: E402
 
 BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0", "--repeats=1"]
@@ -51,7 +55,7 @@ def test_builds_every_variant_and_measures_every_field(compared: tuple[Path, dic
     assert doc["size"] == [48, 48] and doc["resize"] == 96 and doc["jpeg_quality"] == 90
     assert doc["build_options"] == BEAM
     for row in doc["variants"]:
-        assert set(row) == set(compare.ROW_FIELDS), row["name"]
+        assert set(row) == set(ROW_FIELDS), row["name"]
         assert Path(row["path"], "dataset_info.json").exists()
         if row["name"] == "precrop-raw":  # given with --dataset: measured as is, never rebuilt
             assert row["path"] == str(existing) and row["reused"] is True and row["build_seconds"] is None
@@ -90,9 +94,9 @@ def test_table_and_recommendation_are_printed(compared: tuple[Path, dict, str, P
 def test_recommendation_quotes_the_measured_ratios(compared: tuple[Path, dict, str, Path]) -> None:
     _, doc, _, _ = compared
     rows = {row["name"]: row for row in doc["variants"]}
-    assert doc["recommendation"] == compare.recommend(doc["variants"])
+    assert doc["recommendation"] == recommend([VariantRow.from_json(row) for row in doc["variants"]])
     size_ratio = rows["precrop-raw"]["bytes_per_image"] / rows["precrop-jpeg"]["bytes_per_image"]
-    assert doc["recommendation"][0].startswith(f"Raw pre-crops are {compare._ratio(size_ratio)}x larger than jpeg pre-crops")
+    assert doc["recommendation"][0].startswith(f"Raw pre-crops are {ratio_text(size_ratio)}x larger than jpeg pre-crops")
 
 
 def test_chart_is_a_real_non_blank_png(compared: tuple[Path, dict, str, Path]) -> None:
@@ -103,15 +107,15 @@ def test_chart_is_a_real_non_blank_png(compared: tuple[Path, dict, str, Path]) -
     colours = {tuple(c) for c in pixels[::7, ::7].reshape(-1, 3)}
     assert len(colours) > 50  # bars, text, grid: not a blank canvas
     assert (pixels < 128).mean() > 0.01  # dark text and bars cover part of it
-    for layout, (shade, _) in compare._LAYOUT_COLOURS.items():  # every layout's bars are drawn
+    for layout, (shade, _) in chart.LAYOUT_COLOURS.items():  # every layout's bars are drawn
         rgb = tuple(int(shade[i : i + 2], 16) for i in (1, 3, 5))
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=-1) < 6).sum() > 500, layout
 
 
 def test_recommendation_follows_the_numbers() -> None:
-    def row(name: str, layout: str, enc: str, bpi: float, ips: float, rss: float, resize: int | None = None) -> dict:
-        return {"name": name, "layout": layout, "encoding": enc, "bytes_per_image": bpi, "reader_images_per_second": ips,
-                "reader_peak_rss_bytes": rss, "resize": resize}
+    def row(name: str, layout: str, enc: str, bpi: float, ips: float, rss: float, resize: int | None = None) -> VariantRow:
+        return measured_row(name=name, layout=layout, encoding=enc, bytes_per_image=bpi, reader_images_per_second=ips,
+                            reader_peak_rss_bytes=rss, resize=resize)
 
     rows = [
         row("precrop-raw", "precrop", "raw", 49152, 1400, 600e6),
@@ -119,7 +123,7 @@ def test_recommendation_follows_the_numbers() -> None:
         row("full-jpeg", "full", "jpeg", 300_000, 300, 900e6),
         row("resized256-jpeg", "resized", "jpeg", 30_000, 700, 700e6, 256),
     ]
-    text = compare.recommend(rows)
+    text = recommend(rows)
     assert text[0] == "Raw pre-crops are 6.0x larger than jpeg pre-crops and read 1.40x faster (1,400 vs 1,000 images/s)."
     assert text[1].startswith("Full images (full-jpeg) keep random-crop augmentation but read 4.7x slower than precrop-raw")
     assert "37x the bytes per image of precrop-jpeg" in text[1]
@@ -128,15 +132,15 @@ def test_recommendation_follows_the_numbers() -> None:
     assert "precrop-raw (1,400 images/s) leaves the most headroom" in text[4]
     assert not any("busy" in sentence for sentence in text)
     # Different numbers, different words: JPEG pre-crops that read faster than raw ones; a busy machine.
-    rows[1]["reader_images_per_second"] = 2800
-    rows[2]["other_cpu_share"] = 0.45
-    text = compare.recommend(rows)
+    rows[1] = dataclasses.replace(rows[1], reader_images_per_second=2800)
+    rows[2] = dataclasses.replace(rows[2], other_cpu_share=0.45)
+    text = recommend(rows)
     assert text[0].endswith("read 2.0x slower (1,400 vs 2,800 images/s).")
     assert text[-1].startswith("Caution: other processes used up to 45% of the CPUs during the fastest reader runs")
 
 
 def test_options_compare_sets_itself_cannot_be_passed_through() -> None:
     with pytest.raises(SystemExit):
-        compare.parse_args(["--input=x/**", "--size=64", "--encoding=jpeg"])
-    args, passthrough = compare.parse_args(["--input=x/**", "--size=64", "--runner=DirectRunner", "--num_shards=3"])
+        cli.parse_args(["--input=x/**", "--size=64", "--encoding=jpeg"])
+    args, passthrough = cli.parse_args(["--input=x/**", "--size=64", "--runner=DirectRunner", "--num_shards=3"])
     assert passthrough == ["--runner=DirectRunner", "--num_shards=3"] and args.resize == 128 and args.size == (64, 64)

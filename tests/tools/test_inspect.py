@@ -6,6 +6,8 @@ import io
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +160,7 @@ def test_contact_sheet_of_full_images_draws_the_reader_windows(photos: Path, tmp
 
 def test_contact_sheet_balances_labels() -> None:
     def sample(index: int, label: int) -> contact_sheet.Sample:
-        return contact_sheet.Sample(index, np.zeros((2, 2, 3), np.uint8), 2, 2, 1, label, str(label), f"{index}.jpg", (0, 0, 2, 2))
+        return contact_sheet.Sample(index, np.zeros((2, 2, 3), np.uint8), 2, 2, label, str(label), f"{index}.jpg", (0, 0, 2, 2))
 
     stream = [sample(i, 0) for i in range(10)] + [sample(10 + i, 1) for i in range(3)] + [sample(20, 2)]
     chosen = contact_sheet.choose_samples(iter(stream), 7, 3)
@@ -183,3 +185,21 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log() -> None:
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_inspect_command_imports_no_beam(precropped: str) -> None:
+    """`python -m cropshard.pipeline inspect --verify` (the `cropshard` dispatcher) never loads Beam: it is the
+    build's dependency, seconds of start-up that describing or verifying a dataset does not need."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['cropshard', 'inspect', '--verify', '--progress=off', {precropped!r}]\n"
+        "try:\n"
+        "    runpy.run_module('cropshard.pipeline', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n"
+        "    status = exit.code\n"
+        "print('exit', status, 'beam', sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f"verify: OK - 4 shards, {2 * PER_CLASS} records" in proc.stdout and "  cat " in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "exit 0 beam []"

@@ -16,26 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cropshard.transforms.decode import exif_orientation
-from cropshard.transforms.jpeg_window import (
-    decode_jpeg_window,
-    fast_path_applies,
-    jpeg_header,
-    oriented_box_to_stored,
-    oriented_size,
-)
+from cropshard.transforms.jpeg_window import decode_jpeg_window, fast_path_applies, jpeg_header
+from cropshard.transforms.orientation import exif_orientation, oriented_size
 from PIL import Image, ImageOps
 
 ORIENTATIONS = range(1, 9)
-TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 STORED_H, STORED_W = 257, 381  # not multiples of 8 or 16: partial edge blocks/iMCUs
 
 
@@ -166,34 +151,6 @@ def test_wrong_orientation_is_detected() -> None:
     right = decode_jpeg_window(data, box, 6, 3)
     for wrong in (5, 7, 8):
         assert not np.array_equal(decode_jpeg_window(data, box, wrong, 3), right)
-
-
-@pytest.mark.parametrize("orientation", ORIENTATIONS)
-def test_oriented_box_to_stored_covers_exactly_the_window(orientation: int) -> None:
-    stored = np.arange(5 * 7).reshape(5, 7).astype(np.int32)  # unique value per pixel
-    oriented = (
-        np.asarray(Image.fromarray(stored).transpose(TRANSPOSE[orientation])) if orientation in TRANSPOSE else stored
-    )
-    oh, ow = oriented.shape
-    assert oriented_size(7, 5, orientation) == (ow, oh)
-    for y in range(oh):
-        for x in range(ow):
-            for h in range(1, oh - y + 1):
-                for w in range(1, ow - x + 1):
-                    sy, sx, sh, sw = oriented_box_to_stored((y, x, h, w), orientation, 7, 5)
-                    assert min(sy, sx) >= 0 and sy + sh <= 5 and sx + sw <= 7
-                    want = np.sort(oriented[y : y + h, x : x + w], axis=None)
-                    got = np.sort(stored[sy : sy + sh, sx : sx + sw], axis=None)
-                    np.testing.assert_array_equal(got, want, err_msg=f"o={orientation} box={(y, x, h, w)}")
-
-
-def test_oriented_box_to_stored_examples() -> None:
-    # Stored 100 wide x 40 high; 6 = rotated 90 degrees clockwise for display (40 wide x 100 high).
-    assert oriented_box_to_stored((0, 0, 10, 5), 6, 100, 40) == (35, 0, 5, 10)
-    assert oriented_box_to_stored((0, 0, 10, 5), 8, 100, 40) == (0, 90, 5, 10)
-    assert oriented_box_to_stored((2, 3, 4, 5), 1, 100, 40) == (2, 3, 4, 5)
-    assert oriented_box_to_stored((2, 3, 4, 5), 3, 100, 40) == (34, 92, 4, 5)
-    assert oriented_box_to_stored((2, 3, 4, 5), 0, 100, 40) == (2, 3, 4, 5)  # invalid tag: like Pillow, no-op
 
 
 def _saved(img: Image.Image, fmt: str, **kw: object) -> Image.Image:

@@ -10,7 +10,6 @@ import pytest
 import rasterio
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec
-from cropshard.transforms.discover import ImageSource
 from cropshard.transforms.raster import chips, convert
 from cropshard.transforms.raster.records import (
     HEAD_BYTES,
@@ -21,6 +20,7 @@ from cropshard.transforms.raster.records import (
     parse_split_by,
 )
 from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.types import ImageSource
 from rasterio.windows import Window
 
 from tests import rastergen
@@ -73,7 +73,7 @@ def test_uint8_rule_parsing_and_bits_from_metadata() -> None:
     assert convert.conversion_bits("uint16", "11", convert.Uint8Rule("bits", 12)) == 12
     with pytest.raises(Rejected, match="--dtype keep") as err:
         convert.conversion_bits("float32", None, convert.Uint8Rule())
-    assert err.value.reason == "range_collapsed"
+    assert err.value.reason == "band_mismatch"
 
 
 def test_collapse_check_names_the_options_and_spares_constant_sources() -> None:
@@ -316,3 +316,108 @@ def test_schema_round_trips_dtype_and_georeferencing() -> None:
     assert keys == set(schema.FEATURE_KEYS)  # photo records keep exactly their keys
     with pytest.raises(ValueError):
         schema.ImageRecord(bytes(12), "raw", 2, 2, 3, 1, "x", "f", (0, 0, 2, 2), "ab", "uint16")
+
+
+# --- 16-bit photos: the same rule ---------------------------------------------------------------
+
+
+def test_sixteen_bit_grey_png_uses_the_bits_rule_and_its_collapse_check() -> None:
+    import io
+
+    from cropshard.transforms.decode import stream_crops
+    from PIL import Image
+
+    twelve_bit = rastergen.multispectral(48, 64, bands=1, high=4096)[0]  # a 12-bit camera PNG
+    buffer = io.BytesIO()
+    Image.fromarray(twelve_bit).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    crop = CropSpec("center", size=(32, 32))
+    with pytest.raises(Rejected, match="bits:12") as err:
+        stream_crops(data, crop, "k", 1)  # top byte: 0..15, a near-black image
+    assert err.value.reason == "range_collapsed"
+    (cut,) = stream_crops(data, crop, "k", 1, wide_rule=convert.Uint8Rule("bits", 12)).crops
+    np.testing.assert_array_equal(cut.pixels[:, :, 0], (twelve_bit[8:40, 16:48] >> 4).astype(np.uint8))
+    resized = list(stream_crops(data, CropSpec("center", size=(16, 16), resize=24), "k", 1, wide_rule=convert.Uint8Rule("bits", 12)).crops)
+    assert resized[0].pixels.max() > 100
+
+
+# --- label rasters ------------------------------------------------------------------------------
+
+CLASSES = ((10, "water"), (20, "forest"), (30, "urban"))
+
+
+def _class_map(height: int, width: int, seed: int = 7) -> np.ndarray:
+    """Blocky classes (values 10/20/30, a few 99s that are no class) like a land-cover map."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.choice([10, 20, 30, 99], size=(height // 8 + 1, width // 8 + 1), p=[0.3, 0.3, 0.3, 0.1])
+    return np.kron(coarse, np.ones((8, 8), np.uint8))[:height, :width].astype(np.uint8)
+
+
+def _reference_ids(values: np.ndarray) -> np.ndarray:
+    ids = np.full(values.shape, 255, np.uint8)
+    for index, (value, _) in enumerate(CLASSES):
+        ids[values == value] = index
+    return ids
+
+
+def test_label_names_csv() -> None:
+    from cropshard.transforms.raster.labels import parse_label_names
+
+    assert parse_label_names("value,name\n30,urban\n10,water\n", "c.csv") == ((10, "water"), (30, "urban"))
+    for bad in ("x,y\n", "1,a\n1,b\n", "a,b\nfoo,bar\n"):
+        with pytest.raises(ValueError):
+            parse_label_names(bad, "c.csv")
+
+
+def test_majority_and_mask_labels_from_a_shifted_class_map(tmp_path: Path) -> None:
+    from cropshard.transforms.raster.labels import LabelRasterSpec
+
+    image = rastergen.write_raster(tmp_path / "img" / "scene.tif", rastergen.multispectral(96, 128, bands=1))
+    # The class map starts 5 pixels left of and 3 pixels above the image (2 m pixels), and is larger.
+    values = _class_map(110, 140)
+    rastergen.write_raster(tmp_path / "labels" / "scene.tif", values[None], origin=(487548.0 - 10.0, 4443554.0 + 6.0), compress="lzw")
+    aligned = values[3 : 3 + 96, 5 : 5 + 128]  # the class map on the image's grid
+    crop = CropSpec("grid", size=(32, 32))
+    pattern = "{dir}/../labels/{stem}.tif"
+    majority_spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec(pattern, "majority", 0.5, CLASSES))
+    records, skipped = job_records(image, crop, majority_spec, 1)
+    expected_skips = 0
+    by_box = {record.crop_box: record for _, record in records}
+    for y in range(0, 96, 32):
+        for x in range(0, 128, 32):
+            ids = _reference_ids(aligned[y : y + 32, x : x + 32])
+            counts = np.bincount(ids[ids != 255], minlength=3)
+            if counts.max() / ids.size < 0.5:
+                expected_skips += 1
+                assert (y, x, 32, 32) not in by_box
+                continue
+            record = by_box[(y, x, 32, 32)]
+            assert record.label == int(np.argmax(counts)) and record.label_text == CLASSES[record.label][1]
+    assert skipped.get("label_fraction", 0) == expected_skips and len(records) == 12 - expected_skips
+
+    mask_spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec(pattern, "mask", 0.0, CLASSES))
+    records, _ = job_records(image, crop, mask_spec, 1)
+    assert len(records) == 12
+    for _, record in records:
+        import io
+
+        from PIL import Image
+
+        y, x, h, w = record.crop_box
+        mask = np.asarray(Image.open(io.BytesIO(record.segmentation)))
+        np.testing.assert_array_equal(mask, _reference_ids(aligned[y : y + h, x : x + w]))
+        assert record.label == -1
+
+
+def test_class_map_outside_the_image_or_missing_is_rejected(tmp_path: Path) -> None:
+    from cropshard.transforms.raster.labels import LabelRasterSpec
+
+    image = rastergen.write_raster(tmp_path / "scene.tif", rastergen.multispectral(64, 64, bands=1))
+    rastergen.write_raster(tmp_path / "far.tif", _class_map(64, 64)[None], origin=(100000.0, 100000.0))
+    rastergen.write_raster(tmp_path / "nocrs.tif", _class_map(50, 50)[None], crs=None)
+    crop = CropSpec("center", size=(16, 16))
+    for name, reason in (("far.tif", "label_raster_mismatch"), ("nocrs.tif", "label_raster_mismatch"), ("gone.tif", "label_raster_missing")):
+        spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec("{dir}/" + name, "majority", 0.0, CLASSES))
+        with pytest.raises(Rejected) as err, open_job(source(image), image.read_bytes()[:64], crop, spec, 1, 10**9):
+            pass
+        assert err.value.reason == reason, err.value.message

@@ -13,18 +13,12 @@ from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 from cropshard.reader import metadata, schema
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.discover import (
-    REJECTED,
-    ImageSource,
-    ListLabelNames,
-    MatchImages,
-    PatternOwners,
-    ReadManifest,
-    path_bucket,
-)
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
-from cropshard.transforms.rejects import Rejection
-from cropshard.transforms.write import DescribeShards, WriteDatasetInfo, WriteSplit
+from cropshard.transforms.globs import ListLabelNames, MatchImages
+from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.rejects import REJECTED, Rejection
+from cropshard.transforms.types import ImageSource
+from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit
 
 from tests import imagegen
 
@@ -69,15 +63,6 @@ def test_match_images_overlapping_globs_read_each_file_once(tree):
     with TestPipeline() as p:
         found = p | MatchImages([f"{tree}/**", f"{tree}/train/**/*.jpg"])
         assert_that(found["sources"] | beam.Map(lambda s: s.path) | beam.combiners.Count.Globally(), equal_to([4]))
-
-
-def test_first_matching_pattern_owns_a_path(tree):
-    owners = PatternOwners([f"{tree}/train/**/*.jpg", f"{tree}/**", f"{tree}/test/*/c.jpg"])
-    cat, dog, c = f"{tree}/train/cat/a.jpg", f"{tree}/train/dog/b.png", f"{tree}/test/dog/c.jpg"
-    assert [owners.keeps(i, cat) for i in range(3)] == [True, False, False]
-    assert [owners.keeps(i, dog) for i in range(3)] == [True, True, False]  # pattern 0 does not match .png
-    assert [owners.keeps(i, c) for i in range(3)] == [True, True, False]
-    assert path_bucket(cat, 8) == path_bucket(cat, 8) and {path_bucket(f"x/{i}.jpg", 8) for i in range(200)} == set(range(8))
 
 
 @pytest.mark.parametrize("buckets", [None, 1, 3, 16])
@@ -185,8 +170,8 @@ def test_write_split_and_describe_shards(tmp_path):
 
 
 def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
-    base = {"cropshard_version": "t", "encoding": "raw", "image_formats": ["raw"], "channels": 3, "image_shape": [8, 8, 3], "crop": {"strategy": "center"},
-            "compression": "none", "split_names": ["train"], "command_line": []}
+    facts = DatasetFacts(cropshard_version="t", encoding="raw", image_formats=("raw",), channels=3, image_shape=(8, 8, 3), crop={"strategy": "center"},
+                         compression="none", split_names=("train",), command_line=())
 
     def build(p, num_inputs, images_written=2):
         return {
@@ -196,7 +181,7 @@ def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
             "images_written": p | "Written" >> beam.Create([images_written]),
             "labels": p | "Labels" >> beam.Create([["a", "b"]]),
             "rejected_files": p | "RejectedFiles" >> beam.Create(["rejected.jsonl"]),
-        } | WriteDatasetInfo(str(tmp_path), base)
+        } | WriteDatasetInfo(str(tmp_path), facts)
 
     with TestPipeline() as p:
         assert_that(build(p, 3), is_not_empty())

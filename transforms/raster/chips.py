@@ -52,14 +52,20 @@ def _all_valid(dataset: Any, bands: Sequence[int]) -> bool:
     return all(MaskFlags.all_valid in dataset.mask_flag_enums[band - 1] for band in bands)
 
 
+def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
+    """The part of `box` inside the working image (all of it unless --small pad)."""
+    y, x, h, w = box
+    top, left = max(y, 0), max(x, 0)
+    return top, left, min(y + h, work_shape[0]) - top, min(x + w, work_shape[1]) - left
+
+
 def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool) -> Chip:
     """Read one box (only its window; zeros where it extends past the raster, for --small pad)."""
     from rasterio.enums import Resampling
 
     y, x, h, w = box
-    top, left = max(y, 0), max(x, 0)
-    bottom, right = min(y + h, work_shape[0]), min(x + w, work_shape[1])
-    inside = (top, left, bottom - top, right - left)
+    inside = inside_box(box, work_shape)
+    top, left, bottom, right = inside[0], inside[1], inside[0] + inside[2], inside[1] + inside[3]
     window = source_window(inside, work_shape, dataset.shape)
     resized = work_shape != tuple(dataset.shape)
     out_shape = (len(bands), inside[2], inside[3])

@@ -38,6 +38,9 @@ class Uint8Rule:
         return self.kind if self.bits is None else f"{self.kind}:{self.bits}"
 
 
+DEFAULT_RULE = Uint8Rule()
+
+
 def parse_uint8_rule(text: str) -> Uint8Rule:
     match = re.fullmatch(r"\s*bits(?::(\d+))?\s*", text)
     if not match:
@@ -71,8 +74,8 @@ def conversion_bits(dtype: str, nbits: str | None, rule: Uint8Rule) -> int:
     bits = rule.bits if rule.bits is not None else declared_bits(dtype, nbits)
     if bits is None:
         raise Rejected(
-            "range_collapsed",
-            f"{dtype} samples have no bit depth, so --to_uint8 {rule} does not apply; store them with --dtype keep",
+            "band_mismatch",
+            f"{dtype} samples have no bit depth, so --to_uint8 {rule} cannot make them the dataset's uint8; store them with --dtype keep",
         )
     return bits
 

@@ -17,7 +17,8 @@ _PROBE_LIMIT = 1000  # inputs looked at before giving up: keep must find a raste
 
 
 def _candidate_paths(config: Any) -> Iterator[str]:
-    from cropshard.transforms.discover import iter_matches, manifest_kind, parse_manifest_row, read_manifest_header
+    from cropshard.transforms.listing import iter_matches
+    from cropshard.transforms.manifest import csv_delimiter, manifest_kind, parse_manifest_row, read_manifest_header
 
     if not config.manifest:
         for pattern in config.inputs:
@@ -29,7 +30,7 @@ def _candidate_paths(config: Any) -> Iterator[str]:
 
     kind = manifest_kind(config.manifest)
     header = read_manifest_header(config.manifest) if kind == "csv" else []
-    delimiter = "\t" if config.manifest.lower().endswith(".tsv") else ","
+    delimiter = csv_delimiter(config.manifest)
     folder = posixpath.dirname(config.manifest)
     with FileSystems.open(config.manifest) as handle:
         for number, line in enumerate(handle):

@@ -21,15 +21,17 @@ import numpy as np
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
-from cropshard.transforms.raster import chips, convert
+from cropshard.transforms.raster import chips, convert, labels
 from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
 from cropshard.transforms.rejects import Rejected
 
 SKIP_NODATA = "nodata"  # chip skipped: more nodata than --max_nodata
 SKIP_SPLIT_BOUNDARY = "split_boundary"  # chip touches blocks of different splits (--split_by)
+SKIP_LABEL_FRACTION = "label_fraction"  # majority class below --min_label_fraction (or no class)
 SKIP_REASONS = {
     SKIP_NODATA: "the chip's nodata/masked share exceeds --max_nodata",
     SKIP_SPLIT_BOUNDARY: "--split_by: the chip touches spatial blocks assigned to different splits",
+    SKIP_LABEL_FRACTION: "--label_mode majority: the majority class covers less than --min_label_fraction of the chip",
 }
 PATH_RASTER = "rasterio"
 HEAD_BYTES = 64  # enough to tell a TIFF from GDAL XML
@@ -44,11 +46,13 @@ class RasterSpec:
     to_uint8: convert.Uint8Rule = convert.Uint8Rule()
     max_nodata: float | None = None  # skip chips with a larger nodata share
     split_block: float | None = None  # --split_by block:N
+    labels: labels.LabelRasterSpec | None = None  # --label_raster and friends
 
     @property
     def requested(self) -> bool:
         """Raster options given: every TIFF then takes the raster path, photo-like or not."""
-        return self.bands is not None or self.dtype != "uint8" or self.max_nodata is not None or self.split_block is not None
+        given = (self.bands, self.max_nodata, self.split_block, self.labels)
+        return any(value is not None for value in given) or self.dtype != "uint8"
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +62,7 @@ class RasterSpec:
             "max_nodata": self.max_nodata,
             "split_by": f"block:{self.split_block:g}" if self.split_block else None,
             "split_block_units": chips.GEO_UNITS_NOTE if self.split_block else None,
+            "labels": self.labels.to_dict() if self.labels else None,
         }
 
 
@@ -115,7 +120,9 @@ def photo_like(dataset: Any) -> bool:
 class RasterJob:
     """One opened raster source, checked against the dataset; `records()` streams its examples."""
 
-    def __init__(self, dataset: Any, source: Any, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int) -> None:
+    def __init__(
+        self, dataset: Any, source: Any, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, label_grid: labels.LabelGrid | None = None
+    ) -> None:
         self.dataset = dataset
         self.source = source
         self.crop = crop
@@ -123,6 +130,7 @@ class RasterJob:
         self.bands = select_bands(dataset, raster.bands, channels)
         self.source_dtype = _band_dtype(dataset, self.bands)
         self.crs = crs_text(dataset.crs)
+        self.label_grid = label_grid
         self.skipped: collections.Counter[str] = collections.Counter()
         self.bits = _check_dtype(self.source_dtype, raster, _nbits(dataset, self.bands))
         self.work_shape = working_shape(crop, *dataset.shape)
@@ -151,14 +159,31 @@ class RasterJob:
                 if chip_split is None:
                     self.skipped[SKIP_SPLIT_BOUNDARY] += 1
                     continue
+            chip_label, label_text, segmentation = label_id, self.source.label, None
+            if self.label_grid is not None:
+                chip_label, label_text, segmentation = self._chip_label(box)
+                if chip_label is None:
+                    self.skipped[SKIP_LABEL_FRACTION] += 1
+                    continue
             pixels = convert.to_uint8(chip.pixels, self.bits) if self.bits is not None else chip.pixels
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
             record = schema.ImageRecord(
                 encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
-                label=label_id, label_text=self.source.label, filename=self.source.path, crop_box=chip.source_box,
-                sha256=digest, dtype=str(pixels.dtype), geo_crs=self.crs, geo_transform=chip.transform,
+                label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,
+                sha256=digest, dtype=str(pixels.dtype), geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
             )
             yield chip_split, schema.encode_example(record)
+
+    def _chip_label(self, box: tuple[int, int, int, int]) -> tuple[int | None, str, bytes | None]:
+        """(label id, its name, mask PNG) of a chip from the class map; id None: skip the chip."""
+        spec = self.label_grid.spec
+        ids = self.label_grid.read_ids(box, self.work_shape)
+        if spec.mode == "mask":
+            return schema.UNLABELED, "", encode_pixels(ids[:, :, None], schema.FORMAT_PNG)[0]
+        winner, share = labels.majority(ids, len(spec.classes))
+        if winner < 0 or share < spec.min_fraction:
+            return None, "", None
+        return winner, spec.names[winner], None
 
 
 def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> tuple[int, ...]:
@@ -212,7 +237,32 @@ def open_job(source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, chann
         except Rejected:
             yield None  # a TIFF GDAL cannot open: the Pillow path gives the reason it always gave
             return
-        yield None if photo_like(dataset) and not raster.requested else RasterJob(dataset, source, crop, raster, channels, max_pixels)
+        if photo_like(dataset) and not raster.requested:
+            yield None
+            return
+        label_grid = open_label_grid(source.path, dataset, raster.labels, stack) if raster.labels else None
+        yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid)
+
+
+def open_label_grid(image_path: str, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
+    """The image's class map, opened as safely as images and aligned to its grid."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    path = labels.label_raster_path(image_path, spec.pattern)
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            head = handle.read(HEAD_BYTES)
+    except Exception as err:  # noqa: BLE001 - local and remote filesystems raise their own types
+        raise Rejected("label_raster_missing", f"no class map at {path} (--label_raster {spec.pattern}): {type(err).__name__}") from err
+    refuse_references(head)
+    if not is_tiff(head):
+        raise Rejected("label_raster_mismatch", f"the class map {path} is not a GeoTIFF")
+    try:
+        label_dataset = stack.enter_context(open_raster(path))
+    except Rejected as err:
+        raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
+    return labels.LabelGrid(label_dataset, dataset, spec, stack)
 
 
 def parse_bands(text: str) -> tuple[int, ...]:

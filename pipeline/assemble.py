@@ -1,0 +1,151 @@
+"""Assemble the writer pipeline.
+
+    inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
+                                                    └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+
+With `listing_buckets` (the local DirectRunner) the sources skip the Reshuffle: MatchImages lists
+the globs in hash buckets (ReadManifest reads the manifest in line-number buckets) spread over the
+workers, and the label names come from a listing of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from cropshard.pipeline.options import BuildConfig
+from cropshard.reader.version import __version__
+from cropshard.transforms.dedup import DropDuplicates
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, ImagesToExamples, label_map
+from cropshard.transforms.globs import ListLabelNames, MatchImages
+from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.rejects import REJECTED, Rejection
+from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
+
+
+def sorted_labels(names: Iterable[str]) -> list[str]:
+    return list(label_map(list(names)))
+
+
+def label_ids(names: Sequence[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(names)}
+
+
+def rejection_reason(line: str) -> str:
+    return Rejection.from_json(line).reason
+
+
+def dataset_facts(config: BuildConfig, command_line: Sequence[str]) -> DatasetFacts:
+    """What dataset_info.json records about the build options."""
+    spec = config.example
+    return DatasetFacts(
+        cropshard_version=__version__,
+        encoding=spec.encoding,
+        image_formats=("jpeg", "png") if spec.encoding == "original" else (spec.encoding,),
+        channels=spec.channels,
+        image_shape=(*spec.crop.output_shape, spec.channels) if spec.crop.output_shape else None,
+        crop=spec.crop.to_dict(),
+        compression=config.compression,
+        split_names=tuple(spec.split_names),
+        command_line=tuple(command_line),
+        raster={**spec.raster.to_dict(), "requested": True, "channels": spec.channels} if spec.raster.requested else None,
+    )
+
+
+def read_inputs(
+    pipeline: beam.Pipeline, config: BuildConfig, listing_buckets: int | None
+) -> tuple[beam.PCollection, beam.PCollection, list[beam.PCollection], beam.PCollection]:
+    """(sources to encode, the input count, the rejections so far, the sorted label names): the
+    inputs listed, spread over the workers and, with --dedup, without byte-identical copies."""
+    split_names = config.split_names if config.splits_from_input else None
+    if config.manifest:
+        manifest = ReadManifest(config.manifest, split_names, listing_buckets)
+        found = pipeline | "ReadManifest" >> manifest
+        list_label_names = manifest.labels_only
+    else:
+        found = pipeline | "MatchImages" >> MatchImages(config.inputs, config.labels, split_names, listing_buckets)
+        list_label_names = functools.partial(ListLabelNames, config.inputs, config.labels, split_names)
+    sources, early_rejected = found["sources"], found[REJECTED]
+    num_inputs = (
+        (sources | "CountSources" >> beam.combiners.Count.Globally(), early_rejected | "CountEarlyRejected" >> beam.combiners.Count.Globally())
+        | "Inputs" >> beam.Flatten()
+        | "SumInputs" >> beam.CombineGlobally(sum)
+    )
+    if not listing_buckets:
+        # Matching emits every file from one bundle; redistribute before the expensive decode.
+        sources = sources | "Spread" >> beam.Reshuffle()
+    rejected = [early_rejected]
+    if config.dedup:
+        deduped = sources | "Dedup" >> DropDuplicates()
+        sources = deduped["sources"]
+        rejected.append(deduped[REJECTED])
+    if listing_buckets:
+        # The label map is a side input, complete before any image is encoded: from a listing of
+        # its own, since waiting for the bucketed sources would make the runner hold them all.
+        label_names = pipeline | "ListLabelNames" >> list_label_names()
+    else:
+        label_names = sources | "LabelNames" >> beam.Map(lambda source: source.label)
+    labels = (
+        label_names
+        | "DistinctLabels" >> beam.Distinct()
+        | "AllLabels" >> beam.combiners.ToList()
+        | "SortLabels" >> beam.Map(sorted_labels)
+    )
+    if config.example.raster.labels:  # class maps label the chips: their names, in id order
+        labels = pipeline | "ClassNames" >> beam.Create([list(config.example.raster.labels.names)])
+    return sources, num_inputs, rejected, labels
+
+
+def write_outputs(
+    config: BuildConfig,
+    num_shards: dict[str, int],
+    results: beam.pvalue.DoOutputsTuple,
+    rejected: list[beam.PCollection],
+    num_inputs: beam.PCollection,
+    labels: beam.PCollection,
+    facts: DatasetFacts,
+) -> None:
+    """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and dataset_info.json."""
+    shard_infos = []
+    for split in config.split_names:
+        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, num_shards[split], config.compression)
+        shard_infos.append(files | f"Describe[{split}]" >> DescribeShards(split, config.compression))
+    all_rejected = rejected | "AllRejected" >> beam.Flatten()
+    rejected_files = all_rejected | "WriteRejected" >> beam.io.WriteToText(
+        join(config.output, "rejected"), file_name_suffix=".jsonl", shard_name_template="", num_shards=1,
+        compression_type=CompressionTypes.UNCOMPRESSED,
+    )
+    rejected_counts = all_rejected | "Reasons" >> beam.Map(rejection_reason) | "CountReasons" >> beam.combiners.Count.PerElement()
+    images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
+    raster_facts = results[RASTER_FACTS] | "SumRasterFacts" >> beam.CombinePerKey(sum)  # CRSs seen, chips skipped
+    _ = {
+        "shards": shard_infos | "AllShards" >> beam.Flatten(),
+        "rejected_counts": rejected_counts,
+        "num_inputs": num_inputs,
+        "images_written": images_written,
+        "labels": labels,
+        "rejected_files": rejected_files,
+        "raster_facts": raster_facts,
+    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: BuildConfig,
+    num_shards: dict[str, int],
+    command_line: Sequence[str] = (),
+    progress_dir: str | None = None,
+    listing_buckets: int | None = None,
+) -> None:
+    """Add the whole writer to `pipeline`. `listing_buckets`: spread the work by listing the
+    inputs (or reading the manifest) in that many buckets instead of reshuffling the listed
+    sources (see MatchImages; what the in-memory local runner needs)."""
+    spec = config.example
+    sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
+    results = sources | "ImagesToExamples" >> beam.ParDo(
+        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids))
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS)
+    rejected.append(results[REJECTED])
+    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line))

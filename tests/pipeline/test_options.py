@@ -1,0 +1,99 @@
+"""build_config: how the command line's cropshard options become a BuildConfig, and every refusal."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from cropshard.pipeline.options import build_config, normalize_input, parse_inputs, parse_splits
+
+
+def config(*args: str):
+    return build_config(PipelineOptions(list(args)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input=/in/**"], "--output is required"),
+        (["--output=/out"], "exactly one of --input or --manifest"),
+        (["--output=/out", "--input=/in/**", "--manifest=/m.csv"], "exactly one of --input or --manifest"),
+        (["--output=/out", "--input=/in/**", "--crop=manifest"], "--crop manifest needs --manifest"),
+        (["--output=/out", "--input=/in/**", "--crop=none", "--size=32"], "--crop none keeps whole images"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--jpeg_quality=0"], "--jpeg_quality must be 1..100, got 0"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--jpeg_quality=101"], "--jpeg_quality must be 1..100, got 101"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split=train=0.5,rejected=0.5"], r"split names \['rejected'\] are reserved"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split=train,images_written"], r"split names \['images_written'\] are reserved"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--num_shards=-1"], "--num_shards must be >= 0"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--target_shard_mb=0"], "--target_shard_mb and --max_pixels positive"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--max_pixels=0"], "--target_shard_mb and --max_pixels positive"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--encoding=original"], "--encoding original stores source files and needs --crop none"),
+        (["--output=/out", "--input=/in/**", "--crop=center"], "--crop center needs --size HxW"),
+    ],
+)
+def test_build_config_refuses_bad_combinations(args: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config(*args)
+
+
+def test_the_first_problem_is_the_one_reported() -> None:
+    # No --output and a bad --jpeg_quality: --output is checked first.
+    with pytest.raises(ValueError, match="--output is required"):
+        config("--input=/in/**", "--jpeg_quality=0")
+    # A bad crop and a bad quality: the crop is checked first.
+    with pytest.raises(ValueError, match="--crop none keeps whole images"):
+        config("--output=/out", "--input=/in/**", "--crop=none", "--size=32", "--jpeg_quality=0")
+
+
+def test_build_config_normalizes_paths(tmp_path, monkeypatch) -> None:
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    built = config("--output=out/", "--input=photos,gs://b/x/", "--input=a/*.jpg", "--size=32")
+    assert built.inputs == (f"{tmp_path}/photos/**", "gs://b/x/**", f"{tmp_path}/a/*.jpg")
+    assert built.output == f"{tmp_path}/out"
+    assert built.manifest is None
+    assert config("--output=gs://bucket/ds/", "--manifest=m.csv", "--size=32").output == "gs://bucket/ds"
+    assert config("--output=gs://bucket/ds/", "--manifest=m.csv", "--size=32").manifest == f"{tmp_path}/m.csv"
+
+
+def test_build_config_carries_every_option() -> None:
+    built = config(
+        "--output=/out", "--input=/in/**", "--crop=random", "--size=96x64", "--crops_per_image=3", "--small=pad",
+        "--resize=200", "--channels=1", "--encoding=jpeg", "--jpeg_quality=80", "--split=train=0.75,test=0.25",
+        "--label_from=none", "--num_shards=5", "--target_shard_mb=64", "--compression=gzip", "--max_pixels=1000",
+        "--seed=7", "--dedup", "--overwrite", "--progress=log",
+    )
+    crop = built.example.crop
+    assert (crop.strategy, crop.size, crop.crops_per_image, crop.small, crop.resize, crop.seed) == ("random", (96, 64), 3, "pad", 200, 7)
+    example = built.example
+    assert (example.channels, example.encoding, example.jpeg_quality, example.max_pixels) == (1, "jpeg", 80, 1000)
+    assert example.split_fractions == (("train", 0.75), ("test", 0.25))
+    assert built.split_names == ("train", "test") and not built.splits_from_input
+    assert (built.labels, built.num_shards, built.target_shard_mb, built.compression) == ("none", 5, 64.0, "gzip")
+    assert (built.dedup, built.overwrite, built.progress) == (True, True, "log")
+
+
+def test_defaults() -> None:
+    built = config("--output=/out", "--input=/in/**", "--size=32")
+    assert (built.example.crop.strategy, built.example.encoding, built.example.channels) == ("center", "raw", 3)
+    assert built.split_names == ("train",) and built.example.split_fractions == (("train", 1.0),)
+    assert (built.labels, built.num_shards, built.target_shard_mb, built.compression) == ("folder", 0, 128.0, "none")
+    assert (built.dedup, built.overwrite, built.progress) == (False, False, "auto")
+
+
+def test_parse_splits() -> None:
+    assert parse_splits("train=0.8,validation=0.2") == ((("train", 0.8), ("validation", 0.2)), ("train", "validation"))
+    assert parse_splits("train,validation,test") == (None, ("train", "validation", "test"))
+    assert config("--output=/out", "--input=/in/**", "--size=32", "--split=train,test").splits_from_input
+
+
+def test_parse_inputs_and_normalize_input(tmp_path) -> None:
+    assert parse_inputs(None) == ()
+    assert parse_inputs([" /a/*.jpg , ", "/b/**"]) == ("/a/*.jpg", "/b/**")
+    assert normalize_input(str(tmp_path)) == f"{tmp_path}/**"  # an existing local directory
+    assert normalize_input(f"{tmp_path}/missing") == f"{tmp_path}/missing"  # a file path stays as given
+    assert normalize_input("gs://bucket/images") == "gs://bucket/images"  # gs:// has no directories
+    assert normalize_input("gs://bucket/images/") == "gs://bucket/images/**"
+    assert normalize_input("/x/[ab]*.png") == "/x/[ab]*.png"
+    assert os.path.isabs(parse_inputs(["rel/*.jpg"])[0])

@@ -1,0 +1,34 @@
+"""Labels, keys and folder splits from a path below its pattern's root (pure; no listing)."""
+
+from __future__ import annotations
+
+import pytest
+from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE, source_from_path
+from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.types import ImageSource
+
+
+def test_label_is_the_parent_folder_and_key_the_path_below_the_root():
+    source = source_from_path("/data/img/cat/a.jpg", "/data/img/", LABELS_FOLDER, None)
+    assert source == ImageSource(path="/data/img/cat/a.jpg", key="cat/a.jpg", label="cat", split=None, box=None)
+    deep = source_from_path("gs://b/img/animals/cat/a.jpg", "gs://b/img/", LABELS_FOLDER, None)
+    assert (deep.key, deep.label) == ("animals/cat/a.jpg", "cat")
+    assert source_from_path("/data/img/a.jpg", "/data/img/", LABELS_FOLDER, None).label == ""  # no folder: unlabeled
+    assert source_from_path("/data/img/cat/a.jpg", "/data/img/", LABELS_NONE, None).label == ""
+
+
+def test_paths_outside_the_root_and_windows_separators():
+    assert source_from_path("/other/cat/a.jpg", "/data/img/", LABELS_FOLDER, None).key == "other/cat/a.jpg"
+    assert source_from_path("C:\\img\\cat\\a.jpg", "C:\\img\\", LABELS_FOLDER, None).key == "cat/a.jpg"
+    assert source_from_path("C:\\img\\cat\\a.jpg", "C:\\img\\", LABELS_FOLDER, None).label == "cat"
+
+
+def test_split_folders_come_first():
+    source = source_from_path("/d/train/cat/a.jpg", "/d/", LABELS_FOLDER, ("train", "test"))
+    assert (source.split, source.label, source.key) == ("train", "cat", "train/cat/a.jpg")
+    assert source_from_path("/d/test/a.jpg", "/d/", LABELS_FOLDER, ("train", "test")).label == ""
+    with pytest.raises(Rejected) as err:
+        source_from_path("/d/extra/cat/a.jpg", "/d/", LABELS_FOLDER, ("train", "test"))
+    assert err.value.reason == "unknown_split" and "'extra'" in err.value.message
+    with pytest.raises(Rejected, match="no folder"):
+        source_from_path("/d/a.jpg", "/d/", LABELS_FOLDER, ("train",))

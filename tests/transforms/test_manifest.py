@@ -1,0 +1,78 @@
+"""Manifest rows -> ImageSource, or the reason a row is rejected (pure; no pipeline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cropshard.transforms.manifest import (
+    MANIFEST_COLUMNS,
+    csv_delimiter,
+    manifest_kind,
+    parse_manifest_row,
+    read_manifest_header,
+)
+from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.types import ImageSource
+
+HEADER = ["path", "label", "split", "box"]
+
+
+def csv_row(line: str, split_names=None, header=HEADER, delimiter=","):
+    return parse_manifest_row(line, "csv", header, "/m", split_names, delimiter)
+
+
+def rejection(line: str, kind: str = "csv", split_names=None) -> str:
+    with pytest.raises(Rejected) as err:
+        parse_manifest_row(line, kind, HEADER, "/m", split_names)
+    assert err.value.reason == "bad_manifest_row"
+    return err.value.message
+
+
+def test_csv_row_paths_labels_boxes():
+    assert csv_row('img/a.jpg,cat,,"1,2,10,20"') == ImageSource("/m/img/a.jpg", "img/a.jpg", "cat", None, (1, 2, 10, 20))
+    assert csv_row("/abs/a.jpg, dog ,,").path == "/abs/a.jpg"
+    assert csv_row("gs://b/a.jpg,,,") == ImageSource("gs://b/a.jpg", "gs://b/a.jpg", "", None, None)
+    assert csv_row("a.jpg\tcat", header=["path", "label"], delimiter="\t").label == "cat"
+
+
+def test_split_column_rules():
+    assert csv_row("a.jpg,cat,train,", split_names=("train", "test")).split == "train"
+    assert csv_row("a.jpg,cat,train,").split is None  # fractions in --split win over the column
+    assert "has none" in rejection("a.jpg,cat,,", split_names=("train",))
+    assert "unknown split 'holdout'" in rejection("a.jpg,cat,holdout,", split_names=("train",))
+
+
+def test_malformed_rows():
+    assert "expected 4 columns" in rejection("a.jpg,cat")
+    assert "no path" in rejection(",cat,,")
+    assert "malformed box" in rejection('a.jpg,cat,,"1,2,x,4"')
+    assert "not valid JSON" in rejection("{not json", "jsonl")
+    assert "must be an object" in rejection("[1, 2]", "jsonl")
+
+
+def test_jsonl_rows():
+    line = json.dumps({"path": "x/c.jpg", "label": 3, "box": [0, 0, 5, 5]})
+    assert parse_manifest_row(line, "jsonl", list(MANIFEST_COLUMNS), "/m", None) == ImageSource("/m/x/c.jpg", "x/c.jpg", "3", None, (0, 0, 5, 5))
+    assert parse_manifest_row(json.dumps({"path": "a.jpg", "label": None}), "jsonl", HEADER, "/m", None).label == ""
+
+
+def test_manifest_kind_and_delimiter():
+    assert [manifest_kind(p) for p in ("m.csv", "M.TSV", "m.jsonl", "m.ndjson", "m.json")] == ["csv", "csv", "jsonl", "jsonl", "jsonl"]
+    with pytest.raises(ValueError, match="--manifest must be"):
+        manifest_kind("m.txt")
+    assert (csv_delimiter("m.tsv"), csv_delimiter("m.csv")) == ("\t", ",")
+
+
+def test_read_manifest_header(tmp_path):
+    good = tmp_path / "m.tsv"
+    good.write_text("\ufeffPath\t Label \nimg.jpg\tcat\n", encoding="utf-8")
+    assert read_manifest_header(str(good)) == ["path", "label"]
+    no_path = tmp_path / "n.csv"
+    no_path.write_text("file,label\n")
+    with pytest.raises(ValueError, match="'path' column"):
+        read_manifest_header(str(no_path))
+    unknown = tmp_path / "u.csv"
+    unknown.write_text("path,weight\n")
+    with pytest.raises(ValueError, match=r"unknown columns \['weight'\]"):
+        read_manifest_header(str(unknown))

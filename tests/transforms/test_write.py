@@ -1,0 +1,76 @@
+"""The pure parts of transforms/write.py: shard names and the dataset_info.json assembly and checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cropshard.reader import metadata, schema
+from cropshard.transforms.write import (
+    SHARD_TEMPLATE,
+    DatasetFacts,
+    check_publishable,
+    dataset_info,
+    group_splits,
+    shard_file_name,
+    shard_suffix,
+)
+
+FACTS = DatasetFacts(
+    cropshard_version="9.9", encoding="raw", image_formats=("raw",), channels=3, image_shape=(8, 8, 3),
+    crop={"strategy": "center", "size": [8, 8]}, compression="none", split_names=("train", "test"), command_line=("cropshard", "build"),
+)
+
+
+def shard(name: str, records: int, size: int = 100) -> metadata.ShardInfo:
+    return metadata.ShardInfo(name, records, size)
+
+
+def test_shard_names() -> None:
+    assert shard_suffix("none") == ".tfrecord"
+    assert shard_suffix("gzip") == ".tfrecord.gz"
+    assert SHARD_TEMPLATE == "-SSSSS-of-NNNNN"  # train-00000-of-00004.tfrecord, as the reader expects
+    assert shard_file_name("gs://bucket/ds/train-00001-of-00004.tfrecord") == "train-00001-of-00004.tfrecord"
+    assert shard_file_name("/data/ds/test-00000-of-00001.tfrecord.gz") == "test-00000-of-00001.tfrecord.gz"
+    assert shard_file_name(r"C:\ds\train-00000-of-00001.tfrecord") == "train-00000-of-00001.tfrecord"
+
+
+def test_group_splits_sorts_shards_and_keeps_empty_splits() -> None:
+    shards = [("train", shard("train-00001-of-00002.tfrecord", 3)), ("train", shard("train-00000-of-00002.tfrecord", 4))]
+    splits = group_splits(("train", "test"), shards)
+    assert list(splits) == ["train", "test"]
+    assert splits["train"] == metadata.SplitInfo(
+        "train", 7, (shard("train-00000-of-00002.tfrecord", 4), shard("train-00001-of-00002.tfrecord", 3))
+    )
+    assert splits["test"] == metadata.SplitInfo("test", 0, ())
+
+
+def test_dataset_info_from_facts_and_counts() -> None:
+    splits = group_splits(FACTS.split_names, [("train", shard("train-00000-of-00001.tfrecord", 5)), ("test", shard("test-00000-of-00001.tfrecord", 1))])
+    info = dataset_info(FACTS, splits, ["a", "b"], {"too_small": 2}, num_inputs=8, images_written=6, created="2024-01-01T00:00:00+00:00")
+    body = json.loads(info.to_json())
+    assert body["cropshard_version"] == "9.9" and body["created"] == "2024-01-01T00:00:00+00:00"
+    assert (body["encoding"], body["image_formats"], body["channels"], body["image_shape"]) == ("raw", ["raw"], 3, [8, 8, 3])
+    assert body["crop"] == {"strategy": "center", "size": [8, 8]}
+    assert (body["labels"], body["compression"], body["command_line"]) == (["a", "b"], "none", ["cropshard", "build"])
+    assert (body["num_inputs"], body["num_images_written"], body["num_examples"]) == (8, 6, 6)
+    assert body["rejected"] == {"count": 2, "by_reason": {"too_small": 2}, "file": metadata.REJECTED_FILENAME}
+    assert {name: split["num_examples"] for name, split in body["splits"].items()} == {"train": 5, "test": 1}
+    assert info.schema == schema.schema_description()
+    info.crop["size"] = [1, 1]  # the info holds its own copy of the crop: the facts stay as built
+    assert FACTS.crop["size"] == [8, 8]
+
+
+def test_check_publishable() -> None:
+    splits = group_splits(("train",), [("train", shard("train-00000-of-00001.tfrecord", 2))])
+
+    def info(num_inputs: int, written: int, rejected: dict[str, int]) -> metadata.DatasetInfo:
+        return dataset_info(FACTS, splits, [], rejected, num_inputs, written, created="")
+
+    check_publishable(info(3, 2, {"truncated": 1}))
+    with pytest.raises(RuntimeError, match=r"do not reconcile: 3 inputs != 2 written \+ 0 rejected"):
+        check_publishable(info(3, 2, {}))
+    with pytest.raises(RuntimeError, match="shards describe 2 records but 3 images were written; the shard list is incomplete"):
+        check_publishable(info(3, 3, {}))
+    with pytest.raises(RuntimeError, match=r"undocumented rejection reasons \['no_such_reason'\]"):
+        check_publishable(info(3, 2, {"no_such_reason": 1}))

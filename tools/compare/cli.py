@@ -1,0 +1,247 @@
+"""`cropshard compare` arguments, the run (build or reuse, measure, write JSON and chart) and the printed table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
+from cropshard.tools import human_bytes
+from cropshard.tools.compare.chart import chart_title, write_chart
+from cropshard.tools.compare.measure import (
+    ReaderRun,
+    ReaderSettings,
+    ReaderSpec,
+    VariantRow,
+    measure_reader,
+    reader_spec,
+    run_reader_subprocess,
+    summarize,
+)
+from cropshard.tools.compare.plan import (
+    LAYOUTS,
+    Build,
+    Variant,
+    build_argv,
+    combine,
+    plan_variants,
+    variant_from_dataset,
+)
+from cropshard.tools.compare.recommend import recommend
+
+COMPARE_FORMAT_VERSION = 1
+# Build options compare sets itself per variant; passing them through would silently change a variant.
+OWNED_BUILD_OPTIONS = ("--input", "--manifest", "--output", "--crop", "--size", "--resize", "--encoding", "--jpeg_quality",
+                       "--box", "--crops_per_image", "--stride", "--overwrite")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from cropshard.transforms.crop import parse_size
+
+    parser = argparse.ArgumentParser(
+        prog="cropshard compare",
+        allow_abbrev=False,
+        description="Build (or reuse) pre-cropped and full-image variants of the same input and measure size, build time, "
+        "reader throughput and reader memory. Unrecognised --options (Beam's --runner, --direct_num_workers, Dataflow "
+        "options, and build options such as --split, --num_shards, --compression) are passed to every build.",
+    )
+    parser.add_argument("--input", action="append", default=[], metavar="GLOB", help="images to build from (as for cropshard build; repeatable)")
+    parser.add_argument("--manifest", default=None, help="build from a manifest instead of --input")
+    parser.add_argument("--dataset", action="append", default=[], metavar="PATH",
+                        help="an existing dataset to measure as is (repeatable); its kind comes from its dataset_info.json")
+    parser.add_argument("--size", type=parse_size, required=True, metavar="HxW", help="the training crop, e.g. 128x128")
+    parser.add_argument("--encodings", type=_csv, default=["raw", "jpeg"], help="encodings for the pre-cropped variants (default raw,jpeg)")
+    parser.add_argument("--full-encodings", type=_csv, default=["jpeg"], help="encodings for the full-image variants (default jpeg)")
+    parser.add_argument("--resize", type=int, default=None, metavar="S",
+                        help="shorter side of the downscaled full-image variant (default: 2x the longer crop side; 0 skips it)")
+    parser.add_argument("--layouts", type=_csv, default=list(LAYOUTS), help=f"which kinds of variant to build (default {','.join(LAYOUTS)})")
+    parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality for every JPEG variant (default 90)")
+    parser.add_argument("--workdir", default="cropshard-compare", help="where the variants are built, one folder each (default ./cropshard-compare)")
+    parser.add_argument("--json", default=None, help="results file (default WORKDIR/compare.json)")
+    parser.add_argument("--chart", default=None, help="chart PNG (default WORKDIR/compare.png)")
+    parser.add_argument("--read-split", default="train", help="split the reader reads (default train, else the first non-empty split)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=50, help="timed batches per variant, at least")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing batches for at least this long (default 3)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (tracing, file opening, shuffle buffer, autotuning)")
+    parser.add_argument("--repeats", type=int, default=3, help="reader runs per variant, round-robin; the fastest counts (default 3)")
+    parser.add_argument("--seed", type=int, default=None, help="reader seed (default: unseeded, the fast non-deterministic order)")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """compare's own options, and the rest (passed through to every build)."""
+    from cropshard.transforms.encode import ENCODINGS
+
+    parser = _parser()
+    args, passthrough = parser.parse_known_args(list(argv))
+    for option in passthrough:
+        flag = option.split("=", 1)[0]
+        if flag in OWNED_BUILD_OPTIONS:
+            parser.error(f"{flag} is set by compare for each variant; use compare's own options (--size, --encodings, --resize, ...)")
+        if flag.startswith("-") and not flag.startswith("--"):
+            parser.error(f"unknown option {option}")
+    for enc in args.encodings + args.full_encodings:
+        if enc not in ENCODINGS:
+            parser.error(f"unknown encoding {enc!r}; choose from {', '.join(ENCODINGS)}")
+    if "original" in args.encodings:
+        parser.error("'original' keeps whole source files; it cannot be a pre-cropped encoding (use it in --full-encodings)")
+    unknown = set(args.layouts) - set(LAYOUTS)
+    if unknown:
+        parser.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
+    if args.batch_size < 1 or args.batches < 1 or args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
+        parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
+    if args.resize is None:
+        args.resize = 2 * max(args.size)
+    if args.input and args.manifest:
+        parser.error("give --input or --manifest, not both")
+    if not (args.input or args.manifest) and not args.dataset:
+        parser.error("give --input/--manifest to build variants, or --dataset PATH for existing ones")
+    return args, passthrough
+
+
+def reader_settings(args: argparse.Namespace) -> ReaderSettings:
+    return ReaderSettings(args.read_split, args.batch_size, args.batches, args.min_seconds, args.warmup, args.repeats, args.seed)
+
+
+def _variants(args: argparse.Namespace) -> list[Variant]:
+    given = [variant_from_dataset(path, load_info(path)) for path in args.dataset]
+    planned = []
+    if args.input or args.manifest:
+        planned = plan_variants(args.workdir, args.size, args.encodings, args.full_encodings, args.resize or None, args.layouts)
+    return combine(given, planned)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    variant: Variant
+    info: DatasetInfo
+    seconds: float | None  # build wall seconds; None: an existing dataset, reused
+    spec: ReaderSpec
+
+
+def _build_all(variants: Sequence[Variant], args: argparse.Namespace, passthrough: Sequence[str], build: Build | None) -> list[Built]:
+    """Build the variants that need it, reuse the others; each with what its reader runs measure."""
+    settings = reader_settings(args)
+    source = [f"--input={pattern}" for pattern in args.input] + ([f"--manifest={args.manifest}"] if args.manifest else [])
+    built = []
+    for variant in variants:
+        seconds = None
+        if variant.build_args is None:
+            info = load_info(variant.path)
+        elif build is None:
+            # Given datasets come first, so this stops before any build has started.
+            raise ValueError("building variants needs the pipeline: run `cropshard compare` (this module alone measures --dataset folders only)")
+        else:
+            print(f"building {variant.name} -> {variant.path}", file=sys.stderr, flush=True)
+            info, seconds = build(build_argv(variant, source, args.jpeg_quality, passthrough))
+        built.append(Built(variant, info, seconds, reader_spec(variant, info, settings, args.size)))
+    return built
+
+
+def _measure_all(names: Sequence[str], specs: Sequence[ReaderSpec], settings: ReaderSettings) -> list[list[ReaderRun]]:
+    """`settings.repeats` runs per variant, round-robin, so a burst of load elsewhere hits one run of
+    several variants rather than every run of one."""
+    runs: list[list[ReaderRun]] = [[] for _ in specs]
+    for round_number in range(settings.repeats):
+        for name, spec, variant_runs in zip(names, specs, runs, strict=True):
+            print(f"  reader run {round_number + 1}/{settings.repeats} of {name} ({spec.crop or 'plain'} read,"
+                  f" batch {settings.batch_size})", file=sys.stderr, flush=True)
+            variant_runs.append(run_reader_subprocess(spec))
+    return runs
+
+
+def _machine() -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(), "tensorflow": tf.__version__}
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    rows: list[VariantRow]
+    document: dict[str, Any]  # what compare.json holds
+    json_path: str
+    chart_path: str
+
+
+def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
+    """Build/reuse, measure, and write JSON + chart."""
+    args, passthrough = parse_args(argv)
+    settings = reader_settings(args)
+    built = _build_all(_variants(args), args, passthrough, build)
+    runs = _measure_all([b.variant.name for b in built], [b.spec for b in built], settings)
+    rows = [summarize(b.variant, b.info, b.seconds, b.spec, measured) for b, measured in zip(built, runs, strict=True)]
+    machine = _machine()
+    document = {
+        "format_version": COMPARE_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": ["cropshard", "compare", *argv],
+        "input": list(args.input) or ([args.manifest] if args.manifest else []),
+        "size": list(args.size),
+        "resize": args.resize or None,
+        "encodings": list(args.encodings),
+        "full_encodings": list(args.full_encodings),
+        "jpeg_quality": args.jpeg_quality,
+        "build_options": passthrough,
+        "reader": dataclasses.asdict(settings),
+        "machine": machine,
+        "variants": [row.to_json() for row in rows],
+        "recommendation": recommend(rows),
+    }
+    json_path = args.json or os.path.join(args.workdir, "compare.json")
+    chart_path = args.chart or os.path.join(args.workdir, "compare.png")
+    for path in (json_path, chart_path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+    write_chart(rows, document["recommendation"], chart_title(rows, settings, args.size, machine["cpus"]), chart_path)
+    return Comparison(rows, document, json_path, chart_path)
+
+
+def format_table(rows: Sequence[VariantRow]) -> str:
+    header = (f"{'variant':<22}{'stored':>14}{'bytes/image':>13}{'total':>12}{'build':>9}  {'reader':<22}"
+              f"{'images/s':>10}{'peak RSS':>12}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f} s"
+        lines.append(
+            f"{r.name:<22}{r.stored_shape:>14}{human_bytes(r.bytes_per_image):>13}{human_bytes(r.total_bytes):>12}"
+            f"{build:>9}  {r.reader_crop:<22}{r.reader_images_per_second:>10,.0f}{human_bytes(r.reader_peak_rss_bytes):>12}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str], build: Build | None = None) -> int:
+    """`cropshard compare ARGS`; `build` runs one build (the `cropshard` dispatcher passes it). With
+    `--measure-reader SPEC` this is the child process that measures one reader run."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(argv)
+    if argv[:1] == ["--measure-reader"]:
+        print(json.dumps(dataclasses.asdict(measure_reader(ReaderSpec.from_json(argv[1])))))
+        return 0
+    try:
+        comparison = run(argv, build)
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
+        print(f"cropshard compare: error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(comparison.rows))
+    print()
+    for sentence in comparison.document["recommendation"]:
+        print(textwrap.fill(sentence, 110, subsequent_indent="  "))
+    print(f"\nwrote {comparison.json_path} and {comparison.chart_path}")
+    return 0

@@ -1,0 +1,177 @@
+"""Manifest inputs: a CSV/TSV (with a header row) or JSONL file -> `ImageSource` elements and `rejected` lines.
+
+Columns: `path` (required; relative paths are below the manifest's folder), `label`, `split`,
+`box` (y,x,height,width for `--crop manifest`). Rows are streamed by Beam's text IO; a bad row is
+a `bad_manifest_row` rejection, never a failed build.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import posixpath
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from cropshard.transforms.crop import parse_box
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.types import ImageSource
+
+MANIFEST_COLUMNS = ("path", "label", "split", "box")
+
+
+def manifest_kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if lower.endswith((".csv", ".tsv")):
+        return "csv"
+    raise ValueError(f"--manifest must be .csv, .tsv or .jsonl, got {path!r}")
+
+
+def csv_delimiter(path: str) -> str:
+    return "\t" if path.lower().endswith(".tsv") else ","
+
+
+def read_manifest_header(path: str) -> list[str]:
+    """The CSV header (read once by the launcher: one line, not the file)."""
+    with FileSystems.open(path) as handle:
+        first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
+    header = [name.strip().lower() for name in next(csv.reader([first], delimiter=csv_delimiter(path)))]
+    if "path" not in header:
+        raise ValueError(f"manifest {path} needs a header row with a 'path' column; found {header}")
+    unknown = [name for name in header if name not in MANIFEST_COLUMNS]
+    if unknown:
+        raise ValueError(f"manifest {path} has unknown columns {unknown}; known: {list(MANIFEST_COLUMNS)}")
+    return header
+
+
+def parse_manifest_row(
+    line: str, kind: str, header: Sequence[str], manifest_dir: str, split_names: Sequence[str] | None, delimiter: str = ","
+) -> ImageSource:
+    """One manifest line -> ImageSource; Rejected('bad_manifest_row') with the reason otherwise."""
+    if kind == "jsonl":
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise Rejected("bad_manifest_row", f"not valid JSON: {err}") from err
+        if not isinstance(row, dict):
+            raise Rejected("bad_manifest_row", "a JSONL row must be an object")
+    else:
+        values = next(csv.reader([line], delimiter=delimiter))
+        if len(values) != len(header):
+            raise Rejected("bad_manifest_row", f"expected {len(header)} columns {list(header)}, got {len(values)}")
+        row = dict(zip(header, values, strict=True))
+    path = str(row.get("path") or "").strip()
+    if not path:
+        raise Rejected("bad_manifest_row", "the row has no path")
+    box = None
+    if row.get("box") not in (None, ""):
+        try:
+            box = parse_box(row["box"])
+        except (ValueError, TypeError) as err:
+            raise Rejected("bad_manifest_row", f"malformed box {row['box']!r}: {err}") from err
+    split = str(row.get("split") or "").strip() or None
+    if split_names is not None:
+        if split is None:
+            raise Rejected("bad_manifest_row", f"--split {list(split_names)} takes splits from the manifest, but the row has none")
+        if split not in split_names:
+            raise Rejected("bad_manifest_row", f"unknown split {split!r}; declared splits are {list(split_names)}")
+    elif split is not None:
+        split = None  # fractions in --split win; the column is ignored (documented)
+    label = row.get("label")
+    label = "" if label is None else str(label).strip()
+    full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)
+    return ImageSource(path=full, key=path, label=label, split=split, box=box)
+
+
+class _ParseManifestRows(beam.DoFn):
+    def __init__(self, manifest: str, kind: str, header: Sequence[str], split_names: Sequence[str] | None) -> None:
+        self._manifest = manifest
+        self._kind = kind
+        self._header = list(header)
+        self._dir = posixpath.dirname(manifest) if "://" in manifest else _local_dirname(manifest)
+        self._split_names = tuple(split_names) if split_names is not None else None
+        self._delimiter = csv_delimiter(manifest)
+        self._rows = beam.metrics.Metrics.counter("cropshard", "manifest_rows")
+
+    def label_of(self, line: str) -> Iterator[str]:
+        if line.strip():
+            try:
+                yield parse_manifest_row(line, self._kind, self._header, self._dir, self._split_names, self._delimiter).label
+            except Rejected:
+                return
+
+    def process(self, line: str) -> Iterator:
+        if not line.strip():
+            return  # blank lines are not rows
+        self._rows.inc()
+        try:
+            yield parse_manifest_row(line, self._kind, self._header, self._dir, self._split_names, self._delimiter)
+        except Rejected as err:
+            where = f"{self._manifest}: {line[:200]}"
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(where, "manifest", err.reason, err.message).to_json())
+
+
+def _local_dirname(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+class ReadManifest(beam.PTransform):
+    """A CSV/TSV (with header) or JSONL manifest, streamed by ReadFromText -> ImageSource + rejected lines.
+
+    `buckets=N`: N readers of the whole file, each keeping the rows whose line number is its
+    bucket modulo N (for the local runner, as in MatchImages; `labels_only()` then gives the
+    label names by a read of their own)."""
+
+    def __init__(self, manifest: str, split_names: Sequence[str] | None = None, buckets: int | None = None) -> None:
+        super().__init__()
+        self._manifest = manifest
+        self._kind = manifest_kind(manifest)
+        self._header = read_manifest_header(manifest) if self._kind == "csv" else list(MANIFEST_COLUMNS)
+        self._split_names = split_names
+        self._buckets = buckets
+
+    def _lines(self, pbegin: beam.pvalue.PBegin, buckets: int | None) -> beam.PCollection[str]:
+        skip = 1 if self._kind == "csv" else 0
+        if not buckets:
+            return pbegin | "ReadRows" >> beam.io.ReadFromText(self._manifest, skip_header_lines=skip)
+        return (
+            pbegin
+            | "Buckets" >> beam.Create(list(range(buckets)), reshuffle=False)
+            | "SpreadBuckets" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ManifestLinesInBucket(self._manifest, skip, buckets))
+        )
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        return self._lines(pbegin, self._buckets) | "ParseRows" >> beam.ParDo(
+            _ParseManifestRows(self._manifest, self._kind, self._header, self._split_names)
+        ).with_outputs(REJECTED, main="sources")
+
+    def labels_only(self) -> beam.PTransform:
+        """The label name of every valid row (for the label map), read apart from the images."""
+
+        @beam.ptransform_fn
+        def label_names(pbegin: beam.pvalue.PBegin) -> beam.PCollection[str]:
+            parse = _ParseManifestRows(self._manifest, self._kind, self._header, self._split_names)
+            return self._lines(pbegin, None) | "Labels" >> beam.FlatMap(parse.label_of)
+
+        return label_names()
+
+
+class _ManifestLinesInBucket(beam.DoFn):
+    """bucket -> the manifest's lines (after the header) whose line number % buckets == bucket."""
+
+    def __init__(self, manifest: str, skip: int, buckets: int) -> None:
+        self._manifest = manifest
+        self._skip = skip
+        self._buckets = buckets
+
+    def process(self, bucket: int) -> Iterator[str]:
+        with FileSystems.open(self._manifest) as handle:
+            for number, line in enumerate(handle):
+                if number >= self._skip and number % self._buckets == bucket:
+                    # As ReadFromText yields them: UTF-8, without the line ending.
+                    yield line.decode("utf-8").rstrip("\r\n")

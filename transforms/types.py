@@ -1,0 +1,18 @@
+"""Types the stages of the data path share: a crop window (`Box`) and an input image (`ImageSource`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# (y, x, height, width): in the EXIF-oriented image unless a function says otherwise.
+Box = tuple[int, int, int, int]
+
+
+class ImageSource(NamedTuple):
+    """One input image, before it is read."""
+
+    path: str  # what to open: a local path or a URL such as gs://bucket/a.jpg
+    key: str  # stable identity below the input root (or as written in the manifest)
+    label: str  # label name, '' when unlabeled
+    split: str | None  # split from a folder or manifest column; None -> hashed from the key
+    box: Box | None = None  # per-image box from the manifest
