@@ -18,9 +18,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.raster.stats import CombineBandStats
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
 
@@ -120,6 +121,7 @@ def write_outputs(
     rejected_counts = all_rejected | "Reasons" >> beam.Map(rejection_reason) | "CountReasons" >> beam.combiners.Count.PerElement()
     images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
     raster_facts = results[RASTER_FACTS] | "SumRasterFacts" >> beam.CombinePerKey(sum)  # CRSs seen, chips skipped
+    raster_stats = results[RASTER_STATS] | "BandStats" >> beam.CombinePerKey(CombineBandStats())  # per split
     _ = {
         "shards": shard_infos | "AllShards" >> beam.Flatten(),
         "rejected_counts": rejected_counts,
@@ -128,6 +130,7 @@ def write_outputs(
         "labels": labels,
         "rejected_files": rejected_files,
         "raster_facts": raster_facts,
+        "raster_stats": raster_stats,
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts)
 
 
@@ -146,6 +149,6 @@ def build_pipeline(
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     results = sources | "ImagesToExamples" >> beam.ParDo(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids))
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS)
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
     rejected.append(results[REJECTED])
     write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line))

@@ -89,6 +89,8 @@ def normalize_images(images: Any, norm: Normalization, scale: float = 255.0) -> 
 
     if norm.mode == "none":
         return images
+    if norm.mode == "dataset":  # the dataset's own statistics, in stored units
+        return (tf.cast(images, tf.float32) - tf.constant(norm.mean, tf.float32)) * tf.constant([1.0 / s for s in norm.std], tf.float32)
     images = tf.cast(images, tf.float32) * (1.0 / scale)
     if norm.mode == "meanstd":
         images = (images - tf.constant(norm.mean, tf.float32)) * tf.constant([1.0 / s for s in norm.std], tf.float32)
@@ -127,13 +129,14 @@ class _Route:
         dtype: str = "uint8",
         geo: bool = False,
         mask: bool = False,
+        norm: Normalization | None = None,
     ) -> None:
         import tensorflow as tf
 
         self.crop = decode.crop
         self.window = decode.window
         self.flip = decode.flip
-        self.norm = decode.normalization
+        self.norm = norm or decode.normalization
         self.with_metadata = decode.with_metadata
         self.fixed_shape = fixed_shape
         self.channels = channels

@@ -30,6 +30,7 @@ from cropshard.transforms.worker import setup_worker
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
 RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
+RASTER_STATS = "raster_stats"  # output tag: (split, BandStats) per raster source and split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +252,8 @@ class ImagesToExamples(beam.DoFn):
             yield self._reject(source, "crop", Rejected("no_valid_chips", f"all {len(job.boxes)} chips were skipped ({skipped})"))
             return True
         yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("crs", job.crs), 1))
+        for chip_split, stats in job.stats.items():
+            yield beam.pvalue.TaggedOutput(RASTER_STATS, (chip_split, stats))
         self._decoded.inc()
         if PATH_RASTER not in self._paths:
             self._paths[PATH_RASTER] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{PATH_RASTER}")

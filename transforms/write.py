@@ -138,10 +138,11 @@ def dataset_info(
     images_written: int,
     created: str,
     raster_facts: Mapping[tuple[str, str], int] | None = None,
+    raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> metadata.DatasetInfo:
     # Without raster options, rasters found among the inputs were read with the defaults.
     defaults = {**RasterSpec().to_dict(), "requested": False, "channels": facts.channels}
-    raster = raster_section(facts.raster or defaults, raster_facts or {})
+    raster = raster_section(facts.raster or defaults, raster_facts or {}, raster_stats or {})
     return metadata.DatasetInfo(
         cropshard_version=facts.cropshard_version,
         created=created,
@@ -198,10 +199,11 @@ class _WriteDatasetInfo(beam.DoFn):
         labels: Sequence[str],
         unused_rejected_files: Sequence[str],
         raster_facts: Mapping[tuple[str, str], int] | None = None,
+        raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Iterator[str]:
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         splits = group_splits(self._facts.split_names, shards)
-        info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {})
+        info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {}, raster_stats or {})
         check_publishable(info)
         write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
         info_path = join(self._output, metadata.INFO_FILENAME)
@@ -210,15 +212,17 @@ class _WriteDatasetInfo(beam.DoFn):
         yield info_path
 
 
-def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int]) -> dict | None:
+def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int], stats: Mapping[str, Mapping[str, Any]]) -> dict | None:
     """dataset_info.json's `raster` section: the options plus what the build saw (CRSs, chips
-    skipped by reason); None for a build where no raster was read and no raster option given."""
+    skipped by reason, per-band statistics of the stored chips per split); None for a build
+    where no raster was read and no raster option given."""
     if not facts and not base["requested"]:
         return None
     section = {key: value for key, value in base.items() if key != "requested"}
     section["crs_seen"] = sorted(value for (kind, value), _ in facts.items() if kind == "crs")
     section["num_rasters"] = sum(count for (kind, _), count in facts.items() if kind == "crs")
     section["chips_skipped"] = {value: int(count) for (kind, value), count in sorted(facts.items()) if kind == "chips_skipped"}
+    section["stats"] = {split: dict(summary) for split, summary in sorted(stats.items())}
     return section
 
 
@@ -237,7 +241,7 @@ class WriteDatasetInfo(beam.PTransform):
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
-        rasters = {"raster_facts": side.AsDict(pcolls["raster_facts"])} if "raster_facts" in pcolls else {}
+        rasters = {key: side.AsDict(pcolls[key]) for key in ("raster_facts", "raster_stats") if key in pcolls}
         return (
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])

@@ -114,6 +114,23 @@ def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) 
                 assert meta["geo_transform"][0] == pytest.approx(ds.transform.c + 2.0 * x)
     assert all(len(splits) == 1 for splits in block_of.values()) and len(block_of) == 64
 
+    # Per-band statistics per split (Beam combiners) against numpy over the stored chips.
+    for split in info.splits:
+        stored = np.stack([img for img, _ in reader.load(str(out), split=split, batch_size=None, shuffle=False, normalize="none").as_numpy_iterator()])
+        stats = info.raster["stats"][split]
+        values = stored.reshape(-1, 3).astype(np.float64)
+        assert stats["pixels"] == values.shape[0]
+        np.testing.assert_allclose(stats["mean"], values.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(stats["std"], values.std(axis=0), rtol=1e-5)
+        assert stats["min"] == values.min(axis=0).tolist() and stats["max"] == values.max(axis=0).tolist()
+        for q in (2, 98):
+            assert stats[f"p{q}"] == np.percentile(values, q, axis=0, method="inverted_cdf").tolist()
+    train = info.raster["stats"]["train"]
+    raw, _ = next(iter(reader.load(str(out), batch_size=8, shuffle=False, normalize="none")))
+    normalized, _ = next(iter(reader.load(str(out), batch_size=8, shuffle=False, normalize="dataset")))
+    expected = (raw.numpy().astype(np.float32) - np.float32(train["mean"])) / np.float32(train["std"])
+    np.testing.assert_allclose(normalized.numpy(), expected, rtol=1e-5, atol=1e-5)
+
 
 def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)

@@ -421,3 +421,24 @@ def test_class_map_outside_the_image_or_missing_is_rejected(tmp_path: Path) -> N
         with pytest.raises(Rejected) as err, open_job(source(image), image.read_bytes()[:64], crop, spec, 1, 10**9):
             pass
         assert err.value.reason == reason, err.value.message
+
+
+def test_band_stats_merge_equals_one_pass_and_sixteen_bit_percentiles_are_binned() -> None:
+    from cropshard.transforms.raster.stats import BandStats, CombineBandStats
+
+    rng = np.random.default_rng(11)
+    chips_in = [rng.integers(0, 2048, (16, 16, 2)).astype(np.uint16) for _ in range(5)]
+    whole = BandStats.empty("uint16", 2)
+    parts = []
+    for chip in chips_in:
+        whole.add(chip)
+        part = BandStats.empty("uint16", 2)
+        part.add(chip)
+        parts.append(part)
+    combine = CombineBandStats()
+    merged = combine.extract_output(combine.merge_accumulators([combine.add_input(combine.create_accumulator(), p) for p in parts]))
+    assert merged == whole.summary()
+    values = np.concatenate([c.reshape(-1, 2) for c in chips_in]).astype(np.float64)
+    np.testing.assert_allclose(merged["mean"], values.mean(axis=0), rtol=1e-9)
+    exact = np.percentile(values, 98, axis=0, method="inverted_cdf")
+    assert all(0 <= e - p < 16 for e, p in zip(exact, merged["p98"], strict=True))  # 16-value bins

@@ -23,6 +23,7 @@ from cropshard.transforms.crop import CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
 from cropshard.transforms.raster import chips, convert, labels
 from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
+from cropshard.transforms.raster.stats import BandStats
 from cropshard.transforms.rejects import Rejected
 
 SKIP_NODATA = "nodata"  # chip skipped: more nodata than --max_nodata
@@ -131,6 +132,7 @@ class RasterJob:
         self.source_dtype = _band_dtype(dataset, self.bands)
         self.crs = crs_text(dataset.crs)
         self.label_grid = label_grid
+        self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
         self.skipped: collections.Counter[str] = collections.Counter()
         self.bits = _check_dtype(self.source_dtype, raster, _nbits(dataset, self.bands))
         self.work_shape = working_shape(crop, *dataset.shape)
@@ -167,6 +169,9 @@ class RasterJob:
                     continue
             pixels = convert.to_uint8(chip.pixels, self.bits) if self.bits is not None else chip.pixels
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
+            if chip_split not in self.stats:
+                self.stats[chip_split] = BandStats.empty(str(pixels.dtype), len(self.bands))
+            self.stats[chip_split].add(pixels)
             record = schema.ImageRecord(
                 encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
                 label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,
