@@ -21,7 +21,8 @@ from cropshard.transforms.dedup import DropDuplicates
 from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
-from cropshard.transforms.raster.stats import CombineBandStats
+from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
+from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
 
@@ -107,6 +108,7 @@ def write_outputs(
     num_inputs: beam.PCollection,
     labels: beam.PCollection,
     facts: DatasetFacts,
+    ranges: beam.PCollection | None = None,
 ) -> None:
     """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and dataset_info.json."""
     shard_infos = []
@@ -131,6 +133,7 @@ def write_outputs(
         "rejected_files": rejected_files,
         "raster_facts": raster_facts,
         "raster_stats": raster_stats,
+        **({"raster_ranges": ranges} if ranges is not None else {}),
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts)
 
 
@@ -147,8 +150,21 @@ def build_pipeline(
     sources (see MatchImages; what the in-memory local runner needs)."""
     spec = config.example
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
+    ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
+    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
     results = sources | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids))
+        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
     ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
     rejected.append(results[REJECTED])
-    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line))
+    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
+
+
+def conversion_ranges(sources: beam.PCollection, config: BuildConfig) -> beam.PCollection:
+    """--to_uint8 minmax|percentile: (source dtype, (low, high) per band) over every raster's preview."""
+    spec = config.example
+    return (
+        sources
+        | "PreviewStats" >> beam.ParDo(PreviewStats(spec.crop, spec.raster, spec.channels, spec.max_pixels))
+        | "DatasetPreviewStats" >> beam.CombinePerKey(MergeBandStats())
+        | "ConversionRange" >> beam.FlatMap(conversion_range, spec.raster.to_uint8)
+    )

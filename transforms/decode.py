@@ -177,7 +177,10 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
 
 def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     """For 16/32-bit greyscale: the bits the uint8 rule uses (`bits:N`, else 16), after checking
-    that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise."""
+    that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise.
+    Photos have no dataset statistics: with --to_uint8 minmax|percentile they use `bits` (16)."""
+    if rule.needs_dataset_range:
+        rule = raster_convert.DEFAULT_RULE
     bits = rule.bits or 16
     if img.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(_load(img))

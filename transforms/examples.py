@@ -158,8 +158,10 @@ class ImagesToExamples(beam.DoFn):
         if self._progress:
             self._progress.flush()
 
-    def process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
-        yield from self._process(source, label_ids)
+    def process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
+        """`ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by
+        source sample type (transforms/raster/range_pass.py)."""
+        yield from self._process(source, label_ids, ranges)
         if self._progress:
             self._progress.add()
 
@@ -169,7 +171,7 @@ class ImagesToExamples(beam.DoFn):
         self._rejected[err.reason].inc()
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
-    def _process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+    def _process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
         spec = self._spec
         if source.split is not None:
             split = source.split
@@ -182,7 +184,7 @@ class ImagesToExamples(beam.DoFn):
             return
         label_id = label_ids[source.label] if source.label else schema.UNLABELED
         if spec.encoding != "original" and is_raster_path(source.path):
-            handled = yield from self._raster(source, split, label_id)
+            handled = yield from self._raster(source, split, label_id, ranges)
             if handled:
                 return
         if spec.raster.labels is not None:
@@ -217,7 +219,7 @@ class ImagesToExamples(beam.DoFn):
             yield beam.pvalue.TaggedOutput(split, record)
         yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
 
-    def _raster(self, source: ImageSource, split: str, label_id: int) -> Iterator:
+    def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
         """The raster path (transforms/raster); returns False when the file is a photo after all.
         Rejections happen before the first chip; a read failing after chips were emitted fails
         the bundle (its outputs are discarded and retried), so a source is never half written."""
@@ -229,7 +231,9 @@ class ImagesToExamples(beam.DoFn):
             yield self._reject(source, "read", err)
             return True
         try:
-            with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels) as job:
+            if spec.raster.to_uint8.needs_dataset_range:
+                ranges = ranges or {}  # never None here: None means the statistics pass
+            with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges) as job:
                 if job is None:
                     return False
                 self._read.inc()

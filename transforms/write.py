@@ -139,10 +139,13 @@ def dataset_info(
     created: str,
     raster_facts: Mapping[tuple[str, str], int] | None = None,
     raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
+    raster_ranges: Mapping[str, Any] | None = None,
 ) -> metadata.DatasetInfo:
     # Without raster options, rasters found among the inputs were read with the defaults.
     defaults = {**RasterSpec().to_dict(), "requested": False, "channels": facts.channels}
     raster = raster_section(facts.raster or defaults, raster_facts or {}, raster_stats or {})
+    if raster is not None and raster_ranges is not None:  # --to_uint8 minmax|percentile: what was stretched by
+        raster["to_uint8_range"] = {dtype: {"low": list(low), "high": list(high)} for dtype, (low, high) in sorted(raster_ranges.items())}
     return metadata.DatasetInfo(
         cropshard_version=facts.cropshard_version,
         created=created,
@@ -200,10 +203,13 @@ class _WriteDatasetInfo(beam.DoFn):
         unused_rejected_files: Sequence[str],
         raster_facts: Mapping[tuple[str, str], int] | None = None,
         raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
+        raster_ranges: Mapping[str, Any] | None = None,
     ) -> Iterator[str]:
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         splits = group_splits(self._facts.split_names, shards)
-        info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {}, raster_stats or {})
+        info = dataset_info(
+            self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {}, raster_stats or {}, raster_ranges
+        )
         check_publishable(info)
         write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
         info_path = join(self._output, metadata.INFO_FILENAME)
@@ -241,7 +247,7 @@ class WriteDatasetInfo(beam.PTransform):
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
-        rasters = {key: side.AsDict(pcolls[key]) for key in ("raster_facts", "raster_stats") if key in pcolls}
+        rasters = {key: side.AsDict(pcolls[key]) for key in ("raster_facts", "raster_stats", "raster_ranges") if key in pcolls}
         return (
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])

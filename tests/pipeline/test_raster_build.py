@@ -173,3 +173,29 @@ def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> N
                 expected_mask, expected_image = expected_mask[:, ::-1], expected_image[:, ::-1]
             np.testing.assert_array_equal(masks[i, :, :, 0], expected_mask)
             np.testing.assert_array_equal(images[i], expected_image)
+
+
+@pytest.mark.parametrize("rule", ["percentile:2,98", "minmax"])
+def test_dataset_range_rules_stretch_by_the_whole_dataset(tmp_path: Path, rule: str) -> None:
+    from cropshard.transforms.raster.convert import stretch_to_uint8
+
+    inputs = tmp_path / "in"
+    bright = (rastergen.multispectral(96, 96, bands=2, high=2000, seed=1) + 1000).astype(np.uint16)
+    dark = (rastergen.multispectral(64, 64, bands=2, high=2000, seed=2) + 500).astype(np.uint16)
+    rastergen.write_raster(inputs / "bright.tif", bright)
+    rastergen.write_raster(inputs / "dark.tif", dark)
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--bands", "1,2", "--encoding", "raw",
+                 "--to_uint8", rule, "--label_from", "none")
+    # Both rasters are under 1024 pixels a side, so their previews are every pixel.
+    values = np.concatenate([bright.reshape(2, -1), dark.reshape(2, -1)], axis=1)
+    if rule == "minmax":
+        low, high = values.min(axis=1), values.max(axis=1)
+    else:  # the lowest value of the 16-value histogram bin holding the percentile
+        low = np.percentile(values, 2, axis=1, method="inverted_cdf") // 16 * 16
+        high = np.percentile(values, 98, axis=1, method="inverted_cdf") // 16 * 16
+    assert info.raster["to_uint8"] == rule
+    assert info.raster["to_uint8_range"] == {"uint16": {"low": low.astype(float).tolist(), "high": high.astype(float).tolist()}}
+    assert info.num_examples == 9 + 4
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        np.testing.assert_array_equal(image, stretch_to_uint8(window_read(meta["filename"].decode(), meta["source_crop_box"]), low, high))

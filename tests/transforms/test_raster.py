@@ -65,9 +65,12 @@ def test_bits_rule_keeps_the_top_eight_significant_bits() -> None:
 def test_uint8_rule_parsing_and_bits_from_metadata() -> None:
     assert convert.parse_uint8_rule("bits") == convert.Uint8Rule("bits", None)
     assert str(convert.parse_uint8_rule("bits:11")) == "bits:11"
-    for bad in ("minmax", "bits:0", "bits:17", "bits:x"):
+    assert convert.parse_uint8_rule("minmax").needs_dataset_range
+    assert str(convert.parse_uint8_rule("percentile:2,98")) == "percentile:2,98"
+    for bad in ("minmax:1", "bits:0", "bits:17", "bits:x", "percentile:98,2", "percentile:2"):
         with pytest.raises(ValueError):
             convert.parse_uint8_rule(bad)
+    assert convert.stretch_to_uint8(np.array([[100, 0], [300, 10], [500, 20]]), (100, 0), (500, 10)).tolist() == [[0, 0], [128, 255], [255, 255]]
     assert convert.conversion_bits("uint16", "11", convert.Uint8Rule()) == 11
     assert convert.conversion_bits("uint16", None, convert.Uint8Rule()) == 16
     assert convert.conversion_bits("uint16", "11", convert.Uint8Rule("bits", 12)) == 12

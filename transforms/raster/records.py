@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -122,8 +122,18 @@ class RasterJob:
     """One opened raster source, checked against the dataset; `records()` streams its examples."""
 
     def __init__(
-        self, dataset: Any, source: Any, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, label_grid: labels.LabelGrid | None = None
+        self,
+        dataset: Any,
+        source: Any,
+        crop: CropSpec,
+        raster: RasterSpec,
+        channels: int,
+        max_pixels: int,
+        label_grid: labels.LabelGrid | None = None,
+        ranges: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     ) -> None:
+        """`ranges`: the dataset's per-band (low, high) by source sample type, for --to_uint8
+        minmax/percentile; None in the statistics pass that computes them (nothing converted)."""
         self.dataset = dataset
         self.source = source
         self.crop = crop
@@ -134,17 +144,20 @@ class RasterJob:
         self.label_grid = label_grid
         self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
         self.skipped: collections.Counter[str] = collections.Counter()
-        self.bits = _check_dtype(self.source_dtype, raster, _nbits(dataset, self.bands))
+        self.converter = _converter(self.source_dtype, raster, _nbits(dataset, self.bands), ranges)
         self.work_shape = working_shape(crop, *dataset.shape)
         self.boxes = plan_boxes(crop, *self.work_shape, key=source.key, manifest_box=source.box)
         largest = max(box[2] * box[3] for box in self.boxes)
         if largest > max_pixels:  # reads are windowed: the guard applies to what one chip holds
             raise Rejected("too_many_pixels", f"a {crop.strategy} chip of {largest} pixels exceeds --max_pixels {max_pixels}")
-        if self.bits is not None:
-            values = chips.preview(dataset, self.bands)
-            tracker = convert.RangeTracker()
-            tracker.add(values, convert.to_uint8(values, self.bits))
-            tracker.check(raster.to_uint8, self.bits, self.source_dtype)
+        if self.converter is not None:
+            self.converter.check(chips.preview(dataset, self.bands), self.source_dtype)
+
+    def preview_stats(self) -> BandStats:
+        """Statistics of the raster's preview in its own sample type (the statistics pass)."""
+        stats = BandStats.empty(self.source_dtype, len(self.bands))
+        stats.add(chips.preview(self.dataset, self.bands).T)
+        return stats
 
     def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
         """(split, serialized example) per kept chip, reading one window at a time."""
@@ -167,7 +180,7 @@ class RasterJob:
                 if chip_label is None:
                     self.skipped[SKIP_LABEL_FRACTION] += 1
                     continue
-            pixels = convert.to_uint8(chip.pixels, self.bits) if self.bits is not None else chip.pixels
+            pixels = self.converter.apply(chip.pixels) if self.converter is not None else chip.pixels
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
             if chip_split not in self.stats:
                 self.stats[chip_split] = BandStats.empty(str(pixels.dtype), len(self.bands))
@@ -217,18 +230,28 @@ def _nbits(dataset: Any, bands: Sequence[int]) -> str | None:
     return dataset.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
 
 
-def _check_dtype(source_dtype: str, raster: RasterSpec, nbits: str | None) -> int | None:
-    """The bits the uint8 rule uses, or None when samples are stored as they are."""
-    if raster.dtype == "uint8":
-        bits = convert.conversion_bits(source_dtype, nbits, raster.to_uint8)
-        return None if bits == 8 and source_dtype == "uint8" else bits
-    if source_dtype != raster.dtype:
-        raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} (--dtype)")
-    return None
+def _converter(source_dtype: str, raster: RasterSpec, nbits: str | None, ranges: Mapping | None) -> convert.Converter | None:
+    """How this source becomes the dataset's uint8, or None when samples are stored as they are."""
+    if raster.dtype != "uint8":
+        if source_dtype != raster.dtype:
+            raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} (--dtype)")
+        return None
+    rule = raster.to_uint8
+    if rule.needs_dataset_range:
+        if ranges is None:
+            return None  # the statistics pass
+        if source_dtype not in ranges:
+            raise Rejected("band_mismatch", f"--to_uint8 {rule}: the dataset has no {rule.kind} range for {source_dtype} samples (percentiles need integer samples; use minmax)")
+        low, high = ranges[source_dtype]
+        return convert.Converter(rule, low=tuple(low), high=tuple(high))
+    bits = convert.conversion_bits(source_dtype, nbits, rule)
+    return None if bits == 8 and source_dtype == "uint8" else convert.Converter(rule, bits=bits)
 
 
 @contextlib.contextmanager
-def open_job(source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int) -> Iterator[RasterJob | None]:
+def open_job(
+    source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None = None
+) -> Iterator[RasterJob | None]:
     """A checked RasterJob, or None when the file is a photo for the Pillow path (not a TIFF,
     or a photo-like TIFF without raster options). `head`: the file's first HEAD_BYTES bytes.
     Rejected for unsafe or mismatching rasters."""
@@ -246,7 +269,7 @@ def open_job(source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, chann
             yield None
             return
         label_grid = open_label_grid(source.path, dataset, raster.labels, stack) if raster.labels else None
-        yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid)
+        yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
 
 
 def open_label_grid(image_path: str, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:

@@ -72,12 +72,19 @@ class BandStats:
             "min": self.low.tolist(), "max": self.high.tolist(),
         }
         if self.histogram is not None:
-            lowest, width, _ = _BINS[self.dtype]
-            cumulative = np.cumsum(self.histogram, axis=1)
             for q in PERCENTILES:
-                rank = np.ceil(q / 100 * cumulative[:, -1:]).clip(min=1)
-                out[f"p{q}"] = (lowest + width * np.argmax(cumulative >= rank, axis=1)).astype(float).tolist()
+                out[f"p{q}"] = self.percentile(q).tolist()
         return out
+
+    def percentile(self, q: float) -> np.ndarray:
+        """Per band: the lowest value of the histogram bin holding the q-th percentile (exact for
+        uint8, within the 16-value bin for 16-bit types); ValueError for float32 (no histogram)."""
+        if self.histogram is None:
+            raise ValueError(f"{self.dtype} samples have no histogram, so no percentiles")
+        lowest, width, _ = _BINS[self.dtype]
+        cumulative = np.cumsum(self.histogram, axis=1)
+        rank = np.ceil(q / 100 * cumulative[:, -1:]).clip(min=1)
+        return (lowest + width * np.argmax(cumulative >= rank, axis=1)).astype(float)
 
 
 class CombineBandStats(beam.CombineFn):
@@ -96,3 +103,10 @@ class CombineBandStats(beam.CombineFn):
 
     def extract_output(self, accumulator: BandStats | None) -> dict[str, Any]:
         return accumulator.summary() if accumulator is not None else {}
+
+
+class MergeBandStats(CombineBandStats):
+    """The merged BandStats itself (for the --to_uint8 range pass)."""
+
+    def extract_output(self, accumulator: BandStats | None) -> BandStats | None:
+        return accumulator
