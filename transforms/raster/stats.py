@@ -39,14 +39,15 @@ class BandStats:
         )
 
     def add(self, pixels: np.ndarray) -> None:
-        """Add one chip (height, width, bands)."""
+        """Add one chip (height, width, bands). Integer sums are exact (int64: a uint16 chip of
+        65536 pixels sums its squares to < 2**48)."""
         values = pixels.reshape(-1, pixels.shape[-1])
-        wide = values.astype(np.float64)
+        wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
         self.count += values.shape[0]
         self.total += wide.sum(axis=0)
-        self.squares += (wide * wide).sum(axis=0)
-        self.low = np.minimum(self.low, wide.min(axis=0))
-        self.high = np.maximum(self.high, wide.max(axis=0))
+        self.squares += np.einsum("ij,ij->j", wide, wide)
+        self.low = np.minimum(self.low, values.min(axis=0))
+        self.high = np.maximum(self.high, values.max(axis=0))
         if self.histogram is not None:
             lowest, width, bins = _BINS[self.dtype]
             for band in range(values.shape[1]):
