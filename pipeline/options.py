@@ -79,7 +79,7 @@ def add_raster_arguments(group) -> None:  # noqa: ANN001 - an argparse argument 
     add("--min_label_fraction", type=float, default=0.0, metavar="F",
         help="--label_mode majority: skip chips whose majority class covers less than F of the chip.")
     add("--label_names", default=None, metavar="CSV",
-        help="value,name per class of the class maps (ids follow the values' order); required with --label_raster.")
+        help="value,name per class of the class maps (ids follow the values' order); required with --label_raster or a manifest label_raster column.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +213,11 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
 
 
 def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec | None:
-    """--label_raster and its options; reads the --label_names file (one small CSV)."""
-    if not opts.label_raster:
+    """--label_raster (or a manifest's label_raster column) and its options; reads the
+    --label_names file (one small CSV)."""
+    if not opts.label_raster and not (opts.label_names and opts.manifest):
         if opts.label_names:
-            raise ValueError("--label_names names the classes of --label_raster class maps; give --label_raster too")
+            raise ValueError("--label_names names the classes of class maps: give --label_raster, or a --manifest with a label_raster column")
         return None
     if not opts.label_names:
         raise ValueError("--label_raster needs --label_names (a CSV of value,name per class)")

@@ -199,3 +199,20 @@ def test_dataset_range_rules_stretch_by_the_whole_dataset(tmp_path: Path, rule: 
     assert info.num_examples == 9 + 4
     for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
         np.testing.assert_array_equal(image, stretch_to_uint8(window_read(meta["filename"].decode(), meta["source_crop_box"]), low, high))
+
+
+def test_manifest_label_raster_column(tmp_path: Path) -> None:
+    values = np.kron(np.array([[1, 2], [3, 1]], np.uint8), np.ones((16, 16), np.uint8))  # 32x32, one class per quadrant
+    for name in ("a", "b"):
+        rastergen.write_raster(tmp_path / "img" / f"{name}.tif", rastergen.multispectral(32, 32, bands=1, high=256).astype(np.uint8))
+    rastergen.write_raster(tmp_path / "lc" / "a_classes.tif", values[None])
+    (tmp_path / "classes.csv").write_text("1,water\n2,crops\n3,trees\n")
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,label_raster\nimg/a.tif,lc/a_classes.tif\nimg/b.tif,\n")
+    out = tmp_path / "out"
+    info = build("--manifest", str(manifest), "--output", str(out), "--crop", "grid", "--size", "16x16", "--channels", "1", "--label_names", str(tmp_path / "classes.csv"))
+    assert rejected(out) == {"b.tif": "label_raster_missing"}
+    labels = sorted((tuple(int(v) for v in meta["source_crop_box"][:2]), int(label))
+                    for _, label, meta in reader.load(str(out), batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator())
+    assert labels == [((0, 0), 0), ((0, 16), 1), ((16, 0), 2), ((16, 16), 0)]
+    assert info.labels == ("water", "crops", "trees")

@@ -33,7 +33,7 @@ MAX_CLASSES = 255
 
 @dataclasses.dataclass(frozen=True)
 class LabelRasterSpec:
-    pattern: str  # path template: {dir} {stem} {name} {ext} of the image, e.g. {dir}/../labels/{stem}.tif
+    pattern: str | None  # path template: {dir} {stem} {name} {ext} of the image, e.g. {dir}/../labels/{stem}.tif; None: the manifest's label_raster column
     mode: str = "majority"
     min_fraction: float = 0.0
     classes: tuple[tuple[int, str], ...] = ()  # (raster value, name), sorted by value: id = position

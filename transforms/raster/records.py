@@ -268,21 +268,24 @@ def open_job(
         if photo_like(dataset) and not raster.requested:
             yield None
             return
-        label_grid = open_label_grid(source.path, dataset, raster.labels, stack) if raster.labels else None
+        label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
         yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
 
 
-def open_label_grid(image_path: str, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
-    """The image's class map, opened as safely as images and aligned to its grid."""
+def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
+    """The image's class map (the manifest row's label_raster, else --label_raster's pattern),
+    opened as safely as images and aligned to its grid."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    path = labels.label_raster_path(image_path, spec.pattern)
+    path = source.label_raster or (labels.label_raster_path(source.path, spec.pattern) if spec.pattern else None)
+    if path is None:
+        raise Rejected("label_raster_missing", "the manifest row has no label_raster and no --label_raster pattern is given")
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             head = handle.read(HEAD_BYTES)
     except Exception as err:  # noqa: BLE001 - local and remote filesystems raise their own types
-        raise Rejected("label_raster_missing", f"no class map at {path} (--label_raster {spec.pattern}): {type(err).__name__}") from err
+        raise Rejected("label_raster_missing", f"no class map at {path}: {type(err).__name__}") from err
     refuse_references(head)
     if not is_tiff(head):
         raise Rejected("label_raster_mismatch", f"the class map {path} is not a GeoTIFF")

@@ -18,6 +18,8 @@ import numpy as np
 
 PERCENTILES = (1, 2, 98, 99)
 _BINS = {"uint8": (0, 1, 256), "uint16": (0, 16, 4096), "int16": (-32768, 16, 4096)}  # (lowest value, bin width, bins)
+_LEVELS = np.arange(256, dtype=np.float64)
+_SQUARES = _LEVELS * _LEVELS
 
 
 @dataclasses.dataclass
@@ -39,11 +41,21 @@ class BandStats:
         )
 
     def add(self, pixels: np.ndarray) -> None:
-        """Add one chip (height, width, bands). Integer sums are exact (int64: a uint16 chip of
-        65536 pixels sums its squares to < 2**48)."""
+        """Add one chip (height, width, bands). Sums are exact for integer samples: uint8 from
+        its exact histogram, 16-bit types in int64 (a 65536-pixel chip's squares stay < 2**48)."""
         values = pixels.reshape(-1, pixels.shape[-1])
-        wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
         self.count += values.shape[0]
+        if self.dtype == "uint8":  # the per-chip cost is one bincount per band
+            for band in range(values.shape[1]):
+                counts = np.bincount(values[:, band], minlength=256)
+                self.histogram[band] += counts
+                self.total[band] += counts @ _LEVELS
+                self.squares[band] += counts @ _SQUARES
+                present = np.flatnonzero(counts)
+                self.low[band] = min(self.low[band], present[0])
+                self.high[band] = max(self.high[band], present[-1])
+            return
+        wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
         self.total += wide.sum(axis=0)
         self.squares += np.einsum("ij,ij->j", wide, wide)
         self.low = np.minimum(self.low, values.min(axis=0))
@@ -51,8 +63,7 @@ class BandStats:
         if self.histogram is not None:
             lowest, width, bins = _BINS[self.dtype]
             for band in range(values.shape[1]):
-                index = (values[:, band].astype(np.int64) - lowest) // width
-                self.histogram[band] += np.bincount(index, minlength=bins)
+                self.histogram[band] += np.bincount((wide[:, band] - lowest) // width, minlength=bins)
 
     def merge(self, other: BandStats) -> BandStats:
         if other.count == 0:
