@@ -216,3 +216,20 @@ def test_manifest_label_raster_column(tmp_path: Path) -> None:
                     for _, label, meta in reader.load(str(out), batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator())
     assert labels == [((0, 0), 0), ((0, 16), 1), ((16, 0), 2), ((16, 16), 0)]
     assert info.labels == ("water", "crops", "trees")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_float32_and_int16_keep_through_the_reader(tmp_path: Path, dtype: str) -> None:
+    rng = np.random.default_rng(3)
+    data = (rng.normal(0, 1, (2, 48, 40)) if dtype == "float32" else rng.integers(-3000, 3000, (2, 48, 40))).astype(dtype)
+    path = rastergen.write_raster(tmp_path / "in" / "dem.tif", data)
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "center", "--size", "32x24", "--bands", "2,1",
+                 "--dtype", "keep", "--label_from", "none")
+    assert info.raster["dtype"] == dtype and info.image_shape == (32, 24, 2)
+    (image, _, meta), = reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()
+    assert image.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(image, window_read(str(path), meta["source_crop_box"], [2, 1]))
+    unit, _ = next(iter(reader.load(str(out), batch_size=1, shuffle=False, normalize="unit")))
+    scale = 1.0 if dtype == "float32" else 32767.0
+    np.testing.assert_allclose(unit.numpy()[0], image.astype(np.float32) / scale, rtol=1e-6)
