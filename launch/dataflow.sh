@@ -55,9 +55,10 @@ args=(
   --max_num_workers="$MAX_WORKERS"
   --autoscaling_algorithm=THROUGHPUT_BASED
   --experiments=use_runner_v2
-  # Workers pip-install this repo's sdist (pipeline, transforms, reader); nothing runs from __main__.
+  # Workers pip-install this repo's sdist (pipeline, transforms, reader); nothing runs from __main__
+  # (and Beam 2.62 saves no main session unless --save_main_session is given; it has no
+  # --no_save_main_session, which cropshard build now refuses like any unknown option).
   --setup_file="$REPO/setup.py"
-  --no_save_main_session
 )
 if [ -n "$SDK_CONTAINER_IMAGE" ]; then
   # Dependencies come preinstalled; the sdist above is still installed on top, so worker code

@@ -134,7 +134,7 @@ def write_outputs(
         "raster_facts": raster_facts,
         "raster_stats": raster_stats,
         **({"raster_ranges": ranges} if ranges is not None else {}),
-    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts)
+    } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
 def build_pipeline(

@@ -6,6 +6,7 @@ and the summary text (pipeline/summary.py).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -19,25 +20,39 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 from cropshard.pipeline import summary
+from cropshard.pipeline.arguments import check_build_arguments
 from cropshard.pipeline.assemble import build_pipeline
 from cropshard.pipeline.options import BuildConfig, build_config
 from cropshard.pipeline.shards import plan_shards
 from cropshard.reader import metadata
 from cropshard.transforms.listing import count_inputs, iter_matches
+from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.raster.launch import resolve_keep_dtype
-from cropshard.transforms.write import join, prepare_output
+from cropshard.transforms.write import FAILED_FILENAME, join, prepare_output, remove_temp_dirs
 
 _LOGGER = logging.getLogger("cropshard")
 
 
+class BuildFailed(RuntimeError):
+    """The job ran but its dataset was refused (see transforms.write.refusal): exit 1, nothing published."""
+
+
 def count_manifest_rows(manifest: str) -> tuple[int, int]:
-    """(rows, 0) of a manifest, as count_inputs counts globs; 0 bytes: the sizes are not listed."""
+    """(rows, 0) of a manifest, as count_inputs counts globs: its non-empty lines after the header
+    row of a CSV/TSV (ReadManifest skips that line); 0 bytes: the sizes are not listed."""
     rows = 0
     with FileSystems.open(manifest, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        if manifest_kind(manifest) == "csv":
+            next(handle, None)
         for line in handle:
             rows += bool(line.strip())
     return rows, 0
+
+
+def shards_text(num_shards: dict[str, int]) -> str:
+    """'train=auto, validation=4' for the log (0 means chosen by the runner)."""
+    return ", ".join(f"{split}={count or 'auto'}" for split, count in num_shards.items())
 
 
 def listing_buckets(options: PipelineOptions) -> int:
@@ -91,7 +106,13 @@ class BuildResult:
 
 
 def read_info(output: str) -> metadata.DatasetInfo:
+    """The dataset_info.json the job wrote; BuildFailed with the job's reason when it refused the dataset."""
     path = join(output, metadata.INFO_FILENAME)
+    failed = join(output, FAILED_FILENAME)
+    if not FileSystems.exists(path) and FileSystems.exists(failed):
+        with FileSystems.open(failed, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            reason = json.loads(handle.read().decode("utf-8"))["reason"]
+        raise BuildFailed(f"{reason}; nothing published (details: {join(output, metadata.REJECTED_FILENAME)})")
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return metadata.DatasetInfo.from_json(handle.read().decode("utf-8"), source=path)
 
@@ -145,43 +166,71 @@ def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
     return matched
 
 
-def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> BuildResult:
-    """Parse `argv` (cropshard and Beam options), build the dataset, return its metadata and timing."""
-    argv = with_runner_defaults(argv)
-    options = PipelineOptions(argv)
+@dataclasses.dataclass
+class PreparedBuild:
+    """A checked command line, its output prepared and its shards planned: what `execute` runs."""
+
+    options: PipelineOptions
+    config: BuildConfig
+    runner: str | None
+    dry_run: bool
+    matched: tuple[int, int] | None  # (inputs, bytes) when they were counted
+    num_shards: dict[str, int]
+    command_line: Sequence[str]
+    start: float  # time.monotonic() when the work began
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.runner)
+
+
+def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> PreparedBuild:
+    """Everything before the job: every argument understood (UsageError otherwise), options
+    validated (ValueError), --output prepared (FileExistsError), inputs found (FileNotFoundError)."""
+    check_build_arguments(argv)
+    options = PipelineOptions(with_runner_defaults(argv))
     config = build_config(options)
     config = resolve_keep_dtype(config)  # --dtype keep -> the first raster's sample type
     start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
-    local = is_local(runner)
     dry_run = is_dry_run(options)
     if dry_run:
         check_dry_run(config, runner)
         matched = None
     else:
-        matched = prepare_build(config, local)
-    num_shards = plan_shards(config, matched, local)
-    _LOGGER.info("building from %s inputs; shards per split %s; runner %s", matched[0] if matched else "(uncounted)", num_shards, runner)
+        matched = prepare_build(config, is_local(runner))
+    num_shards = plan_shards(config, matched, is_local(runner))
+    return PreparedBuild(options, config, runner, dry_run, matched, num_shards, command_line if command_line is not None else sys.argv, start)
+
+
+def execute(build: PreparedBuild) -> BuildResult:
+    """Run the job; BuildFailed when it refused the dataset. Interrupted (KeyboardInterrupt), it
+    removes Beam's temp files from --output before the interrupt goes on."""
+    config, options = build.config, build.options
+    _LOGGER.info("building from %s inputs; shards per split: %s; runner %s",
+                 build.matched[0] if build.matched else "(uncounted)", shards_text(build.num_shards), build.runner)
     with tempfile.TemporaryDirectory(prefix="cropshard-progress-") as progress_dir:
-        monitor = ProgressMonitor(progress_dir, matched[0], config.progress).start() if local and config.progress != "off" else None
+        show_progress = build.local and config.progress != "off"
+        monitor = ProgressMonitor(progress_dir, build.matched[0], config.progress).start() if show_progress else None
+        finished = False
         try:
             with beam.Pipeline(options=options) as pipeline:
-                build_pipeline(
-                    pipeline,
-                    config,
-                    num_shards,
-                    command_line if command_line is not None else sys.argv,
-                    progress_dir if monitor else None,
-                    listing_buckets(options) if local else None,
-                )
+                build_pipeline(pipeline, config, build.num_shards, build.command_line, progress_dir if monitor else None,
+                               listing_buckets(options) if build.local else None)
+            finished = True
+        except KeyboardInterrupt:
+            if not build.dry_run:
+                remove_temp_dirs(config.output)
+            raise
         finally:
             if monitor:
-                monitor.stop()
-    if dry_run or options.view_as(StandardOptions).no_wait_until_finish:
-        return BuildResult(None, time.monotonic() - start, config.output, pipeline.result, dry_run=dry_run)
-    return BuildResult(read_info(config.output), time.monotonic() - start, config.output, pipeline.result)
+                monitor.stop(final_line=finished)
+    seconds = time.monotonic() - build.start
+    if build.dry_run or options.view_as(StandardOptions).no_wait_until_finish:
+        return BuildResult(None, seconds, config.output, pipeline.result, dry_run=build.dry_run)
+    return BuildResult(read_info(config.output), seconds, config.output, pipeline.result)
 
 
-def main(argv: Sequence[str]) -> int:
-    print(run(argv).summary())
-    return 0
+def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> BuildResult:
+    """Parse `argv` (cropshard and Beam options), build the dataset, return its metadata and timing."""
+    return execute(prepare(argv, command_line))

@@ -1,14 +1,16 @@
 """`cropshard` console script: build | inspect | compare | demo-images.
 
 `cropshard build ...` and `python -m cropshard.pipeline build ...` are the same command; every Beam
-option (--runner, --direct_num_workers, Dataflow and Flink options) passes through.
+option (--runner, --direct_num_workers, Dataflow and Flink options) passes through, and every other
+argument is refused (pipeline/arguments.py). Exit status: 0 ok, 1 build failed, 2 usage error,
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,48 +19,32 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cropshard.reader.metadata import DatasetInfo
 
-# google-cloud client libraries warn about future Python/grpcio support on import; that is
-# noise in a command-line summary (the pinned versions are tested together).
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-
 COMMANDS = ("build", "inspect", "compare", "demo-images")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+INTERRUPTED = "interrupted: nothing published; rerun with --overwrite"
+_FAILURES = logging.getLogger("failures")  # not under "cropshard": quiet runs send it to the log file only
 
+USAGE = f"""usage: cropshard {{{','.join(COMMANDS)}}} ...
 
-def build_help() -> str:
-    """--help for build: cropshard's options first, then every Beam option group."""
-    # Imported here, not at the top: `cropshard inspect` and `compare` must not pay for importing Beam.
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-    from cropshard.pipeline.options import CropshardOptions
+  build        image files -> sharded TFRecord dataset (Beam; all Beam options pass through)
+  inspect      describe and verify a dataset
+  compare      measure pre-cropped vs full-image datasets on your data
+  demo-images  generate the built-in demo image set
 
-    parser = _BeamArgumentParser(prog="cropshard build", allow_abbrev=False, description="Image files -> sharded TFRecord dataset (Apache Beam).")
-    CropshardOptions._add_argparse_args(parser.add_argument_group("cropshard options"))
-    seen = {CropshardOptions}
-    pending = list(PipelineOptions.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        pending.extend(cls.__subclasses__())
-        if cls in seen or "_add_argparse_args" not in cls.__dict__:
-            continue
-        seen.add(cls)
-        group = parser.add_argument_group(f"{cls.__name__} (Beam)")
-        try:
-            cls._add_argparse_args(group)
-        except argparse.ArgumentError:
-            continue  # an option another group already declared
-    return parser.format_help()
+cropshard build --help lists the build options; --help-beam lists Beam's."""
 
 
 def demo_images_main(argv: Sequence[str]) -> int:
     from cropshard.pipeline.demo import write_demo_images
 
-    parser = argparse.ArgumentParser(prog="cropshard demo-images", description="Generate the built-in demo image set.")
+    parser = argparse.ArgumentParser(prog="cropshard demo-images", allow_abbrev=False, description="Generate the built-in demo image set.")
     parser.add_argument("output")
     parser.add_argument("--per_class", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_demo_images(args.output, per_class=args.per_class, seed=args.seed)
     print(f"wrote {len(paths)} demo images under {args.output}")
-    return 0
+    return EXIT_OK
 
 
 def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
@@ -69,42 +55,87 @@ def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
     return result.info, result.wall_seconds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # TensorFlow's C++ start-up banners drown the summary; workers inherit this too.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "absl", "tensorflow", "google"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: cropshard {{{','.join(COMMANDS)}}} ...\n\n"
-              "  build        image files -> sharded TFRecord dataset (Beam; all Beam options pass through)\n"
-              "  inspect      describe and verify a dataset\n"
-              "  compare      measure pre-cropped vs full-image datasets on your data\n"
-              "  demo-images  generate the built-in demo image set\n\n"
-              "cropshard build --help lists every option.")
-        return 0
-    command, rest = (argv[0], argv[1:]) if argv[0] in COMMANDS else ("build", argv)
-    if command == "build":
-        if "-h" in rest or "--help" in rest:
-            print(build_help())
-            return 0
-        from cropshard.pipeline.build import main as build_main
+def run_build(argv: Sequence[str], log_path: str | None) -> int:
+    """The build, each way it can end as one line on stderr and its exit status."""
+    from cropshard.pipeline.build import BuildFailed, execute, prepare  # Beam: imported only to build
+
+    try:
+        try:
+            prepared = prepare(argv)
+        except (ValueError, FileExistsError, FileNotFoundError) as err:  # options, --output, inputs: before any work
+            print(f"cropshard build: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            print(execute(prepared).summary())
+            return EXIT_OK
+        except BuildFailed as err:
+            print(f"cropshard build: failed: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        except Exception as err:  # the job failed: its traceback goes to the log, one line to the terminal
+            _FAILURES.error("build failed", exc_info=True)
+            lines = str(err).strip().splitlines() or [""]
+            print(f"cropshard build: failed: {type(err).__name__}: {lines[0][:300]}"
+                  f"{f' (traceback in {log_path})' if log_path else ''}", file=sys.stderr)
+            return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_command(argv: Sequence[str]) -> int:
+    if "-h" in argv or "--help" in argv or "--help-beam" in argv:
+        with warnings.catch_warnings():  # Google's import-time FutureWarnings are not help
+            warnings.simplefilter("ignore")
+            from cropshard.pipeline import arguments
+
+        print(arguments.beam_help() if "--help-beam" in argv else arguments.build_help())
+        return EXIT_OK
+    from cropshard.pipeline.console import quiet_output
+
+    with quiet_output("build", verbose="--verbose" in argv) as console:
+        return run_build(argv, console.log_path)
+
+
+def compare_command(argv: Sequence[str]) -> int:
+    from cropshard.pipeline.console import quiet_output
+
+    with quiet_output("compare", verbose="--verbose" in argv):
+        from cropshard.tools.compare.cli import main as compare_main
 
         try:
-            return build_main(rest)
-        except (ValueError, FileExistsError, FileNotFoundError) as err:
-            print(f"cropshard build: error: {err}", file=sys.stderr)
-            return 2
+            return compare_main(argv, build=build_for_compare)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def unknown_command_message(argv: Sequence[str]) -> str:
+    word = argv[0]
+    if word.startswith("-"):
+        return f"cropshard: error: no command before {word}; did you mean: cropshard build {' '.join(argv)}? commands: {', '.join(COMMANDS)}"
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"cropshard: error: unknown command {word!r}{hint}; commands: {', '.join(COMMANDS)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return EXIT_OK
+    command, rest = argv[0], argv[1:]
+    if command == "build":
+        return build_command(rest)
     if command == "demo-images":
         return demo_images_main(rest)
     if command == "inspect":
         from cropshard.tools.inspect import main as inspect_main
 
         return inspect_main(rest)
-    from cropshard.tools.compare.cli import main as compare_main
-
-    return compare_main(rest, build=build_for_compare)
+    if command == "compare":
+        return compare_command(rest)
+    print(unknown_command_message(argv), file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -22,64 +22,91 @@ from cropshard.transforms.rejects import REJECTED
 RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
 
 
+# The titles of the option groups of `cropshard build --help`, in the order it shows them.
+INPUTS, CROP, ENCODING, RASTERS, OUTPUT, RUNNER = "inputs", "crop", "encoding", "rasters (GeoTIFF/COG, read with rasterio)", "output", "runner"
+
+
+def _adder(parser, title: str):  # noqa: ANN001, ANN202 - Beam passes its own parser type
+    """add(flag, help, shown_default=None, **argparse kwargs) into the group `title` of `parser`; the
+    help ends with the default (`shown_default` where the stored default would mislead, e.g. 0 = auto)."""
+    group = parser.add_argument_group(title)
+
+    def add(flag: str, help: str, shown_default: str | None = None, **kwargs) -> None:  # noqa: A002, ANN003
+        default = kwargs.get("default")
+        if shown_default is None:
+            shown_default = "off" if kwargs.get("action") == "store_true" else ("none" if default is None else str(default))
+        group.add_argument(flag, help=f"{help} (default: {shown_default})", **kwargs)
+
+    return add
+
+
 class CropshardOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:  # noqa: ANN001 - Beam passes its own parser type
-        add = parser.add_argument
-        add("--input", action="append", default=None, metavar="GLOB",
-            help="Image files to read: a glob (local or gs://; '**' crosses folders) or a directory. Repeatable, or comma-separated.")
-        add("--manifest", default=None, metavar="FILE",
-            help="CSV/TSV (header: path,label[,split][,box]) or JSONL manifest instead of --input. Relative paths resolve against the manifest's folder.")
-        add("--output", default=None, metavar="DIR", help="Dataset directory (local or gs://).")
-        add("--crop", default="center", choices=STRATEGIES,
-            help="center: one centred crop; box: fixed --box; random: --crops_per_image seeded crops; grid: tiles every --stride; manifest: per-row box; none: whole image.")
-        add("--size", default=None, metavar="HxW", help="Crop size, e.g. 128x128 (or 128). With box/manifest: resize every crop to it.")
-        add("--box", default=None, metavar="Y,X,H,W", help="The window for --crop box, in the EXIF-oriented image.")
-        add("--crops_per_image", type=int, default=1, help="Crops per image for --crop random.")
-        add("--stride", default=None, metavar="HxW", help="Tile step for --crop grid (default: the crop size, no overlap).")
-        add("--small", default="reject", choices=SMALL_POLICIES,
-            help="Images smaller than the crop: reject (reason too_small), pad (zeros), or upscale to cover the crop.")
-        add("--resize", type=int, default=None, metavar="S", help="Resize the shorter side to S before cropping (JPEG: DCT-domain downscale first).")
-        add("--channels", type=int, default=3, choices=(1, 3), help="3 = RGB, 1 = greyscale.")
-        add("--encoding", default="raw", choices=ENCODINGS,
-            help="raw: uint8 HWC bytes; jpeg; png; original: source JPEG/PNG bytes verbatim where possible (with --crop none).")
-        add("--jpeg_quality", type=int, default=90, help="Quality for --encoding jpeg (and re-encoded originals).")
-        add("--split", default="train=1.0", metavar="SPEC",
-            help="train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.")
-        add("--label_from", default=LABELS_FOLDER, choices=(LABELS_FOLDER, LABELS_NONE),
-            help="folder: label = the image's parent folder name; none: unlabeled (-1). Manifests use their label column.")
-        add("--num_shards", type=int, default=0, help="Shards per split (default: chosen so shards are near --target_shard_mb).")
-        add("--target_shard_mb", type=float, default=128.0, help="Target shard size when --num_shards is not given.")
-        add("--compression", default="none", choices=("none", "gzip"), help="Shard compression.")
-        add("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Reject images with more pixels (decompression-bomb guard).")
-        add("--seed", type=int, default=0, help="Mixed into random crop positions (positions are also keyed by image).")
-        add("--dedup", action="store_true", default=False, help="Keep one of byte-identical inputs; the others are rejected as duplicate.")
-        add("--overwrite", action="store_true", default=False, help="Replace the dataset in a non-empty --output.")
-        add("--progress", default="auto", choices=("auto", "bar", "log", "off"),
-            help="Live progress for local runs: bar on a terminal, log lines otherwise.")
-        add_raster_arguments(parser.add_argument_group("rasters (GeoTIFF / COG inputs, read with rasterio)"))
+        add = _adder(parser, INPUTS)
+        add("--input", "Image files to read: a glob (local or gs://; '**' crosses folders) or a directory. Repeatable, or comma-separated.",
+            action="append", default=None, metavar="GLOB")
+        add("--manifest", "CSV/TSV (header: path,label[,split][,box][,label_raster]) or JSONL manifest instead of --input. Relative paths resolve against the manifest's folder.",
+            default=None, metavar="FILE")
+        add("--label_from", "folder: label = the image's parent folder name; none: unlabeled (-1). Manifests use their label column.",
+            default=LABELS_FOLDER, choices=(LABELS_FOLDER, LABELS_NONE))
+        add("--dedup", "Keep one of byte-identical inputs; the others are rejected as duplicate.", action="store_true", default=False)
+        add("--max_pixels", "Reject images with more pixels (decompression-bomb guard).", type=int, default=DEFAULT_MAX_PIXELS, metavar="N")
+        add = _adder(parser, CROP)
+        add("--crop", "center: one centred crop; box: fixed --box; random: --crops_per_image seeded crops; grid: tiles every --stride; manifest: per-row box; none: whole image.",
+            default="center", choices=STRATEGIES)
+        add("--size", "Crop size, e.g. 128x128 (or 128). With box/manifest: resize every crop to it.", default=None, metavar="HxW")
+        add("--box", "The window for --crop box, in the EXIF-oriented image.", default=None, metavar="Y,X,H,W")
+        add("--crops_per_image", "Crops per image for --crop random.", type=int, default=1, metavar="N")
+        add("--stride", "Tile step for --crop grid.", shown_default="the crop size, no overlap", default=None, metavar="HxW")
+        add("--small", "Images smaller than the crop: reject (reason too_small), pad (zeros), or upscale to cover the crop.",
+            default="reject", choices=SMALL_POLICIES)
+        add("--resize", "Resize the shorter side to S before cropping (JPEG: DCT-domain downscale first).", type=int, default=None, metavar="S")
+        add("--seed", "Mixed into random crop positions (positions are also keyed by image).", type=int, default=0, metavar="N")
+        add = _adder(parser, ENCODING)
+        add("--encoding", "raw: uint8 HWC bytes; jpeg; png; original: source JPEG/PNG bytes verbatim where possible (with --crop none).",
+            default="raw", choices=ENCODINGS)
+        add("--jpeg_quality", "Quality for --encoding jpeg (and re-encoded originals).", type=int, default=90, metavar="Q")
+        add("--channels", "3 = RGB, 1 = greyscale.", type=int, default=3, choices=(1, 3))
+        add_raster_arguments(_adder(parser, RASTERS))
+        add = _adder(parser, OUTPUT)
+        add("--output", "Dataset directory (local or gs://).", default=None, metavar="DIR")
+        add("--overwrite", "Replace the dataset in a non-empty --output.", action="store_true", default=False)
+        add("--split", "train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.",
+            default="train=1.0", metavar="SPEC")
+        add("--num_shards", "Shards per split. auto: on the local DirectRunner one shard per worker and split, streamed (a fixed count makes the "
+            "local runner hold every example in memory, so give one locally only when the examples fit); on Flink and Dataflow "
+            "sized to --target_shard_mb.", shown_default="auto", type=int, default=0, metavar="N")
+        add("--target_shard_mb", "Target shard size when --num_shards is auto (Flink, Dataflow).", type=float, default=128.0, metavar="MB")
+        add("--compression", "Shard compression.", default="none", choices=("none", "gzip"))
+        add("--max_rejected_fraction", "Fail the build (nothing published) when more than this share of the inputs is rejected, e.g. 0.05; "
+            "rejected.jsonl is still written. A build that writes no example always fails.", type=float, default=None, metavar="F",
+            shown_default="off")
+        add = _adder(parser, RUNNER)
+        add("--progress", "Live progress for local runs: bar on a terminal, log lines otherwise.", default="auto", choices=("auto", "bar", "log", "off"))
+        add("--verbose", "Show library warnings and Beam's own log on the terminal instead of only in the build's log file.",
+            action="store_true", default=False)
 
 
-def add_raster_arguments(group) -> None:  # noqa: ANN001 - an argparse argument group
-    add = group.add_argument
-    add("--bands", default=None, metavar="B,B,...",
-        help="1-based band numbers to store, in order (e.g. 4,3,2 or 1,2,3,4,5,6,7,8); sets the channel count. Default: every band, which must number --channels.")
-    add("--dtype", default="uint8", choices=raster_convert.DTYPE_CHOICES,
-        help="Stored sample type: uint8 converts by --to_uint8; keep stores the rasters' own type (that of the first raster input) losslessly; or name it.")
-    add("--to_uint8", default="bits", metavar="RULE",
-        help="How --dtype uint8 converts wider samples: bits (top 8 of the bits the file declares) or bits:N (N significant bits, e.g. bits:11).")
-    add("--max_nodata", type=float, default=None, metavar="F",
-        help="Skip raster chips whose nodata/masked share exceeds F (0..1); counted in the metadata.")
-    add("--split_by", default=None, metavar="block:N",
-        help="Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).")
-    add("--label_raster", default=None, metavar="PATTERN",
-        help="Each raster's class map (a GeoTIFF), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'. Aligned onto the image's grid (nearest).")
-    add("--label_mode", default="majority", choices=raster_labels.LABEL_MODES,
-        help="majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).")
-    add("--min_label_fraction", type=float, default=0.0, metavar="F",
-        help="--label_mode majority: skip chips whose majority class covers less than F of the chip.")
-    add("--label_names", default=None, metavar="CSV",
-        help="value,name per class of the class maps (ids follow the values' order); required with --label_raster or a manifest label_raster column.")
+def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, help, ...) from _adder
+    add("--bands", "1-based band numbers to store, in order (e.g. 4,3,2 or 1,2,3,4,5,6,7,8); sets the channel count.",
+        shown_default="every band, which must number --channels", default=None, metavar="B,B,...")
+    add("--dtype", "Stored sample type: uint8 converts by --to_uint8; keep stores the rasters' own type (that of the first raster input) losslessly; or name it.",
+        default="uint8", choices=raster_convert.DTYPE_CHOICES)
+    add("--to_uint8", "How --dtype uint8 converts wider samples: bits (top 8 of the bits the file declares), bits:N (N significant bits, e.g. bits:11),"
+        " minmax or percentile:LO,HI (a per-band stretch by the dataset's range, from a first pass over every raster's preview).",
+        default="bits", metavar="RULE")
+    add("--max_nodata", "Skip raster chips whose nodata/masked share exceeds F (0..1); counted in the metadata.", type=float, default=None, metavar="F",
+        shown_default="off")
+    add("--split_by", "Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).",
+        default=None, metavar="block:N", shown_default="off")
+    add("--label_raster", "Each raster's class map (a GeoTIFF), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'."
+        " Aligned onto the image's grid (nearest).", default=None, metavar="PATTERN", shown_default="off")
+    add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
+        default="majority", choices=raster_labels.LABEL_MODES)
+    add("--min_label_fraction", "--label_mode majority: skip chips whose majority class covers less than F of the chip.", type=float, default=0.0, metavar="F")
+    add("--label_names", "value,name per class of the class maps (ids follow the values' order); required with --label_raster or a manifest label_raster column.",
+        default=None, metavar="CSV")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +124,8 @@ class BuildConfig:
     dedup: bool
     overwrite: bool
     progress: str
+    max_rejected_fraction: float | None = None
+    verbose: bool = False
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -174,6 +203,8 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     check_raster_encoding(opts.encoding, raster.dtype, channels)
     if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
+    if opts.max_rejected_fraction is not None and not 0 <= opts.max_rejected_fraction <= 1:
+        raise ValueError(f"--max_rejected_fraction must be 0..1, got {opts.max_rejected_fraction}")
     example = ExampleSpec(
         crop=crop,
         channels=channels,
@@ -196,6 +227,8 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         dedup=opts.dedup,
         overwrite=opts.overwrite,
         progress=opts.progress,
+        max_rejected_fraction=opts.max_rejected_fraction,
+        verbose=opts.verbose,
     )
 
 

@@ -382,6 +382,10 @@ def _label_counts(args: argparse.Namespace, info: DatasetInfo, verified: VerifyR
 def main(argv: Iterable[str]) -> int:
     args = _parser().parse_args(list(argv))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sheet_folder = os.path.dirname(os.path.abspath(args.contact_sheet)) if args.contact_sheet and "://" not in args.contact_sheet else None
+    if sheet_folder and not os.path.isdir(sheet_folder):  # checked before the dataset is read
+        print(f"cropshard inspect: error: --contact-sheet {args.contact_sheet}: folder {sheet_folder} does not exist", file=sys.stderr)
+        return 2
     try:
         info = load_info(args.path)
     except DatasetError as err:
@@ -413,7 +417,7 @@ def main(argv: Iterable[str]) -> int:
             sheet = write_contact_sheet(
                 args.path, args.contact_sheet, split=args.split, samples=args.samples, crop_size=args.crop_size, seed=args.seed, rgb=args.rgb
             )
-        except (DatasetError, ValueError) as err:
+        except (DatasetError, ValueError, OSError) as err:
             print(f"cropshard inspect: contact sheet: {err}", file=sys.stderr)
             return 2
         print()

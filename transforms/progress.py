@@ -62,14 +62,31 @@ def read_done(directory: str) -> int:
     return done
 
 
+ETA_AFTER_SECONDS = 10.0
+ETA_AFTER_FRACTION = 0.05
+
+
+def eta_is_meaningful(done: int, total: int, elapsed: float) -> bool:
+    """An ETA from the first images says more about worker start-up than about the build: show
+    one when all is done, or once something is done and ETA_AFTER_SECONDS have passed or
+    ETA_AFTER_FRACTION of the total is done."""
+    if done >= total:
+        return True
+    return done > 0 and (elapsed >= ETA_AFTER_SECONDS or done >= ETA_AFTER_FRACTION * total)
+
+
 def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> str:
-    """'[#####.....]  120/1000  12.0 img/s  ETA 1m13s' (pure)."""
+    """'[#####.....]  120/1000  12.0 img/s  ETA 1m13s' (pure); 'ETA -' until eta_is_meaningful."""
     rate = done / elapsed if elapsed > 0 else 0.0
     fraction = min(1.0, done / total) if total else 0.0
     filled = int(round(width * fraction))
-    eta = (total - done) / rate if rate > 0 and total > done else 0.0
-    minutes, seconds = divmod(int(eta), 60)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total}  {rate:7.1f} img/s  ETA {minutes}m{seconds:02d}s"
+    if eta_is_meaningful(done, total, elapsed):
+        eta = (total - done) / rate if rate > 0 and total > done else 0.0
+        minutes, seconds = divmod(int(eta), 60)
+        eta_text = f"{minutes}m{seconds:02d}s"
+    else:
+        eta_text = "-"
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total}  {rate:7.1f} img/s  ETA {eta_text}"
 
 
 class ProgressMonitor:
@@ -84,26 +101,31 @@ class ProgressMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cropshard-progress", daemon=True)
         self._start = time.monotonic()
+        self._logged: int | None = None  # the count of the last log line
 
     def start(self) -> ProgressMonitor:
         self._thread.start()
         return self
 
     def _render(self) -> None:
-        line = format_progress(read_done(self._directory), self._total, time.monotonic() - self._start)
+        done = read_done(self._directory)
+        line = format_progress(done, self._total, time.monotonic() - self._start)
         if self._bar:
             self._stream.write(f"\r{line}")
             self._stream.flush()
-        else:
+        elif done != self._logged:  # a log line only when the count moved: no repeated lines while the job finishes
+            self._logged = done
             _LOGGER.info("progress %s", line)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self._render()
 
-    def stop(self) -> None:
+    def stop(self, final_line: bool = True) -> None:
+        """Stop rendering; `final_line`: render the last count first (not after an interrupt)."""
         self._stop.set()
         self._thread.join(timeout=5)
-        self._render()
+        if final_line:
+            self._render()
         if self._bar:
             self._stream.write("\n")

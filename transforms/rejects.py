@@ -33,6 +33,30 @@ REASONS = {
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
 }
 
+# What to change when a reason dominates a build (named when a build fails on its rejections).
+REMEDIES = {
+    "not_found": "check the paths (manifest paths resolve against the manifest's folder)",
+    "unreadable": "check the files' permissions",
+    "not_an_image": "narrow --input to image files, e.g. '**/*.jpg'",
+    "too_many_pixels": "raise --max_pixels if the images are trusted",
+    "too_small": "--small pad|upscale, or a smaller --size",
+    "box_outside_image": "boxes are y,x,h,w in the image as displayed (after EXIF orientation); check them or use --small",
+    "missing_box": "give every manifest row a box, or another --crop",
+    "bad_manifest_row": "see rejected.jsonl for the malformed rows",
+    "unknown_split": "--split names must match the split folders (or the manifest's split column)",
+    "duplicate": "drop --dedup to keep byte-identical copies",
+}
+
+
+def rejection_summary(rejected: dict[str, int], top: int = 3) -> str:
+    """'too_small 70, not_an_image 2 (try: --small pad|upscale, or a smaller --size)': the most
+    frequent reasons, and the remedy for the most frequent one that has a remedy."""
+    ranked = sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{reason} {count}" for reason, count in ranked[:top])
+    remedy = next((REMEDIES[reason] for reason, _ in ranked if reason in REMEDIES), None)
+    return f"{text} (try: {remedy})" if remedy else text
+
+
 # The output tag of every DoFn and PTransform that rejects inputs: one rejected.jsonl line per element.
 REJECTED = "rejected"
 

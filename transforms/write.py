@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import glob
+import json
 import logging
 import os
 import re
@@ -22,10 +23,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import integrity, metadata, schema
 from cropshard.transforms.raster.records import RasterSpec
-from cropshard.transforms.rejects import REASONS
+from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+# Written instead of dataset_info.json when a build is refused (no example, too many rejected):
+# the directory is then incomplete, and this file says why.
+FAILED_FILENAME = "build_failed.json"
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -187,10 +191,24 @@ def check_publishable(info: metadata.DatasetInfo) -> None:
         raise RuntimeError(f"undocumented rejection reasons {sorted(unknown)}")
 
 
+def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> str | None:
+    """Why a reconciled dataset must not be published, or None: it holds no example, or more
+    than `max_rejected_fraction` of its inputs were rejected."""
+    if info.num_examples == 0:
+        if not info.num_rejected:
+            return f"no example was written from {info.num_inputs} inputs"
+        return f"no example was written: all {info.num_inputs} inputs were rejected: {rejection_summary(info.rejected)}"
+    if max_rejected_fraction is not None and info.num_rejected > max_rejected_fraction * info.num_inputs:
+        return (f"{info.num_rejected} of {info.num_inputs} inputs rejected ({info.num_rejected / info.num_inputs:.1%}),"
+                f" over --max_rejected_fraction {max_rejected_fraction:g}: {rejection_summary(info.rejected)}")
+    return None
+
+
 class _WriteDatasetInfo(beam.DoFn):
-    def __init__(self, output: str, facts: DatasetFacts) -> None:
+    def __init__(self, output: str, facts: DatasetFacts, max_rejected_fraction: float | None = None) -> None:
         self._output = output
         self._facts = facts
+        self._max_rejected_fraction = max_rejected_fraction
 
     def process(
         self,
@@ -211,6 +229,12 @@ class _WriteDatasetInfo(beam.DoFn):
             self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {}, raster_stats or {}, raster_ranges
         )
         check_publishable(info)
+        refused = refusal(info, self._max_rejected_fraction)
+        if refused:
+            path = join(self._output, FAILED_FILENAME)
+            write_text(path, json.dumps({"reason": refused, "dataset_info": json.loads(info.to_json())}, indent=2) + "\n")
+            yield path
+            return
         write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
         info_path = join(self._output, metadata.INFO_FILENAME)
         write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
@@ -240,10 +264,11 @@ def write_text(path: str, text: str) -> None:
 class WriteDatasetInfo(beam.PTransform):
     """Waits (through side inputs) for every shard and rejected.jsonl, then writes labels.txt and dataset_info.json."""
 
-    def __init__(self, output: str, facts: DatasetFacts) -> None:
+    def __init__(self, output: str, facts: DatasetFacts, max_rejected_fraction: float | None = None) -> None:
         super().__init__()
         self._output = output
         self._facts = facts
+        self._max_rejected_fraction = max_rejected_fraction
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
@@ -252,7 +277,7 @@ class WriteDatasetInfo(beam.PTransform):
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
-                _WriteDatasetInfo(self._output, self._facts),
+                _WriteDatasetInfo(self._output, self._facts, self._max_rejected_fraction),
                 shards=side.AsList(pcolls["shards"]),
                 rejected=side.AsDict(pcolls["rejected_counts"]),
                 num_inputs=side.AsSingleton(pcolls["num_inputs"]),
@@ -267,7 +292,7 @@ class WriteDatasetInfo(beam.PTransform):
 def dataset_files(output: str) -> list[str]:
     """Files a previous build left in `output` that `--overwrite` removes (nothing else is touched)."""
     found = []
-    for pattern in ("*.tfrecord", "*.tfrecord.gz", metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME):
+    for pattern in ("*.tfrecord", "*.tfrecord.gz", metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME, FAILED_FILENAME):
         found.extend(m.path for m in FileSystems.match([join(output, pattern)])[0].metadata_list)
     return found
 

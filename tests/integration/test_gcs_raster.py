@@ -21,7 +21,7 @@ from tests import rastergen
 from tests.gcs_emulator import GcsEmulator, emulator_environment
 from tests.integration.test_gcs import read_records, read_text
 
-pytestmark = pytest.mark.gcs
+pytestmark = [pytest.mark.gcs, pytest.mark.slow]
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 

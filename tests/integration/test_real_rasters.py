@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import rasterio
 from cropshard import reader
-from cropshard.pipeline.build import run
+from cropshard.pipeline.build import BuildFailed, run
 from rasterio.windows import Window
 
 CACHE = Path(os.environ.get("CROPSHARD_CACHE", Path.home() / ".cache" / "cropshard")) / "dgsamples"
 SCENE = "dgsamples/wv2_longmont_1k"
+pytestmark = pytest.mark.slow  # pip download on first use, real builds
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off", "--label_from=none"]
 
 
@@ -64,9 +65,10 @@ def test_eleven_bit_panchromatic_is_never_black(scene: dict[str, Path], tmp_path
     with rasterio.open(scene["pan"]) as ds:
         assert ds.dtypes[0] == "uint16" and int(ds.read(1, window=Window(0, 0, 512, 512)).max()) < 2048
     common = [f"--input={scene['pan']}", "--crop=grid", "--size=256x256", "--channels=1", "--encoding=png", *IN_PROCESS]
-    rejected = run([*common, f"--output={tmp_path / 'default'}"]).info
-    assert rejected.rejected == {"range_collapsed": 1} and rejected.num_examples == 0
-    assert "--to_uint8 bits:11" in (tmp_path / "default" / "rejected.jsonl").read_text()
+    with pytest.raises(BuildFailed):  # its only input rejected: no example, nothing published
+        run([*common, f"--output={tmp_path / 'default'}"])
+    (line,) = (tmp_path / "default" / "rejected.jsonl").read_text().splitlines()
+    assert '"reason": "range_collapsed"' in line and "--to_uint8 bits:11" in line
 
     info = run([*common, f"--output={tmp_path / 'bits11'}", "--to_uint8=bits:11"]).info
     assert info.num_examples == (2004 // 256) * (2000 // 256)

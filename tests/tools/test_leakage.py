@@ -53,6 +53,7 @@ def build(root: Path, name: str, *extra: str) -> str:
     return out
 
 
+@pytest.mark.slow  # two real builds
 def test_per_source_splits_of_overlapping_rasters_leak_and_split_by_does_not(overlapping: Path, capsys) -> None:
     leaky = build(overlapping, "per_source")
     report = find_leaks(leaky, inspect.load_info(leaky))
@@ -74,6 +75,7 @@ def test_per_source_splits_of_overlapping_rasters_leak_and_split_by_does_not(ove
     assert inspect.main([safe, "--no-labels", "--contact-sheet", str(sheet)]) == 2  # 4 bands: --rgb needed
 
 
+@pytest.mark.slow  # a real build
 def test_the_same_photo_in_two_splits_is_reported(tmp_path: Path) -> None:
     pixels = imagegen.photo(80, 80, seed=3)
     imagegen.save(tmp_path / "in" / "train" / "cat" / "a.png", pixels)

@@ -6,12 +6,14 @@ import json
 
 import pytest
 from cropshard.reader import metadata, schema
+from cropshard.transforms.rejects import REASONS, REMEDIES, rejection_summary
 from cropshard.transforms.write import (
     SHARD_TEMPLATE,
     DatasetFacts,
     check_publishable,
     dataset_info,
     group_splits,
+    refusal,
     shard_file_name,
     shard_suffix,
 )
@@ -74,3 +76,25 @@ def test_check_publishable() -> None:
         check_publishable(info(3, 3, {}))
     with pytest.raises(RuntimeError, match=r"undocumented rejection reasons \['no_such_reason'\]"):
         check_publishable(info(3, 2, {"no_such_reason": 1}))
+
+
+def test_refusal_of_an_empty_or_mostly_rejected_dataset() -> None:
+    written = group_splits(("train",), [("train", shard("train-00000-of-00001.tfrecord", 8))])
+    empty = group_splits(("train",), [])
+
+    def info(splits: dict, num_inputs: int, written_images: int, rejected: dict[str, int]) -> metadata.DatasetInfo:
+        return dataset_info(FACTS, splits, [], rejected, num_inputs, written_images, created="")
+
+    assert refusal(info(written, 10, 8, {"truncated": 2}), None) is None
+    assert refusal(info(written, 10, 8, {"truncated": 2}), 0.2) is None  # 20% is not over 0.2
+    assert refusal(info(written, 10, 8, {"truncated": 1, "too_small": 1}), 0.1) == (
+        "2 of 10 inputs rejected (20.0%), over --max_rejected_fraction 0.1: too_small 1, truncated 1 (try: --small pad|upscale, or a smaller --size)")
+    assert refusal(info(empty, 5, 0, {"too_small": 4, "not_an_image": 1}), None) == (
+        "no example was written: all 5 inputs were rejected: too_small 4, not_an_image 1 (try: --small pad|upscale, or a smaller --size)")
+    assert refusal(info(empty, 2, 0, {"truncated": 2}), None) == "no example was written: all 2 inputs were rejected: truncated 2"
+
+
+def test_rejection_summary_names_the_top_reasons_and_the_first_remedy() -> None:
+    counts = {"decode_error": 1, "truncated": 5, "not_an_image": 3, "too_small": 2}
+    assert rejection_summary(counts) == "truncated 5, not_an_image 3, too_small 2 (try: narrow --input to image files, e.g. '**/*.jpg')"
+    assert set(REMEDIES) <= set(REASONS)

@@ -1,0 +1,295 @@
+"""The `cropshard` command line: every argument understood or refused (exit 2, one line), builds
+that write nothing or reject too much fail (exit 1, nothing published), Ctrl-C (exit 130), quiet
+output, and the help texts."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    PortableOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+from cropshard.pipeline import cli
+from cropshard.pipeline.arguments import UsageError, check_build_arguments, glob_pattern_guess
+from cropshard.pipeline.build import count_manifest_rows, prepare, shards_text
+from cropshard.reader import metadata
+from cropshard.transforms.write import FAILED_FILENAME
+
+from tests import imagegen
+
+REPO = Path(__file__).resolve().parents[2]
+CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
+
+
+@pytest.fixture(autouse=True)
+def logs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each build's log file goes below tmp_path, not the machine's temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path / "cropshard-logs"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    imagegen.class_tree(root, per_class=3, size=(60, 80))
+    return root
+
+
+def cropshard(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
+    """(exit status, stderr lines, stdout) of the console script's main, in this process."""
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines(), captured.out
+
+
+# --- every argument understood or refused -----------------------------------------------------
+
+
+def test_a_typo_in_a_cropshard_option_is_refused_with_a_suggestion(images: Path, tmp_path: Path, capsys) -> None:
+    code, err, _ = cropshard(capsys, "build", "--input", f"{images}/**", "--output", str(tmp_path / "out"), "--size", "32", "--encodng", "jpeg")
+    assert code == 2
+    assert err == ["cropshard build: error: unknown option --encodng (did you mean --encoding?); cropshard build --help lists the options"]
+    assert not (tmp_path / "out").exists()  # refused before any work
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--crops_per_imgae=8")
+    assert code == 2 and err == ["cropshard build: error: unknown option --crops_per_imgae (did you mean --crops_per_image?); cropshard build --help lists the options"]
+
+
+def test_a_typo_in_a_beam_option_is_refused_with_a_suggestion(images: Path, tmp_path: Path, capsys) -> None:
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--direct_num_worker=2")
+    assert code == 2
+    assert err == ["cropshard build: error: unknown option --direct_num_worker (did you mean --direct_num_workers?); cropshard build --help lists the options"]
+
+
+def test_abbreviated_options_are_refused(images: Path, tmp_path: Path, capsys) -> None:
+    # argparse (and Beam 2.62's own parsing) would read --out as --output, and --enc as --encoding.
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--out={tmp_path / 'out'}", "--size=32")
+    assert code == 2 and err == ["cropshard build: error: unknown option --out (did you mean --output?); cropshard build --help lists the options"]
+
+
+def test_a_bad_value_is_one_line(images: Path, tmp_path: Path, capsys) -> None:
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--encoding=jpg")
+    assert code == 2
+    assert err == ["cropshard build: error: argument --encoding: invalid choice: 'jpg' (choose from 'raw', 'jpeg', 'png', 'original')"]
+
+
+def test_valid_direct_flink_and_dataflow_options_pass_through_unchanged(images: Path, tmp_path: Path) -> None:
+    common = [f"--input={images}/**", "--size=32"]
+    direct = [*common, f"--output={tmp_path / 'direct'}", "--runner=DirectRunner", "--direct_num_workers=2",
+              "--direct_running_mode=multi_processing", "--max_rejected_fraction=0.5", "--verbose", "--progress=log"]
+    # What launch/flink.sh passes, its trailing --output_executable_path= included.
+    flink = ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK", "--parallelism=4",
+             *common, f"--output={tmp_path / 'flink'}", "--environment_config=localhost:50000", "--output_executable_path="]
+    dataflow = [*common, "--output=gs://bucket/ds", "--runner=DataflowRunner", "--project=my-project", "--region=europe-west4",
+                "--temp_location=gs://bucket/tmp", "--staging_location=gs://bucket/staging", "--setup_file=./setup.py",
+                "--num_workers=3", "--max_num_workers=8", "--machine_type=n2-standard-4", "--sdk_container_image=img:1",
+                "--experiments=use_runner_v2", "--dataflow_service_options=enable_prime", "--job_name=cropshard-x",
+                "--no_use_public_ips", "--dry_run=True", "--num_shards=4"]
+    for argv in (direct, flink, dataflow):
+        check_build_arguments(argv)
+    options = prepare(direct).options
+    assert options.view_as(DirectOptions).direct_num_workers == 2 and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    options = prepare(flink).options
+    portable = options.view_as(PortableOptions)
+    assert (options.view_as(StandardOptions).runner, portable.job_endpoint, portable.environment_type) == ("PortableRunner", "localhost:8099", "LOOPBACK")
+    assert portable.environment_config == "localhost:50000" and not portable.output_executable_path
+    built = prepare(dataflow)  # a dry run touches no storage
+    cloud, workers = built.options.view_as(GoogleCloudOptions), built.options.view_as(WorkerOptions)
+    assert (cloud.project, cloud.region, cloud.temp_location, cloud.job_name) == ("my-project", "europe-west4", "gs://bucket/tmp", "cropshard-x")
+    assert (workers.num_workers, workers.max_num_workers, workers.machine_type) == (3, 8, "n2-standard-4")
+    assert built.dry_run and built.num_shards == {"train": 4}
+
+
+def test_unknown_commands_are_refused_with_the_list(capsys) -> None:
+    code, err, _ = cropshard(capsys, "biuld", "--input", "x")
+    assert code == 2 and err == ["cropshard: error: unknown command 'biuld' (did you mean build?); commands: build, inspect, compare, demo-images"]
+    code, err, _ = cropshard(capsys, "inpsect", "demo/dataset")
+    assert code == 2 and err == ["cropshard: error: unknown command 'inpsect' (did you mean inspect?); commands: build, inspect, compare, demo-images"]
+    code, err, _ = cropshard(capsys, "--input", "x/**", "--output", "o")
+    assert code == 2
+    assert err == ["cropshard: error: no command before --input; did you mean: cropshard build --input x/** --output o? commands: build, inspect, compare, demo-images"]
+
+
+def test_an_unquoted_glob_gets_the_quoted_command(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    for label in ("forest", "urban", "water"):
+        (tmp_path / "demo" / "images" / label).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    # What the shell hands over for `--input demo/images/**` unquoted (without globstar ** is *).
+    expanded = sorted(glob.glob("demo/images/**"))
+    assert expanded == ["demo/images/forest", "demo/images/urban", "demo/images/water"]
+    code, err, _ = cropshard(capsys, "build", "--input", *expanded, "--output", "demo/dataset", "--size", "128")
+    assert code == 2
+    assert err == ["cropshard build: error: 3 paths follow --input: the shell expanded an unquoted pattern; quote it, e.g. "
+                   "cropshard build --input 'demo/images/**' --output demo/dataset --size 128"]
+    assert not (tmp_path / "demo" / "dataset").exists()
+    code, err, _ = cropshard(capsys, "build", "--output", "demo/dataset", "stray", "--size", "128")
+    assert code == 2 and err == ["cropshard build: error: unexpected argument 'stray': every value belongs to an --option (a path with spaces needs quotes)"]
+
+
+def test_glob_pattern_guess(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg", "c.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert glob_pattern_guess([str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]) == f"{tmp_path}/*.jpg"
+    assert glob_pattern_guess([str(tmp_path / "a.jpg"), str(tmp_path / "c.png")]) == f"{tmp_path}/*"
+
+
+def test_check_build_arguments_accepts_every_cropshard_option() -> None:
+    check_build_arguments(["--input=a", "--manifest=m.csv", "--output=o", "--crop=grid", "--size=8", "--box=1,2,3,4", "--crops_per_image=2",
+                           "--stride=4", "--small=pad", "--resize=9", "--channels=1", "--encoding=png", "--jpeg_quality=80",
+                           "--split=train", "--label_from=none", "--num_shards=2", "--target_shard_mb=3", "--compression=gzip",
+                           "--max_pixels=99", "--seed=3", "--dedup", "--overwrite", "--progress=off", "--max_rejected_fraction=0.1", "--verbose"])
+    with pytest.raises(UsageError, match="unknown option --input_glob"):
+        check_build_arguments(["--input_glob=x"])
+
+
+# --- failing builds fail ----------------------------------------------------------------------------
+
+
+def test_a_build_that_writes_no_example_fails_and_names_the_remedy(images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err, stdout = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=2000", *IN_PROCESS)
+    assert code == 1, err
+    assert err[-1] == (f"cropshard build: failed: no example was written: all 6 inputs were rejected: too_small 6 "
+                       f"(try: --small pad|upscale, or a smaller --size); nothing published (details: {out}/rejected.jsonl)")
+    assert "cropshard build ->" not in stdout
+    assert not (out / metadata.INFO_FILENAME).exists()
+    assert json.loads((out / FAILED_FILENAME).read_text())["dataset_info"]["rejected"]["by_reason"] == {"too_small": 6}
+    assert len((out / "rejected.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(metadata.DatasetError):
+        metadata.load_info(str(out))
+    # --overwrite replaces the refused build like any other.
+    code, _, stdout = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=2000", "--small=pad", "--overwrite", *IN_PROCESS)
+    assert code == 0 and "inputs 6 = 6 images written + 0 rejected" in stdout
+    assert not (out / FAILED_FILENAME).exists() and (out / metadata.INFO_FILENAME).exists()
+
+
+def test_a_rejected_share_over_the_limit_fails_after_writing_rejected_jsonl(images: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    imagegen.class_tree(folder, per_class=3, size=(60, 80))
+    (folder / "cat" / "notes.jpg").write_text("not an image")  # 1 of 7 rejected: 14.3%
+    argv = ["build", f"--input={folder}/**", "--size=32", *IN_PROCESS]
+    code, err, _ = cropshard(capsys, *argv, f"--output={tmp_path / 'strict'}", "--max_rejected_fraction=0.1")
+    assert code == 1, err
+    assert err[-1] == (f"cropshard build: failed: 1 of 7 inputs rejected (14.3%), over --max_rejected_fraction 0.1: not_an_image 1 "
+                       f"(try: narrow --input to image files, e.g. '**/*.jpg'); nothing published (details: {tmp_path}/strict/rejected.jsonl)")
+    assert not (tmp_path / "strict" / metadata.INFO_FILENAME).exists()
+    assert [json.loads(line)["reason"] for line in (tmp_path / "strict" / "rejected.jsonl").read_text().splitlines()] == ["not_an_image"]
+    code, err, stdout = cropshard(capsys, *argv, f"--output={tmp_path / 'lenient'}", "--max_rejected_fraction=0.2")
+    assert code == 0, err
+    assert "inputs 7 = 6 images written + 1 rejected" in stdout
+    assert metadata.load_info(str(tmp_path / "lenient")).num_rejected == 1
+
+
+def test_max_rejected_fraction_must_be_a_fraction(images: Path, tmp_path: Path, capsys) -> None:
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'o'}", "--size=8", "--max_rejected_fraction=5")
+    assert code == 2 and err == ["cropshard build: error: --max_rejected_fraction must be 0..1, got 5.0"]
+
+
+# --- the real command: Ctrl-C, quiet output -------------------------------------------------------
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "TMPDIR": str(tmp_path)}  # the log file goes below tmp_path
+
+
+def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
+    for i in range(300):
+        imagegen.save(tmp_path / "in" / f"class_{i % 3}" / f"img_{i:03d}.jpg", imagegen.photo(240, 320, seed=i), quality=90)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(CROPSHARD), "build", f"--input={tmp_path / 'in'}", f"--output={out}", "--crop=random", "--size=96",
+                             "--crops_per_image=4", "--direct_num_workers=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env(tmp_path), start_new_session=True, text=True)
+    deadline = time.monotonic() + 240
+    while not glob.glob(f"{out}/beam-temp-*/*"):
+        assert proc.poll() is None, f"build ended ({proc.returncode}) before it was interrupted:\n{proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no shard temp files within 240 s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "interrupted: nothing published; rerun with --overwrite"
+    assert "Traceback" not in stderr, stderr
+    assert [line for line in stderr.splitlines() if not line.startswith("INFO cropshard")] == [cli.INTERRUPTED], stderr
+    assert stdout == ""
+    assert not glob.glob(f"{out}/beam-temp-*") and not (out / metadata.INFO_FILENAME).exists()
+
+
+def test_a_multi_process_build_shows_no_warning_and_no_traceback(images: Path, tmp_path: Path) -> None:
+    done = subprocess.run([str(CROPSHARD), "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32",
+                           "--direct_num_workers=2", "--split=train=0.5,validation=0.5"],
+                          capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=600)
+    both = done.stdout + done.stderr
+    assert done.returncode == 0, both
+    assert "inputs 6 = 6 images written + 0 rejected" in done.stdout
+    assert not [line for line in both.splitlines() if "Warning" in line or "WARNING" in line], both
+    assert "Traceback" not in both, both
+    # The libraries' output went to the build's log instead (the workers' Beam notices among it).
+    (log,) = (tmp_path / "cropshard-logs").glob("build-*.log")
+    assert "Discarding unparseable args" in log.read_text()
+
+
+# --- help, inspect, small pure parts ---------------------------------------------------------------
+
+
+def test_build_help_shows_cropshard_options_grouped_with_defaults(capsys) -> None:
+    assert cli.main(["build", "--help"]) == 0
+    text = capsys.readouterr().out
+    titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert titles[:5] == ["inputs", "crop", "encoding", "output", "runner"]
+    options = [line.split()[0] for line in text.split("\ninputs:")[1].split("\nBeam's")[0].splitlines() if line.startswith("  --")]
+    assert {"--input", "--crop", "--encoding", "--output", "--num_shards", "--max_rejected_fraction", "--verbose"} <= set(options)
+    entries = text.split("\ninputs:")[1].split("\nBeam's")[0].split("\n  --")[1:]
+    assert all("(default: " in " ".join(entry.split()) for entry in entries), entries
+    assert "--num_shards N" in text and "one shard per worker and split" in " ".join(text.split())
+    assert "--dataflow_endpoint" not in text and len(text.splitlines()) < 120
+    assert cli.main(["build", "--help-beam"]) == 0
+    beam = capsys.readouterr().out
+    assert "--dataflow_endpoint" in beam and "--direct_num_workers" in beam and "--flink_master" in beam and "--encoding" not in beam
+
+
+def test_inspect_refuses_a_contact_sheet_in_a_missing_folder(capsys) -> None:
+    code, err, _ = cropshard(capsys, "inspect", "/no/such/dataset", "--contact-sheet", "/no/such/dir/x.png")
+    assert code == 2 and err == ["cropshard inspect: error: --contact-sheet /no/such/dir/x.png: folder /no/such/dir does not exist"]
+
+
+def test_manifest_counts_exclude_the_header(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,label\na.jpg,cat\nb.jpg,dog\n\n")
+    (tmp_path / "m.jsonl").write_text('{"path": "a.jpg"}\n{"path": "b.jpg"}\n')
+    assert count_manifest_rows(str(tmp_path / "m.csv")) == (2, 0)
+    assert count_manifest_rows(str(tmp_path / "m.jsonl")) == (2, 0)
+
+
+def test_shard_counts_are_logged_as_auto_not_zero() -> None:
+    assert shards_text({"train": 0, "validation": 4}) == "train=auto, validation=4"
+
+
+def test_the_console_script_and_the_module_are_the_same_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "cropshard.pipeline", "biuld"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "cropshard: error: unknown command 'biuld' (did you mean build?); commands: build, inspect, compare, demo-images"]
+
+
+def test_the_log_file_falls_back_to_the_temp_dir_when_the_log_folder_is_not_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cropshard.pipeline import console
+
+    assert Path(console.new_log_path("build")).parent == tmp_path / "cropshard-logs"
+
+    def refuse(path: str, exist_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(console.os, "makedirs", refuse)
+    path = Path(console.new_log_path("build"))
+    assert path.parent == tmp_path and path.name.startswith("cropshard-build-") and path.exists()
