@@ -71,6 +71,8 @@ setup(
         # Fast CRC32C for the reader's and `inspect --verify`'s record checks (Beam's own TFRecord
         # sink uses crcmod's C extension, a Beam dependency, rather than its pure-Python fallback).
         "google-crc32c>=1.5",
+        # GeoTIFF / COG inputs: windowed reads, bands, sample types, georeferencing (GDAL inside the wheel).
+        "rasterio>=1.4",
     ],
     extras_require={
         "tools": ["matplotlib>=3.7", "psutil>=5.9"],

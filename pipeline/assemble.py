@@ -18,9 +18,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
+from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
 
@@ -50,6 +52,7 @@ def dataset_facts(config: BuildConfig, command_line: Sequence[str]) -> DatasetFa
         compression=config.compression,
         split_names=tuple(spec.split_names),
         command_line=tuple(command_line),
+        raster={**spec.raster.to_dict(), "requested": True, "channels": spec.channels} if spec.raster.requested else None,
     )
 
 
@@ -92,6 +95,8 @@ def read_inputs(
         | "AllLabels" >> beam.combiners.ToList()
         | "SortLabels" >> beam.Map(sorted_labels)
     )
+    if config.example.raster.labels:  # class maps label the chips: their names, in id order
+        labels = pipeline | "ClassNames" >> beam.Create([list(config.example.raster.labels.names)])
     return sources, num_inputs, rejected, labels
 
 
@@ -103,6 +108,7 @@ def write_outputs(
     num_inputs: beam.PCollection,
     labels: beam.PCollection,
     facts: DatasetFacts,
+    ranges: beam.PCollection | None = None,
 ) -> None:
     """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and dataset_info.json."""
     shard_infos = []
@@ -116,6 +122,8 @@ def write_outputs(
     )
     rejected_counts = all_rejected | "Reasons" >> beam.Map(rejection_reason) | "CountReasons" >> beam.combiners.Count.PerElement()
     images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
+    raster_facts = results[RASTER_FACTS] | "SumRasterFacts" >> beam.CombinePerKey(sum)  # CRSs seen, chips skipped
+    raster_stats = results[RASTER_STATS] | "BandStats" >> beam.CombinePerKey(CombineBandStats())  # per split
     _ = {
         "shards": shard_infos | "AllShards" >> beam.Flatten(),
         "rejected_counts": rejected_counts,
@@ -123,6 +131,9 @@ def write_outputs(
         "images_written": images_written,
         "labels": labels,
         "rejected_files": rejected_files,
+        "raster_facts": raster_facts,
+        "raster_stats": raster_stats,
+        **({"raster_ranges": ranges} if ranges is not None else {}),
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
@@ -139,8 +150,21 @@ def build_pipeline(
     sources (see MatchImages; what the in-memory local runner needs)."""
     spec = config.example
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
+    ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
+    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
     results = sources | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids))
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN)
+        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
     rejected.append(results[REJECTED])
-    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line))
+    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
+
+
+def conversion_ranges(sources: beam.PCollection, config: BuildConfig) -> beam.PCollection:
+    """--to_uint8 minmax|percentile: (source dtype, (low, high) per band) over every raster's preview."""
+    spec = config.example
+    return (
+        sources
+        | "PreviewStats" >> beam.ParDo(PreviewStats(spec.crop, spec.raster, spec.channels, spec.max_pixels))
+        | "DatasetPreviewStats" >> beam.CombinePerKey(MergeBandStats())
+        | "ConversionRange" >> beam.FlatMap(conversion_range, spec.raster.to_uint8)
+    )

@@ -12,15 +12,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
 from cropshard.transforms.encode import ENCODINGS
-from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
+from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ExampleSpec
 from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
+from cropshard.transforms.raster import convert as raster_convert
+from cropshard.transforms.raster import labels as raster_labels
+from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
 from cropshard.transforms.rejects import REJECTED
 
-RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN)
+RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
 
 
 # The titles of the option groups of `cropshard build --help`, in the order it shows them.
-INPUTS, CROP, ENCODING, OUTPUT, RUNNER = "inputs", "crop", "encoding", "output", "runner"
+INPUTS, CROP, ENCODING, RASTERS, OUTPUT, RUNNER = "inputs", "crop", "encoding", "rasters (GeoTIFF/COG, read with rasterio)", "output", "runner"
 
 
 def _adder(parser, title: str):  # noqa: ANN001, ANN202 - Beam passes its own parser type
@@ -43,7 +46,7 @@ class CropshardOptions(PipelineOptions):
         add = _adder(parser, INPUTS)
         add("--input", "Image files to read: a glob (local or gs://; '**' crosses folders) or a directory. Repeatable, or comma-separated.",
             action="append", default=None, metavar="GLOB")
-        add("--manifest", "CSV/TSV (header: path,label[,split][,box]) or JSONL manifest instead of --input. Relative paths resolve against the manifest's folder.",
+        add("--manifest", "CSV/TSV (header: path,label[,split][,box][,label_raster]) or JSONL manifest instead of --input. Relative paths resolve against the manifest's folder.",
             default=None, metavar="FILE")
         add("--label_from", "folder: label = the image's parent folder name; none: unlabeled (-1). Manifests use their label column.",
             default=LABELS_FOLDER, choices=(LABELS_FOLDER, LABELS_NONE))
@@ -65,6 +68,7 @@ class CropshardOptions(PipelineOptions):
             default="raw", choices=ENCODINGS)
         add("--jpeg_quality", "Quality for --encoding jpeg (and re-encoded originals).", type=int, default=90, metavar="Q")
         add("--channels", "3 = RGB, 1 = greyscale.", type=int, default=3, choices=(1, 3))
+        add_raster_arguments(_adder(parser, RASTERS))
         add = _adder(parser, OUTPUT)
         add("--output", "Dataset directory (local or gs://).", default=None, metavar="DIR")
         add("--overwrite", "Replace the dataset in a non-empty --output.", action="store_true", default=False)
@@ -82,6 +86,27 @@ class CropshardOptions(PipelineOptions):
         add("--progress", "Live progress for local runs: bar on a terminal, log lines otherwise.", default="auto", choices=("auto", "bar", "log", "off"))
         add("--verbose", "Show library warnings and Beam's own log on the terminal instead of only in the build's log file.",
             action="store_true", default=False)
+
+
+def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, help, ...) from _adder
+    add("--bands", "1-based band numbers to store, in order (e.g. 4,3,2 or 1,2,3,4,5,6,7,8); sets the channel count.",
+        shown_default="every band, which must number --channels", default=None, metavar="B,B,...")
+    add("--dtype", "Stored sample type: uint8 converts by --to_uint8; keep stores the rasters' own type (that of the first raster input) losslessly; or name it.",
+        default="uint8", choices=raster_convert.DTYPE_CHOICES)
+    add("--to_uint8", "How --dtype uint8 converts wider samples: bits (top 8 of the bits the file declares), bits:N (N significant bits, e.g. bits:11),"
+        " minmax or percentile:LO,HI (a per-band stretch by the dataset's range, from a first pass over every raster's preview).",
+        default="bits", metavar="RULE")
+    add("--max_nodata", "Skip raster chips whose nodata/masked share exceeds F (0..1); counted in the metadata.", type=float, default=None, metavar="F",
+        shown_default="off")
+    add("--split_by", "Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).",
+        default=None, metavar="block:N", shown_default="off")
+    add("--label_raster", "Each raster's class map (a GeoTIFF), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'."
+        " Aligned onto the image's grid (nearest).", default=None, metavar="PATTERN", shown_default="off")
+    add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
+        default="majority", choices=raster_labels.LABEL_MODES)
+    add("--min_label_fraction", "--label_mode majority: skip chips whose majority class covers less than F of the chip.", type=float, default=0.0, metavar="F")
+    add("--label_names", "value,name per class of the class maps (ids follow the values' order); required with --label_raster or a manifest label_raster column.",
+        default=None, metavar="CSV")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,25 +198,29 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     if not 1 <= opts.jpeg_quality <= 100:
         raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
     fractions, names = parse_splits(opts.split)
+    raster = raster_spec(opts, fractions)
+    channels = len(raster.bands) if raster.bands else opts.channels
+    check_raster_encoding(opts.encoding, raster.dtype, channels)
     if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
     if opts.max_rejected_fraction is not None and not 0 <= opts.max_rejected_fraction <= 1:
         raise ValueError(f"--max_rejected_fraction must be 0..1, got {opts.max_rejected_fraction}")
     example = ExampleSpec(
         crop=crop,
-        channels=opts.channels,
+        channels=channels,
         encoding=opts.encoding,
         jpeg_quality=opts.jpeg_quality,
         split_fractions=fractions,
         split_names=names,
         max_pixels=opts.max_pixels,
+        raster=raster,
     )
     return BuildConfig(
         inputs=inputs,
         manifest=_absolute(opts.manifest) if opts.manifest else None,
         output=_absolute(opts.output).rstrip("/"),
         example=example,
-        labels=opts.label_from,
+        labels=LABELS_NONE if raster.labels else opts.label_from,  # class maps label the chips
         num_shards=opts.num_shards,
         target_shard_mb=opts.target_shard_mb,
         compression=opts.compression,
@@ -201,3 +230,41 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         max_rejected_fraction=opts.max_rejected_fraction,
         verbose=opts.verbose,
     )
+
+
+def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
+    """The raster options, validated."""
+    bands = parse_bands(opts.bands) if opts.bands else None
+    if bands and opts.channels != 3 and opts.channels != len(bands):
+        raise ValueError(f"--channels {opts.channels} contradicts --bands {opts.bands}; --bands alone sets the channel count")
+    if opts.max_nodata is not None and not 0 <= opts.max_nodata <= 1:
+        raise ValueError(f"--max_nodata is a share of the chip, 0..1; got {opts.max_nodata}")
+    split_block = parse_split_by(opts.split_by) if opts.split_by else None
+    if split_block and fractions is None:
+        raise ValueError("--split_by assigns chips to --split fractions (e.g. train=0.8,test=0.2), not to folder or manifest splits")
+    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block, label_raster_spec(opts))
+
+
+def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec | None:
+    """--label_raster (or a manifest's label_raster column) and its options; reads the
+    --label_names file (one small CSV)."""
+    if not opts.label_raster and not (opts.label_names and opts.manifest):
+        if opts.label_names:
+            raise ValueError("--label_names names the classes of class maps: give --label_raster, or a --manifest with a label_raster column")
+        return None
+    if not opts.label_names:
+        raise ValueError("--label_raster needs --label_names (a CSV of value,name per class)")
+    if not 0 <= opts.min_label_fraction <= 1:
+        raise ValueError(f"--min_label_fraction is a share of the chip, 0..1; got {opts.min_label_fraction}")
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(opts.label_names) as handle:
+        classes = raster_labels.parse_label_names(handle.read().decode("utf-8-sig"), opts.label_names)
+    return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes)
+
+
+def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:
+    if encoding == "jpeg" and (dtype != "uint8" or channels not in (1, 3)):
+        raise ValueError(f"--encoding jpeg stores uint8 with 1 or 3 bands; use raw (or png for 1/3-band uint16) for {channels} bands of --dtype {dtype}")
+    if encoding == "png" and (dtype not in ("uint8", "uint16", "keep") or channels not in (1, 3)):
+        raise ValueError(f"--encoding png stores 1 or 3 bands of uint8/uint16; use raw for {channels} bands of --dtype {dtype}")

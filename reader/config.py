@@ -27,13 +27,15 @@ CROP_MODES = ("random", "center", "random_resized")
 # and window aspect ratio (width / height).
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
-NORMALIZE_MODES = ("unit", "none")
+NORMALIZE_MODES = ("unit", "none", "dataset")
 ON_CORRUPT = ("raise", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
 class Normalization:
-    """How uint8 pixels become the output: 'unit' (x/255), 'none' (uint8) or 'meanstd' ((x/255 - mean) / std)."""
+    """How uint8 pixels become the output: 'unit' (x/255), 'none' (uint8) or 'meanstd' ((x/255 - mean) / std);
+    'dataset': (x - mean) / std with the raster dataset's per-band statistics, in stored units
+    (`mean`/`std` are filled in from dataset_info.json by `load`)."""
 
     mode: str
     mean: tuple[float, ...] = ()
@@ -44,7 +46,7 @@ def parse_normalize(normalize: Any) -> Normalization:
     """'unit' | 'none' | (mean, std), each a number or one value per channel, in [0, 1] units."""
     if isinstance(normalize, str):
         if normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be 'unit', 'none' or (mean, std); got {normalize!r}")
+            raise ValueError(f"normalize must be 'unit', 'none', 'dataset' or (mean, std); got {normalize!r}")
         return Normalization(normalize)
     try:
         mean, std = normalize
@@ -178,10 +180,14 @@ class DecodeConfig:
       flip: random horizontal flips.
       normalize: 'unit' -> float32 in [0, 1]; 'none' -> uint8 as stored (cheapest; normalise
         on the accelerator); (mean, std) per channel -> float32 (x/255 - mean) / std, i.e.
-        mean/std are in [0, 1] units, as in torchvision.
+        mean/std are in [0, 1] units, as in torchvision. Raster datasets stored as uint16 or
+        int16 divide by 65535 or 32767 instead of 255, float32 ones are not scaled, and 'none'
+        returns the stored type; 'dataset' -> float32 (x - mean) / std per band, with the mean
+        and std of the raster dataset's train split (its `raster.stats` in dataset_info.json).
       with_metadata: add a third element, a dict: filename, label_text, sha256,
         source_crop_box (where the stored image sits in its source), crop_window ([y, x, h, w]
-        of the stored image actually used) and flipped. Keras would read a third element as
+        of the stored image actually used) and flipped; for raster datasets also geo_crs and
+        geo_transform (the stored chip's, 6 float64 in GDAL order). Keras would read a third element as
         sample weights, so keep it for inspection.
     """
 

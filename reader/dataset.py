@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import decode, records, schema
-from .config import DEFAULT_RATIO, DEFAULT_SCALE, DecodeConfig, ReadConfig, check_channels
+from .config import DEFAULT_RATIO, DEFAULT_SCALE, DecodeConfig, Normalization, ReadConfig, check_channels
 from .corruption import CorruptionReport
 from .metadata import DatasetError, DatasetInfo, load_info
 
@@ -131,10 +131,23 @@ def _decode_stage(
     formats = tuple(f for f in schema.IMAGE_FORMATS if f in meta.image_formats)
     fixed_shape = tuple(meta.image_shape) if meta.image_shape else None
     route_class = decode.ROUTES[decode.choose_route(batch_size, formats, fixed_shape)]
-    route = route_class(image, fixed_shape=fixed_shape, channels=int(meta.channels), formats=formats)
+    route = route_class(
+        image, fixed_shape=fixed_shape, channels=int(meta.channels), formats=formats, dtype=meta.dtype, geo=meta.raster is not None, mask=meta.label_mode == "mask",
+        norm=dataset_normalization(meta) if image.normalization.mode == "dataset" else None,
+    )
     # One [2] stateless seed per batch of records, for crop and flip draws.
     seeds = tf.data.Dataset.random(seed=read.seed, rerandomize_each_iteration=True).batch(2)
     return route.build(stream, seeds, batch_size, drop_remainder, read.ordered)
+
+
+def dataset_normalization(meta: DatasetInfo) -> Normalization:
+    """normalize='dataset': the train split's per-band mean and std (stored units) from the metadata."""
+    stats = (meta.raster or {}).get("stats") or {}
+    split = stats.get("train") or next(iter(stats.values()), None)
+    if not split or not split.get("std"):
+        raise DatasetError("normalize='dataset' needs the per-band statistics of a raster dataset (raster.stats in dataset_info.json)")
+    std = [s if s > 0 else 1.0 for s in split["std"]]  # a constant band: centred, not scaled
+    return Normalization("dataset", tuple(split["mean"]), tuple(std))
 
 
 def _with_options(dataset: Any, read: ReadConfig) -> Any:

@@ -42,6 +42,9 @@ _RESIZED_ATTEMPTS = 10  # window draws per image before the fallback, as in Ince
 
 _PARSED_KEYS = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH, schema.LABEL)
 _META_KEYS = (schema.FILENAME, schema.LABEL_TEXT, schema.CROP_BOX, schema.SOURCE_SHA256)
+_GEO_KEYS = (schema.GEO_CRS, schema.GEO_TRANSFORM)  # raster datasets: the metadata georeferences each chip
+# normalize='unit' (and mean/std) divide integer samples by their type's maximum; float32 is not scaled.
+UNIT_SCALE = {"uint8": 255.0, "uint16": 65535.0, "int16": 32767.0, "float32": 1.0}
 # Per-example values parse_batch adds next to the parsed features.
 _WINDOW_KEYS = ("_height", "_width", "_y", "_x", "_h", "_w", "_flip")
 
@@ -137,29 +140,36 @@ def _centred_window(height: Any, width: Any, ratio: Sequence[float]) -> tuple[An
 
 
 def resize_window(image: Any, size: tuple[int, int]) -> Any:
-    """uint8 [h, w, C] -> uint8 [size, C]: bilinear, antialiased when shrinking, rounded to nearest."""
+    """[h, w, C] -> [size, C] of the same dtype: bilinear, antialiased when shrinking; integer types
+    rounded to nearest and clipped to their range (uint8 photos, 16-bit rasters), floats as computed."""
     import tensorflow as tf
 
     resized = tf.image.resize(image, size, method=tf.image.ResizeMethod.BILINEAR, antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    if image.dtype.is_floating:
+        return tf.cast(resized, image.dtype)
+    low, high = float(image.dtype.min), float(image.dtype.max)
+    return tf.cast(tf.clip_by_value(tf.round(resized), low, high), image.dtype)
 
 
-def normalize_images(images: Any, norm: Normalization) -> Any:
-    """uint8 images -> the requested output (unchanged for 'none')."""
+def normalize_images(images: Any, norm: Normalization, scale: float = 255.0) -> Any:
+    """Stored images -> the requested output (unchanged for 'none'); `scale` is the stored type's
+    maximum (UNIT_SCALE)."""
     import tensorflow as tf
 
     if norm.mode == "none":
         return images
-    images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+    if norm.mode == "dataset":  # the dataset's own statistics, in stored units
+        return (tf.cast(images, tf.float32) - tf.constant(norm.mean, tf.float32)) * tf.constant([1.0 / s for s in norm.std], tf.float32)
+    images = tf.cast(images, tf.float32) * (1.0 / scale)
     if norm.mode == "meanstd":
         images = (images - tf.constant(norm.mean, tf.float32)) * tf.constant([1.0 / s for s in norm.std], tf.float32)
     return images
 
 
-def _metadata(parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: Any) -> dict[str, Any]:
+def _metadata(parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: Any, geo: bool) -> dict[str, Any]:
     import tensorflow as tf
 
-    return {
+    meta = {
         "filename": parsed[schema.FILENAME],
         "label_text": parsed[schema.LABEL_TEXT],
         "sha256": parsed[schema.SOURCE_SHA256],
@@ -167,25 +177,52 @@ def _metadata(parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: A
         "crop_window": tf.stack([y, x, h, w], axis=-1),
         "flipped": flipped,
     }
+    if geo:
+        # The stored chip's CRS and transform; a reader sub-crop or flip is in crop_window/flipped.
+        meta["geo_crs"] = parsed[schema.GEO_CRS]
+        transform = tf.io.decode_raw(parsed[schema.GEO_TRANSFORM], tf.float64)
+        meta["geo_transform"] = tf.reshape(transform, tf.concat([tf.shape(parsed[schema.GEO_CRS]), [6]], axis=0))
+    return meta
 
 
 class _Route:
     """What every route shares: the decode options, the dataset's image facts, the output tuple."""
 
     def __init__(
-        self, decode: DecodeConfig, *, fixed_shape: tuple[int, ...] | None, channels: int, formats: tuple[str, ...]
+        self,
+        decode: DecodeConfig,
+        *,
+        fixed_shape: tuple[int, ...] | None,
+        channels: int,
+        formats: tuple[str, ...],
+        dtype: str = "uint8",
+        geo: bool = False,
+        mask: bool = False,
+        norm: Normalization | None = None,
     ) -> None:
+        import tensorflow as tf
+
         self.crop = decode.crop
         self.window = decode.window  # the output (h, w); for 'random_resized' the windows are resized to it
         self.scale, self.ratio = decode.scale, decode.ratio
         self.flip = decode.flip
-        self.norm = decode.normalization
+        self.norm = norm or decode.normalization
         self.with_metadata = decode.with_metadata
         self.fixed_shape = fixed_shape
         self.channels = channels
         self.formats = formats
+        self.dtype_name = dtype
+        self.dtype = tf.as_dtype(dtype)
+        self.geo = geo and self.with_metadata
+        self.meta_keys = (_META_KEYS + (_GEO_KEYS if self.geo else ())) if self.with_metadata else ()
+        # --label_mode mask datasets: the label is the chip's class-id mask, cut and flipped with it.
+        if mask and decode.crop == "random_resized":
+            # A resized window would interpolate class ids; masks need crops that keep exact pixels.
+            raise ValueError("crop='random_resized' resizes each window: a --label_mode mask dataset is read with crop='random' or 'center'")
+        self.mask = mask
+        self.mask_keys = (schema.SEGMENTATION,) if mask else ()
         full_spec = schema.feature_spec()
-        self.spec = {key: full_spec[key] for key in _PARSED_KEYS + (_META_KEYS if self.with_metadata else ())}
+        self.spec = {key: full_spec[key] for key in _PARSED_KEYS + self.meta_keys + self.mask_keys}
 
     def windows(self, height: Any, width: Any, seed: Any) -> tuple[Any, Any, Any, Any, Any]:
         if self.crop == "random_resized":
@@ -193,10 +230,10 @@ class _Route:
         return crop_windows(height, width, seed, self.window, self.crop, self.flip)
 
     def output(self, images: Any, parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: Any) -> Any:
-        images = normalize_images(images, self.norm)
-        label = parsed[schema.LABEL]
+        images = normalize_images(images, self.norm, UNIT_SCALE[self.dtype_name])
+        label = parsed[schema.SEGMENTATION] if self.mask else parsed[schema.LABEL]
         if self.with_metadata:
-            return images, label, _metadata(parsed, y, x, h, w, flipped)
+            return images, label, _metadata(parsed, y, x, h, w, flipped, self.geo)
         return images, label
 
 
@@ -215,7 +252,7 @@ class FixedRawRoute(_Route):
     def __init__(self, decode: DecodeConfig, **facts: Any) -> None:
         super().__init__(decode, **facts)
         # Fixed-shape raw needs no per-record format or size: the metadata gives both.
-        wanted = (schema.IMAGE_ENCODED, schema.LABEL, *_META_KEYS)
+        wanted = (schema.IMAGE_ENCODED, schema.LABEL, *self.meta_keys, *self.mask_keys)
         self.raw_spec = {key: spec for key, spec in self.spec.items() if key in wanted}
 
     @property
@@ -238,11 +275,14 @@ class FixedRawRoute(_Route):
         import tensorflow as tf
 
         parsed = tf.io.parse_single_example(record, self.raw_spec)
-        pixels = tf.io.decode_raw(parsed[schema.IMAGE_ENCODED], tf.uint8)
+        pixels = tf.io.decode_raw(parsed[schema.IMAGE_ENCODED], self.dtype)
         parsed[schema.IMAGE_ENCODED] = tf.reshape(pixels, self.fixed_shape)
+        if self.mask:
+            mask = tf.io.decode_png(parsed[schema.SEGMENTATION], channels=1, dtype=tf.uint8)
+            parsed[schema.SEGMENTATION] = tf.reshape(mask, (*self.fixed_shape[:2], 1))  # type: ignore[index]
         if self.needs_finishing:
             return parsed
-        return parsed[schema.IMAGE_ENCODED], parsed[schema.LABEL]
+        return parsed[schema.IMAGE_ENCODED], parsed[schema.SEGMENTATION if self.mask else schema.LABEL]
 
     def finish_batch(self, parsed: dict[str, Any], seed: Any) -> Any:
         """Vectorised random/center sub-crops (gathers, exact pixels) or per-image resized windows, flips, normalisation."""
@@ -252,11 +292,21 @@ class FixedRawRoute(_Route):
         height, width, _ = self.fixed_shape  # type: ignore[misc]
         n = tf.shape(images)[0]
         y, x, h, w, flipped = self.windows(tf.fill([n], height), tf.fill([n], width), seed)
+        images = self._cut_and_flip(images, y, x, h, w, flipped)
+        if self.mask:
+            parsed = {**parsed, schema.SEGMENTATION: self._cut_and_flip(parsed[schema.SEGMENTATION], y, x, h, w, flipped)}
+        return self.output(images, parsed, y, x, h, w, flipped)
+
+    def _cut_and_flip(self, images: Any, y: Any, x: Any, h: Any, w: Any, flipped: Any) -> Any:
+        """The batch's windows (exact pixels, by gathers; 'random_resized': each window resized) and flips."""
+        import tensorflow as tf
+
+        height, width, _ = self.fixed_shape  # type: ignore[misc]
         if self.crop == "random_resized":
             images = tf.map_fn(
                 lambda args: resize_window(args[0][args[1] : args[1] + args[3], args[2] : args[2] + args[4]], self.window),
                 (images, y, x, h, w),
-                fn_output_signature=tf.TensorSpec((*self.window, self.fixed_shape[2]), tf.uint8),  # type: ignore[index]
+                fn_output_signature=tf.TensorSpec((*self.window, images.shape[-1]), images.dtype),  # type: ignore[misc]
             )
         elif self.window is not None and self.window != (height, width):
             ch, cw = self.window
@@ -270,10 +320,10 @@ class FixedRawRoute(_Route):
                 images = tf.gather(images, cols, axis=2, batch_dims=1)
         if self.flip:
             images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
-        return self.output(images, parsed, y, x, h, w, flipped)
+        return images
 
 
-def _decode_jpeg(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool) -> Any:
+def _decode_jpeg(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
     import tensorflow as tf
 
     if not cropping:
@@ -288,17 +338,17 @@ def _decode_jpeg(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool
     return wide[:, x - x0 : x - x0 + w, :]
 
 
-def _decode_png(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool) -> Any:
+def _decode_png(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
     import tensorflow as tf
 
-    image = tf.io.decode_png(encoded, channels=channels, dtype=tf.uint8)
+    image = tf.io.decode_png(encoded, channels=channels, dtype=dtype)  # uint8, or uint16 (16-bit PNG)
     return image[ex["_y"] : ex["_y"] + ex["_h"], ex["_x"] : ex["_x"] + ex["_w"], :] if cropping else image
 
 
-def _decode_raw(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool) -> Any:
+def _decode_raw(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
     import tensorflow as tf
 
-    image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), tf.stack([ex["_height"], ex["_width"], channels]))
+    image = tf.reshape(tf.io.decode_raw(encoded, dtype), tf.stack([ex["_height"], ex["_width"], channels]))
     return image[ex["_y"] : ex["_y"] + ex["_h"], ex["_x"] : ex["_x"] + ex["_w"], :] if cropping else image
 
 
@@ -323,7 +373,7 @@ class _ParsedRoute(_Route):
         import tensorflow as tf
 
         encoded, cropping = ex[schema.IMAGE_ENCODED], self.window is not None
-        branches = [lambda d=_DECODERS[f]: d(encoded, ex, self.channels, cropping) for f in self.formats]
+        branches = [lambda d=_DECODERS[f]: d(encoded, ex, self.channels, cropping, self.dtype) for f in self.formats]
         if len(self.formats) == 1:
             return branches[0]()
         fmt = ex[schema.IMAGE_FORMAT]
@@ -353,6 +403,23 @@ class _ParsedRoute(_Route):
             image = tf.cond(ex["_flip"], lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image
 
+    def mask_one(self, ex: dict[str, Any]) -> Any:
+        """The class-id mask of one image, cut, padded (with no-class 255) and flipped like it."""
+        import tensorflow as tf
+
+        mask = tf.io.decode_png(ex[schema.SEGMENTATION], channels=1, dtype=tf.uint8)
+        if self.window is not None:
+            ch, cw = self.window
+            mask = mask[ex["_y"] : ex["_y"] + ex["_h"], ex["_x"] : ex["_x"] + ex["_w"], :]
+            top, left = (ch - ex["_h"]) // 2, (cw - ex["_w"]) // 2
+            mask = tf.pad(mask, [[top, ch - ex["_h"] - top], [left, cw - ex["_w"] - left], [0, 0]], constant_values=255)
+            mask.set_shape([ch, cw, 1])
+        elif self.fixed_shape is not None:
+            mask = tf.ensure_shape(mask, (*self.fixed_shape[:2], 1))
+        if self.flip:
+            mask = tf.cond(ex["_flip"], lambda: tf.reverse(mask, axis=[1]), lambda: mask)
+        return mask
+
     def output_parsed(self, images: Any, ex: dict[str, Any]) -> Any:
         return self.output(images, ex, ex["_y"], ex["_x"], ex["_h"], ex["_w"], ex["_flip"])
 
@@ -381,9 +448,17 @@ class FixedSizeRoute(_ParsedRoute):
         images = tf.map_fn(
             self.image_one,
             {key: ex[key] for key in needed},
-            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+            fn_output_signature=tf.TensorSpec(shape, self.dtype),
             parallel_iterations=4,
         )
+        if self.mask:
+            masks = tf.map_fn(
+                self.mask_one,
+                {key: ex[key] for key in (*needed, schema.SEGMENTATION)},
+                fn_output_signature=tf.TensorSpec((*shape[:2], 1), tf.uint8),
+                parallel_iterations=4,
+            )
+            ex = {**ex, schema.SEGMENTATION: masks}
         return self.output_parsed(images, ex)
 
 
@@ -408,6 +483,8 @@ class FullImageRoute(_ParsedRoute):
         return out
 
     def decode_one(self, ex: dict[str, Any]) -> Any:
+        if self.mask:
+            ex = {**ex, schema.SEGMENTATION: self.mask_one(ex)}
         return self.output_parsed(self.image_one(ex), ex)
 
 

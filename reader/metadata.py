@@ -68,6 +68,9 @@ class DatasetInfo:
     created: str = ""
     num_images_written: int = 0  # source images with at least one example; + num_rejected == num_inputs
     format_version: int = FORMAT_VERSION
+    # Raster datasets only (None otherwise): bands, dtype, the uint8 rule, CRSs seen, chips
+    # skipped by reason, --split_by. See transforms/raster.
+    raster: dict[str, Any] | None = None
 
     @property
     def num_rejected(self) -> int:
@@ -76,6 +79,17 @@ class DatasetInfo:
     @property
     def num_examples(self) -> int:
         return sum(split.num_examples for split in self.splits.values())
+
+    @property
+    def dtype(self) -> str:
+        """Sample type of the stored pixels: uint8 unless a raster dataset kept another."""
+        return str((self.raster or {}).get("dtype") or "uint8")
+
+    @property
+    def label_mode(self) -> str | None:
+        """'majority' or 'mask' for datasets labelled by class-map rasters, else None."""
+        labels = (self.raster or {}).get("labels")
+        return str(labels["mode"]) if labels else None
 
     @property
     def is_precropped(self) -> bool:
@@ -113,6 +127,8 @@ class DatasetInfo:
             "schema": self.schema,
             "command_line": list(self.command_line),
         }
+        if self.raster is not None:
+            body["raster"] = self.raster
         return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -156,6 +172,7 @@ class DatasetInfo:
                 rejected={str(k): int(v) for k, v in body["rejected"]["by_reason"].items()},
                 schema=dict(body.get("schema", {})),
                 command_line=tuple(body.get("command_line", ())),
+                raster=dict(body["raster"]) if body.get("raster") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{source} is missing or has a malformed field: {err!r}") from err

@@ -27,7 +27,7 @@ DISPLAY_MAX_SIDE = 1024  # samples are kept at most this large: a sheet cell is 
 @dataclasses.dataclass(frozen=True)
 class Sample:
     index: int  # position in the reader's unshuffled order of the split
-    image: np.ndarray  # uint8 HWC as stored, subsampled to at most DISPLAY_MAX_SIDE (bounded memory for big photos)
+    image: np.ndarray  # uint8 HWC as shown (display_pixels), subsampled to at most DISPLAY_MAX_SIDE (bounded memory for big photos)
     height: int  # stored size, before the display subsampling
     width: int
     label: int
@@ -97,17 +97,35 @@ def choose_samples(items: Any, count: int, num_labels: int) -> list[Sample]:
     return sorted(picked, key=lambda s: (s.label, s.index))
 
 
-def _read_samples(path: str, split: str, scan: int, seed: int) -> Any:
+def display_pixels(image: np.ndarray, rgb: tuple[int, ...] | None) -> np.ndarray:
+    """What the sheet shows: uint8 1- or 3-channel images as stored; with `rgb` (1-based stored
+    bands as red, green, blue), or for samples wider than uint8, each shown band stretched from
+    its 2nd to its 98th percentile onto 0..255 (per image)."""
+    if rgb is not None:
+        if max(rgb) > image.shape[-1]:
+            raise ValueError(f"--rgb {','.join(map(str, rgb))}: the chips have {image.shape[-1]} bands")
+        image = image[..., [band - 1 for band in rgb]]
+    elif image.shape[-1] not in (1, 3):
+        raise ValueError(f"the chips have {image.shape[-1]} bands: choose three to show with --rgb (e.g. --rgb 4,3,2)")
+    if rgb is None and image.dtype == np.uint8:
+        return image
+    values = image.astype(np.float64)
+    low, high = np.percentile(values, 2, axis=(0, 1)), np.percentile(values, 98, axis=(0, 1))
+    scaled = (values - low) / np.where(high > low, high - low, 1.0)
+    return (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _read_samples(path: str, split: str, scan: int, seed: int, rgb: tuple[int, ...] | None = None) -> Any:
     ds = reader.load(path, split, batch_size=None, shuffle=False, seed=seed, normalize="none", with_metadata=True)
     for index, (image, label, meta) in enumerate(ds.take(scan).as_numpy_iterator()):
         height, width = image.shape[:2]
         step = max(1, math.ceil(max(height, width) / DISPLAY_MAX_SIDE))
         yield Sample(
             index=index,
-            image=np.ascontiguousarray(image[::step, ::step]),
+            image=np.ascontiguousarray(display_pixels(image[::step, ::step], rgb)),
             height=height,
             width=width,
-            label=int(label),
+            label=int(label) if np.ndim(label) == 0 else -1,  # a mask dataset's label is the mask
             label_text=_text(meta["label_text"]),
             filename=_text(meta["filename"]),
             source_box=tuple(int(v) for v in meta["source_crop_box"]),
@@ -203,6 +221,7 @@ def write_contact_sheet(
     crop_size: tuple[int, int] | None = None,
     seed: int = 0,
     random_windows: int = 3,
+    rgb: tuple[int, ...] | None = None,
 ) -> ContactSheet:
     """Render `samples` images of `split` to the PNG `output`; full-image datasets get the reader's
     center window (dashed) and `random_windows` random windows (seeds seed, seed+1, ...) drawn on top."""
@@ -217,7 +236,7 @@ def write_contact_sheet(
     crop_size = crop_size or (default_crop_size(info) if full else None)
     # Balance over the first few records only: enough to find every label without decoding the split.
     scan = min(info.split(split).num_examples, max(8 * samples, 64))
-    chosen = choose_samples(_read_samples(path, split, scan, seed), samples, len(info.labels))
+    chosen = choose_samples(_read_samples(path, split, scan, seed, rgb), samples, len(info.labels))
     if not chosen:
         raise DatasetError(f"split {split!r} has no readable examples")
     window_sets = _window_sets(path, split, crop_size, seed, random_windows, chosen) if full and crop_size else []

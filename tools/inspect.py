@@ -3,6 +3,7 @@
     cropshard inspect OUT                         schema, encoding, crop spec, splits, shard sizes, labels, rejections
     cropshard inspect OUT --verify                + read every record: CRC, parse, decode, shape vs dataset_info.json
     cropshard inspect OUT --contact-sheet s.png   + a grid of sample images (and the reader's crop windows)
+    cropshard inspect OUT --leakage               + examples of different splits sharing ground or a source (tools/leakage.py)
 
 The framing/CRC scan is the reader's own (`reader.integrity.verify_shard`, what `reader.verify`
 runs per shard); this module adds the per-record checks only a full decode can make, and the
@@ -336,6 +337,17 @@ def parse_crop_size(text: str) -> tuple[int, int]:
     return parse_size(text)
 
 
+def parse_bands(text: str) -> tuple[int, ...]:
+    """'4,3,2' -> (4, 3, 2): three 1-based band numbers."""
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--rgb takes three 1-based band numbers like 4,3,2; got {text!r}") from err
+    if len(bands) != 3 or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"--rgb takes three 1-based band numbers like 4,3,2; got {text!r}")
+    return bands
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cropshard inspect", description="Describe, verify and look at a cropshard dataset.")
     parser.add_argument("path", help="dataset directory (local or gs://)")
@@ -348,6 +360,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop-size", type=parse_crop_size, default=None, metavar="HxW",
                         help="full-image datasets: the reader crop to draw on the sheet (default: half the --resize side, if the build resized)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the contact sheet's random crop windows")
+    parser.add_argument("--leakage", action="store_true",
+                        help="report chip footprints that overlap across splits (map footprints for georeferenced chips) and sources in several splits; exit 1 if any")
+    parser.add_argument("--rgb", type=parse_bands, default=None, metavar="B,G,R",
+                        help="contact sheet of multiband or 16-bit chips: the 1-based stored bands to show as red,green,blue (e.g. 4,3,2), stretched 2-98%%")
     return parser
 
 
@@ -387,12 +403,19 @@ def main(argv: Iterable[str]) -> int:
         print()
         print(describe_verify(verified))
         status = 1 if verified.bad else 0
+    if args.leakage:
+        from cropshard.tools.leakage import find_leaks
+
+        report = find_leaks(args.path, info)
+        print()
+        print(report.summary())
+        status = max(status, 0 if report.clean else 1)
     if args.contact_sheet:
         from cropshard.tools.contact_sheet import write_contact_sheet
 
         try:
             sheet = write_contact_sheet(
-                args.path, args.contact_sheet, split=args.split, samples=args.samples, crop_size=args.crop_size, seed=args.seed
+                args.path, args.contact_sheet, split=args.split, samples=args.samples, crop_size=args.crop_size, seed=args.seed, rgb=args.rgb
             )
         except (DatasetError, ValueError, OSError) as err:
             print(f"cropshard inspect: contact sheet: {err}", file=sys.stderr)

@@ -28,6 +28,7 @@ from cropshard.transforms.orientation import (
     oriented_shape,
     swaps_axes,
 )
+from cropshard.transforms.raster import convert as raster_convert
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import Box
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -125,19 +126,19 @@ def _decode_rejection(err: BaseException) -> Rejected:
     return Rejected("decode_error", message)
 
 
-def to_output_mode(img: Image.Image, channels: int) -> Image.Image:
+def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Image.Image:
     """Convert any Pillow mode to 'RGB' (channels=3) or 'L' (channels=1).
 
     - alpha (RGBA, LA, PA, palette or RGB/L with a transparency key) is composited on black;
-    - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the top byte (v >> 8), the
+    - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the --to_uint8 bits rule with
+      `wide_bits` significant bits: v >> (wide_bits - 8), by default the top byte (v >> 8), the
       same rule Pillow applies to 16-bit RGB PNGs; float images in [0, 1] are scaled by 255;
     - CMYK, YCbCr, 1-bit and palette images use Pillow's conversions.
     """
     target = "RGB" if channels == 3 else "L"
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(img).astype(np.int64)
-        img = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(raster_convert.to_uint8(np.asarray(img), wide_bits), "L")
     elif mode == "F":
         values = np.asarray(img, dtype=np.float64)
         scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
@@ -154,7 +155,7 @@ def to_output_mode(img: Image.Image, channels: int) -> Image.Image:
     return img
 
 
-def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None) -> Image.Image:
+def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None, wide_bits: int = 16) -> Image.Image:
     """Full decode: optional DCT-domain downscale, EXIF orientation, colour conversion."""
     orientation = exif_orientation(img)
     try:
@@ -171,7 +172,22 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
         raise
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _decode_rejection(err) from err
-    return to_output_mode(img, channels)
+    return to_output_mode(img, channels, wide_bits)
+
+
+def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
+    """For 16/32-bit greyscale: the bits the uint8 rule uses (`bits:N`, else 16), after checking
+    that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise.
+    Photos have no dataset statistics: with --to_uint8 minmax|percentile they use `bits` (16)."""
+    if rule.needs_dataset_range:
+        rule = raster_convert.DEFAULT_RULE
+    bits = rule.bits or 16
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(_load(img))
+        tracker = raster_convert.RangeTracker()
+        tracker.add(wide, raster_convert.to_uint8(wide, bits))
+        tracker.check(rule, bits, f"{img.format or ''} {img.mode}".strip())
+    return bits
 
 
 def _has_end_marker(data: bytes) -> bool:
@@ -214,6 +230,7 @@ def stream_crops(
     manifest_box: Box | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_window: bool = True,
+    wide_rule: raster_convert.Uint8Rule = raster_convert.DEFAULT_RULE,
 ) -> Decoded:
     """Like `decode_crops`, but `Decoded.crops` is an iterator that cuts each crop when asked.
 
@@ -222,7 +239,8 @@ def stream_crops(
     image plus one crop, not a second image's worth of crops (a `grid` over a 15000x15000
     scan). Without resizing, the image also stays in its stored orientation and colour mode:
     each crop is cut from it, then converted and oriented (see `_cut_stored`), instead of
-    transposing or converting a full copy.
+    transposing or converting a full copy. 16-bit greyscale is converted whole, once, by the
+    --to_uint8 rule `wide_rule` (after its collapse check).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -243,15 +261,16 @@ def stream_crops(
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
+    wide_bits = check_wide_range(img, wide_rule)
     if work_shape == source_shape:
         stored = _load(img)
-        if stored.mode == "F":  # its scaling depends on the whole image's maximum
-            stored = to_output_mode(stored, channels)
+        if stored.mode == "F" or stored.mode in _SIXTEEN_BIT_MODES:  # F: scaled by the whole image's maximum
+            stored = to_output_mode(stored, channels, wide_bits)
         cuts = (Crop(_cut_stored(stored, box, orientation, _output_size(spec, box), channels), box_in_source(box, work_shape, source_shape)) for box in boxes)
         return Decoded(crops=cuts, path=PATH_PILLOW, **info)
 
     use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and img.format == "JPEG"
-    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None)
+    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None, wide_bits=wide_bits)
     del img  # with in-place orientation, `full` may be the only copy left
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)

@@ -22,11 +22,15 @@ from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_i
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
 from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
+from cropshard.transforms.raster.open_raster import is_raster_path
+from cropshard.transforms.raster.records import HEAD_BYTES, PATH_RASTER, RasterSpec, file_sha256, open_job
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
 
 IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
+RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
+RASTER_STATS = "raster_stats"  # output tag: (split, BandStats) per raster source and split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ExampleSpec:
     split_fractions: tuple[tuple[str, float], ...] | None = (("train", 1.0),)  # None: splits come from the input
     split_names: tuple[str, ...] = ("train",)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    raster: RasterSpec = RasterSpec()
 
     def __post_init__(self) -> None:
         if self.encoding == "original" and self.crop.strategy != "none":
@@ -48,8 +53,8 @@ class ExampleSpec:
             raise ValueError("--encoding original cannot be combined with --resize (resized pixels are not the original)")
 
 
-def read_bytes(path: str) -> bytes:
-    """The file's bytes; Rejected('not_found' | 'unreadable') with the OS's message otherwise."""
+def read_bytes(path: str, limit: int = -1) -> bytes:
+    """The file's bytes (the first `limit` of them); Rejected('not_found' | 'unreadable') with the OS's message otherwise."""
     local = "://" not in path
     if local:
         check_local_file(path)
@@ -57,7 +62,7 @@ def read_bytes(path: str) -> bytes:
         # A local path opens directly: what Beam's LocalFileSystem.open does for an uncompressed
         # read (the same io.open, the same errors), without its per-call filesystem lookup.
         with open(path, "rb") if local else FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            return handle.read()
+            return handle.read(limit)
     except FileNotFoundError as err:
         raise Rejected("not_found", str(err)) from err
     except (PermissionError, IsADirectoryError) as err:
@@ -90,7 +95,7 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     # Crops are cut one at a time and their pixels dropped once encoded: with --crop grid on a
     # huge scan, holding them all would be a second copy of the decoded image. The records are
     # still collected so that an image is written whole or rejected, never half.
-    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels)
+    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=spec.raster.to_uint8)
     records = []
     for crop in decoded.crops:
         encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)
@@ -156,8 +161,10 @@ class ImagesToExamples(beam.DoFn):
         if self._progress:
             self._progress.flush()
 
-    def process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
-        yield from self._process(source, label_ids)
+    def process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
+        """`ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by
+        source sample type (transforms/raster/range_pass.py)."""
+        yield from self._process(source, label_ids, ranges)
         if self._progress:
             self._progress.add()
 
@@ -167,7 +174,7 @@ class ImagesToExamples(beam.DoFn):
         self._rejected[err.reason].inc()
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
-    def _process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+    def _process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
         spec = self._spec
         if source.split is not None:
             split = source.split
@@ -178,6 +185,18 @@ class ImagesToExamples(beam.DoFn):
             # Labels are listed apart from the images on the local runner; never mislabel silently.
             yield self._reject(source, "match", Rejected("label_not_listed", f"label {source.label!r} is not in the label map"))
             return
+        label_id = label_ids[source.label] if source.label else schema.UNLABELED
+        if spec.encoding != "original" and is_raster_path(source.path):
+            handled = yield from self._raster(source, split, label_id, ranges)
+            if handled:
+                return
+        if spec.raster.labels is not None:
+            yield self._reject(source, "decode", Rejected("label_raster_missing", "--label_raster labels rasters; a photo has no class map"))
+            return
+        if spec.channels not in (1, 3) or spec.raster.dtype != "uint8":
+            detail = f"{spec.channels} bands of {spec.raster.dtype} (--bands, --dtype)"
+            yield self._reject(source, "decode", Rejected("band_mismatch", f"photos are decoded to 1 or 3 channels of uint8; this dataset stores {detail}"))
+            return
         try:
             data = read_bytes(source.path)
         except Rejected as err:
@@ -186,7 +205,7 @@ class ImagesToExamples(beam.DoFn):
         self._read.inc()
         self._bytes_read.inc(len(data))
         try:
-            records, path = image_to_records(data, source, spec, label_ids[source.label] if source.label else schema.UNLABELED)
+            records, path = image_to_records(data, source, spec, label_id)
         except Rejected as err:
             stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
             yield self._reject(source, stage, err)
@@ -202,6 +221,53 @@ class ImagesToExamples(beam.DoFn):
         for record in records:
             yield beam.pvalue.TaggedOutput(split, record)
         yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
+
+    def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
+        """The raster path (transforms/raster); returns False when the file is a photo after all.
+        Rejections happen before the first chip; a read failing after chips were emitted fails
+        the bundle (its outputs are discarded and retried), so a source is never half written."""
+        spec = self._spec
+        emitted = 0
+        try:
+            head = read_bytes(source.path, HEAD_BYTES)
+        except Rejected as err:
+            yield self._reject(source, "read", err)
+            return True
+        try:
+            if spec.raster.to_uint8.needs_dataset_range:
+                ranges = ranges or {}  # never None here: None means the statistics pass
+            with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges) as job:
+                if job is None:
+                    return False
+                self._read.inc()
+                digest = file_sha256(source.path)
+                for chip_split, record in job.records(label_id, split, spec.split_fractions, spec.encoding, spec.jpeg_quality, digest):
+                    emitted += 1
+                    yield beam.pvalue.TaggedOutput(chip_split, record)
+        except Exception as err:
+            if emitted:
+                raise RuntimeError(f"{source.path}: reading failed after {emitted} chips were written: {err}") from err
+            if not isinstance(err, Rejected):
+                err = Rejected("decode_error", f"{type(err).__name__}: {err}")
+            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
+            yield self._reject(source, stage, err)
+            return True
+        for reason, count in job.skipped.items():
+            yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("chips_skipped", reason), count))
+        if not emitted:
+            skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(job.skipped.items()))
+            yield self._reject(source, "crop", Rejected("no_valid_chips", f"all {len(job.boxes)} chips were skipped ({skipped})"))
+            return True
+        yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("crs", job.crs), 1))
+        for chip_split, stats in job.stats.items():
+            yield beam.pvalue.TaggedOutput(RASTER_STATS, (chip_split, stats))
+        self._decoded.inc()
+        if PATH_RASTER not in self._paths:
+            self._paths[PATH_RASTER] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{PATH_RASTER}")
+        self._paths[PATH_RASTER].inc()
+        self._crops.inc(emitted)
+        yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
+        return True
 
 
 def label_map(names: Sequence[str]) -> dict[str, int]:

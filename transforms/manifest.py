@@ -19,7 +19,7 @@ from cropshard.transforms.crop import parse_box
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 
-MANIFEST_COLUMNS = ("path", "label", "split", "box")
+MANIFEST_COLUMNS = ("path", "label", "split", "box", "label_raster")
 
 
 def manifest_kind(path: str) -> str:
@@ -84,7 +84,10 @@ def parse_manifest_row(
     label = row.get("label")
     label = "" if label is None else str(label).strip()
     full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)
-    return ImageSource(path=full, key=path, label=label, split=split, box=box)
+    class_map = str(row.get("label_raster") or "").strip() or None
+    if class_map is not None and "://" not in class_map and not class_map.startswith("/"):
+        class_map = posixpath.join(manifest_dir, class_map)
+    return ImageSource(path=full, key=path, label=label, split=split, box=box, label_raster=class_map)
 
 
 class _ParseManifestRows(beam.DoFn):

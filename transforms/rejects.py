@@ -24,6 +24,12 @@ REASONS = {
     "bad_manifest_row": "a manifest row is malformed (missing path, bad box, unknown split, bad JSON)",
     "unknown_split": "the split folder is not one of the declared --split names",
     "duplicate": "--dedup: byte-identical to another input, which was kept",
+    "band_mismatch": "a raster's band count or sample type cannot match the dataset's (--bands, --channels, --dtype); never padded",
+    "range_collapsed": "--dtype uint8: the --to_uint8 rule would map the raster's varying values to (nearly) one grey level",
+    "raster_reference": "a GDAL VRT/XML file (whatever its name): it would read other files or URLs",
+    "label_raster_missing": "--label_raster: the image's class map does not exist or cannot be read",
+    "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), or is not a GeoTIFF",
+    "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
 }
 

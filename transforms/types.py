@@ -16,3 +16,4 @@ class ImageSource(NamedTuple):
     label: str  # label name, '' when unlabeled
     split: str | None  # split from a folder or manifest column; None -> hashed from the key
     box: Box | None = None  # per-image box from the manifest
+    label_raster: str | None = None  # the image's class map, from the manifest's label_raster column

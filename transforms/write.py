@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import integrity, metadata, schema
+from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.worker import setup_worker
 
@@ -116,6 +117,8 @@ class DatasetFacts:
     compression: str
     split_names: tuple[str, ...]
     command_line: tuple[str, ...]
+    # RasterSpec.to_dict() plus `requested` and `channels` when raster options were given, else None
+    raster: Mapping[str, Any] | None = None
 
 
 def group_splits(split_names: Sequence[str], shards: Iterable[tuple[str, metadata.ShardInfo]]) -> dict[str, metadata.SplitInfo]:
@@ -138,7 +141,15 @@ def dataset_info(
     num_inputs: int,
     images_written: int,
     created: str,
+    raster_facts: Mapping[tuple[str, str], int] | None = None,
+    raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
+    raster_ranges: Mapping[str, Any] | None = None,
 ) -> metadata.DatasetInfo:
+    # Without raster options, rasters found among the inputs were read with the defaults.
+    defaults = {**RasterSpec().to_dict(), "requested": False, "channels": facts.channels}
+    raster = raster_section(facts.raster or defaults, raster_facts or {}, raster_stats or {})
+    if raster is not None and raster_ranges is not None:  # --to_uint8 minmax|percentile: what was stretched by
+        raster["to_uint8_range"] = {dtype: {"low": list(low), "high": list(high)} for dtype, (low, high) in sorted(raster_ranges.items())}
     return metadata.DatasetInfo(
         cropshard_version=facts.cropshard_version,
         created=created,
@@ -153,8 +164,9 @@ def dataset_info(
         num_inputs=num_inputs,
         num_images_written=images_written,
         rejected={reason: int(count) for reason, count in rejected.items()},
-        schema=schema.schema_description(),
+        schema=schema.schema_description(raster=raster is not None),
         command_line=facts.command_line,
+        raster=raster,
     )
 
 
@@ -207,10 +219,15 @@ class _WriteDatasetInfo(beam.DoFn):
         images_written: int,
         labels: Sequence[str],
         unused_rejected_files: Sequence[str],
+        raster_facts: Mapping[tuple[str, str], int] | None = None,
+        raster_stats: Mapping[str, Mapping[str, Any]] | None = None,
+        raster_ranges: Mapping[str, Any] | None = None,
     ) -> Iterator[str]:
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         splits = group_splits(self._facts.split_names, shards)
-        info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created)
+        info = dataset_info(
+            self._facts, splits, labels, rejected, num_inputs, images_written, created, raster_facts or {}, raster_stats or {}, raster_ranges
+        )
         check_publishable(info)
         refused = refusal(info, self._max_rejected_fraction)
         if refused:
@@ -223,6 +240,20 @@ class _WriteDatasetInfo(beam.DoFn):
         write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
         _LOGGER.info("wrote %s", info_path)
         yield info_path
+
+
+def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int], stats: Mapping[str, Mapping[str, Any]]) -> dict | None:
+    """dataset_info.json's `raster` section: the options plus what the build saw (CRSs, chips
+    skipped by reason, per-band statistics of the stored chips per split); None for a build
+    where no raster was read and no raster option given."""
+    if not facts and not base["requested"]:
+        return None
+    section = {key: value for key, value in base.items() if key != "requested"}
+    section["crs_seen"] = sorted(value for (kind, value), _ in facts.items() if kind == "crs")
+    section["num_rasters"] = sum(count for (kind, _), count in facts.items() if kind == "crs")
+    section["chips_skipped"] = {value: int(count) for (kind, value), count in sorted(facts.items()) if kind == "chips_skipped"}
+    section["stats"] = {split: dict(summary) for split, summary in sorted(stats.items())}
+    return section
 
 
 def write_text(path: str, text: str) -> None:
@@ -241,6 +272,7 @@ class WriteDatasetInfo(beam.PTransform):
 
     def expand(self, pcolls: Mapping[str, beam.PCollection]) -> beam.PCollection:
         side = beam.pvalue
+        rasters = {key: side.AsDict(pcolls[key]) for key in ("raster_facts", "raster_stats", "raster_ranges") if key in pcolls}
         return (
             pcolls["shards"].pipeline
             | "Once" >> beam.Create([None])
@@ -252,6 +284,7 @@ class WriteDatasetInfo(beam.PTransform):
                 images_written=side.AsSingleton(pcolls["images_written"]),
                 labels=side.AsSingleton(pcolls["labels"]),
                 unused_rejected_files=side.AsList(pcolls["rejected_files"]),
+                **rasters,
             )
         )
 

@@ -170,6 +170,46 @@ def top_byte_center(path: Path) -> np.ndarray:
     return imagegen.center_crop(np.repeat(grey[..., None], 3, axis=2), *CROP)
 
 
+# --- rasters (GeoTIFF through rasterio) -------------------------------------------------------
+
+
+def _geotiff(data: np.ndarray, **profile) -> Callable[[Path], None]:
+    """A tiled, deflate-compressed GeoTIFF in UTM zone 13 holding `data` (bands, height, width)."""
+    from tests import rastergen
+
+    return lambda path: rastergen.write_raster(path, data, **profile)
+
+
+def _photo_bands(seed: int) -> np.ndarray:
+    return np.moveaxis(imagegen.photo(*SIZE, seed=seed), -1, 0)
+
+
+def raster_center(shift: int = 0) -> Callable[[Path], np.ndarray]:
+    """Reference: rasterio's read of the centre window, bands as channels, >> `shift` (the bits rule)."""
+
+    def reference(path: Path) -> np.ndarray:
+        import rasterio
+        from rasterio.windows import Window
+
+        with rasterio.open(path) as ds:
+            y, x = (ds.height - CROP[0]) // 2, (ds.width - CROP[1]) // 2
+            window = ds.read(window=Window(x, y, CROP[1], CROP[0]))
+        return np.moveaxis(window >> shift, 0, -1).astype(np.uint8)
+
+    return reference
+
+
+def _vrt_named_tif(path: Path) -> None:
+    write(path, b'<VRTDataset rasterXSize="160" rasterYSize="120"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+                b'<SourceFilename relativeToVRT="0">/etc/hostname</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>\n')
+
+
+def _twelve_bit_grey_png(path: Path) -> None:
+    values = (imagegen.photo(*SIZE, seed=29)[:, :, 0].astype(np.uint16) * 16)  # 0..4080: 12 bits in a 16-bit PNG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values).save(path, format="PNG")
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One input: what it is, how the test makes it, and what must come out."""
@@ -281,6 +321,21 @@ def _bad_crc_png(path: Path) -> None:
     write(path, bytes(data))
 
 
+RASTER_CASES: tuple[Case, ...] = (
+    Case("RGB GeoTIFF (uint8, UTM, tiled, deflate)", "rasterio, 3 bands, EPSG:32613", "rasters/rgb_utm.tif", WRITTEN,
+         _geotiff(_photo_bands(21)), raster_center(), check="rasterio window read (the raster path, georeferenced)"),
+    Case("12-bit GeoTIFF (3 x uint16, NBITS=12)", "rasterio, nbits=12", "rasters/twelve_bit.tif", WRITTEN,
+         _geotiff(_photo_bands(22).astype(np.uint16) * 16, nbits=12), raster_center(4), check="rasterio window read >> 4 (`--to_uint8 bits`, 12 bits)"),
+    Case("11-bit values in a 16-bit GeoTIFF (WorldView pan-like)", "rasterio, 3 x uint16, values 0..2047, no NBITS", "rasters/eleven_in_sixteen.tif",
+         "range_collapsed", _geotiff(_photo_bands(23).astype(np.uint16) * 8)),
+    Case("8-band multispectral GeoTIFF (uint16)", "rasterio, 8 bands (dataset: --channels 3, no --bands)", "rasters/eight_band.tif", "band_mismatch",
+         _geotiff(np.concatenate([_photo_bands(24), _photo_bands(25), _photo_bands(26)[:2]]).astype(np.uint16))),
+    Case("float32 GeoTIFF (3 bands)", "rasterio, float32 reflectances", "rasters/reflectance.tif", "band_mismatch",
+         _geotiff(_photo_bands(27).astype(np.float32) / 255)),
+    Case("GDAL VRT named .tif", "VRT XML pointing at /etc/hostname", "rasters/innocent.tif", "raster_reference", _vrt_named_tif),
+    Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
+)
+
 FOLDER_CASES: tuple[Case, ...] = (
     Case("Baseline JPEG (control)", "Pillow, quality 90", "formats/baseline.jpg", WRITTEN, _save_photo(1, "JPEG", quality=90), pillow_center),
     Case("Progressive JPEG", "Pillow, progressive=True", "formats/progressive.jpg", WRITTEN, _save_photo(2, "JPEG", progressive=True, quality=90), pillow_center),
@@ -344,7 +399,7 @@ FOLDER_CASES: tuple[Case, ...] = (
          lambda p: _dir_named_jpg(p.parent), pillow_center),
     Case("Byte-identical duplicate (no --dedup)", "copy of formats/baseline.jpg under another name and label", "dups/copy of baseline.jpg", WRITTEN,
          lambda p: write(p, (p.parent.parent / "formats" / "baseline.jpg").read_bytes()), pillow_center),
-)
+) + RASTER_CASES
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -816,6 +871,16 @@ Notes
   in one image are not duplicates), in the split of its first row; repeated rows, rows of that file in another split and
   byte-identical copies are rejected as `duplicate`.
 - An explicit local `--input` path that does not exist stops the launcher with an error (a typo, not a rejection).
+- `.tif`/`.tiff` inputs that are GeoTIFFs (a CRS, or not 8-bit 1- or 3-band) go through rasterio, opened only with the
+  GeoTIFF driver and never reading sidecar files; plain 8-bit photo TIFFs stay on Pillow (orientation, pages, fax
+  compression as above). A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`
+  whatever its name, before GDAL sees it.
+- Wider samples become uint8 by `--to_uint8 bits` (the top 8 of the bits the file declares: NBITS, else the sample
+  size). A file that declares 16 bits but holds 11 (WorldView panchromatic) would come out near-black (values 0..7):
+  rejected `range_collapsed`, with the options that keep it (`--to_uint8 bits:11`, or `--dtype keep`). The same rule
+  and check apply to 16-bit greyscale PNG/TIFF photos (a 12-bit camera PNG needs `--to_uint8 bits:12`).
+- A raster whose bands cannot match the dataset (8 bands for `--channels 3`, float32 for a uint8 dataset) is
+  `band_mismatch`, never padded or truncated silently; `--bands` chooses bands, `--dtype keep` stores the source type.
 """
 
 

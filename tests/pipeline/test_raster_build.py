@@ -1,0 +1,237 @@
+"""Raster builds end to end: `cropshard build` on GeoTIFFs (DirectRunner), read back with
+`reader.load`, compared value for value with rasterio window reads; the metadata's raster
+section; rejections and skipped chips counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from cropshard import reader
+from cropshard.pipeline.build import BuildFailed, run
+from cropshard.reader import metadata
+from rasterio.windows import Window
+
+from tests import imagegen, rastergen
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
+pytestmark = pytest.mark.slow  # each test runs one or two real builds
+
+
+def build(*args: str) -> metadata.DatasetInfo:
+    return run([*args, *IN_PROCESS], command_line=["cropshard", "build"]).info
+
+
+def rejected(out: Path) -> dict[str, str]:
+    lines = (out / metadata.REJECTED_FILENAME).read_text().splitlines()
+    return {Path(row["path"]).name: row["reason"] for row in map(json.loads, lines)}
+
+
+def window_read(path: str, box, bands=None) -> np.ndarray:
+    y, x, h, w = (int(v) for v in box)
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read(bands, window=Window(x, y, w, h)), 0, -1)
+
+
+def test_eight_band_keep_round_trips_with_georeferencing(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    rastergen.write_raster(inputs / "scene" / "a.tif", rastergen.multispectral(160, 130, bands=8, seed=1))
+    rastergen.write_raster(inputs / "scene" / "b.tif", rastergen.multispectral(100, 100, bands=8, seed=2), crs="EPSG:3857", origin=(1000.0, 9000.0))
+    rastergen.write_raster(inputs / "scene" / "four.tif", rastergen.multispectral(100, 100, bands=4))
+    rastergen.write_raster(inputs / "scene" / "zz_float.tif", rastergen.multispectral(100, 100, bands=8).astype(np.float32))
+    (inputs / "scene" / "hostile.tif").write_text('<VRTDataset rasterXSize="1" rasterYSize="1"></VRTDataset>')
+    imagegen.save(inputs / "scene" / "photo.jpg", imagegen.photo(80, 80))
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--bands", "1,2,3,4,5,6,7,8", "--dtype", "keep")
+
+    assert rejected(out) == {"four.tif": "band_mismatch", "zz_float.tif": "band_mismatch", "hostile.tif": "raster_reference", "photo.jpg": "band_mismatch"}
+    assert (info.num_inputs, info.num_images_written, info.channels, info.image_shape) == (6, 2, 8, (32, 32, 8))
+    assert info.raster["dtype"] == "uint16" and info.raster["bands"] == list(range(1, 9))
+    assert info.raster["crs_seen"] == ["EPSG:32613", "EPSG:3857"] and info.raster["num_rasters"] == 2
+    assert info.num_examples == 5 * 4 + 3 * 3
+
+    seen = 0
+    for image, label, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        path = meta["filename"].decode()
+        assert image.dtype == np.uint16 and image.shape == (32, 32, 8) and label == 0
+        np.testing.assert_array_equal(image, window_read(path, meta["source_crop_box"]))
+        y, x, h, w = (int(v) for v in meta["source_crop_box"])
+        with rasterio.open(path) as ds:
+            assert tuple(meta["geo_transform"]) == ds.window_transform(Window(x, y, w, h)).to_gdal()
+            assert meta["geo_crs"].decode() == f"EPSG:{ds.crs.to_epsg()}"
+        seen += 1
+    assert seen == info.num_examples
+    images, _ = next(iter(reader.load(str(out), batch_size=4, crop="random", crop_size=16, seed=3)))
+    assert images.shape == (4, 16, 16, 8) and images.dtype.name == "float32" and float(images.numpy().max()) < 2048 / 65535 + 1e-6
+
+
+def test_eleven_bit_pan_to_uint8_png_nodata_and_collapse(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    pan = rastergen.multispectral(128, 128, bands=1, high=2048)
+    rastergen.write_raster(inputs / "pan.tif", pan)  # declares 16 bits, holds 11: the WorldView case
+    holes = rastergen.multispectral(128, 128, bands=1, high=2048, seed=4)
+    holes[:, :64] = 0
+    rastergen.write_raster(inputs / "holes.tif", holes, nodata=0)
+    rastergen.write_raster(inputs / "empty.tif", np.zeros((1, 64, 64), np.uint16), nodata=0)
+    common = ["--crop", "grid", "--size", "32x32", "--encoding", "png", "--channels", "1", "--label_from", "none", "--max_nodata", "0.5"]
+
+    out = tmp_path / "collapsed"
+    with pytest.raises(BuildFailed):  # no example left: nothing is published, the rejections are listed
+        build("--input", str(inputs), "--output", str(out), *common)
+    assert rejected(out) == {"pan.tif": "range_collapsed", "holes.tif": "range_collapsed", "empty.tif": "no_valid_chips"}
+    assert "--to_uint8 bits:11" in (out / metadata.REJECTED_FILENAME).read_text()
+
+    out = tmp_path / "spread"
+    info = build("--input", str(inputs), "--output", str(out), *common, "--to_uint8", "bits:11")
+    assert rejected(out) == {"empty.tif": "no_valid_chips"}
+    assert info.raster["to_uint8"] == "bits:11" and info.raster["chips_skipped"] == {"nodata": 8 + 4}  # empty.tif's 4 too
+    assert info.num_examples == 16 + 8
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        assert image.dtype == np.uint8 and image.shape == (32, 32, 1)
+        np.testing.assert_array_equal(image, (window_read(meta["filename"].decode(), meta["source_crop_box"]) >> 3).astype(np.uint8))
+        assert len(np.unique(image)) > 50
+
+
+def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    # An origin on the 128 m block grid, so 32-pixel (64 m) tiles never straddle blocks.
+    ortho = rastergen.write_raster(inputs / "ortho.tif", rastergen.multispectral(512, 512, bands=3, high=4096), origin=(487552.0, 4443520.0), nbits=12)
+    out = tmp_path / "out"
+    info = build(
+        "--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--encoding", "png",
+        "--split", "train=0.6,validation=0.2,test=0.2", "--split_by", "block:128", "--label_from", "none",
+    )
+    assert info.num_images_written == 1 and all(split.num_examples > 0 for split in info.splits.values())
+    assert info.num_examples == 16 * 16 and info.raster["chips_skipped"] == {}
+    assert info.raster["split_by"] == "block:128"
+    with rasterio.open(ortho) as ds:  # every chip lies in one 128 m block (64 pixels): grid-aligned here
+        block_of = {}
+        for split in info.splits:
+            for _, _, meta in reader.load(str(out), split=split, batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator():
+                y, x = (int(v) for v in meta["source_crop_box"][:2])
+                block_of.setdefault((y // 64, x // 64), set()).add(split)
+                assert meta["geo_transform"][0] == pytest.approx(ds.transform.c + 2.0 * x)
+    assert all(len(splits) == 1 for splits in block_of.values()) and len(block_of) == 64
+
+    # Per-band statistics per split (Beam combiners) against numpy over the stored chips.
+    for split in info.splits:
+        stored = np.stack([img for img, _ in reader.load(str(out), split=split, batch_size=None, shuffle=False, normalize="none").as_numpy_iterator()])
+        stats = info.raster["stats"][split]
+        values = stored.reshape(-1, 3).astype(np.float64)
+        assert stats["pixels"] == values.shape[0]
+        np.testing.assert_allclose(stats["mean"], values.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(stats["std"], values.std(axis=0), rtol=1e-5)
+        assert stats["min"] == values.min(axis=0).tolist() and stats["max"] == values.max(axis=0).tolist()
+        for q in (2, 98):
+            assert stats[f"p{q}"] == np.percentile(values, q, axis=0, method="inverted_cdf").tolist()
+    train = info.raster["stats"]["train"]
+    raw, _ = next(iter(reader.load(str(out), batch_size=8, shuffle=False, normalize="none")))
+    normalized, _ = next(iter(reader.load(str(out), batch_size=8, shuffle=False, normalize="dataset")))
+    expected = (raw.numpy().astype(np.float32) - np.float32(train["mean"])) / np.float32(train["std"])
+    np.testing.assert_allclose(normalized.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    values = np.kron(rng.choice([1, 2, 3], size=(10, 10)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 80x80 class map
+    image = rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8)
+    rastergen.write_raster(tmp_path / "images" / "tile.tif", image)
+    # Shifted by (8, 4) pixels: the class map's origin is 4 pixels left and 8 above the image's.
+    rastergen.write_raster(tmp_path / "labels" / "tile_lc.tif", values[None], origin=(487548.0 - 8.0, 4443554.0 + 16.0))
+    aligned = values[8:72, 4:68]
+    names = tmp_path / "classes.csv"
+    names.write_text("value,name\n1,water\n2,crops\n3,trees\n")
+    common = ["--input", str(tmp_path / "images"), "--crop", "grid", "--size", "16x16", "--encoding", "png",
+              "--label_raster", "{dir}/../labels/{stem}_lc.tif", "--label_names", str(names)]
+
+    out = tmp_path / "majority"
+    info = build(*common, "--output", str(out), "--min_label_fraction", "0.6")
+    assert info.labels == ("water", "crops", "trees") and info.raster["labels"]["mode"] == "majority"
+    kept = 0
+    for img, label, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        y, x, h, w = (int(v) for v in meta["source_crop_box"])
+        counts = np.bincount(aligned[y : y + h, x : x + w].ravel() - 1, minlength=3)
+        assert label == int(np.argmax(counts)) and counts.max() / counts.sum() >= 0.6
+        assert meta["label_text"].decode() == info.labels[label]
+        np.testing.assert_array_equal(img, np.moveaxis(image[:, y : y + h, x : x + w], 0, -1))
+        kept += 1
+    assert kept + info.raster["chips_skipped"].get("label_fraction", 0) == 16 and kept == info.num_examples
+
+    out = tmp_path / "mask"
+    info = build(*common, "--output", str(out), "--label_mode", "mask")
+    assert info.num_examples == 16
+    batches = reader.load(str(out), batch_size=4, shuffle=False, crop="random", crop_size=12, flip=True, seed=5, normalize="none", with_metadata=True)
+    for images, masks, meta in batches.as_numpy_iterator():
+        assert masks.shape == (4, 12, 12, 1) and masks.dtype == np.uint8
+        for i in range(4):
+            sy, sx = (int(v) for v in meta["source_crop_box"][i][:2])
+            wy, wx, wh, ww = (int(v) for v in meta["crop_window"][i])
+            expected_mask = aligned[sy + wy : sy + wy + wh, sx + wx : sx + wx + ww] - 1
+            expected_image = np.moveaxis(image[:, sy + wy : sy + wy + wh, sx + wx : sx + wx + ww], 0, -1)
+            if meta["flipped"][i]:
+                expected_mask, expected_image = expected_mask[:, ::-1], expected_image[:, ::-1]
+            np.testing.assert_array_equal(masks[i, :, :, 0], expected_mask)
+            np.testing.assert_array_equal(images[i], expected_image)
+
+
+@pytest.mark.parametrize("rule", ["percentile:2,98", "minmax"])
+def test_dataset_range_rules_stretch_by_the_whole_dataset(tmp_path: Path, rule: str) -> None:
+    from cropshard.transforms.raster.convert import stretch_to_uint8
+
+    inputs = tmp_path / "in"
+    bright = (rastergen.multispectral(96, 96, bands=2, high=2000, seed=1) + 1000).astype(np.uint16)
+    dark = (rastergen.multispectral(64, 64, bands=2, high=2000, seed=2) + 500).astype(np.uint16)
+    rastergen.write_raster(inputs / "bright.tif", bright)
+    rastergen.write_raster(inputs / "dark.tif", dark)
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--bands", "1,2", "--encoding", "raw",
+                 "--to_uint8", rule, "--label_from", "none")
+    # Both rasters are under 1024 pixels a side, so their previews are every pixel.
+    values = np.concatenate([bright.reshape(2, -1), dark.reshape(2, -1)], axis=1)
+    if rule == "minmax":
+        low, high = values.min(axis=1), values.max(axis=1)
+    else:  # the lowest value of the 16-value histogram bin holding the percentile
+        low = np.percentile(values, 2, axis=1, method="inverted_cdf") // 16 * 16
+        high = np.percentile(values, 98, axis=1, method="inverted_cdf") // 16 * 16
+    assert info.raster["to_uint8"] == rule
+    assert info.raster["to_uint8_range"] == {"uint16": {"low": low.astype(float).tolist(), "high": high.astype(float).tolist()}}
+    assert info.num_examples == 9 + 4
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        np.testing.assert_array_equal(image, stretch_to_uint8(window_read(meta["filename"].decode(), meta["source_crop_box"]), low, high))
+
+
+def test_manifest_label_raster_column(tmp_path: Path) -> None:
+    values = np.kron(np.array([[1, 2], [3, 1]], np.uint8), np.ones((16, 16), np.uint8))  # 32x32, one class per quadrant
+    for name in ("a", "b"):
+        rastergen.write_raster(tmp_path / "img" / f"{name}.tif", rastergen.multispectral(32, 32, bands=1, high=256).astype(np.uint8))
+    rastergen.write_raster(tmp_path / "lc" / "a_classes.tif", values[None])
+    (tmp_path / "classes.csv").write_text("1,water\n2,crops\n3,trees\n")
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,label_raster\nimg/a.tif,lc/a_classes.tif\nimg/b.tif,\n")
+    out = tmp_path / "out"
+    info = build("--manifest", str(manifest), "--output", str(out), "--crop", "grid", "--size", "16x16", "--channels", "1", "--label_names", str(tmp_path / "classes.csv"))
+    assert rejected(out) == {"b.tif": "label_raster_missing"}
+    labels = sorted((tuple(int(v) for v in meta["source_crop_box"][:2]), int(label))
+                    for _, label, meta in reader.load(str(out), batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator())
+    assert labels == [((0, 0), 0), ((0, 16), 1), ((16, 0), 2), ((16, 16), 0)]
+    assert info.labels == ("water", "crops", "trees")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_float32_and_int16_keep_through_the_reader(tmp_path: Path, dtype: str) -> None:
+    rng = np.random.default_rng(3)
+    data = (rng.normal(0, 1, (2, 48, 40)) if dtype == "float32" else rng.integers(-3000, 3000, (2, 48, 40))).astype(dtype)
+    path = rastergen.write_raster(tmp_path / "in" / "dem.tif", data)
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "center", "--size", "32x24", "--bands", "2,1",
+                 "--dtype", "keep", "--label_from", "none")
+    assert info.raster["dtype"] == dtype and info.image_shape == (32, 24, 2)
+    (image, _, meta), = reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()
+    assert image.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(image, window_read(str(path), meta["source_crop_box"], [2, 1]))
+    unit, _ = next(iter(reader.load(str(out), batch_size=1, shuffle=False, normalize="unit")))
+    scale = 1.0 if dtype == "float32" else 32767.0
+    np.testing.assert_allclose(unit.numpy()[0], image.astype(np.float32) / scale, rtol=1e-6)

@@ -1,0 +1,447 @@
+"""The raster path without Beam: windowed reads against rasterio, the uint8 rules and their
+collapse check, chip transforms, nodata shares, spatial-block splits and the GDAL safety rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from cropshard.reader import schema
+from cropshard.transforms.crop import CropSpec
+from cropshard.transforms.raster import chips, convert
+from cropshard.transforms.raster.records import (
+    HEAD_BYTES,
+    RasterSpec,
+    encode_chip,
+    open_job,
+    parse_bands,
+    parse_split_by,
+)
+from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.types import ImageSource
+from rasterio.windows import Window
+
+from tests import rastergen
+
+FRACTIONS = (("train", 0.6), ("validation", 0.2), ("test", 0.2))
+
+
+def source(path: Path) -> ImageSource:
+    return ImageSource(path=str(path), key=path.name, label="", split=None)
+
+
+def job_records(path: Path, crop: CropSpec, raster: RasterSpec, channels: int, fractions=(("train", 1.0),)):
+    """Every (split, decoded record) of one raster, plus the job's skip counts."""
+    src = source(path)
+    with open_job(src, path.read_bytes()[:HEAD_BYTES], crop, raster, channels, 10**9) as job:
+        assert job is not None
+        out = [(split, schema.decode_example(rec)) for split, rec in job.records(3, "train", fractions, "raw", 90, "digest")]
+        return out, dict(job.skipped)
+
+
+def pixels_of(record: schema.ImageRecord) -> np.ndarray:
+    return np.frombuffer(record.encoded, np.dtype(record.dtype).newbyteorder("<")).reshape(record.height, record.width, record.channels)
+
+
+def reference_window(path: Path, box, bands=None) -> np.ndarray:
+    y, x, h, w = box
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read(bands, window=Window(x, y, w, h)), 0, -1)
+
+
+# --- sample types -------------------------------------------------------------------------------
+
+
+def test_bits_rule_keeps_the_top_eight_significant_bits() -> None:
+    values = np.array([0, 7, 8, 1023, 2047, 4095], np.uint16)
+    assert convert.to_uint8(values, 11).tolist() == [0, 0, 1, 127, 255, 255]  # above 11 bits saturates
+    assert convert.to_uint8(values, 16).tolist() == (values >> 8).tolist()  # the photos' top-byte rule
+    assert convert.to_uint8(np.array([0, 1], np.uint8), 1).tolist() == [0, 255]
+    assert convert.to_uint8(np.array([-5, 300], np.int16), 15).tolist() == [0, 2]
+
+
+def test_uint8_rule_parsing_and_bits_from_metadata() -> None:
+    assert convert.parse_uint8_rule("bits") == convert.Uint8Rule("bits", None)
+    assert str(convert.parse_uint8_rule("bits:11")) == "bits:11"
+    assert convert.parse_uint8_rule("minmax").needs_dataset_range
+    assert str(convert.parse_uint8_rule("percentile:2,98")) == "percentile:2,98"
+    for bad in ("minmax:1", "bits:0", "bits:17", "bits:x", "percentile:98,2", "percentile:2"):
+        with pytest.raises(ValueError):
+            convert.parse_uint8_rule(bad)
+    assert convert.stretch_to_uint8(np.array([[100, 0], [300, 10], [500, 20]]), (100, 0), (500, 10)).tolist() == [[0, 0], [128, 255], [255, 255]]
+    assert convert.conversion_bits("uint16", "11", convert.Uint8Rule()) == 11
+    assert convert.conversion_bits("uint16", None, convert.Uint8Rule()) == 16
+    assert convert.conversion_bits("uint16", "11", convert.Uint8Rule("bits", 12)) == 12
+    with pytest.raises(Rejected, match="--dtype keep") as err:
+        convert.conversion_bits("float32", None, convert.Uint8Rule())
+    assert err.value.reason == "band_mismatch"
+
+
+def test_collapse_check_names_the_options_and_spares_constant_sources() -> None:
+    tracker = convert.RangeTracker()
+    values = np.arange(0, 2048, dtype=np.uint16)
+    tracker.add(values, convert.to_uint8(values, 16))
+    with pytest.raises(Rejected, match=r"bits:11.*--dtype keep") as err:
+        tracker.check(convert.Uint8Rule(), 16, "uint16")
+    assert err.value.reason == "range_collapsed"
+    constant = convert.RangeTracker()
+    constant.add(np.zeros(10, np.uint16), np.zeros(10, np.uint8))
+    constant.check(convert.Uint8Rule(), 16, "uint16")  # nothing to collapse
+
+
+def test_option_parsers() -> None:
+    assert parse_bands("4,3,2") == (4, 3, 2)
+    assert parse_split_by("block:512") == 512.0
+    for bad in ("0,1", "a", ""):
+        with pytest.raises(ValueError):
+            parse_bands(bad)
+    for bad in ("grid:5", "block:0", "block:x"):
+        with pytest.raises(ValueError):
+            parse_split_by(bad)
+
+
+# --- windowed reads -----------------------------------------------------------------------------
+
+
+def test_eight_band_keep_is_the_rasterio_window_read(tmp_path: Path) -> None:
+    data = rastergen.multispectral(200, 170, bands=8)
+    path = rastergen.write_raster(tmp_path / "ms.tif", data)
+    crop = CropSpec("grid", size=(64, 48), stride=(50, 40))
+    records, _ = job_records(path, crop, RasterSpec(bands=tuple(range(1, 9)), dtype="uint16"), 8)
+    assert len(records) == len(range(0, 200 - 64 + 1, 50)) * len(range(0, 170 - 48 + 1, 40))
+    with rasterio.open(path) as ds:
+        for _, record in records:
+            assert record.dtype == "uint16" and record.channels == 8 and record.geo_crs == "EPSG:32613"
+            y, x, h, w = record.crop_box
+            np.testing.assert_array_equal(pixels_of(record), reference_window(path, record.crop_box))
+            assert record.geo_transform == ds.window_transform(Window(x, y, w, h)).to_gdal()
+
+
+def test_band_selection_orders_bands_and_mismatches_are_rejected(tmp_path: Path) -> None:
+    data = rastergen.multispectral(80, 80, bands=4)
+    path = rastergen.write_raster(tmp_path / "four.tif", data)
+    crop = CropSpec("center", size=(32, 32))
+    records, _ = job_records(path, crop, RasterSpec(bands=(4, 2, 1), dtype="uint16"), 3)
+    (_, record), = records
+    np.testing.assert_array_equal(pixels_of(record), np.moveaxis(data[[3, 1, 0], 24:56, 24:56], 0, -1))
+    for raster, channels, message in (
+        (RasterSpec(bands=(5,), dtype="uint16"), 1, "asks for band 5"),
+        (RasterSpec(dtype="uint16"), 3, "has 4 bands and the dataset 3"),
+        (RasterSpec(bands=(1,), dtype="int16"), 1, "samples are uint16"),
+    ):
+        with pytest.raises(Rejected, match=message) as err, open_job(source(path), path.read_bytes()[:64], crop, raster, channels, 10**9):
+            pass
+        assert err.value.reason == "band_mismatch"
+
+
+def test_eleven_bit_nbits_file_converts_with_its_histogram_spread(tmp_path: Path) -> None:
+    data = rastergen.multispectral(128, 128, bands=1, high=2048)
+    path = rastergen.write_raster(tmp_path / "pan11.tif", data, nbits=11)
+    records, _ = job_records(path, CropSpec("grid", size=(64, 64)), RasterSpec(), 1)
+    assert len(records) == 4
+    for _, record in records:
+        pixels = pixels_of(record)
+        assert record.dtype == "uint8"
+        np.testing.assert_array_equal(pixels, (reference_window(path, record.crop_box) >> 3).astype(np.uint8))
+        assert len(np.unique(pixels)) > 100 and pixels.max() > 180  # spread, not black (the top byte gives max 7)
+
+
+def test_sixteen_bit_declared_eleven_bit_data_is_rejected_not_black(tmp_path: Path) -> None:
+    """The WorldView panchromatic case: BitsPerSample 16, values 0..2047."""
+    path = rastergen.write_raster(tmp_path / "pan.tif", rastergen.multispectral(96, 96, bands=1, high=2048))
+    crop = CropSpec("grid", size=(32, 32))
+    with pytest.raises(Rejected, match="bits:11") as err, open_job(source(path), path.read_bytes()[:64], crop, RasterSpec(), 1, 10**9):
+        pass
+    assert err.value.reason == "range_collapsed"
+    records, _ = job_records(path, crop, RasterSpec(to_uint8=convert.Uint8Rule("bits", 11)), 1)
+    assert all(pixels_of(r).max() > 150 for _, r in records)
+
+
+def test_resize_reads_through_overviews_and_scales_the_transform(tmp_path: Path) -> None:
+    data = rastergen.multispectral(512, 384, bands=3)
+    path = rastergen.write_raster(tmp_path / "ov.tif", data, overviews=(2, 4))
+    crop = CropSpec("center", size=(64, 64), resize=96)  # 512x384 -> 128x96: a quarter
+    records, _ = job_records(path, crop, RasterSpec(bands=(1, 2, 3), dtype="uint16"), 3)
+    (_, record), = records
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1) == [2, 4]
+        y, x = 32, 16  # the centre box in the 128x96 working image
+        window = Window(x * 4, y * 4, 64 * 4, 64 * 4)
+        from rasterio.enums import Resampling
+
+        expected = ds.read(window=window, out_shape=(3, 64, 64), resampling=Resampling.bilinear)
+        np.testing.assert_array_equal(pixels_of(record), np.moveaxis(expected, 0, -1))
+        transform = ds.window_transform(window) @ rasterio.Affine.scale(4, 4)
+        assert record.geo_transform == transform.to_gdal()
+        assert record.geo_transform[1] == 8.0  # 2 m pixels read at a quarter of the resolution
+
+
+def test_pad_fills_outside_the_raster_with_zeros(tmp_path: Path) -> None:
+    data = rastergen.multispectral(40, 30, bands=1)
+    path = rastergen.write_raster(tmp_path / "small.tif", data)
+    records, _ = job_records(path, CropSpec("center", size=(50, 50), small="pad"), RasterSpec(dtype="uint16"), 1)
+    (_, record), = records
+    pixels = pixels_of(record)[:, :, 0]
+    assert pixels.shape == (50, 50) and record.crop_box == (0, 0, 40, 30)
+    np.testing.assert_array_equal(pixels[5:45, 10:40], data[0])
+    assert not pixels[:5].any() and not pixels[:, :10].any()
+
+
+# --- nodata -------------------------------------------------------------------------------------
+
+
+def test_nodata_share_skips_chips_and_counts_them(tmp_path: Path) -> None:
+    data = rastergen.multispectral(128, 128, bands=4)
+    data[:, :64, :] = 0  # top half nodata
+    data[:, 64:80, :16] = 0  # a quarter of one lower-left chip
+    path = rastergen.write_raster(tmp_path / "nd.tif", data, nodata=0)
+    crop = CropSpec("grid", size=(32, 32))
+    records, skipped = job_records(path, crop, RasterSpec(bands=(1, 2, 3, 4), dtype="uint16", max_nodata=0.5), 4)
+    assert skipped == {"nodata": 8} and len(records) == 8
+    records, skipped = job_records(path, crop, RasterSpec(bands=(1, 2, 3, 4), dtype="uint16", max_nodata=0.0), 4)
+    assert skipped == {"nodata": 9} and len(records) == 7
+    with rasterio.open(path) as ds:  # the numpy reference: share of pixels equal to nodata
+        for y in range(0, 128, 32):
+            for x in range(0, 128, 32):
+                share = float((ds.read(1, window=Window(x, y, 32, 32)) == 0).mean())
+                chip = chips.read_chip(ds, (1, 2, 3, 4), (y, x, 32, 32), (128, 128), want_mask=True)
+                assert chip.valid_fraction == pytest.approx(1 - share)
+
+
+# --- spatial-block splits -----------------------------------------------------------------------
+
+
+def _footprint(record: schema.ImageRecord) -> tuple[float, float, float, float]:
+    x0, a, _, y0, _, e = record.geo_transform
+    xs = (x0, x0 + a * record.width)
+    ys = (y0, y0 + e * record.height)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_split_by_block_keeps_overlapping_chips_together_and_spreads_one_orthophoto(tmp_path: Path) -> None:
+    data = rastergen.multispectral(640, 640, bands=1)
+    first = rastergen.write_raster(tmp_path / "a.tif", data)
+    second = rastergen.write_raster(tmp_path / "b.tif", data, origin=(487548.0 + 101.0, 4443554.0 - 37.0))  # overlaps a
+    crop = CropSpec("grid", size=(32, 32), stride=(16, 16))  # overlapping tiles
+    raster = RasterSpec(dtype="uint16", split_block=128.0)  # 128 m = 64 pixels
+    chips_out = []
+    for path in (first, second):
+        records, skipped = job_records(path, crop, raster, 1, FRACTIONS)
+        assert skipped.get("split_boundary", 0) > 0
+        chips_out += [(split, _footprint(record)) for split, record in records]
+    assert {split for split, _ in chips_out} == {"train", "validation", "test"}
+    for i, (split_a, box_a) in enumerate(chips_out):
+        for split_b, box_b in chips_out[i + 1 :]:
+            if split_a != split_b:
+                assert not _overlap(box_a, box_b)
+
+
+def test_chip_blocks_in_map_units_and_pixels() -> None:
+    transform = (1024.0, 2.0, 0.0, 5056.0, 0.0, -2.0)  # 32 px = 64 m, on block edges: x 1024..1088, y 4992..5056
+    assert chips.chip_blocks(transform, 32, 32, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78"}
+    shifted = (1034.0, 2.0, 0.0, 5056.0, 0.0, -2.0)
+    assert chips.chip_blocks(shifted, 32, 32, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78", "crs:EPSG:1|17|78"}
+    assert chips.chip_blocks((0.0, 1.0, 0.0, 0.0, 1.0, 0.0), 10, 10, 10.0, "", "img") == {"pixels:img|0|0"}
+
+
+# --- safety -------------------------------------------------------------------------------------
+
+
+def test_vrt_named_tif_is_rejected_before_gdal_sees_it(tmp_path: Path) -> None:
+    secret = rastergen.write_raster(tmp_path / "outside" / "secret.tif", rastergen.multispectral(32, 32, bands=1))
+    vrt = tmp_path / "in" / "innocent.tif"
+    vrt.parent.mkdir()
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="32" rasterYSize="32"><VRTRasterBand dataType="UInt16" band="1"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{secret}</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>'
+    )
+    with rasterio.open(vrt) as ds:  # what plain GDAL would do: read the file outside the inputs
+        assert ds.driver == "VRT" and ds.read(1).any()
+    with pytest.raises(Rejected, match="VRT") as err, open_job(source(vrt), vrt.read_bytes()[:64], CropSpec("center", size=(8, 8)), RasterSpec(), 1, 10**9):
+        pass
+    assert err.value.reason == "raster_reference"
+
+
+def test_sidecar_files_are_not_read(tmp_path: Path) -> None:
+    path = rastergen.write_raster(tmp_path / "plain.tif", rastergen.multispectral(64, 64, bands=4), crs=None)
+    (tmp_path / "plain.tfw").write_text("2.0\n0\n0\n-2.0\n500000\n4000000\n")  # a world file
+    (tmp_path / "plain.tif.aux.xml").write_text('<PAMDataset><SRS>EPSG:4326</SRS></PAMDataset>')
+    records, _ = job_records(path, CropSpec("center", size=(16, 16)), RasterSpec(dtype="uint16"), 4)
+    (_, record), = records
+    assert record.geo_crs == "" and record.geo_transform == (24.0, 1.0, 0.0, 24.0, 0.0, 1.0)  # pixel grid only
+
+
+def test_photo_like_tiff_goes_to_pillow_unless_raster_options_are_given(tmp_path: Path) -> None:
+    rgb = rastergen.write_raster(tmp_path / "photo.tif", rastergen.multispectral(40, 40, bands=3, high=256).astype(np.uint8), crs=None)
+    crop = CropSpec("center", size=(8, 8))
+    with open_job(source(rgb), rgb.read_bytes()[:64], crop, RasterSpec(), 3, 10**9) as job:
+        assert job is None
+    with open_job(source(rgb), rgb.read_bytes()[:64], crop, RasterSpec(bands=(1, 2, 3)), 3, 10**9) as job:
+        assert job is not None
+    jpeg_named_tif = tmp_path / "photo2.tif"
+    jpeg_named_tif.write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))
+    with open_job(source(jpeg_named_tif), jpeg_named_tif.read_bytes()[:64], crop, RasterSpec(), 3, 10**9) as job:
+        assert job is None
+
+
+# --- encoding and schema ------------------------------------------------------------------------
+
+
+def test_sixteen_bit_png_and_raw_round_trip_through_tensorflow() -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    for bands in (1, 3):
+        pixels = rng.integers(0, 65536, (9, 7, bands)).astype(np.uint16)
+        encoded, fmt = encode_chip(pixels, "png", 90)
+        assert fmt == "png"
+        np.testing.assert_array_equal(tf.io.decode_png(encoded, channels=bands, dtype=tf.uint16).numpy(), pixels)
+    floats = rng.normal(size=(4, 5, 6)).astype(np.float32)
+    encoded, fmt = encode_chip(floats, "raw", 90)
+    np.testing.assert_array_equal(tf.reshape(tf.io.decode_raw(encoded, tf.float32), (4, 5, 6)).numpy(), floats)
+
+
+def test_schema_round_trips_dtype_and_georeferencing() -> None:
+    transform = (487548.123456789, 0.3, 0.0, 4443553.199999999, 0.0, -0.3)
+    record = schema.ImageRecord(bytes(2 * 2 * 3 * 2), "raw", 2, 2, 3, 1, "x", "f.tif", (0, 0, 2, 2), "ab", "uint16", "EPSG:32613", transform)
+    assert schema.decode_example(schema.encode_example(record)) == record  # float64: no loss at UTM northings
+    photo = schema.ImageRecord(bytes(12), "raw", 2, 2, 3, 1, "x", "f.jpg", (0, 0, 2, 2), "ab")
+    assert schema.decode_example(schema.encode_example(photo)) == photo
+    from tensorflow.core.example import example_pb2
+
+    keys = set(example_pb2.Example.FromString(schema.encode_example(photo)).features.feature)
+    assert keys == set(schema.FEATURE_KEYS)  # photo records keep exactly their keys
+    with pytest.raises(ValueError):
+        schema.ImageRecord(bytes(12), "raw", 2, 2, 3, 1, "x", "f", (0, 0, 2, 2), "ab", "uint16")
+
+
+# --- 16-bit photos: the same rule ---------------------------------------------------------------
+
+
+def test_sixteen_bit_grey_png_uses_the_bits_rule_and_its_collapse_check() -> None:
+    import io
+
+    from cropshard.transforms.decode import stream_crops
+    from PIL import Image
+
+    twelve_bit = rastergen.multispectral(48, 64, bands=1, high=4096)[0]  # a 12-bit camera PNG
+    buffer = io.BytesIO()
+    Image.fromarray(twelve_bit).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    crop = CropSpec("center", size=(32, 32))
+    with pytest.raises(Rejected, match="bits:12") as err:
+        stream_crops(data, crop, "k", 1)  # top byte: 0..15, a near-black image
+    assert err.value.reason == "range_collapsed"
+    (cut,) = stream_crops(data, crop, "k", 1, wide_rule=convert.Uint8Rule("bits", 12)).crops
+    np.testing.assert_array_equal(cut.pixels[:, :, 0], (twelve_bit[8:40, 16:48] >> 4).astype(np.uint8))
+    resized = list(stream_crops(data, CropSpec("center", size=(16, 16), resize=24), "k", 1, wide_rule=convert.Uint8Rule("bits", 12)).crops)
+    assert resized[0].pixels.max() > 100
+
+
+# --- label rasters ------------------------------------------------------------------------------
+
+CLASSES = ((10, "water"), (20, "forest"), (30, "urban"))
+
+
+def _class_map(height: int, width: int, seed: int = 7) -> np.ndarray:
+    """Blocky classes (values 10/20/30, a few 99s that are no class) like a land-cover map."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.choice([10, 20, 30, 99], size=(height // 8 + 1, width // 8 + 1), p=[0.3, 0.3, 0.3, 0.1])
+    return np.kron(coarse, np.ones((8, 8), np.uint8))[:height, :width].astype(np.uint8)
+
+
+def _reference_ids(values: np.ndarray) -> np.ndarray:
+    ids = np.full(values.shape, 255, np.uint8)
+    for index, (value, _) in enumerate(CLASSES):
+        ids[values == value] = index
+    return ids
+
+
+def test_label_names_csv() -> None:
+    from cropshard.transforms.raster.labels import parse_label_names
+
+    assert parse_label_names("value,name\n30,urban\n10,water\n", "c.csv") == ((10, "water"), (30, "urban"))
+    for bad in ("x,y\n", "1,a\n1,b\n", "a,b\nfoo,bar\n"):
+        with pytest.raises(ValueError):
+            parse_label_names(bad, "c.csv")
+
+
+def test_majority_and_mask_labels_from_a_shifted_class_map(tmp_path: Path) -> None:
+    from cropshard.transforms.raster.labels import LabelRasterSpec
+
+    image = rastergen.write_raster(tmp_path / "img" / "scene.tif", rastergen.multispectral(96, 128, bands=1))
+    # The class map starts 5 pixels left of and 3 pixels above the image (2 m pixels), and is larger.
+    values = _class_map(110, 140)
+    rastergen.write_raster(tmp_path / "labels" / "scene.tif", values[None], origin=(487548.0 - 10.0, 4443554.0 + 6.0), compress="lzw")
+    aligned = values[3 : 3 + 96, 5 : 5 + 128]  # the class map on the image's grid
+    crop = CropSpec("grid", size=(32, 32))
+    pattern = "{dir}/../labels/{stem}.tif"
+    majority_spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec(pattern, "majority", 0.5, CLASSES))
+    records, skipped = job_records(image, crop, majority_spec, 1)
+    expected_skips = 0
+    by_box = {record.crop_box: record for _, record in records}
+    for y in range(0, 96, 32):
+        for x in range(0, 128, 32):
+            ids = _reference_ids(aligned[y : y + 32, x : x + 32])
+            counts = np.bincount(ids[ids != 255], minlength=3)
+            if counts.max() / ids.size < 0.5:
+                expected_skips += 1
+                assert (y, x, 32, 32) not in by_box
+                continue
+            record = by_box[(y, x, 32, 32)]
+            assert record.label == int(np.argmax(counts)) and record.label_text == CLASSES[record.label][1]
+    assert skipped.get("label_fraction", 0) == expected_skips and len(records) == 12 - expected_skips
+
+    mask_spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec(pattern, "mask", 0.0, CLASSES))
+    records, _ = job_records(image, crop, mask_spec, 1)
+    assert len(records) == 12
+    for _, record in records:
+        import io
+
+        from PIL import Image
+
+        y, x, h, w = record.crop_box
+        mask = np.asarray(Image.open(io.BytesIO(record.segmentation)))
+        np.testing.assert_array_equal(mask, _reference_ids(aligned[y : y + h, x : x + w]))
+        assert record.label == -1
+
+
+def test_class_map_outside_the_image_or_missing_is_rejected(tmp_path: Path) -> None:
+    from cropshard.transforms.raster.labels import LabelRasterSpec
+
+    image = rastergen.write_raster(tmp_path / "scene.tif", rastergen.multispectral(64, 64, bands=1))
+    rastergen.write_raster(tmp_path / "far.tif", _class_map(64, 64)[None], origin=(100000.0, 100000.0))
+    rastergen.write_raster(tmp_path / "nocrs.tif", _class_map(50, 50)[None], crs=None)
+    crop = CropSpec("center", size=(16, 16))
+    for name, reason in (("far.tif", "label_raster_mismatch"), ("nocrs.tif", "label_raster_mismatch"), ("gone.tif", "label_raster_missing")):
+        spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec("{dir}/" + name, "majority", 0.0, CLASSES))
+        with pytest.raises(Rejected) as err, open_job(source(image), image.read_bytes()[:64], crop, spec, 1, 10**9):
+            pass
+        assert err.value.reason == reason, err.value.message
+
+
+def test_band_stats_merge_equals_one_pass_and_sixteen_bit_percentiles_are_binned() -> None:
+    from cropshard.transforms.raster.stats import BandStats, CombineBandStats
+
+    rng = np.random.default_rng(11)
+    chips_in = [rng.integers(0, 2048, (16, 16, 2)).astype(np.uint16) for _ in range(5)]
+    whole = BandStats.empty("uint16", 2)
+    parts = []
+    for chip in chips_in:
+        whole.add(chip)
+        part = BandStats.empty("uint16", 2)
+        part.add(chip)
+        parts.append(part)
+    combine = CombineBandStats()
+    merged = combine.extract_output(combine.merge_accumulators([combine.add_input(combine.create_accumulator(), p) for p in parts]))
+    assert merged == whole.summary()
+    values = np.concatenate([c.reshape(-1, 2) for c in chips_in]).astype(np.float64)
+    np.testing.assert_allclose(merged["mean"], values.mean(axis=0), rtol=1e-9)
+    exact = np.percentile(values, 98, axis=0, method="inverted_cdf")
+    assert all(0 <= e - p < 16 for e, p in zip(exact, merged["p98"], strict=True))  # 16-value bins

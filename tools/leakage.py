@@ -1,0 +1,145 @@
+"""`cropshard inspect OUT --leakage`: examples of different splits that share ground or content.
+
+Spatial leakage (neighbouring or overlapping chips in train and test) is how land-cover accuracy
+gets overstated; for photos, the same file in two splits does the same. This reads every
+record's metadata (no pixels) and reports:
+
+- footprint overlaps across splits: georeferenced chips by their map footprint (from
+  `image/geo/transform` and the chip size, per CRS), other chips by their box in the source
+  (`image/crop/box`, per source file); touching edges are not an overlap;
+- identical sources across splits: the same `image/key/sha256` in two splits, for records
+  without georeferencing (chips of one raster legitimately share it under `--split_by`).
+
+Overlaps are found with a uniform grid hash (cells as large as the largest footprint), so the
+cost is linear in the number of chips for chip-sized footprints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from cropshard.reader import fileio, schema
+from cropshard.reader.metadata import COMPRESSION_GZIP, DatasetInfo, join
+
+Box = tuple[float, float, float, float]  # (min x, min y, max x, max y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    split: str
+    space: str  # 'crs:<CRS>' for map footprints, 'source:<file>' for pixel boxes
+    box: Box
+    filename: str
+
+
+@dataclasses.dataclass
+class LeakReport:
+    examples: int
+    overlaps: list[tuple[Footprint, Footprint]]  # pairs in different splits
+    shared_sources: dict[str, set[str]]  # sha256 -> the splits holding it (photos)
+
+    @property
+    def clean(self) -> bool:
+        return not self.overlaps and not self.shared_sources
+
+    def summary(self, limit: int = 5) -> str:
+        lines = [f"leakage: {self.examples} examples checked across splits"]
+        lines.append(f"  footprints overlapping across splits: {len(self.overlaps)} pairs")
+        for a, b in self.overlaps[:limit]:
+            lines.append(f"    {a.split} {a.filename} {_box_text(a.box)} x {b.split} {b.filename} {_box_text(b.box)} ({a.space})")
+        lines.append(f"  identical sources (sha256) in several splits: {len(self.shared_sources)}")
+        for digest, splits in list(self.shared_sources.items())[:limit]:
+            lines.append(f"    {digest[:16]}... in {', '.join(sorted(splits))}")
+        lines.append("  no leakage found" if self.clean else "  LEAKAGE: the splits are not independent")
+        return "\n".join(lines)
+
+
+def _box_text(box: Box) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in box) + "]"
+
+
+def footprint_box(transform: tuple[float, ...], height: int, width: int) -> Box:
+    """Map bounding box of a height x width chip with GDAL-order affine `transform`."""
+    x0, a, b, y0, d, e = transform
+    xs = [x0 + a * col + b * row for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
+    ys = [y0 + d * col + e * row for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _records(path: str, info: DatasetInfo) -> Iterator[tuple[str, dict[str, Any]]]:
+    import tensorflow as tf
+
+    spec = schema.feature_spec()
+    keys = (schema.FILENAME, schema.SOURCE_SHA256, schema.CROP_BOX, schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH, schema.GEO_CRS, schema.GEO_TRANSFORM)
+    spec = {key: spec[key] for key in keys}
+    compression = "GZIP" if info.compression == COMPRESSION_GZIP else ""
+    fs = fileio.get()
+    for name, split in sorted(info.splits.items()):
+        files = [fs.tf_path(join(path, shard.file)) for shard in split.shards]
+        if not files:
+            continue
+        batches = tf.data.TFRecordDataset(files, compression_type=compression).batch(1024).map(lambda b: tf.io.parse_example(b, spec))
+        for batch in batches.as_numpy_iterator():
+            for i in range(len(batch[schema.FILENAME])):
+                yield name, {key: batch[key][i] for key in keys}
+
+
+def footprints(path: str, info: DatasetInfo) -> tuple[list[Footprint], dict[str, set[str]], int]:
+    """(footprints, sha256 -> splits of non-georeferenced records, examples read)."""
+    found, digests, count = [], defaultdict(set), 0
+    for split, record in _records(path, info):
+        count += 1
+        filename = record[schema.FILENAME].decode("utf-8")
+        transform = record[schema.GEO_TRANSFORM]
+        crs = record[schema.GEO_CRS].decode("utf-8")
+        if transform and crs:
+            box = footprint_box(struct.unpack("<6d", transform), int(record[schema.IMAGE_HEIGHT]), int(record[schema.IMAGE_WIDTH]))
+            found.append(Footprint(split, f"crs:{crs}", box, filename))
+            continue
+        y, x, h, w = (int(v) for v in record[schema.CROP_BOX])
+        found.append(Footprint(split, f"source:{filename}", (x, y, x + w, y + h), filename))
+        if not transform:
+            digests[record[schema.SOURCE_SHA256].decode("ascii")].add(split)
+    return found, {d: s for d, s in digests.items() if len(s) > 1}, count
+
+
+def overlapping_pairs(items: list[Footprint]) -> list[tuple[Footprint, Footprint]]:
+    """Pairs of footprints in the same space and different splits whose interiors intersect."""
+    pairs = []
+    by_space: dict[str, list[Footprint]] = defaultdict(list)
+    for item in items:
+        by_space[item.space].append(item)
+    for group in by_space.values():
+        if len({item.split for item in group}) < 2:
+            continue
+        cell = max(max(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in group) or 1.0
+        grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, item in enumerate(group):
+            x0, y0, x1, y1 = item.box
+            for cx in range(math.floor(x0 / cell), math.floor(x1 / cell) + 1):
+                for cy in range(math.floor(y0 / cell), math.floor(y1 / cell) + 1):
+                    grid[(cx, cy)].append(index)
+        seen = set()
+        for members in grid.values():
+            for i, first in enumerate(members):
+                for second in members[i + 1 :]:
+                    a, b = group[first], group[second]
+                    key = (min(first, second), max(first, second))
+                    if a.split != b.split and key not in seen and _intersect(a.box, b.box):
+                        seen.add(key)
+                        pairs.append((a, b))
+    return pairs
+
+
+def _intersect(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def find_leaks(path: str, info: DatasetInfo) -> LeakReport:
+    items, shared, count = footprints(path, info)
+    return LeakReport(count, overlapping_pairs(items), shared)

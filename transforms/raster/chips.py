@@ -1,0 +1,141 @@
+"""Windows of a raster -> chips: windowed reads, nodata share, the chip's own transform, and the
+spatial block(s) a chip falls in (`--split_by block:N`). Pure functions over a rasterio dataset.
+
+Boxes come from `crop.plan_boxes` in the working image (the raster after `--resize`); a box maps
+to a source window scaled by source/working size, so a resized read asks GDAL for `out_shape`
+and GDAL serves it from the file's overviews when it has them. Only the window is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from cropshard.transforms.crop import Box, hash_split
+
+GEO_UNITS_NOTE = "map units of the raster's CRS when it has one, else source pixels"
+
+
+@dataclasses.dataclass
+class Chip:
+    pixels: np.ndarray  # (height, width, bands), the source dtype
+    valid_fraction: float  # share of pixels that are data (not nodata, masked, or padding)
+    source_box: Box  # [y, x, h, w] of the window in source pixels, clipped to the raster
+    transform: tuple[float, ...]  # the chip's affine transform, GDAL order (c, a, b, f, d, e)
+
+
+def source_window(box: Box, work_shape: tuple[int, int], source_shape: tuple[int, int]) -> Any:
+    """The source window (floats when resized) that box of the working image covers."""
+    from rasterio.windows import Window
+
+    sy, sx = source_shape[0] / work_shape[0], source_shape[1] / work_shape[1]
+    y, x, h, w = box
+    return Window(x * sx, y * sy, w * sx, h * sy)
+
+
+def chip_transform(dataset: Any, box: Box, work_shape: tuple[int, int]) -> tuple[float, ...]:
+    """The affine transform of the output chip (its pixel size included), GDAL order: rasterio's
+    `window_transform(window) @ Affine.scale(...)`, computed in the same floating-point steps
+    without building Affine objects (a third of the per-chip cost otherwise)."""
+    window = source_window(box, work_shape, dataset.shape)
+    a, b, c, d, e, f = dataset.transform[:6]
+    col, row = window.col_off, window.row_off
+    x, y = col * a + row * b + c, col * d + row * e + f  # the window's corner, as Affine * (col, row)
+    sx, sy = window.width / box[3], window.height / box[2]
+    return float(c + (x - c)), float(a * sx), float(b * sy), float(f + (y - f)), float(d * sx), float(e * sy)
+
+
+def _all_valid(dataset: Any, bands: Sequence[int]) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return all(MaskFlags.all_valid in dataset.mask_flag_enums[band - 1] for band in bands)
+
+
+def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
+    """The part of `box` inside the working image (all of it unless --small pad)."""
+    y, x, h, w = box
+    top, left = max(y, 0), max(x, 0)
+    return top, left, min(y + h, work_shape[0]) - top, min(x + w, work_shape[1]) - left
+
+
+def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool) -> Chip:
+    """Read one box (only its window; zeros where it extends past the raster, for --small pad)."""
+    from rasterio.enums import Resampling
+
+    y, x, h, w = box
+    inside = inside_box(box, work_shape)
+    top, left, bottom, right = inside[0], inside[1], inside[0] + inside[2], inside[1] + inside[3]
+    window = source_window(inside, work_shape, dataset.shape)
+    resized = work_shape != tuple(dataset.shape)
+    out_shape = (len(bands), inside[2], inside[3])
+    read = dataset.read(list(bands), window=window, out_shape=out_shape, resampling=Resampling.bilinear if resized else Resampling.nearest)
+    if inside == tuple(box):
+        pixels = np.ascontiguousarray(np.moveaxis(read, 0, -1))
+    else:  # --small pad: zeros around the part inside the raster
+        pixels = np.zeros((h, w, len(bands)), read.dtype)
+        pixels[top - y : bottom - y, left - x : right - x] = np.moveaxis(read, 0, -1)
+    valid = (bottom - top) * (right - left)
+    if want_mask and not _all_valid(dataset, bands):
+        masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)
+        valid = int(np.count_nonzero(np.all(masks > 0, axis=0)))
+    source_box = _clipped_source_box(window, dataset.shape)
+    return Chip(pixels, valid / (h * w), source_box, chip_transform(dataset, box, work_shape))
+
+
+def _clipped_source_box(window: Any, shape: tuple[int, int]) -> Box:
+    top, left = max(0, round(window.row_off)), max(0, round(window.col_off))
+    bottom = min(shape[0], round(window.row_off + window.height))
+    right = min(shape[1], round(window.col_off + window.width))
+    return top, left, max(1, bottom - top), max(1, right - left)
+
+
+def preview(dataset: Any, bands: Sequence[int], longest: int = 1024) -> np.ndarray:
+    """The raster's valid samples at most `longest` pixels on a side (nearest: real sample
+    values; GDAL reads the smallest overview that covers it when the file has overviews)."""
+    from rasterio.enums import Resampling
+
+    height, width = dataset.shape
+    scale = min(1.0, longest / max(height, width))
+    out_shape = (len(bands), max(1, round(height * scale)), max(1, round(width * scale)))
+    values = dataset.read(list(bands), out_shape=out_shape, resampling=Resampling.nearest)
+    if _all_valid(dataset, bands):
+        return values.reshape(len(bands), -1)
+    masks = dataset.read_masks(list(bands), out_shape=out_shape, resampling=Resampling.nearest)
+    return values[:, np.all(masks > 0, axis=0)]
+
+
+# --- spatial blocks for --split_by block:N ------------------------------------------------------
+
+
+def chip_blocks(transform: tuple[float, ...], height: int, width: int, block: float, crs: str, fallback_key: str) -> set[str]:
+    """Keys of the N x N blocks the chip's footprint touches. With a CRS the blocks are a grid in
+    map units shared by every raster in that CRS (so overlapping rasters agree); without one,
+    in source pixels of this one raster (`transform` is then its pixel grid)."""
+    from affine import Affine
+
+    affine = Affine.from_gdal(*transform)
+    corners = [affine @ (col, row) for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    prefix = f"crs:{crs}" if crs else f"pixels:{fallback_key}"
+    return {
+        f"{prefix}|{bx}|{by}"
+        for bx in _block_range(min(xs), max(xs), block)
+        for by in _block_range(min(ys), max(ys), block)
+    }
+
+
+def _block_range(low: float, high: float, block: float) -> range:
+    first = math.floor(low / block)
+    last = max(first, math.ceil(high / block) - 1)  # a chip ending exactly on an edge stays out of the next block
+    return range(first, last + 1)
+
+
+def block_split(blocks: set[str], fractions: Sequence[tuple[str, float]]) -> str | None:
+    """The split of a chip touching `blocks`: theirs when they agree, else None (the chip
+    straddles blocks of different splits and is skipped, so no two chips in different splits
+    can overlap: any shared point lies in one block, whose split both chips would have)."""
+    splits = {hash_split(key, fractions) for key in blocks}
+    return splits.pop() if len(splits) == 1 else None

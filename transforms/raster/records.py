@@ -1,0 +1,319 @@
+"""One raster source -> serialized tf.train.Examples, one split per chip.
+
+`RasterJob` opens the source (header only), checks it against the dataset (band count and
+sample type, `band_mismatch`), checks the uint8 conversion on a preview of the whole raster
+(`range_collapsed`), and then `records()` reads, converts and encodes one window at a time, so
+memory does not depend on the raster's size. Everything that can reject the source happens in
+`open_job`, before the first record: a source is written whole or rejected.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from cropshard.reader import schema
+from cropshard.transforms.crop import CropSpec, plan_boxes, working_shape
+from cropshard.transforms.encode import encode_pixels
+from cropshard.transforms.raster import chips, convert, labels
+from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
+from cropshard.transforms.raster.stats import BandStats
+from cropshard.transforms.rejects import Rejected
+
+SKIP_NODATA = "nodata"  # chip skipped: more nodata than --max_nodata
+SKIP_SPLIT_BOUNDARY = "split_boundary"  # chip touches blocks of different splits (--split_by)
+SKIP_LABEL_FRACTION = "label_fraction"  # majority class below --min_label_fraction (or no class)
+SKIP_REASONS = {
+    SKIP_NODATA: "the chip's nodata/masked share exceeds --max_nodata",
+    SKIP_SPLIT_BOUNDARY: "--split_by: the chip touches spatial blocks assigned to different splits",
+    SKIP_LABEL_FRACTION: "--label_mode majority: the majority class covers less than --min_label_fraction of the chip",
+}
+PATH_RASTER = "rasterio"
+HEAD_BYTES = 64  # enough to tell a TIFF from GDAL XML
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterSpec:
+    """How raster inputs become chips (the raster options; see pipeline/options.py)."""
+
+    bands: tuple[int, ...] | None = None  # 1-based GDAL band numbers; None: every band, count must equal channels
+    dtype: str = "uint8"  # stored sample type; 'keep' until the launcher resolves it
+    to_uint8: convert.Uint8Rule = convert.Uint8Rule()
+    max_nodata: float | None = None  # skip chips with a larger nodata share
+    split_block: float | None = None  # --split_by block:N
+    labels: labels.LabelRasterSpec | None = None  # --label_raster and friends
+
+    @property
+    def requested(self) -> bool:
+        """Raster options given: every TIFF then takes the raster path, photo-like or not."""
+        given = (self.bands, self.max_nodata, self.split_block, self.labels)
+        return any(value is not None for value in given) or self.dtype != "uint8"
+
+    def to_dict(self) -> dict:
+        return {
+            "bands": list(self.bands) if self.bands else None,
+            "dtype": self.dtype,
+            "to_uint8": str(self.to_uint8) if self.dtype == "uint8" else None,
+            "max_nodata": self.max_nodata,
+            "split_by": f"block:{self.split_block:g}" if self.split_block else None,
+            "split_block_units": chips.GEO_UNITS_NOTE if self.split_block else None,
+            "labels": self.labels.to_dict() if self.labels else None,
+        }
+
+
+def crs_text(crs: Any) -> str:
+    """`EPSG:n` when the CRS has an EPSG code, else its WKT; '' without a CRS."""
+    if crs is None:
+        return ""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def file_sha256(path: str) -> str:
+    """The source file's digest, streamed (never the whole raster in memory)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_chip(pixels: np.ndarray, encoding: str, jpeg_quality: int) -> tuple[bytes, str]:
+    """HWC pixels of any kept dtype -> (bytes, image/format): raw little-endian, 16-bit PNG, or
+    the photo encoders for uint8 with 1 or 3 bands."""
+    if encoding == schema.FORMAT_RAW:
+        return np.ascontiguousarray(pixels, pixels.dtype.newbyteorder("<")).tobytes(), schema.FORMAT_RAW
+    if pixels.dtype == np.uint8:
+        return encode_pixels(pixels, encoding, jpeg_quality)
+    if encoding == schema.FORMAT_PNG and pixels.dtype == np.uint16 and pixels.shape[2] in (1, 3):
+        return png16(pixels), schema.FORMAT_PNG
+    raise ValueError(f"--encoding {encoding} cannot store {pixels.dtype} x{pixels.shape[2]} (validated by the options)")
+
+
+def png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit greyscale or RGB PNG (Pillow writes neither 16-bit RGB nor 16-bit big-endian rows)."""
+    height, width, bands = pixels.shape
+    rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(height, width * bands * 2)
+    body = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()  # filter type 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([16, 0 if bands == 1 else 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(body, 3)) + chunk(b"IEND", b"")
+
+
+def photo_like(dataset: Any) -> bool:
+    """An 8-bit, 1- or 3-band TIFF without georeferencing: a scanned or camera photo, decoded by
+    Pillow as before (EXIF orientation, multi-page, 1-bit fax TIFFs)."""
+    return dataset.crs is None and not dataset.gcps[0] and dataset.count in (1, 3) and set(dataset.dtypes) == {"uint8"}
+
+
+class RasterJob:
+    """One opened raster source, checked against the dataset; `records()` streams its examples."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        source: Any,
+        crop: CropSpec,
+        raster: RasterSpec,
+        channels: int,
+        max_pixels: int,
+        label_grid: labels.LabelGrid | None = None,
+        ranges: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    ) -> None:
+        """`ranges`: the dataset's per-band (low, high) by source sample type, for --to_uint8
+        minmax/percentile; None in the statistics pass that computes them (nothing converted)."""
+        self.dataset = dataset
+        self.source = source
+        self.crop = crop
+        self.raster = raster
+        self.bands = select_bands(dataset, raster.bands, channels)
+        self.source_dtype = _band_dtype(dataset, self.bands)
+        self.crs = crs_text(dataset.crs)
+        self.label_grid = label_grid
+        self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
+        self.skipped: collections.Counter[str] = collections.Counter()
+        self.converter = _converter(self.source_dtype, raster, _nbits(dataset, self.bands), ranges)
+        self.work_shape = working_shape(crop, *dataset.shape)
+        self.boxes = plan_boxes(crop, *self.work_shape, key=source.key, manifest_box=source.box)
+        largest = max(box[2] * box[3] for box in self.boxes)
+        if largest > max_pixels:  # reads are windowed: the guard applies to what one chip holds
+            raise Rejected("too_many_pixels", f"a {crop.strategy} chip of {largest} pixels exceeds --max_pixels {max_pixels}")
+        if self.converter is not None:
+            self.converter.check(chips.preview(dataset, self.bands), self.source_dtype)
+
+    def preview_stats(self) -> BandStats:
+        """Statistics of the raster's preview in its own sample type (the statistics pass)."""
+        stats = BandStats.empty(self.source_dtype, len(self.bands))
+        stats.add(chips.preview(self.dataset, self.bands).T)
+        return stats
+
+    def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
+        """(split, serialized example) per kept chip, reading one window at a time."""
+        want_mask = self.raster.max_nodata is not None
+        for box in self.boxes:
+            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask)
+            if want_mask and 1.0 - chip.valid_fraction > self.raster.max_nodata:
+                self.skipped[SKIP_NODATA] += 1
+                continue
+            chip_split = split
+            if self.raster.split_block:
+                blocks = chips.chip_blocks(chip.transform, box[2], box[3], self.raster.split_block, self.crs, self.source.key)
+                chip_split = chips.block_split(blocks, split_fractions)
+                if chip_split is None:
+                    self.skipped[SKIP_SPLIT_BOUNDARY] += 1
+                    continue
+            chip_label, label_text, segmentation = label_id, self.source.label, None
+            if self.label_grid is not None:
+                chip_label, label_text, segmentation = self._chip_label(box)
+                if chip_label is None:
+                    self.skipped[SKIP_LABEL_FRACTION] += 1
+                    continue
+            pixels = self.converter.apply(chip.pixels) if self.converter is not None else chip.pixels
+            encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
+            if chip_split not in self.stats:
+                self.stats[chip_split] = BandStats.empty(str(pixels.dtype), len(self.bands))
+            self.stats[chip_split].add(pixels)
+            record = schema.ImageRecord(
+                encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
+                label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,
+                sha256=digest, dtype=str(pixels.dtype), geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
+            )
+            yield chip_split, schema.encode_example(record)
+
+    def _chip_label(self, box: tuple[int, int, int, int]) -> tuple[int | None, str, bytes | None]:
+        """(label id, its name, mask PNG) of a chip from the class map; id None: skip the chip."""
+        spec = self.label_grid.spec
+        ids = self.label_grid.read_ids(box, self.work_shape)
+        if spec.mode == "mask":
+            return schema.UNLABELED, "", encode_pixels(ids[:, :, None], schema.FORMAT_PNG)[0]
+        winner, share = labels.majority(ids, len(spec.classes))
+        if winner < 0 or share < spec.min_fraction:
+            return None, "", None
+        return winner, spec.names[winner], None
+
+
+def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> tuple[int, ...]:
+    if bands is None:
+        if dataset.count != channels:
+            raise Rejected(
+                "band_mismatch",
+                f"the raster has {dataset.count} bands and the dataset {channels} (--channels {channels});"
+                f" choose {channels} of them with --bands (1-based, e.g. --bands {','.join(str(b) for b in range(1, channels + 1))})",
+            )
+        return tuple(range(1, channels + 1))
+    missing = [band for band in bands if band > dataset.count]
+    if missing:
+        raise Rejected("band_mismatch", f"--bands {','.join(map(str, bands))} asks for band {missing[0]}; the raster has {dataset.count} bands")
+    return bands
+
+
+def _band_dtype(dataset: Any, bands: Sequence[int]) -> str:
+    kinds = {dataset.dtypes[band - 1] for band in bands}
+    if len(kinds) != 1:
+        raise Rejected("band_mismatch", f"the selected bands mix sample types {sorted(kinds)}; a dataset has one")
+    return kinds.pop()
+
+
+def _nbits(dataset: Any, bands: Sequence[int]) -> str | None:
+    return dataset.tags(bands[0], ns="IMAGE_STRUCTURE").get("NBITS")
+
+
+def _converter(source_dtype: str, raster: RasterSpec, nbits: str | None, ranges: Mapping | None) -> convert.Converter | None:
+    """How this source becomes the dataset's uint8, or None when samples are stored as they are."""
+    if raster.dtype != "uint8":
+        if source_dtype != raster.dtype:
+            raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} (--dtype)")
+        return None
+    rule = raster.to_uint8
+    if rule.needs_dataset_range:
+        if ranges is None:
+            return None  # the statistics pass
+        if source_dtype not in ranges:
+            raise Rejected("band_mismatch", f"--to_uint8 {rule}: the dataset has no {rule.kind} range for {source_dtype} samples (percentiles need integer samples; use minmax)")
+        low, high = ranges[source_dtype]
+        return convert.Converter(rule, low=tuple(low), high=tuple(high))
+    bits = convert.conversion_bits(source_dtype, nbits, rule)
+    return None if bits == 8 and source_dtype == "uint8" else convert.Converter(rule, bits=bits)
+
+
+@contextlib.contextmanager
+def open_job(
+    source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None = None
+) -> Iterator[RasterJob | None]:
+    """A checked RasterJob, or None when the file is a photo for the Pillow path (not a TIFF,
+    or a photo-like TIFF without raster options). `head`: the file's first HEAD_BYTES bytes.
+    Rejected for unsafe or mismatching rasters."""
+    refuse_references(head)
+    if not is_tiff(head):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            dataset = stack.enter_context(open_raster(source.path))
+        except Rejected:
+            yield None  # a TIFF GDAL cannot open: the Pillow path gives the reason it always gave
+            return
+        if photo_like(dataset) and not raster.requested:
+            yield None
+            return
+        label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
+        yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
+
+
+def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
+    """The image's class map (the manifest row's label_raster, else --label_raster's pattern),
+    opened as safely as images and aligned to its grid."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    path = source.label_raster or (labels.label_raster_path(source.path, spec.pattern) if spec.pattern else None)
+    if path is None:
+        raise Rejected("label_raster_missing", "the manifest row has no label_raster and no --label_raster pattern is given")
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            head = handle.read(HEAD_BYTES)
+    except Exception as err:  # noqa: BLE001 - local and remote filesystems raise their own types
+        raise Rejected("label_raster_missing", f"no class map at {path}: {type(err).__name__}") from err
+    refuse_references(head)
+    if not is_tiff(head):
+        raise Rejected("label_raster_mismatch", f"the class map {path} is not a GeoTIFF")
+    try:
+        label_dataset = stack.enter_context(open_raster(path))
+    except Rejected as err:
+        raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
+    return labels.LabelGrid(label_dataset, dataset, spec, stack)
+
+
+def parse_bands(text: str) -> tuple[int, ...]:
+    """'4,3,2' -> (4, 3, 2): 1-based GDAL band numbers, in the order to store them."""
+    try:
+        bands = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise ValueError(f"--bands takes 1-based band numbers like 1,2,3,4; got {text!r}") from err
+    if not bands or min(bands) < 1:
+        raise ValueError(f"--bands takes 1-based band numbers like 1,2,3,4; got {text!r}")
+    return bands
+
+
+def parse_split_by(text: str) -> float:
+    """'block:N' -> N (map units of the raster's CRS, or pixels without one)."""
+    kind, _, size = text.partition(":")
+    try:
+        block = float(size)
+    except ValueError:
+        block = 0.0
+    if kind.strip() != "block" or not block > 0:
+        raise ValueError(f"--split_by must be block:N with N > 0 ({chips.GEO_UNITS_NOTE}); got {text!r}")
+    return block

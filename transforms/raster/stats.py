@@ -1,0 +1,124 @@
+"""Per-band statistics of the stored chips, per split, by a Beam combiner.
+
+Each raster source contributes one partial `BandStats` per split it wrote chips to (count, sum,
+sum of squares, min, max and a histogram per band); `CombineBandStats` merges them (Beam lifts
+the merge before the shuffle, so partials never travel one per chip). Integer samples are
+histogrammed exactly for uint8 and in 16-value bins for 16-bit types (percentiles to within
+16); float32 gets moments and extremes only. `summary()` is what dataset_info.json records and
+what `reader.load(normalize='dataset')` uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+PERCENTILES = (1, 2, 98, 99)
+_BINS = {"uint8": (0, 1, 256), "uint16": (0, 16, 4096), "int16": (-32768, 16, 4096)}  # (lowest value, bin width, bins)
+_LEVELS = np.arange(256, dtype=np.float64)
+_SQUARES = _LEVELS * _LEVELS
+
+
+@dataclasses.dataclass
+class BandStats:
+    dtype: str
+    count: int
+    total: np.ndarray  # per band, float64
+    squares: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    histogram: np.ndarray | None  # (bands, bins) int64, None for float32
+
+    @classmethod
+    def empty(cls, dtype: str, bands: int) -> BandStats:
+        bins = _BINS.get(dtype)
+        return cls(
+            dtype, 0, np.zeros(bands), np.zeros(bands), np.full(bands, np.inf), np.full(bands, -np.inf),
+            np.zeros((bands, bins[2]), np.int64) if bins else None,
+        )
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Add one chip (height, width, bands). Sums are exact for integer samples: uint8 from
+        its exact histogram, 16-bit types in int64 (a 65536-pixel chip's squares stay < 2**48)."""
+        values = pixels.reshape(-1, pixels.shape[-1])
+        self.count += values.shape[0]
+        if self.dtype == "uint8":  # the per-chip cost is one bincount per band
+            for band in range(values.shape[1]):
+                counts = np.bincount(values[:, band], minlength=256)
+                self.histogram[band] += counts
+                self.total[band] += counts @ _LEVELS
+                self.squares[band] += counts @ _SQUARES
+                present = np.flatnonzero(counts)
+                self.low[band] = min(self.low[band], present[0])
+                self.high[band] = max(self.high[band], present[-1])
+            return
+        wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
+        self.total += wide.sum(axis=0)
+        self.squares += np.einsum("ij,ij->j", wide, wide)
+        self.low = np.minimum(self.low, values.min(axis=0))
+        self.high = np.maximum(self.high, values.max(axis=0))
+        if self.histogram is not None:
+            lowest, width, bins = _BINS[self.dtype]
+            for band in range(values.shape[1]):
+                self.histogram[band] += np.bincount((wide[:, band] - lowest) // width, minlength=bins)
+
+    def merge(self, other: BandStats) -> BandStats:
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        histogram = None if self.histogram is None else self.histogram + other.histogram
+        return BandStats(
+            self.dtype, self.count + other.count, self.total + other.total, self.squares + other.squares,
+            np.minimum(self.low, other.low), np.maximum(self.high, other.high), histogram,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        mean = self.total / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - mean * mean, 0.0))
+        out = {
+            "pixels": int(self.count), "mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
+            "min": self.low.tolist(), "max": self.high.tolist(),
+        }
+        if self.histogram is not None:
+            for q in PERCENTILES:
+                out[f"p{q}"] = self.percentile(q).tolist()
+        return out
+
+    def percentile(self, q: float) -> np.ndarray:
+        """Per band: the lowest value of the histogram bin holding the q-th percentile (exact for
+        uint8, within the 16-value bin for 16-bit types); ValueError for float32 (no histogram)."""
+        if self.histogram is None:
+            raise ValueError(f"{self.dtype} samples have no histogram, so no percentiles")
+        lowest, width, _ = _BINS[self.dtype]
+        cumulative = np.cumsum(self.histogram, axis=1)
+        rank = np.ceil(q / 100 * cumulative[:, -1:]).clip(min=1)
+        return (lowest + width * np.argmax(cumulative >= rank, axis=1)).astype(float)
+
+
+class CombineBandStats(beam.CombineFn):
+    def create_accumulator(self) -> BandStats | None:
+        return None
+
+    def add_input(self, accumulator: BandStats | None, element: BandStats) -> BandStats:
+        return element if accumulator is None else accumulator.merge(element)
+
+    def merge_accumulators(self, accumulators: Any) -> BandStats | None:
+        merged = None
+        for accumulator in accumulators:
+            if accumulator is not None:
+                merged = accumulator if merged is None else merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BandStats | None) -> dict[str, Any]:
+        return accumulator.summary() if accumulator is not None else {}
+
+
+class MergeBandStats(CombineBandStats):
+    """The merged BandStats itself (for the --to_uint8 range pass)."""
+
+    def extract_output(self, accumulator: BandStats | None) -> BandStats | None:
+        return accumulator
