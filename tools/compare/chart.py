@@ -144,7 +144,7 @@ def _accuracy_panel(ax: Any, rows: Sequence[VariantRow], names: Sequence[str], c
 
 
 def _bullets(recommendation: Sequence[str], width: int) -> str:
-    return "\n".join(textwrap.fill(sentence, width, initial_indent="\u2022 ", subsequent_indent="   ") for sentence in recommendation)
+    return "\n".join(textwrap.fill(sentence, width, initial_indent="\u2022 ", subsequent_indent="   ", break_on_hyphens=False) for sentence in recommendation)
 
 
 def _recommendation_band(ax: Any, recommendation: Sequence[str]) -> None:

@@ -344,6 +344,6 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
     print(format_costs_table(comparison.rows))
     print()
     for sentence in comparison.document["recommendation"]:
-        print(textwrap.fill(sentence, 110, subsequent_indent="  "))
+        print(textwrap.fill(sentence, 110, subsequent_indent="  ", break_on_hyphens=False))  # keep variant names whole
     print(f"\nwrote {comparison.json_path} and {comparison.chart_path}")
     return 0
