@@ -193,4 +193,5 @@ def test_recommendation_uses_the_training_numbers_and_says_when_they_are_within_
 
 
 def test_share_text() -> None:
-    assert [share_text(v) for v in (1.0, 0.25, 0.0833, 0.000918, 0.0)] == ["100%", "25%", "8.3%", "0.092%", "0%"]
+    assert [share_text(v) for v in (1.0, 0.25, 0.0833, 0.000918, 0.0, 1 / 864_374)] == [
+        "100%", "25%", "8.3%", "0.092%", "0%", "1 in 864,374"]

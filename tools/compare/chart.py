@@ -137,7 +137,7 @@ def _accuracy_panel(ax: Any, rows: Sequence[VariantRow], names: Sequence[str], c
     for i, r in enumerate(rows):
         ax.scatter([i] * len(r.train_accuracies), [100 * a for a in r.train_accuracies], s=14, color="black", zorder=3)
         ax.annotate(f"{means[i]:.0f}%", (i, means[i]), xytext=(8, 3), textcoords="offset points", fontsize=10)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)  # room for the labels of 100% bars
     seeds = max(len(r.train_seeds) for r in rows)
     _style_axis(ax, "Proxy model accuracy (--train)", "held-out accuracy, %", names)
     ax.set_xlabel(f"bar: mean; line: ± standard deviation; dots: the {seeds} seeds", fontsize=9.5)
@@ -147,14 +147,23 @@ def _bullets(recommendation: Sequence[str], width: int) -> str:
     return "\n".join(textwrap.fill(sentence, width, initial_indent="\u2022 ", subsequent_indent="   ", break_on_hyphens=False) for sentence in recommendation)
 
 
-def _recommendation_band(ax: Any, recommendation: Sequence[str]) -> None:
+def _recommendation_band(ax: Any, recommendation: Sequence[str]) -> Any:
+    """The recommendation as bullets at 11 pt, 180 characters a line; returns the text (see _fit_band)."""
     ax.axis("off")
     ax.text(0.0, 1.0, "What the numbers say", fontsize=14, fontweight="bold", va="top", transform=ax.transAxes)
-    # 11 lines of 180 characters fit the band at 11 pt; with more, shrink the text (never crop it) and wrap it
-    # correspondingly wider, which takes fewer lines.
-    lines = _bullets(recommendation, 180).count("\n") + 1
-    size = 11.0 if lines <= 11 else max(6.5, 11 * (11 / lines) ** 0.5)
-    ax.text(0.0, 0.86, _bullets(recommendation, int(180 * 11 / size)), fontsize=size, va="top", transform=ax.transAxes, linespacing=1.45)
+    return ax.text(0.0, 0.86, _bullets(recommendation, 180), fontsize=11, va="top", transform=ax.transAxes, linespacing=1.45)
+
+
+def _fit_band(fig: Any, text: Any, recommendation: Sequence[str]) -> None:
+    """Shrink the recommendation (never crop it) until it ends inside the figure, wrapping it wider as it shrinks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    size = 11.0
+    while size > 5.5 and text.get_window_extent(renderer).y0 < 4:  # display pixels above the bottom edge
+        size *= 0.94
+        text.set_fontsize(size)
+        text.set_text(_bullets(recommendation, int(180 * 11 / size)))
 
 
 def write_chart(rows: Sequence[VariantRow], recommendation: Sequence[str], title: str, output: str) -> None:
@@ -181,7 +190,7 @@ def write_chart(rows: Sequence[VariantRow], recommendation: Sequence[str], title
     _tradeoff_panel(axes[1, 2], rows, names, colours)
     _coverage_panels(axes[2, 0], axes[2, 1], rows, names, colours)
     _accuracy_panel(axes[2, 2], rows, names, colours)
-    _recommendation_band(fig.add_subplot(grid[3, :]), recommendation)
+    band = _recommendation_band(fig.add_subplot(grid[3, :]), recommendation)
 
     fig.suptitle(title, fontsize=15, fontweight="bold")
     layouts = {r.layout for r in rows}
@@ -190,4 +199,5 @@ def write_chart(rows: Sequence[VariantRow], recommendation: Sequence[str], title
                for k in LAYOUTS if k in layouts]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.963), ncol=len(handles), fontsize=12, frameon=False)
     fig.tight_layout(rect=(0.005, 0, 0.995, 0.935), h_pad=2.0, w_pad=2.5)
+    _fit_band(fig, band, recommendation)
     fig.savefig(output, dpi=100, facecolor="white")

@@ -30,11 +30,12 @@ def speed_text(ratio: float) -> str:
 
 
 def share_text(value: float) -> str:
-    """A share as a percentage to two significant figures: 1.0 -> '100%', 0.25 -> '25%', 0.000918 -> '0.092%'."""
+    """A share as a percentage to two significant figures, or as '1 in N' below 0.01%:
+    1.0 -> '100%', 0.25 -> '25%', 0.000918 -> '0.092%', 1.9e-06 -> '1 in 526,316'."""
     percent = 100 * value
     if percent >= 9.95 or percent == 0:
         return f"{percent:.0f}%"
-    return f"{percent:.2g}%" if percent >= 0.00995 else f"{percent:.1e}%"
+    return f"{percent:.2g}%" if percent >= 0.00995 else f"1 in {1 / value:,.0f}"
 
 
 def _fastest(rows: Sequence[VariantRow]) -> VariantRow:
