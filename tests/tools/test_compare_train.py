@@ -36,7 +36,7 @@ SIZE, CROP, MARKER = 64, 32, 12
 PER_CLASS = 24
 BEAM = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off", "--split=train=0.75,validation=0.25"]
 FAST_READER = ["--batches=2", "--warmup=1", "--batch-size=4", "--min-seconds=0", "--repeats=1"]
-TRAIN = ["--train", "--seeds=0,1", "--train-steps=120", "--train-budget=7200", "--train-batch-size=32"]
+TRAIN = ["--train", "--seeds=0,1", "--train-steps=200", "--train-budget=7200", "--train-batch-size=32"]
 
 
 def marker_image(where: str, colour: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +101,7 @@ def test_training_is_recorded_run_by_run(border: tuple[dict, str]) -> None:
     doc, printed = border
     rows = rows_of(doc)
     train = doc["train"]
-    assert train["seeds"] == [0, 1] and train["max_steps"] == 120 and train["seconds_per_run"] == 3600
+    assert train["seeds"] == [0, 1] and train["max_steps"] == 200 and train["seconds_per_run"] == 3600
     assert train["eval_path"] == rows["full-png"].path and train["eval_split"] == "validation"
     assert "proxy model" in train["limits"] and "from scratch" in train["model"]
     assert [(run["variant"], run["seed"]) for run in train["runs"]] == [
@@ -109,12 +109,12 @@ def test_training_is_recorded_run_by_run(border: tuple[dict, str]) -> None:
     validation = json.loads(Path(rows["full-png"].path, "dataset_info.json").read_text())["splits"]["validation"]["num_examples"]
     for name, row in rows.items():
         runs = [run for run in train["runs"] if run["variant"] == name]
-        assert row.train_seeds == (0, 1) and row.train_steps == (120, 120)
+        assert row.train_seeds == (0, 1) and row.train_steps == (200, 200)
         assert row.train_accuracies == tuple(run["accuracy"] for run in runs)
         assert row.train_accuracy == pytest.approx(sum(row.train_accuracies) / 2)
         assert row.train_accuracy_sd == pytest.approx(abs(row.train_accuracies[0] - row.train_accuracies[1]) / 2**0.5)
         assert row.eval_images == validation > 0
-        assert all(run["images"] == 119 * 32 for run in runs)  # every step after the untimed first one
+        assert all(run["images"] == 199 * 32 for run in runs)  # every step after the untimed first one
         assert row.train_images_per_second == pytest.approx(sum(run["images"] for run in runs) / sum(run["seconds"] for run in runs))
         assert row.accuracy_per_minute == pytest.approx(row.train_accuracy / (row.train_seconds / 60))
     costs = printed.strip().split("\n\n")[1].splitlines()
