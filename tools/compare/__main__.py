@@ -1,4 +1,4 @@
-"""`python -m cropshard.tools.compare --measure-reader SPEC`: the reader child process (see measure.py)."""
+"""`python -m cropshard.tools.compare`: existing datasets only, and the reader (`--measure-reader`) and training (`--train-plan`) child processes."""
 
 import sys
 

@@ -16,6 +16,8 @@ from typing import Any
 from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
 from cropshard.tools import human_bytes
 from cropshard.tools.compare.chart import chart_title, write_chart
+from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
+from cropshard.tools.compare.coverage import Coverage
 from cropshard.tools.compare.measure import (
     ReaderRun,
     ReaderSettings,
@@ -25,6 +27,8 @@ from cropshard.tools.compare.measure import (
     reader_spec,
     run_reader_subprocess,
     summarize,
+    with_coverage,
+    with_training,
 )
 from cropshard.tools.compare.plan import (
     LAYOUTS,
@@ -32,12 +36,24 @@ from cropshard.tools.compare.plan import (
     Variant,
     build_argv,
     combine,
+    crop_label,
     plan_variants,
+    training_crop,
     variant_from_dataset,
 )
-from cropshard.tools.compare.recommend import recommend
+from cropshard.tools.compare.recommend import TRAIN_LIMITS, recommend, share_text
+from cropshard.tools.compare.train import (
+    MODEL_DESCRIPTION,
+    TrainingSummary,
+    TrainPlan,
+    TrainRun,
+    run_training_subprocess,
+    summarize_training,
+    train_all,
+)
 
-COMPARE_FORMAT_VERSION = 1
+# 2: coverage and context columns, compare --train (the "train" object and the train_* columns).
+COMPARE_FORMAT_VERSION = 2
 # Build options compare sets itself per variant; passing them through would silently change a variant.
 OWNED_BUILD_OPTIONS = ("--input", "--manifest", "--output", "--crop", "--size", "--resize", "--encoding", "--jpeg_quality",
                        "--box", "--crops_per_image", "--stride", "--overwrite")
@@ -78,7 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (tracing, file opening, shuffle buffer, autotuning)")
     parser.add_argument("--repeats", type=int, default=3, help="reader runs per variant, round-robin; the fastest counts (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="reader seed (default: unseeded, the fast non-deterministic order)")
+    train = parser.add_argument_group("--train: what pre-cropping costs a model (a small proxy CNN trained from scratch on every variant)")
+    train.add_argument("--train", action="store_true",
+                       help="train the same small classifier on each variant (through reader.load, random crops and flips where the"
+                       " variant allows them) and score all of them on the same held-out images")
+    train.add_argument("--seeds", type=_int_csv, default=[0, 1, 2], help="one training run per seed and variant (default 0,1,2)")
+    train.add_argument("--train-budget", type=float, default=180.0, metavar="SECONDS",
+                       help="training wall clock per variant, shared by its seeds (default 180)")
+    train.add_argument("--train-steps", type=int, default=None, metavar="N", help="also stop each run after N steps (default: the budget alone)")
+    train.add_argument("--train-batch-size", type=int, default=32)
+    train.add_argument("--eval-split", default="validation",
+                       help="the held-out split, read whole from a full-image variant (default validation)")
     return parser
+
+
+def _int_csv(text: str) -> list[int]:
+    return [int(part) for part in _csv(text)]
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -105,6 +136,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
     if args.resize is None:
         args.resize = 2 * max(args.size)
+    if args.train and (not args.seeds or len(set(args.seeds)) != len(args.seeds) or args.train_budget <= 0
+                       or args.train_batch_size < 1 or (args.train_steps is not None and args.train_steps < 1)):
+        parser.error("--train needs distinct --seeds, a positive --train-budget and --train-batch-size, and --train-steps >= 1")
     if args.input and args.manifest:
         parser.error("give --input or --manifest, not both")
     if not (args.input or args.manifest) and not args.dataset:
@@ -177,13 +211,50 @@ class Comparison:
     chart_path: str
 
 
+def train_settings(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(tuple(args.seeds), args.train_budget, args.train_steps, args.train_batch_size, args.eval_split)
+
+
+def _train(plan: TrainPlan) -> tuple[dict[str, TrainingSummary], list[TrainRun]]:
+    print(f"training {len(plan.targets)} variants x {len(plan.seeds)} seeds, {plan.seconds:g} s each"
+          f" (held-out: {plan.eval_split!r} of {plan.eval_path})", file=sys.stderr, flush=True)
+    runs = run_training_subprocess(plan)
+    by_variant: dict[str, list[TrainRun]] = {}
+    for train_run in runs:
+        by_variant.setdefault(train_run.variant, []).append(train_run)
+    return {name: summarize_training(variant_runs) for name, variant_runs in by_variant.items()}, runs
+
+
+def _rows(built: Sequence[Built], runs: Sequence[list[ReaderRun]], coverage: Sequence[Coverage], size: tuple[int, int],
+          training: dict[str, TrainingSummary] | None, seeds: Sequence[int]) -> list[VariantRow]:
+    rows = []
+    for b, measured, kept in zip(built, runs, coverage, strict=True):
+        row = with_coverage(summarize(b.variant, b.info, b.seconds, b.spec, measured), kept, crop_label(training_crop(b.info, size), size))
+        rows.append(with_training(row, seeds, training[b.variant.name]) if training is not None else row)
+    return rows
+
+
+def _train_document(plan: TrainPlan | None, runs: Sequence[TrainRun]) -> dict[str, Any] | None:
+    """compare.json's "train" object: what was trained, how, on what, and every run."""
+    if plan is None:
+        return None
+    return {"model": MODEL_DESCRIPTION, "limits": TRAIN_LIMITS, "seeds": list(plan.seeds), "seconds_per_run": plan.seconds,
+            "max_steps": plan.max_steps, "batch_size": plan.batch_size, "learning_rate": plan.learning_rate,
+            "eval_path": plan.eval_path, "eval_split": plan.eval_split, "runs": [dataclasses.asdict(r) for r in runs]}
+
+
 def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
-    """Build/reuse, measure, and write JSON + chart."""
+    """Build/reuse, scan for coverage, plan any training, measure, train, and write JSON + chart."""
     args, passthrough = parse_args(argv)
     settings = reader_settings(args)
     built = _build_all(_variants(args), args, passthrough, build)
+    trainees = [Trainee(b.variant.name, b.variant.path, b.info, b.spec.split) for b in built]
+    scans = scan_all(trainees)
+    coverage = coverages(trainees, scans, args.size)
+    plan = training_plan(trainees, scans, args.size, train_settings(args)) if args.train else None  # fails before any run
     runs = _measure_all([b.variant.name for b in built], [b.spec for b in built], settings)
-    rows = [summarize(b.variant, b.info, b.seconds, b.spec, measured) for b, measured in zip(built, runs, strict=True)]
+    training, train_runs = _train(plan) if plan is not None else (None, [])
+    rows = _rows(built, runs, coverage, args.size, training, args.seeds)
     machine = _machine()
     document = {
         "format_version": COMPARE_FORMAT_VERSION,
@@ -198,6 +269,7 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
         "build_options": passthrough,
         "reader": dataclasses.asdict(settings),
         "machine": machine,
+        "train": _train_document(plan, train_runs),
         "variants": [row.to_json() for row in rows],
         "recommendation": recommend(rows),
     }
@@ -225,6 +297,31 @@ def format_table(rows: Sequence[VariantRow]) -> str:
     return "\n".join(lines)
 
 
+def format_costs_table(rows: Sequence[VariantRow]) -> str:
+    """What each variant keeps for training, and with --train how the proxy model did."""
+    trained = any(r.train_accuracy is not None for r in rows)
+    header = f"{'variant':<22}{'training crop':<22}{'windows/image':>14}{'window share':>14}{'context kept':>14}{'resolution':>12}"
+    if trained:
+        header += f"{'accuracy':>10}{'± sd':>8}{'train img/s':>13}{'acc/minute':>12}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        line = (f"{r.name:<22}{r.coverage_crop or '':<22}{_number(r.windows_per_image, '{:,.0f}'):>14}{_share(r.window_share):>14}"
+                f"{_share(r.context_kept):>14}{_number(r.resolution, '{:.2f}x'):>12}")
+        if trained:
+            line += (f"{_number(r.train_accuracy, '{:.1%}'):>10}{_number(r.train_accuracy_sd, '{:.1%}'):>8}"
+                     f"{_number(r.train_images_per_second, '{:,.0f}'):>13}{_number(r.accuracy_per_minute, '{:.0%}'):>12}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "?" if value is None else fmt.format(value)
+
+
+def _share(value: float | None) -> str:
+    return "?" if value is None else share_text(value)
+
+
 def main(argv: Sequence[str], build: Build | None = None) -> int:
     """`cropshard compare ARGS`; `build` runs one build (the `cropshard` dispatcher passes it). With
     `--measure-reader SPEC` this is the child process that measures one reader run."""
@@ -232,6 +329,9 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
     argv = list(argv)
     if argv[:1] == ["--measure-reader"]:
         print(json.dumps(dataclasses.asdict(measure_reader(ReaderSpec.from_json(argv[1])))))
+        return 0
+    if argv[:1] == ["--train-plan"]:
+        print(json.dumps([dataclasses.asdict(r) for r in train_all(TrainPlan.from_json(argv[1]))]))
         return 0
     try:
         comparison = run(argv, build)
@@ -241,7 +341,9 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
     print()
     print(format_table(comparison.rows))
     print()
+    print(format_costs_table(comparison.rows))
+    print()
     for sentence in comparison.document["recommendation"]:
-        print(textwrap.fill(sentence, 110, subsequent_indent="  "))
+        print(textwrap.fill(sentence, 110, subsequent_indent="  ", break_on_hyphens=False))  # keep variant names whole
     print(f"\nwrote {comparison.json_path} and {comparison.chart_path}")
     return 0

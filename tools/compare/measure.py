@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cropshard.reader.metadata import DatasetError, DatasetInfo
-from cropshard.tools.compare.plan import Variant
+from cropshard.tools.compare.coverage import Coverage
+from cropshard.tools.compare.plan import Variant, crop_label
+from cropshard.tools.compare.train import TrainingSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,20 +99,56 @@ class VariantRow:
     reader_peak_rss_bytes: int
     reader_baseline_rss_bytes: int
     other_cpu_share: float | None
+    # What the variant keeps for training (coverage.py), from its training split's records:
+    coverage_crop: str | None = None  # the training crop the windows are counted for
+    coverage_images: int | None = None  # source images the means are over
+    windows_per_image: float | None = None  # distinct training windows per source image
+    window_share: float | None = None  # of the windows the same crop has on the full images
+    context_kept: float | None = None  # share of each source image's area stored
+    resolution: float | None = None  # stored pixels per source pixel, linear
+    # compare --train (train.py); empty/None without it:
+    train_seeds: tuple[int, ...] = ()
+    train_accuracies: tuple[float, ...] = ()  # one per seed, on the held-out images
+    train_accuracy: float | None = None  # mean over the seeds
+    train_accuracy_sd: float | None = None  # sample standard deviation over the seeds
+    train_steps: tuple[int, ...] = ()
+    train_seconds: float | None = None  # training wall seconds of one run, mean
+    train_images_per_second: float | None = None
+    accuracy_per_minute: float | None = None  # mean accuracy / training minutes of one run
+    eval_images: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
-        row["reader_runs_images_per_second"] = list(self.reader_runs_images_per_second)
+        for name in TUPLE_FIELDS:
+            row[name] = list(row[name])
         return row
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> VariantRow:
         fields = {name: row[name] for name in ROW_FIELDS}
-        fields["reader_runs_images_per_second"] = tuple(fields["reader_runs_images_per_second"])
+        for name in TUPLE_FIELDS:
+            fields[name] = tuple(fields[name])
         return cls(**fields)
 
 
 ROW_FIELDS = tuple(field.name for field in dataclasses.fields(VariantRow))
+TUPLE_FIELDS = ("reader_runs_images_per_second", "train_seeds", "train_accuracies", "train_steps")
+
+
+def with_coverage(row: VariantRow, coverage: Coverage, crop: str) -> VariantRow:
+    """`row` with a variant's coverage (see coverage.py); `crop` names the training crop it is counted for."""
+    return dataclasses.replace(row, coverage_crop=crop, coverage_images=coverage.images, windows_per_image=coverage.windows_per_image,
+                               window_share=coverage.window_share, context_kept=coverage.context_kept, resolution=coverage.resolution)
+
+
+def with_training(row: VariantRow, seeds: Sequence[int], summary: TrainingSummary) -> VariantRow:
+    """`row` with a variant's `compare --train` results."""
+    return dataclasses.replace(
+        row, train_seeds=tuple(sorted(seeds)), train_accuracies=summary.accuracies, train_accuracy=summary.accuracy,
+        train_accuracy_sd=summary.accuracy_sd, train_steps=summary.steps, train_seconds=summary.seconds,
+        train_images_per_second=summary.images_per_second, accuracy_per_minute=summary.accuracy_per_minute,
+        eval_images=summary.eval_images,
+    )
 
 
 def reader_spec(variant: Variant, info: DatasetInfo, settings: ReaderSettings, size: tuple[int, int]) -> ReaderSpec:
@@ -143,7 +181,7 @@ def summarize(variant: Variant, info: DatasetInfo, build_seconds: float | None, 
         bytes_per_image=total / info.num_examples if info.num_examples else 0.0,
         build_seconds=build_seconds,
         reader_split=spec.split,
-        reader_crop="plain read" if spec.crop_size is None else f"random crop {spec.crop_size[0]}x{spec.crop_size[1]}",
+        reader_crop=crop_label(spec.crop, spec.crop_size),
         reader_batch_size=spec.batch_size,
         reader_batches=best.batches,
         reader_images=best.images,

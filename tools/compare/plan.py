@@ -51,6 +51,20 @@ def plan_variants(
     return variants
 
 
+def training_crop(info: DatasetInfo, size: tuple[int, int]) -> str | None:
+    """The reader's crop for training on a variant, as a user would: random windows of `size` wherever the stored
+    images are larger than it (full images, or pre-crops stored larger), else a plain read of the pre-crops."""
+    stored = info.image_shape
+    if not info.is_precropped or stored is None or stored[0] > size[0] or stored[1] > size[1]:
+        return "random"
+    return None
+
+
+def crop_label(crop: str | None, size: tuple[int, int] | None) -> str:
+    """'plain read', or e.g. 'random crop 48x48'."""
+    return "plain read" if crop is None or size is None else f"{crop} crop {size[0]}x{size[1]}"
+
+
 def variant_from_dataset(path: str, info: DatasetInfo) -> Variant:
     """An existing dataset as a variant; its kind comes from its own dataset_info.json."""
     resize = info.crop.get("resize")

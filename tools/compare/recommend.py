@@ -29,6 +29,15 @@ def speed_text(ratio: float) -> str:
     return f"{ratio_text(ratio)}x faster" if ratio > 1 else f"{ratio_text(1 / ratio)}x slower"
 
 
+def share_text(value: float) -> str:
+    """A share as a percentage to two significant figures, or as '1 in N' below 0.01%:
+    1.0 -> '100%', 0.25 -> '25%', 0.000918 -> '0.092%', 1.9e-06 -> '1 in 526,316'."""
+    percent = 100 * value
+    if percent >= 9.95 or percent == 0:
+        return f"{percent:.0f}%"
+    return f"{percent:.2g}%" if percent >= 0.00995 else f"1 in {1 / value:,.0f}"
+
+
 def _fastest(rows: Sequence[VariantRow]) -> VariantRow:
     return max(rows, key=lambda r: r.reader_images_per_second)
 
@@ -101,6 +110,73 @@ def _memory(rows: Sequence[VariantRow]) -> list[str]:
     return [f"Reader peak memory is similar for every variant ({human_bytes(low_rss)} to {human_bytes(high_rss)})."]
 
 
+TRAIN_LIMITS = ("a small proxy model trained from scratch on a short budget: its accuracies show the direction and size of what"
+                " each variant costs on these images, not the accuracy a real model will reach")
+
+
+def _window_words(row: VariantRow) -> str:
+    if row.window_share is not None and row.window_share >= 1.0:
+        return f"every position of the {row.coverage_crop}" if row.coverage_crop != "plain read" else "every window"
+    count = row.windows_per_image
+    windows = "?" if count is None else f"{count:,.0f}" if count >= 100 or count == int(count) else f"{count:.3g}"
+    share = "" if row.window_share is None else f", {share_text(row.window_share)} of those the full images allow"
+    return f"{windows} training window{'' if row.windows_per_image == 1 else 's'} per source image{share}"
+
+
+def _coverage(rows: Sequence[VariantRow]) -> list[str]:
+    """Per variant: the windows it leaves for augmentation, the context and resolution it keeps."""
+    described = [r for r in rows if r.windows_per_image is not None]
+    if not described:
+        return []
+    parts = []
+    for r in described:
+        context = "an unknown share" if r.context_kept is None else share_text(r.context_kept)
+        parts.append(f"{r.name} keeps {_window_words(r)}, {context} of each source image's area at {ratio_text(r.resolution or 0)}x resolution")
+    return ["For training (windows counted in each variant's own records): " + "; ".join(parts) + "."]
+
+
+def within_spread(a: VariantRow, b: VariantRow) -> bool:
+    """Whether two variants' mean accuracies differ by no more than their seed spreads together (the sum of the two
+    standard deviations), or by at most one held-out image: differences that small are not told apart."""
+    if a.train_accuracy is None or b.train_accuracy is None:
+        raise ValueError("both variants need --train results")
+    one_image = 1 / max(a.eval_images or 1, 1)
+    return abs(a.train_accuracy - b.train_accuracy) <= max((a.train_accuracy_sd or 0.0) + (b.train_accuracy_sd or 0.0), one_image) + 1e-12
+
+
+def _accuracy(r: VariantRow) -> str:
+    return f"{r.name} {r.train_accuracy:.0%} ± {r.train_accuracy_sd:.0%}"
+
+
+def _training(rows: Sequence[VariantRow]) -> list[str]:
+    """The accuracy verdicts: the best variant against each other one, within or beyond the seed spread."""
+    trained = [r for r in rows if r.train_accuracy is not None]
+    if not trained:
+        return []
+    best = max(trained, key=lambda r: r.train_accuracy or 0.0)
+    seeds = len(best.train_seeds)
+    out = [f"Trained the same proxy model on every variant ({seeds} seed{'s' if seeds > 1 else ''},"
+           f" {best.train_seconds or 0:.0f} s of training per run) and scored each on the same {best.eval_images} held-out images:"
+           f" {', '.join(_accuracy(r) for r in trained)} (mean ± standard deviation over the seeds)."]
+    for r in trained:
+        if r is best:
+            continue
+        gap = (best.train_accuracy or 0.0) - (r.train_accuracy or 0.0)
+        if within_spread(best, r):
+            out.append(f"{r.name} and {best.name} agree within the seed spread ({100 * gap:.0f} points apart): on these images and this budget"
+                       f" the proxy model shows no measurable cost of {r.name}.")
+        else:
+            out.append(f"{r.name} scores {100 * gap:.0f} points below {best.name}, beyond the seed spread: on these images it costs accuracy.")
+    fastest = max(trained, key=lambda r: r.train_images_per_second or 0.0)
+    per_minute = max(trained, key=lambda r: r.accuracy_per_minute or 0.0)
+    out.append(f"Per wall-clock minute of training, {per_minute.name} reaches the most accuracy ({per_minute.accuracy_per_minute or 0:.0%}"
+               f" per minute); {fastest.name} trains fastest ({fastest.train_images_per_second or 0:,.0f} images/s with the proxy model).")
+    if seeds < 2:
+        out.append("One seed only: no spread was measured, so small differences may be noise (use --seeds 0,1,2).")
+    out.append(f"Limits: {TRAIN_LIMITS}.")
+    return out
+
+
 def recommend(rows: Sequence[VariantRow]) -> list[str]:
     """Sentences derived only from the measured rows."""
     busy = max((r.other_cpu_share for r in rows if r.other_cpu_share is not None), default=0.0)
@@ -116,6 +192,8 @@ def recommend(rows: Sequence[VariantRow]) -> list[str]:
     out += _downscaling(by_layout.get("resized", []), by_layout.get("full", []))
     out.append(_headroom(rows))
     out += _memory(rows)
+    out += _coverage(rows)
+    out += _training(rows)
     if busy > BUSY_SHARE:
         # Other processes competing for the CPUs slow every variant unevenly: say so rather than hide it.
         out.append(
