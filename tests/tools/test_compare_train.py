@@ -73,6 +73,9 @@ def rows_of(doc: dict) -> dict[str, VariantRow]:
     return {row["name"]: VariantRow.from_json(row) for row in doc["variants"]}
 
 
+pytestmark = pytest.mark.slow  # builds, then trains a model per variant and seed in child processes
+
+
 @pytest.fixture(scope="module")
 def border(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     return compare_with_training(tmp_path_factory.mktemp("border"), "border")
