@@ -25,6 +25,9 @@ from .corruption import CorruptionReport  # TensorFlow-free to import, like this
 CROP_MODES = ("random", "center")
 NORMALIZE_MODES = ("unit", "none")
 ON_CORRUPT = ("raise", "skip")
+# TensorFlow's JPEG IDCTs. INTEGER_ACCURATE is libjpeg's accurate integer IDCT: the writer's decode,
+# Pillow's and DALI's CPU decoder give the same pixels. "" (TensorFlow's default) is the fast IDCT.
+DCT_METHODS = ("INTEGER_ACCURATE", "INTEGER_FAST", "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +162,9 @@ class DecodeConfig:
         source_crop_box (where the stored image sits in its source), crop_window ([y, x, h, w]
         of the stored image actually used) and flipped. Keras would read a third element as
         sample weights, so keep it for inspection.
+      dct_method: the JPEG IDCT. "INTEGER_ACCURATE" (default) gives the pixels the writer
+        verified, as Pillow and DALI's CPU decoder do; "INTEGER_FAST" or "" (TensorFlow's own
+        default, the fast IDCT) differ by a few levels per pixel (bench/RESULTS.md has the cost).
     """
 
     crop: str | None = None
@@ -166,6 +172,7 @@ class DecodeConfig:
     flip: bool = False
     normalize: str | tuple[Sequence[float], Sequence[float]] = "unit"
     with_metadata: bool = False
+    dct_method: str = "INTEGER_ACCURATE"
 
     def __post_init__(self) -> None:
         if self.crop is not None and self.crop not in CROP_MODES:
@@ -175,6 +182,8 @@ class DecodeConfig:
         if self.crop is not None:
             crop_hw(self.crop_size)
         parse_normalize(self.normalize)
+        if self.dct_method not in DCT_METHODS:
+            raise ValueError(f"dct_method must be one of {list(DCT_METHODS)}; got {self.dct_method!r}")
 
     @property
     def window(self) -> tuple[int, int] | None:

@@ -60,7 +60,7 @@ class ImageRecord:
 
 def _example_pb2() -> Any:
     # Imported lazily: the proto module pulls in TensorFlow, which tools that only read
-    # dataset_info.json never need.
+    # cropshard.json never need.
     from tensorflow.core.example import example_pb2
 
     return example_pb2
@@ -125,7 +125,7 @@ FEATURE_KEYS = (
     SOURCE_SHA256,
 )
 
-# Feature kinds, in a TensorFlow-free form that dataset_info.json records and the reader
+# Feature kinds, in a TensorFlow-free form that cropshard.json records and the reader
 # turns into tf.io feature specs: (dtype, shape) with shape None for a scalar.
 FEATURE_TYPES: dict[str, tuple[str, tuple[int, ...] | None]] = {
     IMAGE_ENCODED: ("bytes", None),
@@ -152,7 +152,7 @@ def feature_spec() -> dict[str, Any]:
 
 
 def schema_description() -> dict[str, Any]:
-    """The schema as recorded in dataset_info.json."""
+    """The schema as recorded in cropshard.json."""
     return {
         "features": {key: {"dtype": dtype, "shape": list(shape or [])} for key, (dtype, shape) in FEATURE_TYPES.items()},
         "raw_layout": "uint8 row-major HWC",
