@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   builds a dataset from the built-in demo images
 #   make test   runs the whole test suite (CI runs it through .ci/run, then the fast tier on Python 3.13)
+# For development, `make test-fast` runs the pure-logic and single-process tests (about a minute).
 # Each creates .venv on first use and installs the pinned dependencies (constraints.txt).
 # Another interpreter gets its own venv: make test-fast PYTHON=python3.13 VENV=.venv313
 #   make versions      prints the Python / Beam / TensorFlow of $(VENV)
@@ -13,7 +14,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-.PHONY: venv demo test lint bench clean versions flink-venv
+.PHONY: venv demo test test-fast lint bench clean versions flink-venv
 
 venv: $(STAMP)
 
@@ -38,6 +39,11 @@ versions: $(STAMP)
 
 flink-venv: $(STAMP)
 	BASE_PYTHON=$(PY) bash launch/flink_sdk_venv.sh
+
+# No Flink, no GCS emulator, no fresh venvs, no child-process or multi-process builds (marker `slow`).
+test-fast: $(STAMP)
+	$(PY) tests/versions.py "make test-fast ($(VENV))"
+	VENV=$(VENV) bash tests/run_all.sh -m "not slow and not flink and not gcs" tests/transforms tests/reader tests/tools tests/pipeline
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -40,7 +40,8 @@ def subpackages() -> dict[str, str]:
     found = {}
     for folder in FOLDERS:
         for root, dirs, files in os.walk(os.path.join(HERE, folder)):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            # Build output of the standalone reader (`pip install ./reader` builds in reader/build/) is no package.
+            dirs[:] = sorted(d for d in dirs if d.isidentifier() and d not in ("build", "dist", "__pycache__"))
             if "__init__.py" in files:
                 relative = os.path.relpath(root, HERE)
                 found["cropshard." + relative.replace(os.sep, ".")] = relative

@@ -42,12 +42,13 @@ for forbidden in ("apache_beam", "PIL", "google_crc32c"):
         pass
     else:
         raise SystemExit(f"{forbidden} is importable in the reader-only venv")
-try:
-    import cropshard.reader.setup  # noqa: F401
-except ImportError:
-    pass
-else:
-    raise SystemExit("setup.py was shipped as cropshard.reader.setup")
+import importlib.metadata
+dist = importlib.metadata.distribution("cropshard-reader")
+assert dist.read_text("top_level.txt").split() == ["cropshard"], dist.read_text("top_level.txt")
+tops = sorted({f.parts[0] for f in dist.files if not f.parts[0].endswith(".dist-info")})
+assert tops == ["cropshard"], tops
+shipped = sorted(f.as_posix() for f in dist.files if f.suffix == ".py")
+assert all(p.startswith("cropshard/reader/") for p in shipped) and "cropshard/reader/setup.py" not in shipped, shipped
 
 from cropshard import reader
 assert reader.__file__.startswith(sys.prefix), f"reader imported from {reader.__file__}, not the venv"

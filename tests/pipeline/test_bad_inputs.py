@@ -34,6 +34,8 @@ from PIL import Image
 
 from tests import imagegen
 
+pytestmark = pytest.mark.slow  # builds over hundreds of hostile files
+
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "BAD_INPUTS.md"
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"

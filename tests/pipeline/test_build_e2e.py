@@ -124,6 +124,7 @@ def test_build_and_read_back_with_plain_tf_data(photos, tmp_path, encoding):
     assert info.rejected == {reason: list(broken.values()).count(reason) for reason in set(broken.values())}
 
 
+@pytest.mark.slow  # multi-process runner
 def test_multiprocess_build_writes_the_same_records_as_in_process(photos, tmp_path):
     root, _ = photos
     common = [f"--input={root}/**", "--crop=random", "--size=64x64", "--crops_per_image=3", "--split=train=0.5,validation=0.5"]

@@ -33,6 +33,8 @@ from PIL import Image
 
 from tests import imagegen
 
+pytestmark = pytest.mark.slow  # child processes, kills and a 15000x15000 image
+
 REPO = Path(__file__).resolve().parents[2]
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
 # `python -m cropshard.pipeline` is the same entry point as the `cropshard` script.

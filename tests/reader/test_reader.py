@@ -387,6 +387,7 @@ def test_keras_fit_on_full_images_with_random_crops(full_ds: tuple[str, dict]) -
 # ---- no Beam, no Pillow in reader/ ----------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_reader_works_with_beam_and_pillow_blocked(raw_ds: tuple[str, dict]) -> None:
     """Imports every reader module and reads a dataset with apache_beam and PIL made unimportable."""
     script = f"""

@@ -46,6 +46,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str,
     return work, json.loads((work / "compare.json").read_text()), printed.getvalue(), existing
 
 
+@pytest.mark.slow  # six builds and reader child processes
 def test_builds_every_variant_and_measures_every_field(compared: tuple[Path, dict, str, Path]) -> None:
     work, doc, _, existing = compared
     assert [row["name"] for row in doc["variants"]] == ["precrop-raw", "precrop-jpeg", "full-jpeg", "resized96-jpeg"]

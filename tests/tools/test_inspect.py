@@ -187,6 +187,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_inspect_command_imports_no_beam(precropped: str) -> None:
     """`python -m cropshard.pipeline inspect --verify` (the `cropshard` dispatcher) never loads Beam: it is the
     build's dependency, seconds of start-up that describing or verifying a dataset does not need."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Prints the process-wide settings cropshard cares about after each step, as JSON lines.
@@ -42,6 +44,7 @@ def run_steps(step: str) -> list:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_changes_nothing_and_setup_worker_sets_it_idempotently():
     before, names, imported, set_up = run_steps(
         "from cropshard.transforms.worker import setup_worker\nsetup_worker()\nfirst = state()\nsetup_worker()\nassert state() == first"
@@ -52,6 +55,7 @@ def test_importing_changes_nothing_and_setup_worker_sets_it_idempotently():
     assert set_up == {"max_image_pixels": None, "load_truncated_images": False, "crc32c_fn": "google_crc32c.value"}
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_image_dofn_sets_up_the_worker():
     *_, imported, set_up = run_steps(
         "from cropshard.transforms.crop import CropSpec\n"
