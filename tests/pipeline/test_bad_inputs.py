@@ -778,7 +778,7 @@ def render_table(folder: Built, manifest: tuple[Built, Path], pad: Built, dedup:
         "Generated from the outcomes observed by `tests/pipeline/test_bad_inputs.py` (regenerate: `python -m tests.pipeline.test_bad_inputs`).",
         "Every input is either written (its record checked against the reference named) or rejected exactly once, with",
         "one line in `rejected.jsonl` giving the reason code below; `inputs = images written + rejected` holds for every",
-        "build, and `dataset_info.json` is not written when it does not.",
+        "build, and `cropshard.json` is not written when it does not.",
         "",
         f"Folder build: `cropshard build --input=<root> --crop=center --size={CROP[0]}x{CROP[1]}`, run as an unprivileged uid;"
         f" {folder.info.num_inputs} inputs = {folder.info.num_images_written} images written + {folder.info.num_rejected} rejected.",

@@ -128,7 +128,7 @@ def test_retried_bundle_neither_duplicates_nor_loses_records(small_set, fail_onc
     out = tmp_path / "retried"
     # On this runner the shard list reaches WriteDatasetInfo before it is complete (DescribeShards'
     # Reshuffle makes the side input fire early), and WriteDatasetInfo refuses to publish a
-    # dataset_info.json whose shards describe fewer records than the images written.
+    # cropshard.json whose shards describe fewer records than the images written.
     with pytest.raises(Exception, match="shard list is incomplete"):
         run([f"--input={images}", f"--output={out}", *BUILD, "--runner=BundleBasedDirectRunner"], command_line=[])
     assert not (out / metadata.INFO_FILENAME).exists()

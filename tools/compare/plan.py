@@ -52,7 +52,7 @@ def plan_variants(
 
 
 def variant_from_dataset(path: str, info: DatasetInfo) -> Variant:
-    """An existing dataset as a variant; its kind comes from its own dataset_info.json."""
+    """An existing dataset as a variant; its kind comes from its own cropshard.json."""
     resize = info.crop.get("resize")
     if info.is_precropped:
         layout, name = "precrop", f"precrop-{info.encoding}"
