@@ -10,7 +10,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(VENV)/bin/pip
+PIP    := $(PY) -m pip  # not bin/pip: a copied venv's scripts keep the shebang of the original
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
