@@ -5,7 +5,7 @@ is complete. This module is pure (JSON in, JSON out); `load_info` adds the file 
 through `tf.io.gfile` so it works for local paths and every filesystem TensorFlow knows.
 
 The same directory also holds TFDS's `dataset_info.json` + `features.json` and a Croissant
-`croissant.json` (cropshard.transforms.describe), so other readers open it too. Datasets built
+`croissant.json` (cropshard.transforms.tfds_info, .croissant), so other readers open it too. Datasets built
 before cropshard 0.3 kept cropshard's metadata in `dataset_info.json` (format version 1);
 `load_info` still reads them and says how to get the new layout.
 """
@@ -184,6 +184,11 @@ class DatasetInfo:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{source} is missing or has a malformed field: {err!r}") from err
+
+
+def labels_text(labels: tuple[str, ...] | list[str]) -> str:
+    """labels.txt's contents: one name a line, line i is label id i."""
+    return "".join(f"{name}\n" for name in labels)
 
 
 def join(directory: str, name: str) -> str:

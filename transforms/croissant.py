@@ -134,7 +134,7 @@ def distribution(info: metadata.DatasetInfo) -> list[dict[str, Any]]:
             "description": "label names, one a line; line i is label id i",
             "contentUrl": metadata.LABELS_FILENAME,
             "encodingFormat": "text/plain",
-            "sha256": hashlib.sha256("".join(f"{name}\n" for name in info.labels).encode("utf-8")).hexdigest(),
+            "sha256": hashlib.sha256(metadata.labels_text(info.labels).encode("utf-8")).hexdigest(),
         },
     ]
 

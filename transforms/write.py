@@ -206,7 +206,7 @@ class _WriteDatasetInfo(beam.DoFn):
         splits = group_splits(self._facts.split_names, shards)
         info = dataset_info(self._facts, splits, labels, rejected, num_inputs, images_written, created)
         check_publishable(info)
-        write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
+        write_text(join(self._output, metadata.LABELS_FILENAME), metadata.labels_text(labels))
         write_descriptions(self._output, info)
         info_path = join(self._output, metadata.INFO_FILENAME)
         write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
@@ -219,7 +219,7 @@ def write_descriptions(output: str, info: metadata.DatasetInfo) -> None:
     no gzip TFRecords) and croissant.json."""
     if info.compression != metadata.COMPRESSION_GZIP:
         if info.labels:
-            write_text(join(output, tfds_info.LABEL_NAMES_FILENAME), "".join(f"{name}\n" for name in info.labels))
+            write_text(join(output, tfds_info.LABEL_NAMES_FILENAME), metadata.labels_text(info.labels))
         write_text(join(output, metadata.TFDS_INFO_FILENAME), tfds_info.dataset_info_json(info))
         write_text(join(output, metadata.TFDS_FEATURES_FILENAME), tfds_info.features_json(info))
     write_text(join(output, metadata.CROISSANT_FILENAME), croissant.croissant_json(info))
