@@ -21,7 +21,6 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FOLDERS = ("pipeline", "transforms", "reader", "tools")
-BEAM_VERSION = "2.62.0"  # Must equal BEAM_VERSION in launch/versions.env: the Flink job server is built for it.
 
 
 def read(path: str) -> str:
@@ -58,13 +57,18 @@ setup(
     long_description=read("README.md"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
+    classifiers=[f"Programming Language :: Python :: 3.{minor}" for minor in (10, 11, 12, 13)],
     packages=sorted(PACKAGES),
     package_dir=PACKAGES,
     install_requires=[
-        f"apache-beam[gcp]=={BEAM_VERSION}",
+        # Lower bounds are the versions the test suite runs (constraints.txt pins them exactly);
+        # upper bounds stop below the next major. 2.77 is the first Beam tested on Python 3.13.
+        # The Flink job server is pinned separately (launch/versions.env): the Flink test runs
+        # in its own venv with the Beam version of that job server.
+        "apache-beam[gcp]>=2.77.0,<3",
         # The writer needs TensorFlow's libjpeg-turbo partial decode and tf.train.Example; the
         # CPU build is what Beam workers want. A training image installs the reader alone instead.
-        "tensorflow-cpu>=2.16,<2.21",  # 2.21 needs protobuf 6, which apache-beam 2.62 does not allow
+        "tensorflow-cpu>=2.21.0,<3",
         "pillow>=10",
         "numpy>=1.24",
         "google-cloud-storage>=2",
@@ -76,7 +80,18 @@ setup(
     ],
     extras_require={
         "tools": ["matplotlib>=3.7", "psutil>=5.9"],
-        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "gcp-storage-emulator>=2024.1", "matplotlib>=3.7", "psutil>=5.9"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2",
+            "ruff>=0.5",
+            "gcp-storage-emulator>=2024.1",
+            "matplotlib>=3.7",
+            "psutil>=5.9",
+            # Other readers of a cropshard dataset, opened by the tests exactly as a user would.
+            "tensorflow-datasets>=4.9.10",
+            "tfrecord>=1.14.6",
+            "mlcroissant>=1.1.1",
+        ],
     },
     entry_points={"console_scripts": ["cropshard=cropshard.pipeline.cli:main"]},
 )

@@ -180,7 +180,7 @@ def index_files(python: str, files: list[str], folder: str) -> list[str]:
 
 def build_dataset(path: str, height: int, width: int, distinct: int, count: int, shards: int) -> str:
     """`count` records cycling through `distinct` rendered images of height x width, JPEG q90."""
-    if os.path.exists(os.path.join(path, "dataset_info.json")):
+    if os.path.exists(os.path.join(path, "cropshard.json")):
         return path
     import numpy as np
     import tensorflow as tf

@@ -15,7 +15,7 @@ images are used, and said so, when it is empty):
                     often progressive, which a partial decode cannot speed up much
   small-jpeg        the photos downscaled to a 400 px short side, JPEG q90 (ImageNet-like)
 
-Each `--dataset DIR` is classified from its dataset_info.json the same way (pre-cropped raw or
+Each `--dataset DIR` is classified from its cropshard.json the same way (pre-cropped raw or
 JPEG, full JPEG by image size). For every dataset it measures, on the same shard files:
 
   ceiling           TFRecordDataset(files, num_parallel_reads=AUTOTUNE).batch().prefetch():
@@ -111,7 +111,7 @@ def write_dataset(path: str, records: list[schema.ImageRecord], *, shards: int, 
         schema=schema.schema_description(),
         command_line=tuple(sys.argv),
     )
-    with open(os.path.join(path, "dataset_info.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(path, "cropshard.json"), "w", encoding="utf-8") as handle:
         handle.write(info.to_json())
     return path
 
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             photos = [generated_photo(i) for i in range(min(args.max_photos, 8))]
             source = f"GENERATED images ({len(photos)} synthetic 3264x2448 JPEGs; no photos in {args.photos}, run bench/fetch_photos.sh)"
         kinds = ("precropped-raw", "precropped-jpeg", "full-jpeg", "full-jpeg-original", "small-jpeg")
-        if args.workdir and all(os.path.exists(os.path.join(workdir, k, "dataset_info.json")) for k in kinds):
+        if args.workdir and all(os.path.exists(os.path.join(workdir, k, "cropshard.json")) for k in kinds):
             print(f"reusing the datasets in {workdir}", file=sys.stderr)
             datasets = {k: os.path.join(workdir, k) for k in kinds}
         else:

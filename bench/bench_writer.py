@@ -420,7 +420,7 @@ def bench_scale(scratch: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> st
                 inputs = f"--manifest={manifest}"
             out = scratch / f"scale_out_{count}"
             wall, rss = build_with_rss(inputs, out)
-            info = DatasetInfo.from_json((out / "dataset_info.json").read_text())
+            info = DatasetInfo.from_json((out / "cropshard.json").read_text())
             launcher = max((r for name, r in rss.peaks.values() if name == "launcher"), default=0)
             workers = sorted((r for name, r in rss.peaks.values() if name == "sdk worker"), reverse=True)
             peaks[kind, count] = rss.peak_total

@@ -85,7 +85,8 @@ else
   # -U: retry artifacts whose earlier miss is cached in ~/.m2 (Maven otherwise waits a day).
   if ! mvn -B -U -Dstyle.color=never -f "$JOB_SERVER_POM" \
     "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime \
-    -Dbeam.version="$BEAM_VERSION" -Dflink.minor="$FLINK_VERSION" -Dslf4j.version="$SLF4J_VERSION" \
+    -Dbeam.version="$BEAM_VERSION" -Djob.service.version="$BEAM_JOB_SERVICE_VERSION" \
+    -Dflink.minor="$FLINK_VERSION" -Dslf4j.version="$SLF4J_VERSION" \
     -DoutputDirectory="$work/lib" >"$work/mvn.log" 2>&1; then
     grep '\[ERROR\]' "$work/mvn.log" | head -n 5 >&2 || tail -n 20 "$work/mvn.log" >&2
     cat >&2 <<MSG

@@ -8,7 +8,7 @@
 #
 # Env:
 #   PYTHON             interpreter with apache-beam==$BEAM_VERSION and cropshard's deps
-#                      (default: the repo .venv, which pins that version; else python3)
+#                      (launch/flink_sdk_venv.sh makes one; default: the repo .venv, else python3)
 #   BEAM_JOB_ENDPOINT  job server gRPC endpoint (written by flink_cluster.sh: localhost:8099)
 #   FLINK_MASTER       Flink REST endpoint, for the slot count     (localhost:${FLINK_REST_PORT:-8081})
 #   ENVIRONMENT_TYPE   where the Python SDK workers run             (LOOPBACK)
@@ -58,7 +58,7 @@ fi
 sdk_version=$("$PYTHON" -c 'import apache_beam; print(apache_beam.__version__)' 2>/dev/null) \
   || die "$PYTHON cannot import apache_beam (create the repo venv with 'make venv', or set PYTHON=/path/to/venv/bin/python)"
 [[ $sdk_version == "$BEAM_VERSION" ]] \
-  || die "$PYTHON has apache-beam $sdk_version but the Flink job server is Beam $BEAM_VERSION: use the repo venv ('make venv' installs apache-beam==$BEAM_VERSION from setup.py) or PYTHON=/path/to/venv/bin/python"
+  || die "$PYTHON has apache-beam $sdk_version but the Flink job server is Beam $BEAM_VERSION: use PYTHON=\$(launch/flink_sdk_venv.sh | tail -n1), a venv with apache-beam==$BEAM_VERSION ('make flink-venv' makes it)"
 
 # Every slot unless told otherwise (the job server also defaults to the cluster's parallelism.default).
 parallelism=${FLINK_PARALLELISM:-$(sed -n 's/.*"slots-total":\([0-9]*\).*/\1/p' <<<"$overview")}

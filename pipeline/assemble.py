@@ -40,7 +40,7 @@ def rejection_reason(line: str) -> str:
 
 
 def dataset_facts(config: BuildConfig, command_line: Sequence[str]) -> DatasetFacts:
-    """What dataset_info.json records about the build options."""
+    """What cropshard.json records about the build options."""
     spec = config.example
     return DatasetFacts(
         cropshard_version=__version__,
@@ -110,7 +110,7 @@ def write_outputs(
     facts: DatasetFacts,
     ranges: beam.PCollection | None = None,
 ) -> None:
-    """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and dataset_info.json."""
+    """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and cropshard.json."""
     shard_infos = []
     for split in config.split_names:
         files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, num_shards[split], config.compression)

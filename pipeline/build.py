@@ -106,7 +106,7 @@ class BuildResult:
 
 
 def read_info(output: str) -> metadata.DatasetInfo:
-    """The dataset_info.json the job wrote; BuildFailed with the job's reason when it refused the dataset."""
+    """The cropshard.json the job wrote; BuildFailed with the job's reason when it refused the dataset."""
     path = join(output, metadata.INFO_FILENAME)
     failed = join(output, FAILED_FILENAME)
     if not FileSystems.exists(path) and FileSystems.exists(failed):

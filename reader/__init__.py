@@ -7,7 +7,7 @@ Needs only TensorFlow and NumPy (no Beam, no Pillow), so a training image can
     ds = reader.load("gs://bucket/flowers", split="train", batch_size=64, crop="random", crop_size=224, flip=True)
     model.fit(ds, epochs=10)
 
-Names are resolved lazily so that importing the package (and tools that only read dataset_info.json
+Names are resolved lazily so that importing the package (and tools that only read cropshard.json
 through `cropshard.reader.metadata`) does not import TensorFlow.
 """
 

@@ -29,13 +29,16 @@ DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 NORMALIZE_MODES = ("unit", "none", "dataset")
 ON_CORRUPT = ("raise", "skip")
+# TensorFlow's JPEG IDCTs. INTEGER_ACCURATE is libjpeg's accurate integer IDCT: the writer's decode,
+# Pillow's and DALI's CPU decoder give the same pixels. "" (TensorFlow's default) is the fast IDCT.
+DCT_METHODS = ("INTEGER_ACCURATE", "INTEGER_FAST", "")
 
 
 @dataclasses.dataclass(frozen=True)
 class Normalization:
     """How uint8 pixels become the output: 'unit' (x/255), 'none' (uint8) or 'meanstd' ((x/255 - mean) / std);
     'dataset': (x - mean) / std with the raster dataset's per-band statistics, in stored units
-    (`mean`/`std` are filled in from dataset_info.json by `load`)."""
+    (`mean`/`std` are filled in from cropshard.json by `load`)."""
 
     mode: str
     mean: tuple[float, ...] = ()
@@ -183,12 +186,15 @@ class DecodeConfig:
         mean/std are in [0, 1] units, as in torchvision. Raster datasets stored as uint16 or
         int16 divide by 65535 or 32767 instead of 255, float32 ones are not scaled, and 'none'
         returns the stored type; 'dataset' -> float32 (x - mean) / std per band, with the mean
-        and std of the raster dataset's train split (its `raster.stats` in dataset_info.json).
+        and std of the raster dataset's train split (its `raster.stats` in cropshard.json).
       with_metadata: add a third element, a dict: filename, label_text, sha256,
         source_crop_box (where the stored image sits in its source), crop_window ([y, x, h, w]
         of the stored image actually used) and flipped; for raster datasets also geo_crs and
         geo_transform (the stored chip's, 6 float64 in GDAL order). Keras would read a third element as
         sample weights, so keep it for inspection.
+      dct_method: the JPEG IDCT. "INTEGER_ACCURATE" (default) gives the pixels the writer
+        verified, as Pillow and DALI's CPU decoder do; "INTEGER_FAST" or "" (TensorFlow's own
+        default, the fast IDCT) differ by a few levels per pixel (bench/RESULTS.md has the cost).
     """
 
     crop: str | None = None
@@ -198,6 +204,7 @@ class DecodeConfig:
     flip: bool = False
     normalize: str | tuple[Sequence[float], Sequence[float]] = "unit"
     with_metadata: bool = False
+    dct_method: str = "INTEGER_ACCURATE"
 
     def __post_init__(self) -> None:
         if self.crop is not None and self.crop not in CROP_MODES:
@@ -212,6 +219,8 @@ class DecodeConfig:
         if self.crop != "random_resized" and (self.scale != DEFAULT_SCALE or self.ratio != DEFAULT_RATIO):
             raise ValueError("scale and ratio apply to crop='random_resized' only")
         parse_normalize(self.normalize)
+        if self.dct_method not in DCT_METHODS:
+            raise ValueError(f"dct_method must be one of {list(DCT_METHODS)}; got {self.dct_method!r}")
 
     @property
     def window(self) -> tuple[int, int] | None:

@@ -1,7 +1,7 @@
 """Corrupt, truncated and short shards: reported by file name, or skipped and counted.
 
 TensorFlow's own DataLossError names only a byte offset, and `ignore_errors` alone would hide
-the loss. So every shard is read as exactly the number of records dataset_info.json lists for
+the loss. So every shard is read as exactly the number of records cropshard.json lists for
 it: its readable records, then, for any it failed to deliver, a marker that names the shard.
 With `on_corrupt='raise'` the marker is one element that fails, when pulled, with an error
 naming the shard (no per-record check on intact data); with 'skip' it is marker records that a
@@ -81,7 +81,7 @@ def _fail_unreadable_shard(shard_marker: Any) -> Any:
         tf.strings.length(shard_marker) < 0,  # always false, but only known when it runs
         [
             "cropshard reader: shard file is corrupted, truncated or unreadable (it yielded fewer records"
-            " than dataset_info.json lists; reader.verify(path) gives the byte offset,"
+            " than cropshard.json lists; reader.verify(path) gives the byte offset,"
             " on_corrupt='skip' reads past it):",
             shard,
         ],

@@ -26,7 +26,7 @@ __all__ = ["CorruptionReport", "DecodeConfig", "ReadConfig", "as_numpy", "info",
 
 
 def info(path: str) -> DatasetInfo:
-    """The parsed dataset_info.json of the dataset at `path` (local or gs://)."""
+    """The parsed cropshard.json of the dataset at `path` (local or gs://)."""
     return load_info(path)
 
 
@@ -44,6 +44,7 @@ def load(
     input_context: Any = None,
     with_metadata: bool = False,
     *,
+    dct_method: str = "INTEGER_ACCURATE",
     num_shards: int | None = None,
     index: int | None = None,
     shuffle_buffer: int = 1024,
@@ -65,7 +66,7 @@ def load(
     `(image, label, metadata)` with `with_metadata=True` (see `DecodeConfig`). `drop_remainder`
     drops a last, smaller batch. The other arguments are the fields of `ReadConfig` (shuffle,
     seed, repeat, sharding, corruption, I/O) and `DecodeConfig` (crop, crop_size, scale,
-    ratio, flip, normalize, with_metadata), documented there; `read_config=` / `decode_config=` pass one such
+    ratio, flip, normalize, with_metadata, dct_method), documented there; `read_config=` / `decode_config=` pass one such
     object instead, and giving an object together with one of its fields as an argument is an error.
     """
     arguments = dict(locals())  # before anything else is bound: exactly the parameters
@@ -145,7 +146,7 @@ def dataset_normalization(meta: DatasetInfo) -> Normalization:
     stats = (meta.raster or {}).get("stats") or {}
     split = stats.get("train") or next(iter(stats.values()), None)
     if not split or not split.get("std"):
-        raise DatasetError("normalize='dataset' needs the per-band statistics of a raster dataset (raster.stats in dataset_info.json)")
+        raise DatasetError("normalize='dataset' needs the per-band statistics of a raster dataset (raster.stats in cropshard.json)")
     std = [s if s > 0 else 1.0 for s in split["std"]]  # a constant band: centred, not scaled
     return Normalization("dataset", tuple(split["mean"]), tuple(std))
 

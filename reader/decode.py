@@ -208,6 +208,7 @@ class _Route:
         self.flip = decode.flip
         self.norm = norm or decode.normalization
         self.with_metadata = decode.with_metadata
+        self.dct_method = decode.dct_method
         self.fixed_shape = fixed_shape
         self.channels = channels
         self.formats = formats
@@ -323,35 +324,37 @@ class FixedRawRoute(_Route):
         return images
 
 
-def _decode_jpeg(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
+def _decode_jpeg(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any, dct_method: str) -> Any:
     import tensorflow as tf
 
     if not cropping:
-        return tf.io.decode_jpeg(encoded, channels=channels)
+        return tf.io.decode_jpeg(encoded, channels=channels, dct_method=dct_method)
     y, x, h, w = ex["_y"], ex["_x"], ex["_h"], ex["_w"]
     # libjpeg-turbo upsamples chroma at the crop's left/right edge as if it were the image
     # edge, so those columns would differ from a full decode. Decoding a margin and
     # slicing it off gives exactly the full decode's pixels at negligible cost.
     x0 = tf.maximum(x - _JPEG_MARGIN, 0)
     x1 = tf.minimum(x + w + _JPEG_MARGIN, ex["_width"])
-    wide = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x0, h, x1 - x0]), channels=channels)
+    wide = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x0, h, x1 - x0]), channels=channels, dct_method=dct_method)
     return wide[:, x - x0 : x - x0 + w, :]
 
 
-def _decode_png(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
+def _decode_png(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any, dct_method: str) -> Any:
     import tensorflow as tf
 
     image = tf.io.decode_png(encoded, channels=channels, dtype=dtype)  # uint8, or uint16 (16-bit PNG)
     return image[ex["_y"] : ex["_y"] + ex["_h"], ex["_x"] : ex["_x"] + ex["_w"], :] if cropping else image
 
 
-def _decode_raw(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any) -> Any:
+def _decode_raw(encoded: Any, ex: dict[str, Any], channels: int, cropping: bool, dtype: Any, dct_method: str) -> Any:
     import tensorflow as tf
 
     image = tf.reshape(tf.io.decode_raw(encoded, dtype), tf.stack([ex["_height"], ex["_width"], channels]))
     return image[ex["_y"] : ex["_y"] + ex["_h"], ex["_x"] : ex["_x"] + ex["_w"], :] if cropping else image
 
 
+# Every decoder takes the sample type and the JPEG IDCT choice so that the routes call them alike;
+# PNG and raw use the type, only JPEG the IDCT.
 _DECODERS = {schema.FORMAT_JPEG: _decode_jpeg, schema.FORMAT_PNG: _decode_png, schema.FORMAT_RAW: _decode_raw}
 
 
@@ -373,7 +376,7 @@ class _ParsedRoute(_Route):
         import tensorflow as tf
 
         encoded, cropping = ex[schema.IMAGE_ENCODED], self.window is not None
-        branches = [lambda d=_DECODERS[f]: d(encoded, ex, self.channels, cropping, self.dtype) for f in self.formats]
+        branches = [lambda d=_DECODERS[f]: d(encoded, ex, self.channels, cropping, self.dtype, self.dct_method) for f in self.formats]
         if len(self.formats) == 1:
             return branches[0]()
         fmt = ex[schema.IMAGE_FORMAT]

@@ -20,9 +20,10 @@ import dataclasses
 import gzip
 import struct
 import zlib
+from collections.abc import Callable
 from typing import IO, Any
 
-from . import crc32c, fileio
+from . import crc32c, fileio, shard_index
 from .metadata import COMPRESSION_GZIP, DatasetInfo, join, load_info
 
 _HEADER = 12  # uint64 length + uint32 crc
@@ -35,7 +36,7 @@ class ShardReport:
 
     split: str
     file: str  # full path of the shard
-    expected_records: int  # from dataset_info.json
+    expected_records: int  # from cropshard.json
     good_records: int  # intact records before the first problem
     error: str | None = None
     offset: int | None = None  # byte offset of the first bad record (decompressed stream for gzip)
@@ -99,12 +100,17 @@ def _read_exactly(stream: IO[bytes], count: int) -> bytes:
 
 
 def scan_records(
-    stream: IO[bytes], *, check_data: bool = True, force_python_crc: bool = False
+    stream: IO[bytes],
+    *,
+    check_data: bool = True,
+    force_python_crc: bool = False,
+    on_record: Callable[[int, int], None] | None = None,
 ) -> tuple[int, str | None, int | None]:
     """Walk TFRecord framing on a binary stream.
 
     Returns (number of intact records, error or None, byte offset of the first bad record or None).
     `check_data=False` skips the data CRC (framing and length CRC only) for a faster pass.
+    `on_record(offset, size)` is called for each intact record (what a shard index lists).
     """
     count = 0
     offset = 0
@@ -131,23 +137,44 @@ def scan_records(
             (data_crc,) = struct.unpack("<I", body[length:])
             if crc32c.masked_crc32c(body[:length], force_python=force_python_crc) != data_crc:
                 return count, "corrupted record data (data CRC mismatch)", offset
+        if on_record is not None:
+            on_record(offset, _HEADER + length + _FOOTER)
         count += 1
         offset += _HEADER + length + _FOOTER
 
 
 def verify_shard(
-    path: str, *, split: str = "", expected_records: int = -1, compression: str = "none", check_data: bool = True
+    path: str,
+    *,
+    split: str = "",
+    expected_records: int = -1,
+    compression: str = "none",
+    check_data: bool = True,
+    index: str | None = None,
 ) -> ShardReport:
-    """Scan one shard file; `expected_records` (from the metadata) also catches short shards."""
+    """Scan one shard file; `expected_records` (from the metadata) also catches short shards, and
+    `index` (the path of its record index file) is checked against the records found."""
     fs = fileio.get()
     if not fs.exists(path):
-        return ShardReport(split, path, expected_records, 0, "shard file listed in dataset_info.json is missing", None)
+        return ShardReport(split, path, expected_records, 0, "shard file listed in cropshard.json is missing", None)
+    spans: list[tuple[int, int]] = []
     with fs.open(path, "rb") as raw:
         stream: IO[Any] = gzip.GzipFile(fileobj=raw, mode="rb") if compression == COMPRESSION_GZIP else raw
-        good, error, offset = scan_records(stream, check_data=check_data)
+        good, error, offset = scan_records(stream, check_data=check_data, on_record=lambda start, size: spans.append((start, size)))
     if error is None and 0 <= expected_records != good:
-        error = f"has {good} records but dataset_info.json lists {expected_records}"
+        error = f"has {good} records but cropshard.json lists {expected_records}"
+    if error is None and index is not None:
+        error = _index_error(index, spans)
     return ShardReport(split, path, expected_records, good, error, offset)
+
+
+def _index_error(index: str, spans: list[tuple[int, int]]) -> str | None:
+    fs = fileio.get()
+    if not fs.exists(index):
+        return f"its index file {index} listed in cropshard.json is missing"
+    with fs.open(index, "r") as handle:
+        problem = shard_index.index_problem(handle.read(), spans)
+    return f"{problem} ({index})" if problem else None
 
 
 def verify(path: str, split: str | None = None, *, check_data: bool = True) -> VerifyReport:
@@ -170,6 +197,7 @@ def verify(path: str, split: str | None = None, *, check_data: bool = True) -> V
                     expected_records=shard.num_records,
                     compression=info.compression,
                     check_data=check_data,
+                    index=join(path, shard.index) if shard.index else None,
                 )
             )
     return VerifyReport(path, tuple(reports), crc32c.implementation())

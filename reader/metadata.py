@@ -1,22 +1,40 @@
-"""dataset_info.json: the self-description written next to the shards.
+"""cropshard.json: the self-description written next to the shards.
 
 The writer writes it last, after every shard is final, so its presence means the dataset
 is complete. This module is pure (JSON in, JSON out); `load_info` adds the file access
 through `tf.io.gfile` so it works for local paths and every filesystem TensorFlow knows.
+
+The same directory also holds TFDS's `dataset_info.json` + `features.json` and a Croissant
+`croissant.json` (cropshard.transforms.tfds_info, .croissant), so other readers open it too. Datasets built
+before cropshard 0.3 kept cropshard's metadata in `dataset_info.json` (format version 1);
+`load_info` still reads them and says how to get the new layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import posixpath
 from typing import Any
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
-INFO_FILENAME = "dataset_info.json"
+FORMAT_VERSION = 2  # 2: own file name, shard index files, shard_contents
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+INFO_FILENAME = "cropshard.json"
+LEGACY_INFO_FILENAME = "dataset_info.json"  # where format version 1 kept it; now TFDS's file
+TFDS_INFO_FILENAME = "dataset_info.json"
+TFDS_FEATURES_FILENAME = "features.json"
+CROISSANT_FILENAME = "croissant.json"
 LABELS_FILENAME = "labels.txt"
 REJECTED_FILENAME = "rejected.jsonl"
+
+# Which records each shard file holds, and in what order, is chosen by the runner (bundles on the
+# local runner, Beam's round-robin keys for fixed shard counts): two builds of the same inputs
+# give the same records per split, not the same shard files. The index files always describe
+# the shards as written.
+SHARD_CONTENTS_RUNNER_CHOSEN = "runner-chosen"
+
+_LOG = logging.getLogger(__name__)
 
 COMPRESSION_NONE = "none"
 COMPRESSION_GZIP = "gzip"
@@ -27,7 +45,7 @@ class DatasetError(ValueError):
 
 
 class IncompleteDatasetError(DatasetError):
-    """Shards exist but dataset_info.json does not: the build was interrupted or is still running."""
+    """Shards exist but cropshard.json does not: the build was interrupted or is still running."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +53,7 @@ class ShardInfo:
     file: str  # file name, relative to the dataset directory
     num_records: int
     num_bytes: int
+    index: str | None = None  # its record index file (reader.shard_index); None in format-1 datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +86,7 @@ class DatasetInfo:
     command_line: tuple[str, ...] = ()
     created: str = ""
     num_images_written: int = 0  # source images with at least one example; + num_rejected == num_inputs
+    shard_contents: str = SHARD_CONTENTS_RUNNER_CHOSEN
     format_version: int = FORMAT_VERSION
     # Raster datasets only (None otherwise): bands, dtype, the uint8 rule, CRSs seen, chips
     # skipped by reason, --split_by. See transforms/raster.
@@ -112,6 +132,7 @@ class DatasetInfo:
             "crop": self.crop,
             "labels": list(self.labels),
             "compression": self.compression,
+            "shard_contents": self.shard_contents,
             "num_inputs": self.num_inputs,
             "num_images_written": self.num_images_written,
             "num_examples": self.num_examples,
@@ -150,7 +171,10 @@ class DatasetInfo:
                 name: SplitInfo(
                     name=name,
                     num_examples=int(split["num_examples"]),
-                    shards=tuple(ShardInfo(str(s["file"]), int(s["num_records"]), int(s["num_bytes"])) for s in split["shards"]),
+                    shards=tuple(
+                        ShardInfo(str(s["file"]), int(s["num_records"]), int(s["num_bytes"]), s.get("index"))
+                        for s in split["shards"]
+                    ),
                 )
                 for name, split in body["splits"].items()
             }
@@ -173,9 +197,15 @@ class DatasetInfo:
                 schema=dict(body.get("schema", {})),
                 command_line=tuple(body.get("command_line", ())),
                 raster=dict(body["raster"]) if body.get("raster") is not None else None,
+                shard_contents=str(body.get("shard_contents", SHARD_CONTENTS_RUNNER_CHOSEN)),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{source} is missing or has a malformed field: {err!r}") from err
+
+
+def labels_text(labels: tuple[str, ...] | list[str]) -> str:
+    """labels.txt's contents: one name a line, line i is label id i."""
+    return "".join(f"{name}\n" for name in labels)
 
 
 def join(directory: str, name: str) -> str:
@@ -190,7 +220,8 @@ def _os_join(directory: str, name: str) -> str:
 
 
 def load_info(path: str) -> DatasetInfo:
-    """Read `path`/dataset_info.json; a clear error if the dataset is absent or incomplete.
+    """Read `path`/cropshard.json (or a format-1 dataset's dataset_info.json); a clear error if the
+    dataset is absent, incomplete, or not cropshard's.
 
     File access goes through `reader.fileio` (tf.io.gfile by default) so local paths, gs:// and a
     test's substitute filesystem all take the same route as the shard reads.
@@ -199,15 +230,39 @@ def load_info(path: str) -> DatasetInfo:
 
     fs = fileio.get()
     info_path = join(path, INFO_FILENAME)
-    if not fs.exists(info_path):
-        if not fs.exists(path):
-            raise DatasetError(f"no dataset at {path!r}: the directory does not exist")
-        leftovers = [name for name in fs.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
-        if leftovers:
-            raise IncompleteDatasetError(
-                f"dataset at {path!r} is incomplete: it has {len(leftovers)} shard or temp files but no {INFO_FILENAME}"
-                " (the build was interrupted or is still running; rebuild with --overwrite)"
+    if fs.exists(info_path):
+        with fs.open(info_path, "r") as handle:
+            return DatasetInfo.from_json(handle.read(), source=info_path)
+    if not fs.exists(path):
+        raise DatasetError(f"no dataset at {path!r}: the directory does not exist")
+    legacy_path = join(path, LEGACY_INFO_FILENAME)
+    if fs.exists(legacy_path):
+        with fs.open(legacy_path, "r") as handle:
+            text = handle.read()
+        if is_legacy_info(text):
+            _LOG.warning(
+                "dataset at %r has the format-1 layout (cropshard's metadata in %s, no %s): it reads as before;"
+                " rebuild it with cropshard >= 0.3 for TFDS, Croissant and shard index files",
+                path, LEGACY_INFO_FILENAME, INFO_FILENAME,
             )
-        raise DatasetError(f"{path!r} is not a cropshard dataset: it has no {INFO_FILENAME}")
-    with fs.open(info_path, "r") as handle:
-        return DatasetInfo.from_json(handle.read(), source=info_path)
+            return DatasetInfo.from_json(text, source=legacy_path)
+    leftovers = [name for name in fs.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
+    tfds_only = fs.exists(legacy_path)  # TFDS's file without cropshard's: written by TFDS, or a build cut short
+    if leftovers:
+        other = ", or a dataset written by TFDS (read it with tfds.builder_from_directory)" if tfds_only else ""
+        raise IncompleteDatasetError(
+            f"dataset at {path!r} is incomplete: it has {len(leftovers)} shard or temp files but no {INFO_FILENAME}"
+            f" (the build was interrupted or is still running; rebuild with --overwrite{other})"
+        )
+    if tfds_only:
+        raise DatasetError(f"{path!r} has a TFDS {LEGACY_INFO_FILENAME} but no {INFO_FILENAME}: it is not a cropshard dataset")
+    raise DatasetError(f"{path!r} is not a cropshard dataset: it has no {INFO_FILENAME}")
+
+
+def is_legacy_info(text: str) -> bool:
+    """Whether a dataset_info.json is cropshard's own of format version 1 (not TFDS's)."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("format_version") == 1 and "cropshard_version" in body

@@ -1,6 +1,6 @@
 """The read stage of `reader.load`: shard files -> this worker's stream of serialized records.
 
-1. dataset_info.json names every shard with its record count, so nothing is globbed: a missing
+1. cropshard.json names every shard with its record count, so nothing is globbed: a missing
    file is reported by name before anything is read, and gs:// needs no listing per shard.
 2. Multi-worker sharding happens first, on the fixed metadata order, so workers agree on the
    partition even without a seed (`assign_files`).
@@ -52,7 +52,7 @@ def check_shards_exist(path: str, shards: Sequence[ShardInfo]) -> None:
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DatasetError(
-            f"shard file {join(path, missing[0])!r}{more} listed in dataset_info.json is missing"
+            f"shard file {join(path, missing[0])!r}{more} listed in cropshard.json is missing"
             " (the dataset was moved or partly deleted)"
         )
 

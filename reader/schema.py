@@ -81,7 +81,7 @@ class ImageRecord:
 
 def _example_pb2() -> Any:
     # Imported lazily: the proto module pulls in TensorFlow, which tools that only read
-    # dataset_info.json never need.
+    # cropshard.json never need.
     from tensorflow.core.example import example_pb2
 
     return example_pb2
@@ -157,7 +157,7 @@ FEATURE_KEYS = (
     SOURCE_SHA256,
 )
 
-# Feature kinds, in a TensorFlow-free form that dataset_info.json records and the reader
+# Feature kinds, in a TensorFlow-free form that cropshard.json records and the reader
 # turns into tf.io feature specs: (dtype, shape) with shape None for a scalar.
 FEATURE_TYPES: dict[str, tuple[str, tuple[int, ...] | None]] = {
     IMAGE_ENCODED: ("bytes", None),
@@ -194,7 +194,7 @@ def feature_spec() -> dict[str, Any]:
 
 
 def schema_description(raster: bool = False) -> dict[str, Any]:
-    """The schema as recorded in dataset_info.json (with the raster keys for raster datasets)."""
+    """The schema as recorded in cropshard.json (with the raster keys for raster datasets)."""
     features = {key: {"dtype": dtype, "shape": list(shape or [])} for key, (dtype, shape) in FEATURE_TYPES.items()}
     if not raster:
         return {"features": features, "raw_layout": "uint8 row-major HWC", "crop_box": "[y, x, height, width] in the EXIF-oriented source image"}

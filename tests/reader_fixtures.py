@@ -5,7 +5,8 @@ This is also the executable reference for what the writer must produce:
     DIR/<split>-SSSSS-of-NNNNN.tfrecord[.gz]  tf.train.Examples from schema.encode_example
     DIR/labels.txt                              one label name per line, line i = label id i
     DIR/rejected.jsonl                          one JSON object per rejected input
-    DIR/dataset_info.json                       DatasetInfo.to_json(), written last
+    DIR/cropshard.json                          DatasetInfo.to_json(), written last (the build also writes
+                                                shard indexes, TFDS and Croissant files: tests/pipeline/test_other_readers.py)
 
 Pixels are kept next to each record (`Stored.pixels`) so tests can compare what the reader
 returns with what was stored. Pillow is used here only (never in reader/).
@@ -76,14 +77,15 @@ def encode_pixels(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
 
 
 def decoded_pixels(encoded: bytes, fmt: str, shape: Sequence[int]) -> np.ndarray:
-    """What TensorFlow's decoders make of `encoded` (JPEG is lossy: compare with this, not the source)."""
+    """What TensorFlow's decoders make of `encoded` (JPEG is lossy: compare with this, not the
+    source), with the accurate IDCT the writer and `reader.load` use by default."""
     if fmt == schema.FORMAT_RAW:
         return np.frombuffer(encoded, np.uint8).reshape(shape)
     import tensorflow as tf
 
     channels = int(shape[2])
     if fmt == schema.FORMAT_JPEG:
-        return tf.io.decode_jpeg(encoded, channels=channels).numpy()
+        return tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE").numpy()
     return tf.io.decode_png(encoded, channels=channels).numpy()
 
 
@@ -124,7 +126,7 @@ def write_dataset(
     crop: dict,
     write_info: bool = True,
 ) -> DatasetInfo:
-    """Write shards (records dealt round-robin), labels.txt, rejected.jsonl and, last, dataset_info.json."""
+    """Write shards (records dealt round-robin), labels.txt, rejected.jsonl and, last, cropshard.json."""
     import tensorflow as tf
 
     os.makedirs(path, exist_ok=True)

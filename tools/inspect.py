@@ -1,7 +1,7 @@
 """`cropshard inspect OUT`: what a dataset holds, whether every record is intact, and what its images look like.
 
     cropshard inspect OUT                         schema, encoding, crop spec, splits, shard sizes, labels, rejections
-    cropshard inspect OUT --verify                + read every record: CRC, parse, decode, shape vs dataset_info.json
+    cropshard inspect OUT --verify                + read every record: CRC, index files, parse, decode, shape vs cropshard.json
     cropshard inspect OUT --contact-sheet s.png   + a grid of sample images (and the reader's crop windows)
     cropshard inspect OUT --leakage               + examples of different splits sharing ground or a source (tools/leakage.py)
 
@@ -102,9 +102,9 @@ def check_record(payload: bytes, info: DatasetInfo) -> tuple[str | None, int]:
     if decoded != declared:
         return f"decoded image is {_shape(decoded)} but the record says {_shape(declared)}", record.label
     if info.image_shape is not None and declared != tuple(info.image_shape):
-        return f"image is {_shape(declared)} but dataset_info.json says every image is {_shape(info.image_shape)}", record.label
+        return f"image is {_shape(declared)} but cropshard.json says every image is {_shape(info.image_shape)}", record.label
     if record.channels != info.channels:
-        return f"image has {record.channels} channels, dataset_info.json says {info.channels}", record.label
+        return f"image has {record.channels} channels, cropshard.json says {info.channels}", record.label
     if not schema.UNLABELED <= record.label < len(info.labels):
         return f"label {record.label} is outside the {len(info.labels)} labels of labels.txt", record.label
     if record.label >= 0 and record.label_text != info.labels[record.label]:
@@ -143,11 +143,13 @@ class VerifyResult:
 
 
 def _check_shard(path: str, split_name: str, shard: ShardInfo, info: DatasetInfo, counts: Counter, progress: Progress | None) -> ShardReport:
-    """Framing and CRCs of one shard, then parse, decode and shape of each readable record up to the first bad one."""
+    """Framing, CRCs and record index of one shard, then parse, decode and shape of each readable
+    record up to the first bad one."""
     import tensorflow as tf
 
     file = join(path, shard.file)
-    framing = verify_shard(file, split=split_name, expected_records=shard.num_records, compression=info.compression)
+    index = join(path, shard.index) if shard.index else None
+    framing = verify_shard(file, split=split_name, expected_records=shard.num_records, compression=info.compression, index=index)
     readable = framing.good_records
     offset, index, problem = 0, 0, None
     if readable:
@@ -318,8 +320,8 @@ def describe_verify(result: VerifyResult) -> str:
     total = sum(shard.expected_records for shard in result.shards)
     if not result.bad:
         return (
-            f"verify: OK - {len(result.shards)} shards, {result.records_ok} records: framing, CRCs, parse, decode,"
-            f" shape and labels match dataset_info.json ({result.seconds:.1f} s)"
+            f"verify: OK - {len(result.shards)} shards, {result.records_ok} records: framing, CRCs, index files, parse,"
+            f" decode, shape and labels match cropshard.json ({result.seconds:.1f} s)"
         )
     lost = sum(shard.lost_records for shard in result.bad)
     lines = [f"verify: FAILED - {len(result.bad)} of {len(result.shards)} shards bad; {lost} of {total} records unreadable"]
@@ -351,7 +353,7 @@ def parse_bands(text: str) -> tuple[int, ...]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cropshard inspect", description="Describe, verify and look at a cropshard dataset.")
     parser.add_argument("path", help="dataset directory (local or gs://)")
-    parser.add_argument("--verify", action="store_true", help="read every record of every shard: CRC, parse, decode, shape and label vs the metadata")
+    parser.add_argument("--verify", action="store_true", help="read every record of every shard: CRC, index file, parse, decode, shape and label vs the metadata")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"), help="--verify progress: bar on a terminal, log lines otherwise")
     parser.add_argument("--no-labels", action="store_true", help="skip the label histogram (it reads the label of every record)")
     parser.add_argument("--contact-sheet", metavar="PNG", help="write a grid of sample images with their labels to this PNG")

@@ -5,7 +5,7 @@
 - decode: `decode` (Pillow, or the `jpeg_window` partial JPEG decode), `orientation` (EXIF)
 - crop geometry and splits: `crop`
 - encode: `encode`, and `examples` (read -> decode + crop -> encode -> tf.train.Example per split)
-- write: `write` (shards, dataset_info.json)
+- write: `write` (shards, cropshard.json)
 
 Shared: `types` (Box, ImageSource), `rejects` (reason codes, rejected.jsonl lines), `worker`
 (`setup_worker()`: the process-wide settings, set by the DoFns' setup()), `progress`.

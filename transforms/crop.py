@@ -23,7 +23,7 @@ SMALL_POLICIES = ("reject", "pad", "upscale")
 
 @dataclasses.dataclass(frozen=True)
 class CropSpec:
-    """What to cut out of every image. Recorded verbatim in dataset_info.json."""
+    """What to cut out of every image. Recorded verbatim in cropshard.json."""
 
     strategy: str = "center"
     size: tuple[int, int] | None = None  # (height, width) of every output crop

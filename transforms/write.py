@@ -1,9 +1,10 @@
-"""Write the dataset: one `WriteToTFRecord` per split, each shard described, then labels.txt and
-dataset_info.json last; and `prepare_output`, which clears --output before a build.
+"""Write the dataset: one `WriteToTFRecord` per split, each shard described (record count, bytes,
+and its record index file), then labels.txt, TFDS's dataset_info.json + features.json,
+croissant.json and cropshard.json last; and `prepare_output`, which clears --output before a build.
 
 The metadata step takes every shard's final file name (the output of WriteToTFRecord's
 finalize) as a side input, so it cannot run before all shards are renamed into place: the
-presence of dataset_info.json means the dataset is complete.
+presence of cropshard.json means the dataset is complete.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from cropshard.reader import integrity, metadata, schema
+from cropshard.reader import integrity, metadata, schema, shard_index
+from cropshard.transforms import croissant, tfds_info
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
-# Written instead of dataset_info.json when a build is refused (no example, too many rejected):
+# Written instead of cropshard.json when a build is refused (no example, too many rejected):
 # the directory is then incomplete, and this file says why.
 FAILED_FILENAME = "build_failed.json"
 _LOGGER = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def shard_suffix(compression: str) -> str:
 
 
 def shard_file_name(path: str) -> str:
-    """The file name of a written shard, from its local or gs:// path (as dataset_info.json lists it)."""
+    """The file name of a written shard, from its local or gs:// path (as cropshard.json lists it)."""
     return re.split(r"[/\\]", path)[-1]
 
 
@@ -50,14 +52,24 @@ def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
 
 
-def count_records(path: str, compression: str) -> int:
-    """Records in one shard, each checked against its CRCs by the reader's TFRecord scanner (the
-    project's one framing parser), reading through Beam's filesystems so gs:// works on workers."""
+def record_spans(path: str, compression: str) -> list[tuple[int, int]]:
+    """(offset, size) of every record in one shard, each checked against its CRCs by the reader's
+    TFRecord scanner (the project's one framing parser), reading through Beam's filesystems so
+    gs:// works on workers. Offsets are into the decompressed stream for gzip."""
+    spans: list[tuple[int, int]] = []
     with FileSystems.open(path, compression_type=beam_compression(compression)) as handle:
-        count, error, offset = integrity.scan_records(handle)
+        count, error, offset = integrity.scan_records(handle, on_record=lambda start, size: spans.append((start, size)))
     if error is not None:
         raise ValueError(f"shard {path} just written is damaged: {error} at byte offset {offset} (record index {count})")
-    return count
+    return spans
+
+
+def describe_shard(path: str, compression: str) -> metadata.ShardInfo:
+    """Scan one final shard and write its record index next to it."""
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    spans = record_spans(path, compression)
+    write_text(path + shard_index.INDEX_SUFFIX, shard_index.format_index(spans))
+    return metadata.ShardInfo(shard_file_name(path), len(spans), size, shard_index.index_file_name(shard_file_name(path)))
 
 
 class WriteSplit(beam.PTransform):
@@ -88,12 +100,12 @@ class _ShardInfo(beam.DoFn):
         setup_worker()  # the fast CRC32C for the shard check
 
     def process(self, path: str) -> Iterator[tuple[str, metadata.ShardInfo]]:
-        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-        yield self._split, metadata.ShardInfo(shard_file_name(path), count_records(path, self._compression), size)
+        yield self._split, describe_shard(path, self._compression)
 
 
 class DescribeShards(beam.PTransform):
-    """Final shard file names of one split -> (split, ShardInfo) with record counts and bytes."""
+    """Final shard file names of one split -> (split, ShardInfo) with record counts, bytes and
+    index file; writes each shard's record index (reader.shard_index) next to it."""
 
     def __init__(self, split: str, compression: str) -> None:
         super().__init__()
@@ -106,7 +118,7 @@ class DescribeShards(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetFacts:
-    """The dataset_info.json fields the launcher knows before any image is read."""
+    """The cropshard.json fields the launcher knows before any image is read."""
 
     cropshard_version: str
     encoding: str
@@ -235,7 +247,8 @@ class _WriteDatasetInfo(beam.DoFn):
             write_text(path, json.dumps({"reason": refused, "dataset_info": json.loads(info.to_json())}, indent=2) + "\n")
             yield path
             return
-        write_text(join(self._output, metadata.LABELS_FILENAME), "".join(f"{name}\n" for name in labels))
+        write_text(join(self._output, metadata.LABELS_FILENAME), metadata.labels_text(labels))
+        write_descriptions(self._output, info)
         info_path = join(self._output, metadata.INFO_FILENAME)
         write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
         _LOGGER.info("wrote %s", info_path)
@@ -243,7 +256,7 @@ class _WriteDatasetInfo(beam.DoFn):
 
 
 def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int], stats: Mapping[str, Mapping[str, Any]]) -> dict | None:
-    """dataset_info.json's `raster` section: the options plus what the build saw (CRSs, chips
+    """cropshard.json's `raster` section: the options plus what the build saw (CRSs, chips
     skipped by reason, per-band statistics of the stored chips per split); None for a build
     where no raster was read and no raster option given."""
     if not facts and not base["requested"]:
@@ -256,13 +269,35 @@ def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int], stats: M
     return section
 
 
+def write_descriptions(output: str, info: metadata.DatasetInfo) -> None:
+    """The descriptions other readers open: TFDS's two files (uncompressed shards only: TFDS reads
+    no gzip TFRecords) and croissant.json."""
+    if info.compression != metadata.COMPRESSION_GZIP:
+        if info.labels:
+            write_text(join(output, tfds_info.LABEL_NAMES_FILENAME), metadata.labels_text(info.labels))
+        write_text(join(output, metadata.TFDS_INFO_FILENAME), tfds_info.dataset_info_json(info))
+        write_text(join(output, metadata.TFDS_FEATURES_FILENAME), tfds_info.features_json(info))
+    write_text(join(output, metadata.CROISSANT_FILENAME), croissant.croissant_json(info))
+
+
+def written_files(info: metadata.DatasetInfo) -> list[str]:
+    """Every file name a finished build leaves in --output: shards and their indexes, then the metadata."""
+    names = [name for split in info.splits.values() for shard in split.shards for name in (shard.file, shard.index) if name]
+    names += [metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME, metadata.CROISSANT_FILENAME]
+    if info.compression != metadata.COMPRESSION_GZIP:
+        names += [metadata.TFDS_INFO_FILENAME, metadata.TFDS_FEATURES_FILENAME]
+        names += [tfds_info.LABEL_NAMES_FILENAME] if info.labels else []
+    return sorted(names)
+
+
 def write_text(path: str, text: str) -> None:
     with FileSystems.create(path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(text.encode("utf-8"))
 
 
 class WriteDatasetInfo(beam.PTransform):
-    """Waits (through side inputs) for every shard and rejected.jsonl, then writes labels.txt and dataset_info.json."""
+    """Waits (through side inputs) for every shard and rejected.jsonl, then writes labels.txt, the
+    TFDS and Croissant descriptions and cropshard.json."""
 
     def __init__(self, output: str, facts: DatasetFacts, max_rejected_fraction: float | None = None) -> None:
         super().__init__()
@@ -292,7 +327,18 @@ class WriteDatasetInfo(beam.PTransform):
 def dataset_files(output: str) -> list[str]:
     """Files a previous build left in `output` that `--overwrite` removes (nothing else is touched)."""
     found = []
-    for pattern in ("*.tfrecord", "*.tfrecord.gz", metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME, FAILED_FILENAME):
+    names = (
+        metadata.INFO_FILENAME,
+        metadata.TFDS_INFO_FILENAME,
+        metadata.TFDS_FEATURES_FILENAME,
+        metadata.CROISSANT_FILENAME,
+        tfds_info.LABEL_NAMES_FILENAME,
+        metadata.LABELS_FILENAME,
+        metadata.REJECTED_FILENAME,
+        FAILED_FILENAME,
+    )
+    shards = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecord" + shard_index.INDEX_SUFFIX, "*.tfrecord.gz" + shard_index.INDEX_SUFFIX)
+    for pattern in (*shards, *names):
         found.extend(m.path for m in FileSystems.match([join(output, pattern)])[0].metadata_list)
     return found
 
@@ -310,8 +356,9 @@ def remove_temp_dirs(output: str) -> int:
 
 
 def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse a non-empty output unless --overwrite; with it, remove the old dataset_info.json
-    first (so an interrupted overwrite never looks complete), then old shards and temp dirs."""
+    """Refuse a non-empty output unless --overwrite; with it, remove the old cropshard.json (and a
+    format-1 dataset's dataset_info.json) first, so an interrupted overwrite never looks complete,
+    then old shards, their indexes, the other metadata and temp dirs."""
     if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
             os.makedirs(output, exist_ok=True)
@@ -323,10 +370,11 @@ def prepare_output(output: str, overwrite: bool) -> None:
         return
     if not overwrite:
         raise FileExistsError(f"output {output} is not empty ({len(existing)} files); pass --overwrite to replace the dataset there")
-    info = join(output, metadata.INFO_FILENAME)
-    if FileSystems.exists(info):
-        FileSystems.delete([info])
-    stale = [path for path in dataset_files(output) if path != info]
+    markers = [join(output, metadata.INFO_FILENAME), join(output, metadata.LEGACY_INFO_FILENAME)]
+    present = [path for path in markers if FileSystems.exists(path)]
+    if present:
+        FileSystems.delete(present)
+    stale = [path for path in dataset_files(output) if path not in markers]
     if stale:
         FileSystems.delete(stale)
     temp_files = remove_temp_dirs(output)

@@ -145,21 +145,33 @@ class FlinkCluster:
     timings: dict[str, float]
 
 
+def flink_sdk_python(base: Path, pins: dict[str, str]) -> tuple[str, str]:
+    """(interpreter, its apache-beam version) of the venv that submits: launch/flink_sdk_venv.sh
+    makes it once per checkout with the job server's Beam, which is older than the test venv's."""
+    env = {**os.environ, "BASE_PYTHON": sys.executable}
+    rc, out = run_logged(["bash", str(LAUNCH / "flink_sdk_venv.sh")], env, base / "sdk-venv.log", timeout=1200)
+    if rc != 0:
+        skip_or_fail(f"launch/flink_sdk_venv.sh exited {rc}:\n{tail(out, 15)}")
+    python = out.strip().splitlines()[-1]
+    version = subprocess.run([python, "-c", "import apache_beam; print(apache_beam.__version__)"], capture_output=True, text=True, check=True).stdout.strip()
+    assert version == pins["BEAM_VERSION"], f"{python} has apache-beam {version}, the job server is {pins['BEAM_VERSION']}"
+    return python, version
+
+
 @pytest.fixture(scope="module")
 def flink_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkCluster]:
     pins = versions_env()
     for tool, why in (("java", "a Java 17 runtime runs Flink and Beam's job server"), ("curl", "the launch scripts poll Flink's REST API")):
         if shutil.which(tool) is None:
             skip_or_fail(f"'{tool}' not found on PATH ({why})")
-    if apache_beam.__version__ != pins["BEAM_VERSION"]:
-        skip_or_fail(f"{sys.executable} has apache-beam {apache_beam.__version__}; the Flink job server is Beam {pins['BEAM_VERSION']} (launch/versions.env)")
 
     base = tmp_path_factory.mktemp("flink")
+    submit_python, submit_beam = flink_sdk_python(base, pins)
     run_dir = base / "run"
     rest_port, rpc_port, job_port, artifact_port = free_ports(4)
     env = {
         **os.environ,
-        "PYTHON": sys.executable,  # the interpreter running the tests (the repo .venv under `make test`)
+        "PYTHON": submit_python,  # the job server's Beam, in its own venv (launch/flink_sdk_venv.sh)
         "CROPSHARD_FLINK_HOME": str(run_dir),
         "FLINK_REST_PORT": str(rest_port),
         "FLINK_RPC_PORT": str(rpc_port),
@@ -191,7 +203,8 @@ def flink_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         ready = next((line for line in out.splitlines() if "] ready in " in line), "")
         job_server = ready.split(", ", 1)[1].split(" at ")[0] if ", " in ready else "(no job server line in the start output)"
         versions = (
-            f"[test_flink] Flink {overview['flink-version']} (commit {overview['flink-commit']}), {job_server}, Python SDK apache-beam {apache_beam.__version__}; "
+            f"[test_flink] Flink {overview['flink-version']} (commit {overview['flink-commit']}), {job_server}, "
+            f"Python SDK apache-beam {submit_beam} ({submit_python}; the DirectRunner reference: apache-beam {apache_beam.__version__}); "
             f"{overview['taskmanagers']} TaskManagers ({', '.join(tm_ids)}), {overview['slots-total']} slots; "
             f"REST localhost:{rest_port}, job endpoint localhost:{job_port}; fetch {timings['fetch']:.1f} s, start {timings['start']:.1f} s"
         )

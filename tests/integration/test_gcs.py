@@ -27,7 +27,7 @@ from cropshard.pipeline.options import normalize_input
 from cropshard.reader import fileio, metadata, schema
 from cropshard.transforms.listing import count_inputs, glob_root, iter_matches
 from cropshard.transforms.rejects import Rejection
-from cropshard.transforms.write import prepare_output
+from cropshard.transforms.write import prepare_output, written_files
 
 from tests import imagegen
 from tests.gcs_emulator import GcsEmulator, emulator_environment
@@ -122,8 +122,7 @@ def check_gs_dataset(gcs: GcsEmulator, output: str, info: metadata.DatasetInfo, 
                      broken: dict[str, str], local: tuple[str, metadata.DatasetInfo], local_root: Path) -> None:
     """A gs:// dataset is complete, reconciles, and holds exactly the local build's records."""
     objects = gcs.list(output + "/")
-    expected_files = {f"{output}/{name}" for name in (metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME)}
-    expected_files |= {f"{output}/{shard.file}" for split in info.splits.values() for shard in split.shards}
+    expected_files = {f"{output}/{name}" for name in written_files(info)}
     assert set(objects) == expected_files, "no beam-temp-* leftovers, nothing missing"
     assert metadata.DatasetInfo.from_json(read_text(f"{output}/{metadata.INFO_FILENAME}")) == info
 
@@ -185,8 +184,8 @@ def test_listing_counting_and_prepare_output_on_gs(gcs: GcsEmulator, tmp_path: P
         run([f"--input={base}/a/**", f"--output={base}/a", *BUILD_FLAGS, *IN_PROCESS])  # refused before running
 
     old = tmp_path / "old"
-    for name in ("dataset_info.json", "labels.txt", "rejected.jsonl", "train-00000-of-00002.tfrecord",
-                 "beam-temp-train-1234/part-0", "notes.txt"):
+    for name in ("cropshard.json", "dataset_info.json", "features.json", "croissant.json", "labels.txt", "rejected.jsonl",
+                 "train-00000-of-00002.tfrecord", "train-00000-of-00002.tfrecord.idx", "beam-temp-train-1234/part-0", "notes.txt"):
         (old / name).parent.mkdir(parents=True, exist_ok=True)
         (old / name).write_text("old")
     gcs.upload_tree(old, f"{base}/old")
@@ -215,7 +214,7 @@ def test_gs_build_multi_processing_overwrite(gcs: GcsEmulator, uploaded: dict[st
     stale dataset with --overwrite."""
     output = "gs://bucket/mp"
     stale = tmp_path / "stale"
-    for name in ("dataset_info.json", "train-00000-of-00005.tfrecord", "beam-temp-train-0000/part"):
+    for name in ("cropshard.json", "train-00000-of-00005.tfrecord", "beam-temp-train-0000/part"):
         (stale / name).parent.mkdir(parents=True, exist_ok=True)
         (stale / name).write_text("stale")
     gcs.upload_tree(stale, output)

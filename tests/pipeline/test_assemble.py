@@ -1,4 +1,4 @@
-"""The pure parts of the pipeline assembly: what dataset_info.json records about the options, and
+"""The pure parts of the pipeline assembly: what cropshard.json records about the options, and
 the label map and rejection-reason steps."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from cropshard.pipeline.build import run
 from cropshard.reader import metadata
 from cropshard.transforms.examples import ImagesToExamples
 from cropshard.transforms.types import ImageSource
-from cropshard.transforms.write import DatasetFacts, _WriteDatasetInfo
+from cropshard.transforms.write import DatasetFacts, _WriteDatasetInfo, written_files
 from PIL import Image
 
 from tests import imagegen
@@ -62,7 +62,7 @@ def records_by_split(out: Path) -> dict[str, list[bytes]]:
 
 
 def records_in_files(out: Path) -> dict[str, list[bytes]]:
-    """Every record of every shard file in `out`, sorted per split, without dataset_info.json."""
+    """Every record of every shard file in `out`, sorted per split, without cropshard.json."""
     import tensorflow as tf
 
     found: dict[str, list[bytes]] = {}
@@ -128,7 +128,7 @@ def test_retried_bundle_neither_duplicates_nor_loses_records(small_set, fail_onc
     out = tmp_path / "retried"
     # On this runner the shard list reaches WriteDatasetInfo before it is complete (DescribeShards'
     # Reshuffle makes the side input fire early), and WriteDatasetInfo refuses to publish a
-    # dataset_info.json whose shards describe fewer records than the images written.
+    # cropshard.json whose shards describe fewer records than the images written.
     with pytest.raises(Exception, match="shard list is incomplete"):
         run([f"--input={images}", f"--output={out}", *BUILD, "--runner=BundleBasedDirectRunner"], command_line=[])
     assert not (out / metadata.INFO_FILENAME).exists()
@@ -208,9 +208,7 @@ def test_sigkill_halfway_leaves_an_incomplete_dataset_that_overwrite_replaces(tm
     assert not list(out.glob("beam-temp-*")) and not any(d.exists() for d in stale_dirs)
     assert records_by_split(out) == reference
     info = metadata.load_info(str(out))
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [metadata.INFO_FILENAME, metadata.LABELS_FILENAME, metadata.REJECTED_FILENAME] + [s.file for sp in info.splits.values() for s in sp.shards]
-    )
+    assert sorted(p.name for p in out.iterdir()) == written_files(info)
 
 
 def _alive(proc: psutil.Process) -> bool:

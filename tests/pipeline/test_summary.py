@@ -54,7 +54,7 @@ def test_summary_lines() -> None:
 def test_summaries_of_jobs_not_waited_for() -> None:
     assert dry_run_summary("gs://b/ds", "cropshard-job") == "cropshard build -> gs://b/ds\n  dry run: built job 'cropshard-job', not submitted"
     assert submitted_summary("gs://b/ds", "2024_01_01-123") == (
-        "cropshard build -> gs://b/ds\n  submitted job 2024_01_01-123, not waiting; dataset_info.json appears there when it succeeds"
+        "cropshard build -> gs://b/ds\n  submitted job 2024_01_01-123, not waiting; cropshard.json appears there when it succeeds"
     )
 
 

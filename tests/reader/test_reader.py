@@ -271,11 +271,11 @@ def test_clear_errors(tmp_path: os.PathLike, raw_ds: tuple[str, dict]) -> None:
     path, _ = raw_ds
     with pytest.raises(DatasetError, match="does not exist"):
         reader.load(str(tmp_path / "nowhere"))
-    with pytest.raises(DatasetError, match="no dataset_info.json"):
+    with pytest.raises(DatasetError, match="no cropshard.json"):
         reader.load(str(tmp_path))
     partial = str(tmp_path / "partial")
     shutil.copytree(path, partial)
-    os.remove(os.path.join(partial, "dataset_info.json"))
+    os.remove(os.path.join(partial, "cropshard.json"))
     with pytest.raises(IncompleteDatasetError, match="incomplete"):
         reader.load(partial)
     with pytest.raises(DatasetError, match="split 'test' does not exist.*'train', 'validation'"):
@@ -289,9 +289,9 @@ def test_clear_errors(tmp_path: os.PathLike, raw_ds: tuple[str, dict]) -> None:
 def test_unknown_format_version_is_named(tmp_path: os.PathLike, raw_ds: tuple[str, dict]) -> None:
     target = str(tmp_path / "future")
     shutil.copytree(raw_ds[0], target)
-    info_path = os.path.join(target, "dataset_info.json")
+    info_path = os.path.join(target, "cropshard.json")
     with open(info_path, encoding="utf-8") as handle:
-        text = handle.read().replace('"format_version": 1', '"format_version": 99')
+        text = handle.read().replace('"format_version": 2', '"format_version": 99')
     with open(info_path, "w", encoding="utf-8") as handle:
         handle.write(text)
     with pytest.raises(DatasetError, match="format_version 99"):
@@ -346,7 +346,7 @@ def test_gs_paths_go_through_the_filesystem_seam(tmp_path: os.PathLike, raw_ds: 
         report = reader.verify("gs://bucket/datasets/flowers")
     assert info.splits["validation"].num_examples == len(images) == 8
     assert report.ok and len(report.shards) == 6
-    assert "gs://bucket/datasets/flowers/dataset_info.json" in bucket.touched
+    assert "gs://bucket/datasets/flowers/cropshard.json" in bucket.touched
     assert "gs://bucket/datasets/flowers/validation-00001-of-00002.tfrecord" in bucket.touched
     assert fileio.get().__class__ is fileio.FileSystem  # restored
 

@@ -128,7 +128,7 @@ def test_shard_shorter_than_its_metadata_is_named(copy: str) -> None:
     assert read_all(copy, on_corrupt="skip", corruption_report=counted) == 17
     assert counted.skipped_records == 1
     bad = reader.verify(copy, "train").bad_shards[0]
-    assert "has 5 records but dataset_info.json lists 6" in bad.error
+    assert "has 5 records but cropshard.json lists 6" in bad.error
 
 
 def test_corrupt_gzip_shard(tmp_path: os.PathLike) -> None:

@@ -57,7 +57,7 @@ def test_builds_every_variant_and_measures_every_field(compared: tuple[Path, dic
     assert doc["build_options"] == BEAM
     for row in doc["variants"]:
         assert set(row) == set(ROW_FIELDS), row["name"]
-        assert Path(row["path"], "dataset_info.json").exists()
+        assert Path(row["path"], "cropshard.json").exists()
         if row["name"] == "precrop-raw":  # given with --dataset: measured as is, never rebuilt
             assert row["path"] == str(existing) and row["reused"] is True and row["build_seconds"] is None
             assert not (work / "precrop-raw").exists()

@@ -96,7 +96,7 @@ def test_class_at_the_border_centre_precrop_is_near_chance_full_images_clearly_a
     assert (pre.windows_per_image, pre.window_share, pre.context_kept, pre.resolution) == (1, 1 / 33**2, 0.25, 1.0)
     assert (full.windows_per_image, full.window_share, full.context_kept, full.resolution) == (33**2, 1.0, 1.0, 1.0)
     assert pre.coverage_crop == "plain read" and full.coverage_crop == f"random crop {CROP}x{CROP}"
-    trained_on = json.loads(Path(full.path, "dataset_info.json").read_text())["splits"]["train"]["num_examples"]
+    trained_on = json.loads(Path(full.path, "cropshard.json").read_text())["splits"]["train"]["num_examples"]
     assert pre.coverage_images == full.coverage_images == trained_on  # the same split of the same images
 
 
@@ -109,7 +109,7 @@ def test_training_is_recorded_run_by_run(border: tuple[dict, str]) -> None:
     assert "proxy model" in train["limits"] and "from scratch" in train["model"]
     assert [(run["variant"], run["seed"]) for run in train["runs"]] == [
         ("precrop-raw", 0), ("full-png", 0), ("precrop-raw", 1), ("full-png", 1)]
-    validation = json.loads(Path(rows["full-png"].path, "dataset_info.json").read_text())["splits"]["validation"]["num_examples"]
+    validation = json.loads(Path(rows["full-png"].path, "cropshard.json").read_text())["splits"]["validation"]["num_examples"]
     for name, row in rows.items():
         runs = [run for run in train["runs"] if run["variant"] == name]
         assert row.train_seeds == (0, 1) and row.train_steps == (200, 200)

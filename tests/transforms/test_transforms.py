@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
-from cropshard.reader import metadata, schema
+from cropshard.reader import metadata, schema, shard_index
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.dedup import DropDuplicates
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples
@@ -166,7 +166,10 @@ def test_write_split_and_describe_shards(tmp_path):
         described = files | DescribeShards("train", "gzip")
         assert_that(described | beam.Map(lambda kv: (kv[0], kv[1].file)), equal_to([("train", f"train-0000{i}-of-00003.tfrecord.gz") for i in range(3)]))
         assert_that(described | beam.Map(lambda kv: kv[1].num_records) | beam.CombineGlobally(sum), equal_to([25]), label="Total")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
+    shards = [f"train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(shards + [name + ".idx" for name in shards])
+    # Each index lists its shard's records (offsets into the decompressed stream for gzip).
+    assert sum(len(shard_index.parse_index((tmp_path / (name + ".idx")).read_text())) for name in shards) == 25
 
 
 def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):

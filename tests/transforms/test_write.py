@@ -1,4 +1,4 @@
-"""The pure parts of transforms/write.py: shard names and the dataset_info.json assembly and checks."""
+"""The pure parts of transforms/write.py: shard names and the cropshard.json assembly and checks."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", action="append", default=[], metavar="GLOB", help="images to build from (as for cropshard build; repeatable)")
     parser.add_argument("--manifest", default=None, help="build from a manifest instead of --input")
     parser.add_argument("--dataset", action="append", default=[], metavar="PATH",
-                        help="an existing dataset to measure as is (repeatable); its kind comes from its dataset_info.json")
+                        help="an existing dataset to measure as is (repeatable); its kind comes from its cropshard.json")
     parser.add_argument("--size", type=parse_size, required=True, metavar="HxW", help="the training crop, e.g. 128x128")
     parser.add_argument("--encodings", type=_csv, default=["raw", "jpeg"], help="encodings for the pre-cropped variants (default raw,jpeg)")
     parser.add_argument("--full-encodings", type=_csv, default=["jpeg"], help="encodings for the full-image variants (default jpeg)")

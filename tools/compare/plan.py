@@ -66,7 +66,7 @@ def crop_label(crop: str | None, size: tuple[int, int] | None) -> str:
 
 
 def variant_from_dataset(path: str, info: DatasetInfo) -> Variant:
-    """An existing dataset as a variant; its kind comes from its own dataset_info.json."""
+    """An existing dataset as a variant; its kind comes from its own cropshard.json."""
     resize = info.crop.get("resize")
     if info.is_precropped:
         layout, name = "precrop", f"precrop-{info.encoding}"

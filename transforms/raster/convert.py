@@ -12,7 +12,7 @@
   0..255 (clipped), those values being the band's minimum and maximum, or its LO-th and HI-th
   percentiles, over the whole dataset (per source sample type): a first pass of the build
   computes them from every raster's preview (`chips.preview`, at most 1024 pixels on a side,
-  from the overviews when the file has them), and dataset_info.json records them.
+  from the overviews when the file has them), and cropshard.json records them.
 
 No rule may make an image silently black: `RangeTracker` watches a source's converted chips,
 and a source whose values vary but whose converted values span fewer than `COLLAPSE_LEVELS`

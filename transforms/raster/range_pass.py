@@ -3,7 +3,7 @@ range, by source sample type, from every raster's preview (see convert.py for wh
 
 `PreviewStats` yields (source dtype, BandStats of the preview) per raster; `MergeBandStats`
 merges them per dtype; `conversion_range` turns each into the (low, high) per band that the
-second pass (ImagesToExamples, as a side input) stretches by, and that dataset_info.json records.
+second pass (ImagesToExamples, as a side input) stretches by, and that cropshard.json records.
 """
 
 from __future__ import annotations

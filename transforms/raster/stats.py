@@ -4,7 +4,7 @@ Each raster source contributes one partial `BandStats` per split it wrote chips 
 sum of squares, min, max and a histogram per band); `CombineBandStats` merges them (Beam lifts
 the merge before the shuffle, so partials never travel one per chip). Integer samples are
 histogrammed exactly for uint8 and in 16-value bins for 16-bit types (percentiles to within
-16); float32 gets moments and extremes only. `summary()` is what dataset_info.json records and
+16); float32 gets moments and extremes only. `summary()` is what cropshard.json records and
 what `reader.load(normalize='dataset')` uses.
 """
 

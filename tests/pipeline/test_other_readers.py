@@ -1,0 +1,208 @@
+"""One build, every reader: datasets built by the real pipeline opened with TFDS
+(`tfds.builder_from_directory`), the `tfrecord` package (PyTorch's usual TFRecord reader, used
+here through its torch-free loader) with the shipped index files, and `mlcroissant`; `inspect
+--verify` checks the index files; two identical builds hold the same records."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cropshard import reader
+from cropshard.pipeline.build import run
+from cropshard.reader import metadata, shard_index
+from cropshard.tools import inspect
+from cropshard.transforms.write import written_files
+from PIL import Image
+
+from tests import imagegen
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
+SPLITS = "--split=train=0.7,test=0.3"
+KINDS = {
+    "raw": ["--crop=center", "--size=32x40", "--encoding=raw"],
+    "jpeg": ["--crop=center", "--size=32x40", "--encoding=jpeg"],
+    "original": ["--crop=none", "--encoding=original"],
+    "resized": ["--crop=none", "--resize=36", "--encoding=jpeg"],
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    imagegen.class_tree(root, per_class=9, size=(48, 60), classes=("cat", "dog", "fish"))  # JPEG and PNG files
+    return root
+
+
+def build(images: Path, out: Path, kind: str) -> metadata.DatasetInfo:
+    args = [f"--input={images}/**", f"--output={out}", *KINDS[kind], SPLITS, "--num_shards=2", *IN_PROCESS]
+    return run(args, command_line=["test"]).info
+
+
+@pytest.fixture(scope="module")
+def datasets(images: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, metadata.DatasetInfo]]:
+    built = {}
+    for kind in KINDS:
+        out = tmp_path_factory.mktemp(kind) / "ds"
+        built[kind] = (out, build(images, out, kind))
+    return built
+
+
+def cropshard_records(path: Path, split: str, **kwargs: object) -> dict[str, tuple[np.ndarray, int]]:
+    """filename -> (uint8 image, label) from reader.load, one image at a time."""
+    dataset = reader.load(str(path), split, batch_size=None, shuffle=False, normalize="none", with_metadata=True, **kwargs)
+    return {meta["filename"].decode(): (image, int(label)) for image, label, meta in dataset.as_numpy_iterator()}
+
+
+def test_the_build_writes_every_description(datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
+    for kind, (out, info) in datasets.items():
+        assert sorted(p.name for p in out.iterdir()) == written_files(info), kind
+        assert all(shard.index == shard.file + ".idx" for split in info.splits.values() for shard in split.shards), kind
+        assert info.shard_contents == metadata.SHARD_CONTENTS_RUNNER_CHOSEN
+        assert (out / "image-class-label.labels.txt").read_text() == "cat\ndog\nfish\n"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_tfds_reads_the_same_images_and_labels_as_reader_load(kind: str, datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
+    import tensorflow_datasets as tfds
+
+    out, info = datasets[kind]
+    builder = tfds.builder_from_directory(str(out))
+    assert builder.info.features["image"]["class"]["label"].names == ["cat", "dog", "fish"]
+    # TFDS decodes JPEG with TensorFlow's default (fast) IDCT and cannot be told otherwise.
+    fast = {"dct_method": "INTEGER_FAST"} if kind in ("jpeg", "resized", "original") else {}
+    for name, split in info.splits.items():
+        tfds_split = builder.info.splits[name]
+        assert tfds_split.num_examples == split.num_examples
+        assert tfds_split.shard_lengths == [shard.num_records for shard in split.shards]
+        assert [Path(f).name for f in tfds_split.filenames] == [shard.file for shard in split.shards]
+        expected = cropshard_records(out, name, **fast)
+        got = {}
+        for example in builder.as_dataset(split=name, shuffle_files=False).as_numpy_iterator():
+            image = example["image"]
+            got[image["filename"].decode()] = (image["encoded"], int(image["class"]["label"]))
+            assert image["class"]["text"].decode() == info.labels[int(image["class"]["label"])]
+            assert image["crop"]["box"].shape == (4,) and len(image["key"]["sha256"]) == 64
+        assert sorted(got) == sorted(expected), name
+        for filename, (pixels, label) in expected.items():
+            assert got[filename][1] == label, filename
+            assert got[filename][0].dtype == np.uint8 and np.array_equal(got[filename][0], pixels), filename
+
+
+def test_reader_load_decodes_jpeg_exactly_as_pillow_does(datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
+    """The default IDCT is the accurate one: Pillow (and DALI's CPU decoder) give the same pixels."""
+    import tensorflow as tf
+
+    out, info = datasets["jpeg"]
+    by_name = cropshard_records(out, "train")
+    fast = cropshard_records(out, "train", dct_method="INTEGER_FAST")
+    differs = 0
+    for shard in info.splits["train"].shards:
+        for record in tf.data.TFRecordDataset(str(out / shard.file)).as_numpy_iterator():
+            example = reader.schema.decode_example(record)
+            pillow = np.asarray(Image.open(io.BytesIO(example.encoded)).convert("RGB"))
+            assert np.array_equal(by_name[example.filename][0], pillow), example.filename
+            differs += not np.array_equal(fast[example.filename][0], pillow)
+    assert differs > 0, "the fast IDCT gave Pillow's pixels for every image: this test would not notice a wrong default"
+
+
+# Runs in a process of its own, as in a PyTorch job: the tfrecord package registers its own copy of
+# TensorFlow's example.proto, which clashes with TensorFlow's in one process.
+TFRECORD_WORKERS = """
+import json, sys
+from tfrecord.reader import tfrecord_loader
+shards, use_index = json.loads(sys.argv[1]), sys.argv[2] == "index"
+description = {"image/filename": "byte", "image/class/label": "int"}
+print(json.dumps([
+    [bytes(row["image/filename"]).decode() for data, index in shards
+     for row in tfrecord_loader(data, index if use_index else None, description, shard=(worker, 2))]
+    for worker in range(2)
+]))
+assert "tensorflow" not in sys.modules and "torch" not in sys.modules
+"""
+
+
+def tfrecord_workers(shards: list[tuple[str, str]], use_index: bool) -> list[list[str]]:
+    """File names each of 2 workers reads, as `tfrecord.torch.TFRecordDataset` in a DataLoader
+    worker does: `tfrecord_loader(..., shard=(worker_id, 2))` over every shard."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", TFRECORD_WORKERS, json.dumps(shards), "index" if use_index else "none"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_tfrecord_package_reads_each_record_once_with_two_workers(datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
+    """With the shipped indexes, 2 workers read every record exactly once; without an index both
+    read every record (the tfrecord package then ignores `shard`)."""
+    out, info = datasets["jpeg"]
+    for name, split in info.splits.items():
+        expected = sorted(cropshard_records(out, name))
+        shards = [(str(out / shard.file), str(out / shard.index)) for shard in split.shards]
+        per_worker = tfrecord_workers(shards, use_index=True)
+        assert all(per_worker), f"{name}: a worker got no records {[len(w) for w in per_worker]}"
+        assert sorted(per_worker[0] + per_worker[1]) == expected, name
+        without_index = tfrecord_workers(shards, use_index=False)
+        assert collections.Counter(without_index[0] + without_index[1]) == collections.Counter(expected * 2)
+
+
+def test_croissant_is_valid_and_mlcroissant_loads_it(datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
+    import mlcroissant as mlc
+
+    for kind, (out, _info) in datasets.items():
+        dataset = mlc.Dataset(jsonld=str(out / metadata.CROISSANT_FILENAME))  # raises on any validation error
+        assert not dataset.metadata.issues.errors, (kind, dataset.metadata.issues.report())
+        fields = {field.name for record_set in dataset.metadata.record_sets for field in record_set.fields}
+        assert set(reader.schema.FEATURE_KEYS) <= fields, kind
+    out, info = datasets["jpeg"]
+    dataset = mlc.Dataset(jsonld=str(out / metadata.CROISSANT_FILENAME))
+    assert [row["labels/name"].decode() for row in dataset.records("labels")] == list(info.labels)
+    splits = {row["splits/name"]: row["splits/num_examples"] for row in dataset.records("splits")}
+    assert splits == {name: split.num_examples for name, split in info.splits.items()}
+    body = json.loads((out / metadata.CROISSANT_FILENAME).read_text())
+    assert body["conformsTo"] == "http://mlcommons.org/croissant/1.0"
+
+
+def test_inspect_verify_checks_the_index_files(datasets: dict[str, tuple[Path, metadata.DatasetInfo]], tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "ds"
+    shutil.copytree(datasets["raw"][0], out)
+    assert inspect.main([str(out), "--verify", "--no-labels", "--progress=off"]) == 0
+    shard = datasets["raw"][1].splits["train"].shards[0]
+    spans = shard_index.parse_index((out / shard.index).read_text())
+    offset, size = spans[1]
+    spans[1] = (offset + 1, size)
+    (out / shard.index).write_text(shard_index.format_index(spans))
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        status = inspect.main([str(out), "--verify", "--no-labels", "--progress=off"])
+    assert status == 1
+    assert f"index entry 1 is offset {offset + 1} size {size}, the record is at offset {offset} size {size}" in printed.getvalue()
+
+
+@pytest.mark.slow
+def test_two_identical_builds_hold_the_same_records(images: Path, tmp_path: Path) -> None:
+    """What cropshard promises for two builds of the same inputs and options: the same shard file
+    names, the same records per split, and index files that match their own shards. Which shard
+    file a record lands in is the runner's choice (shard_contents 'runner-chosen')."""
+    import tensorflow as tf
+
+    infos = [build(images, tmp_path / name, "jpeg") for name in ("a", "b")]
+    for name in infos[0].splits:
+        files = [[shard.file for shard in info.splits[name].shards] for info in infos]
+        assert files[0] == files[1], name
+        records = [sorted(r for shard in files[0] for r in tf.data.TFRecordDataset(str(tmp_path / d / shard)).as_numpy_iterator())
+                   for d in ("a", "b")]
+        assert records[0] == records[1], name
+    for directory in ("a", "b"):
+        report = reader.verify(str(tmp_path / directory))
+        assert report.ok, str(report)  # every index matches the shard written next to it
+    assert all(info.shard_contents == metadata.SHARD_CONTENTS_RUNNER_CHOSEN for info in infos)
