@@ -22,7 +22,7 @@ from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, labe
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.rejects import REJECTED, Rejection
-from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
+from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit, join
 
 
 def sorted_labels(names: Iterable[str]) -> list[str]:
@@ -97,7 +97,7 @@ def read_inputs(
 
 def write_outputs(
     config: BuildConfig,
-    num_shards: dict[str, int],
+    layouts: dict[str, ShardLayout],
     results: beam.pvalue.DoOutputsTuple,
     rejected: list[beam.PCollection],
     num_inputs: beam.PCollection,
@@ -107,7 +107,7 @@ def write_outputs(
     """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and dataset_info.json."""
     shard_infos = []
     for split in config.split_names:
-        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, num_shards[split], config.compression)
+        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, layouts[split], config.compression)
         shard_infos.append(files | f"Describe[{split}]" >> DescribeShards(split, config.compression))
     all_rejected = rejected | "AllRejected" >> beam.Flatten()
     rejected_files = all_rejected | "WriteRejected" >> beam.io.WriteToText(
@@ -129,7 +129,7 @@ def write_outputs(
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: BuildConfig,
-    num_shards: dict[str, int],
+    layouts: dict[str, ShardLayout],
     command_line: Sequence[str] = (),
     progress_dir: str | None = None,
     listing_buckets: int | None = None,
@@ -143,4 +143,4 @@ def build_pipeline(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids))
     ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN)
     rejected.append(results[REJECTED])
-    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line))
+    write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line))

@@ -119,22 +119,20 @@ def no_inputs_error(config: BuildConfig) -> FileNotFoundError:
     return FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing{hint}")
 
 
-def check_dry_run(config: BuildConfig, runner: str | None) -> None:
+def check_dry_run(runner: str | None) -> None:
     """A dry run only builds the job: it must not touch storage (no credentials needed, and with
-    --overwrite it must not delete anything), so it cannot check --output or list inputs."""
+    --overwrite it must not delete anything), so it neither checks --output nor lists inputs."""
     if (runner or "").split(".")[-1] not in ("DataflowRunner", "TestDataflowRunner"):
         raise ValueError(f"--dry_run is only honoured by DataflowRunner; with {runner} the build would really run")
-    if not config.num_shards:
-        raise ValueError("--dry_run does not list the inputs, so it cannot size shards: pass --num_shards")
 
 
 def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
-    """Prepare --output and check the inputs exist; returns the matched (inputs, bytes) when
-    something needs them, else None."""
+    """Prepare --output and check the inputs exist; returns the matched (inputs, bytes) on the
+    local runner (its progress display needs the total), else None."""
     prepare_output(config.output, config.overwrite)
-    if config.num_shards and not local:
-        # Nothing needs the total (shard count given; progress is only shown for local runners):
-        # skip listing every input from the launcher, ~500 list requests for 500k objects on gs://.
+    if not local:
+        # Shards are sized from what the workers write: skip listing every input from the
+        # launcher (~500 list requests for 500k objects on gs://).
         if not has_inputs(config):
             raise no_inputs_error(config)
         return None
@@ -154,12 +152,15 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
     local = is_local(runner)
     dry_run = is_dry_run(options)
     if dry_run:
-        check_dry_run(config, runner)
+        check_dry_run(runner)
         matched = None
     else:
         matched = prepare_build(config, local)
-    num_shards = plan_shards(config, matched, local)
-    _LOGGER.info("building from %s inputs; shards per split %s; runner %s", matched[0] if matched else "(uncounted)", num_shards, runner)
+    layouts = plan_shards(config, local)
+    _LOGGER.info(
+        "building from %s inputs; %s; runner %s",
+        matched[0] if matched else "(uncounted)", ", ".join(f"{name}: {layout}" for name, layout in layouts.items()), runner,
+    )
     with tempfile.TemporaryDirectory(prefix="cropshard-progress-") as progress_dir:
         monitor = ProgressMonitor(progress_dir, matched[0], config.progress).start() if local and config.progress != "off" else None
         try:
@@ -167,7 +168,7 @@ def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> Build
                 build_pipeline(
                     pipeline,
                     config,
-                    num_shards,
+                    layouts,
                     command_line if command_line is not None else sys.argv,
                     progress_dir if monitor else None,
                     listing_buckets(options) if local else None,
