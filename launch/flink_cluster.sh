@@ -45,8 +45,12 @@ PID_DIR=$RUN_DIR/pids
 RPC_PORT=${FLINK_RPC_PORT:-6123}
 TASKMANAGERS=${FLINK_TASKMANAGERS:-2}
 TM_SLOTS=${FLINK_TM_SLOTS:-1}
-# 2 x 3 GiB TMs + 1.5 GiB JM = 7.5 GiB of JVMs; the rest stays free for Python SDK workers
-# (LOOPBACK runs them in the submitting process, EXTERNAL/PROCESS next to each TM).
+# 2 x 3 GiB TMs + 1.5 GiB JM = 7.5 GiB of JVMs; the rest stays free for the Python SDK workers
+# (PROCESS: one per slot next to each TM, ~630 MiB RSS each). Measured with bench/bench_flink.py
+# (PROCESS workers, shards written without grouping): a TaskManager JVM peaked at 1.3-1.5 GiB RSS
+# at both 10,000 and 100,000 images, so 3 GiB is not what memory needs per image (that was the
+# grouped write: Direct buffer OOM at ~4,400 images); the rest is headroom for Flink's managed
+# memory (sort-based exchanges) and the network buffers the blocking exchanges reserve.
 TM_MEMORY=${FLINK_TM_MEMORY:-3072m}
 JM_MEMORY=${FLINK_JM_MEMORY:-1536m}
 START_TIMEOUT=${FLINK_START_TIMEOUT:-120}

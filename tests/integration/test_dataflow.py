@@ -99,7 +99,7 @@ def test_dataflow_dry_run_job(no_network: None, staged_dir: list[Path]) -> None:
 
     # The graph: every stage of the writer is in the job, per split.
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    for step in ("MatchImages", "Spread", "ImagesToExamples", "Write[train]/WriteToTFRecord", "Write[validation]/WriteToTFRecord",
+    for step in ("MatchImages", "Spread", "ImagesToExamples", "Write[train]/WriteShardsWithoutGrouping", "Write[validation]/WriteShardsWithoutGrouping",
                  "Describe[train]", "Describe[validation]", "WriteRejected", "WriteDatasetInfo"):
         assert step in names, step
     assert not any(name.startswith("ReadManifest") for name in names)
