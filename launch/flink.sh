@@ -77,7 +77,9 @@ runner_args=(
   "--environment_type=$ENVIRONMENT_TYPE"
 )
 if [[ -z ${ENVIRONMENT_CONFIG:-} && $ENVIRONMENT_TYPE == PROCESS ]]; then
-  python_abs=$(command -v "$PYTHON")
+  # Absolute (the TaskManagers run it from their own cwd), symlinks kept: a venv's python is one.
+  python_path=$(command -v "$PYTHON")
+  python_abs=$(cd "$(dirname "$python_path")" && pwd)/$(basename "$python_path")
   ENVIRONMENT_CONFIG=$(printf '{"command": "%s", "env": {"CROPSHARD_WORKER_PYTHON": "%s"}}' "$LAUNCH_DIR/sdk_worker.sh" "$python_abs")
 fi
 if [[ -n ${ENVIRONMENT_CONFIG:-} ]]; then runner_args+=("--environment_config=$ENVIRONMENT_CONFIG"); fi
@@ -88,9 +90,10 @@ workers=${SDK_WORKERS_PER_TM:-}
 slots=$(sed -n 's/.*"slots-total":\([0-9]*\).*/\1/p' <<<"$overview")
 if [[ -z $workers && -n $slots && -n $tms && $tms -gt 0 ]]; then workers=$(((slots + tms - 1) / tms)); fi
 if [[ -n $workers && $ENVIRONMENT_TYPE != LOOPBACK ]]; then runner_args+=("--sdk_worker_parallelism=$workers"); fi
-# Keep each SDK worker for the whole job: with Beam's default (0 = no cache) a TaskManager closes
-# its worker after every fused stage and starts a new one for the next (a Python + TensorFlow
-# start, ~10 s each here: a 300-image build took 207 s instead of ~40 s).
+# Keep each SDK worker for the whole job instead of one per fused stage (~10 s to start each here;
+# a 300-image build started 8 per TaskManager and took 207 s, 109 s with 1). Beam honours this only
+# when its classes come from the TaskManagers' own classpath (flink_cluster.sh arranges that);
+# 30 s is how long an idle worker outlives the job.
 runner_args+=("--environment_cache_millis=${ENVIRONMENT_CACHE_MILLIS:-30000}")
 
 # Beam 2.62's per-view option parsers allow argparse prefix abbreviations, so cropshard's
