@@ -19,13 +19,12 @@
 #                            (minutes per worker, and workers need internet access).
 #   PYTHON                   default <repo>/.venv/bin/python; its minor version picks the worker image (3.11)
 #   DRY_RUN=1                build the job graph locally and stop: no GCP access, nothing submitted
-#                            (the launcher then needs --num_shards, as it does not list the inputs)
 #   PRINT_ONLY=1             print the command, one argument per line, instead of running it
 #
 # Before submitting, the launcher (on this machine, with your application-default credentials:
-# `gcloud auth application-default login`) refuses a non-empty --output unless --overwrite, and
-# lists the inputs to size the shards (~500 list requests for 500k objects). --num_shards skips
-# the listing. It then waits for the job and prints the dataset summary; --no_wait_until_finish
+# `gcloud auth application-default login`) refuses a non-empty --output unless --overwrite and
+# checks that the inputs match something (one list request; shards are sized from the bytes the
+# workers write, see launch/README.md, Flink step 5). It then waits for the job and prints the dataset summary; --no_wait_until_finish
 # returns after submission instead (dataset_info.json appears in --output when the job succeeds).
 #
 # Sizing, 500k photos: a 224x224 crop is ~150 KB as raw pixels (~75 GB in total, ~590 shards at

@@ -24,7 +24,7 @@ from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
 from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
 from cropshard.transforms.rejects import REJECTED, Rejection
-from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit, join
+from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit, join
 
 
 def sorted_labels(names: Iterable[str]) -> list[str]:
@@ -102,7 +102,7 @@ def read_inputs(
 
 def write_outputs(
     config: BuildConfig,
-    num_shards: dict[str, int],
+    layouts: dict[str, ShardLayout],
     results: beam.pvalue.DoOutputsTuple,
     rejected: list[beam.PCollection],
     num_inputs: beam.PCollection,
@@ -113,7 +113,7 @@ def write_outputs(
     """The shards of every split, rejected.jsonl, then (waiting for both) labels.txt and cropshard.json."""
     shard_infos = []
     for split in config.split_names:
-        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, num_shards[split], config.compression)
+        files = results[split] | f"Write[{split}]" >> WriteSplit(config.output, split, layouts[split], config.compression)
         shard_infos.append(files | f"Describe[{split}]" >> DescribeShards(split, config.compression))
     all_rejected = rejected | "AllRejected" >> beam.Flatten()
     rejected_files = all_rejected | "WriteRejected" >> beam.io.WriteToText(
@@ -140,7 +140,7 @@ def write_outputs(
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: BuildConfig,
-    num_shards: dict[str, int],
+    layouts: dict[str, ShardLayout],
     command_line: Sequence[str] = (),
     progress_dir: str | None = None,
     listing_buckets: int | None = None,
@@ -156,7 +156,7 @@ def build_pipeline(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
     ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
     rejected.append(results[REJECTED])
-    write_outputs(config, num_shards, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
+    write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
 
 
 def conversion_ranges(sources: beam.PCollection, config: BuildConfig) -> beam.PCollection:

@@ -29,7 +29,7 @@ from cropshard.transforms.listing import count_inputs, iter_matches
 from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.raster.launch import resolve_keep_dtype
-from cropshard.transforms.write import FAILED_FILENAME, join, prepare_output, remove_temp_dirs
+from cropshard.transforms.write import FAILED_FILENAME, ShardLayout, join, prepare_output, remove_temp_dirs
 
 _LOGGER = logging.getLogger("cropshard")
 
@@ -50,9 +50,14 @@ def count_manifest_rows(manifest: str) -> tuple[int, int]:
     return rows, 0
 
 
-def shards_text(num_shards: dict[str, int]) -> str:
-    """'train=auto, validation=4' for the log (0 means chosen by the runner)."""
-    return ", ".join(f"{split}={count or 'auto'}" for split, count in num_shards.items())
+def shards_text(layouts: dict[str, ShardLayout]) -> str:
+    """'train=auto, validation=4, test=~128 MiB' for the log (auto: one shard per worker bundle)."""
+    def text(layout: ShardLayout) -> str:
+        if layout.num_shards:
+            return str(layout.num_shards)
+        return f"~{layout.target_bytes / 2**20:g} MiB" if layout.target_bytes else "auto"
+
+    return ", ".join(f"{split}={text(layout)}" for split, layout in layouts.items())
 
 
 def listing_buckets(options: PipelineOptions) -> int:
@@ -141,22 +146,20 @@ def no_inputs_error(config: BuildConfig) -> FileNotFoundError:
     return FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing{hint}")
 
 
-def check_dry_run(config: BuildConfig, runner: str | None) -> None:
+def check_dry_run(runner: str | None) -> None:
     """A dry run only builds the job: it must not touch storage (no credentials needed, and with
-    --overwrite it must not delete anything), so it cannot check --output or list inputs."""
+    --overwrite it must not delete anything), so it neither checks --output nor lists inputs."""
     if (runner or "").split(".")[-1] not in ("DataflowRunner", "TestDataflowRunner"):
         raise ValueError(f"--dry_run is only honoured by DataflowRunner; with {runner} the build would really run")
-    if not config.num_shards:
-        raise ValueError("--dry_run does not list the inputs, so it cannot size shards: pass --num_shards")
 
 
 def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
-    """Prepare --output and check the inputs exist; returns the matched (inputs, bytes) when
-    something needs them, else None."""
+    """Prepare --output and check the inputs exist; returns the matched (inputs, bytes) on the
+    local runner (its progress display needs the total), else None."""
     prepare_output(config.output, config.overwrite)
-    if config.num_shards and not local:
-        # Nothing needs the total (shard count given; progress is only shown for local runners):
-        # skip listing every input from the launcher, ~500 list requests for 500k objects on gs://.
+    if not local:
+        # Shards are sized from what the workers write: skip listing every input from the
+        # launcher (~500 list requests for 500k objects on gs://).
         if not has_inputs(config):
             raise no_inputs_error(config)
         return None
@@ -175,7 +178,7 @@ class PreparedBuild:
     runner: str | None
     dry_run: bool
     matched: tuple[int, int] | None  # (inputs, bytes) when they were counted
-    num_shards: dict[str, int]
+    layouts: dict[str, ShardLayout]
     command_line: Sequence[str]
     start: float  # time.monotonic() when the work began
 
@@ -195,12 +198,12 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
     runner = options.view_as(StandardOptions).runner
     dry_run = is_dry_run(options)
     if dry_run:
-        check_dry_run(config, runner)
+        check_dry_run(runner)
         matched = None
     else:
         matched = prepare_build(config, is_local(runner))
-    num_shards = plan_shards(config, matched, is_local(runner))
-    return PreparedBuild(options, config, runner, dry_run, matched, num_shards, command_line if command_line is not None else sys.argv, start)
+    layouts = plan_shards(config, is_local(runner))
+    return PreparedBuild(options, config, runner, dry_run, matched, layouts, command_line if command_line is not None else sys.argv, start)
 
 
 def execute(build: PreparedBuild) -> BuildResult:
@@ -208,14 +211,14 @@ def execute(build: PreparedBuild) -> BuildResult:
     removes Beam's temp files from --output before the interrupt goes on."""
     config, options = build.config, build.options
     _LOGGER.info("building from %s inputs; shards per split: %s; runner %s",
-                 build.matched[0] if build.matched else "(uncounted)", shards_text(build.num_shards), build.runner)
+                 build.matched[0] if build.matched else "(uncounted)", shards_text(build.layouts), build.runner)
     with tempfile.TemporaryDirectory(prefix="cropshard-progress-") as progress_dir:
         show_progress = build.local and config.progress != "off"
         monitor = ProgressMonitor(progress_dir, build.matched[0], config.progress).start() if show_progress else None
         finished = False
         try:
             with beam.Pipeline(options=options) as pipeline:
-                build_pipeline(pipeline, config, build.num_shards, build.command_line, progress_dir if monitor else None,
+                build_pipeline(pipeline, config, build.layouts, build.command_line, progress_dir if monitor else None,
                                listing_buckets(options) if build.local else None)
             finished = True
         except KeyboardInterrupt:

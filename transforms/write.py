@@ -26,12 +26,15 @@ from cropshard.reader import integrity, metadata, schema, shard_index
 from cropshard.transforms import croissant, tfds_info
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
+from cropshard.transforms.sharding import WriteShardsWithoutGrouping, unique_temp_dir
 from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 # Written instead of cropshard.json when a build is refused (no example, too many rejected):
 # the directory is then incomplete, and this file says why.
 FAILED_FILENAME = "build_failed.json"
+# Part size when only a shard count is given: parts are then split by records anyway.
+DEFAULT_PART_BYTES = 128 * 2**20
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -72,20 +75,53 @@ def describe_shard(path: str, compression: str) -> metadata.ShardInfo:
     return metadata.ShardInfo(shard_file_name(path), len(spans), size, shard_index.index_file_name(shard_file_name(path)))
 
 
-class WriteSplit(beam.PTransform):
-    """Serialized examples -> `<output>/<split>-SSSSS-of-NNNNN.tfrecord[.gz]`; outputs final file names."""
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """How one split's records become shard files: exactly `num_shards` if > 0; else shards near
+    `target_bytes` if > 0; else one shard per worker bundle (Beam's runner-chosen sharding)."""
 
-    def __init__(self, output: str, split: str, num_shards: int, compression: str) -> None:
+    num_shards: int = 0
+    target_bytes: int = 0
+
+    def __str__(self) -> str:
+        if self.num_shards:
+            return f"{self.num_shards} shards"
+        if self.target_bytes:
+            return f"shards near {self.target_bytes / 2**20:g} MiB"
+        return "one shard per worker bundle"
+
+
+class WriteSplit(beam.PTransform):
+    """Serialized examples -> `<output>/<split>-SSSSS-of-NNNNN.tfrecord[.gz]`; outputs final file names.
+
+    A fixed count or a target size goes through `WriteShardsWithoutGrouping` (part files per
+    bundle, then renamed or concatenated): no runner ever holds a shard's records as one grouped
+    value, which is what Beam's `WriteToTFRecord(num_shards=N)` does. Runner-chosen sharding is
+    Beam's own per-bundle write (the local DirectRunner: one shard per worker and split)."""
+
+    def __init__(self, output: str, split: str, layout: ShardLayout, compression: str) -> None:
         super().__init__()
+        self._output = output
         self._prefix = join(output, split)
-        self._num_shards = num_shards
+        self._split = split
+        self._layout = layout
         self._compression = compression
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
+        suffix = shard_suffix(self._compression)
+        if self._layout.num_shards or self._layout.target_bytes:
+            return examples | WriteShardsWithoutGrouping(
+                self._prefix,
+                suffix,
+                unique_temp_dir(self._output, self._split),
+                beam_compression(self._compression),
+                self._layout.num_shards,
+                self._layout.target_bytes or DEFAULT_PART_BYTES,
+            )
         return examples | beam.io.WriteToTFRecord(
             self._prefix,
-            file_name_suffix=shard_suffix(self._compression),
-            num_shards=self._num_shards,
+            file_name_suffix=suffix,
+            num_shards=0,
             shard_name_template=SHARD_TEMPLATE,
             compression_type=beam_compression(self._compression),
         )

@@ -41,18 +41,20 @@ pytestmark = [
     pytest.mark.timeout(1800),
 ]
 
-# Small images so the Flink run is quick; >= 300 good ones so every split spreads over both TMs.
-PER_CLASS = 102
+# Thousands of small images, shards of 1 MiB: every split gets several shards (about 26 train,
+# 5-6 validation and test), so the write path that replaced the grouped one (part files per bundle,
+# renamed or packed into shards) runs with several parts per split on both TaskManagers.
+PER_CLASS = 700
 CLASSES = ("bird", "cat", "dog")
 IMAGE_SIZE = (96, 128)
-NUM_SHARDS = 2
+TARGET_SHARD_MB = 1.0
 BUILD_ARGS = [
     "--crop=random",  # seeded per image key: must give the same crops on any runner
     "--crops_per_image=2",
     "--size=64x64",
     "--encoding=png",
     "--split=train=0.7,validation=0.15,test=0.15",
-    f"--num_shards={NUM_SHARDS}",
+    f"--target_shard_mb={TARGET_SHARD_MB}",
     "--progress=off",
 ]
 TASKMANAGER_IDS = {"cropshard-tm-1", "cropshard-tm-2"}  # flink_cluster.sh's taskmanager.resource-id
@@ -235,7 +237,7 @@ def flink_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def make_inputs(root: Path) -> dict[str, str]:
-    """306 small photo-like JPEG/PNG images in three class folders, plus files that must be
+    """2,100 small photo-like JPEG/PNG images in three class folders, plus files that must be
     rejected; returns path -> expected rejection reason."""
     imagegen.class_tree(root, per_class=PER_CLASS, size=IMAGE_SIZE, classes=CLASSES)
     expected = imagegen.broken_files(root / "cat")  # truncated JPEG, zero bytes, text named .jpg
@@ -293,7 +295,7 @@ def test_flink_build_matches_direct_runner(
     with reference_log.open("wb") as handle:
         reference = subprocess.Popen(reference_cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=flink_cluster.env)
         try:
-            rc, flink_log = run_logged(["bash", str(LAUNCH / "flink.sh"), f"--input={inputs}", f"--output={flink_out}", *BUILD_ARGS], flink_cluster.env, tmp_path / "flink.log", timeout=600)
+            rc, flink_log = run_logged(["bash", str(LAUNCH / "flink.sh"), f"--input={inputs}", f"--output={flink_out}", *BUILD_ARGS], flink_cluster.env, tmp_path / "flink.log", timeout=900)
             flink_seconds = time.monotonic() - started
             reference_rc = reference.wait(timeout=600)
         finally:
@@ -306,17 +308,26 @@ def test_flink_build_matches_direct_runner(
     assert rc == 0, f"launch/flink.sh exited {rc}\n{context}\njob server log tail:\n{tail((flink_cluster.run_dir / 'log' / 'jobserver.log').read_text(errors='replace'))}"
     assert reference_rc == 0, f"DirectRunner reference exited {reference_rc}:\n{tail(reference_log.read_text(errors='replace'))}"
     assert "--runner=PortableRunner" in flink_log and "--parallelism=2" in flink_log, context
+    assert "--environment_type=PROCESS" in flink_log and "--sdk_worker_parallelism=1" in flink_log, context
+    assert "Traceback" not in flink_log, f"a successful run printed a traceback\n{context}"
 
-    # Dataset: reconciled counts, the rejections expected, NUM_SHARDS shards per split.
+    # Dataset: reconciled counts, the rejections expected, several shards per split near the target.
     info = metadata.load_info(str(flink_out))
     good = PER_CLASS * len(CLASSES)
     assert info.num_inputs == good + len(expected_rejections) == info.num_images_written + info.num_rejected, context
     assert info.num_images_written == good, context
     assert rejections(flink_out) == expected_rejections, context
     assert set(info.splits) == {"train", "validation", "test"}, context
+    target = TARGET_SHARD_MB * 2**20
+    largest_record = 2 * 64 * 64 * 3  # a 64x64 RGB PNG crop and its Example fields stay below twice the raw pixels
     for name, split in info.splits.items():
-        assert len(split.shards) == NUM_SHARDS, f"{name}: {split.shards}"
-        assert sorted(p.name for p in flink_out.glob(f"{name}-*.tfrecord")) == [f"{name}-{i:05d}-of-{NUM_SHARDS:05d}.tfrecord" for i in range(NUM_SHARDS)]
+        count = len(split.shards)
+        assert count >= 3, f"{name}: {split.shards}"
+        assert sorted(p.name for p in flink_out.glob(f"{name}-*.tfrecord")) == [f"{name}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
+        # A rolled part passes the target by less than a record; packed remainders stay below it,
+        # and at most one shard of a split is under half the target (first-fit-decreasing).
+        assert all(shard.num_bytes <= target + largest_record for shard in split.shards), f"{name}: {split.shards}"
+        assert sum(shard.num_bytes < target / 2 for shard in split.shards) <= 1, f"{name}: {split.shards}"
     assert not list(flink_out.glob("beam-temp-*")), "Beam temp dirs left behind"
 
     # Same as the DirectRunner: identical multiset of records per split, rejections, labels, counts.
@@ -338,6 +349,11 @@ def test_flink_build_matches_direct_runner(
     assert job["state"] == "FINISHED" and job["tasks"]["failed"] == 0 and job["tasks"]["finished"] == job["tasks"]["total"], job
     report = flink_job_report(flink_cluster.rest_url, job["jid"])
     flink_cluster.timings["flink job"] = job["duration"] / 1000
+    # SDK workers in processes, one per slot, kept for the whole job: each TaskManager's log has
+    # exactly one worker start (sdk_worker_main logs its options once when it starts).
+    for i in (1, 2):
+        starts = (flink_cluster.run_dir / "log" / f"taskmanager-{i}.log").read_text(errors="replace").count("Pipeline_options:")
+        assert starts == 1, f"taskmanager-{i} started {starts} SDK workers"
     not_on_both = {name: v["taskmanagers"] for name, v in report["vertices"].items() if set(v["taskmanagers"]) != TASKMANAGER_IDS or v["status"] != "FINISHED"}
     assert not not_on_both, f"vertices not FINISHED on both TaskManagers: {not_on_both}"
     decode = [v["taskmanagers"] for name, v in report["vertices"].items() if "ImagesToExamples" in name]

@@ -154,11 +154,12 @@ def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tm
     from cropshard.pipeline.assemble import build_pipeline
     from cropshard.pipeline.build import listing_buckets, with_runner_defaults
     from cropshard.pipeline.options import build_config
+    from cropshard.transforms.write import ShardLayout
 
     options = PipelineOptions(with_runner_defaults([f"--input={photos}/**", f"--output={tmp_path / 'out'}", "--size=32x32"]))
     config = build_config(options)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, {name: 0 for name in config.split_names}, listing_buckets=listing_buckets(options) if local else None)
+    build_pipeline(pipeline, config, {name: ShardLayout() for name in config.split_names}, listing_buckets=listing_buckets(options) if local else None)
     labels = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
     assert ("Spread" in labels) is not local
     assert ("MatchImages/SpreadListings" in labels) is local

@@ -26,7 +26,7 @@ from cropshard.pipeline import cli
 from cropshard.pipeline.arguments import UsageError, check_build_arguments, glob_pattern_guess
 from cropshard.pipeline.build import count_manifest_rows, prepare, shards_text
 from cropshard.reader import metadata
-from cropshard.transforms.write import FAILED_FILENAME
+from cropshard.transforms.write import FAILED_FILENAME, ShardLayout
 
 from tests import imagegen
 
@@ -110,7 +110,7 @@ def test_valid_direct_flink_and_dataflow_options_pass_through_unchanged(images: 
     cloud, workers = built.options.view_as(GoogleCloudOptions), built.options.view_as(WorkerOptions)
     assert (cloud.project, cloud.region, cloud.temp_location, cloud.job_name) == ("my-project", "europe-west4", "gs://bucket/tmp", "cropshard-x")
     assert (workers.num_workers, workers.max_num_workers, workers.machine_type) == (3, 8, "n2-standard-4")
-    assert built.dry_run and built.num_shards == {"train": 4}
+    assert built.dry_run and built.layouts == {"train": ShardLayout(num_shards=4)}
 
 
 def test_unknown_commands_are_refused_with_the_list(capsys) -> None:
@@ -273,7 +273,7 @@ def test_manifest_counts_exclude_the_header(tmp_path: Path) -> None:
 
 
 def test_shard_counts_are_logged_as_auto_not_zero() -> None:
-    assert shards_text({"train": 0, "validation": 4}) == "train=auto, validation=4"
+    assert shards_text({"train": ShardLayout(), "validation": ShardLayout(num_shards=4), "test": ShardLayout(target_bytes=2**27)}) == "train=auto, validation=4, test=~128 MiB"
 
 
 def test_the_console_script_and_the_module_are_the_same_command() -> None:

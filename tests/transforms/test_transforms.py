@@ -18,7 +18,7 @@ from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.types import ImageSource
-from cropshard.transforms.write import DatasetFacts, DescribeShards, WriteDatasetInfo, WriteSplit
+from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit
 
 from tests import imagegen
 
@@ -162,7 +162,7 @@ def test_drop_duplicates_keeps_smallest_key(tmp_path):
 def test_write_split_and_describe_shards(tmp_path):
     records = [schema.encode_example(schema.ImageRecord(bytes([i]), "raw", 1, 1, 1, -1, "", f"f{i}", (0, 0, 1, 1), "0")) for i in range(25)]
     with TestPipeline() as p:
-        files = p | beam.Create(records) | WriteSplit(str(tmp_path), "train", num_shards=3, compression="gzip")
+        files = p | beam.Create(records) | WriteSplit(str(tmp_path), "train", ShardLayout(num_shards=3), compression="gzip")
         described = files | DescribeShards("train", "gzip")
         assert_that(described | beam.Map(lambda kv: (kv[0], kv[1].file)), equal_to([("train", f"train-0000{i}-of-00003.tfrecord.gz") for i in range(3)]))
         assert_that(described | beam.Map(lambda kv: kv[1].num_records) | beam.CombineGlobally(sum), equal_to([25]), label="Total")

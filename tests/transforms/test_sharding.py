@@ -1,0 +1,163 @@
+"""transforms/sharding.py: the shard plans (pure) and the part / assemble steps on files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from cropshard.reader import integrity
+from cropshard.transforms.sharding import (
+    FRAME_OVERHEAD,
+    AssembleShard,
+    PartInfo,
+    Segment,
+    ShardSpec,
+    WriteParts,
+    WriteShardsWithoutGrouping,
+    copy_frames,
+    plan_by_count,
+    plan_by_size,
+    shard_path,
+)
+
+TestPipeline.__test__ = False
+
+
+def part(name: str, records: int, size: int) -> PartInfo:
+    return PartInfo(f"/tmp/parts/{name}", records, size)
+
+
+def framed(records: list[bytes]) -> bytes:
+    out = io.BytesIO()
+    for record in records:
+        _TFRecordUtil.write_record(out, record)
+    return out.getvalue()
+
+
+def read_all(path: Path) -> list[bytes]:
+    with open(path, "rb") as handle:
+        records = []
+        while (record := _TFRecordUtil.read_record(handle)) is not None:
+            records.append(record)
+    return records
+
+
+def test_size_plan_renames_big_parts_and_packs_the_rest() -> None:
+    big, also_big = part("a", 10, 130), part("b", 8, 60)
+    small = [part("c", 2, 30), part("d", 3, 40), part("e", 1, 20), part("f", 5, 45)]
+    specs = plan_by_size([*small, big, also_big], target_bytes=100)
+    groups = [sorted(s.part.path[-1] for s in spec.segments) for spec in specs]
+    # >= half the target: alone (renamed); the rest first-fit-decreasing into <= 100 bytes.
+    assert groups == [["a"], ["b"], ["d", "f"], ["c", "e"]]
+    assert [(spec.index, spec.total) for spec in specs] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert all(seg.whole for spec in specs for seg in spec.segments)
+
+
+def test_size_plan_without_parts_is_one_empty_shard() -> None:
+    assert plan_by_size([], 100) == [ShardSpec(0, 1, ())]
+
+
+def test_count_plan_splits_record_ranges_evenly() -> None:
+    parts = [part("b", 4, 1), part("a", 3, 1)]  # laid out in path order: a (3), then b (4)
+    specs = plan_by_count(parts, 3)
+    ranges = [[(s.part.path[-1], s.first, s.count) for s in spec.segments] for spec in specs]
+    assert ranges == [[("a", 0, 2)], [("a", 2, 1), ("b", 0, 1)], [("b", 1, 3)]]
+    assert [sum(s.count for s in spec.segments) for spec in specs] == [2, 2, 3]
+    assert [spec.segments[0].whole for spec in specs] == [False, False, False]
+    assert plan_by_count([part("a", 5, 1)], 1)[0].segments == (Segment(part("a", 5, 1), 0, 5),)
+
+
+def test_count_plan_with_fewer_records_than_shards_leaves_empty_shards() -> None:
+    specs = plan_by_count([part("a", 1, 1)], 3)
+    assert [len(spec.segments) for spec in specs] == [0, 0, 1] and {spec.total for spec in specs} == {3}
+
+
+def test_copy_frames_takes_a_record_range() -> None:
+    records = [bytes([i]) * (i + 1) for i in range(6)]
+    out = io.BytesIO()
+    copy_frames(io.BytesIO(framed(records)), out, skip=2, count=3)
+    assert out.getvalue() == framed(records[2:5])
+    with pytest.raises(ValueError, match="part ended after 6 records, 7 expected"):
+        copy_frames(io.BytesIO(framed(records)), io.BytesIO(), skip=4, count=3)
+
+
+def test_shard_path_is_beams_default_template() -> None:
+    assert shard_path("/o/train", ".tfrecord", 3, 12) == "/o/train-00003-of-00012.tfrecord"
+
+
+def test_write_parts_roll_over_at_the_part_size(tmp_path: Path) -> None:
+    fn = WriteParts(str(tmp_path / "parts"), CompressionTypes.UNCOMPRESSED, part_bytes=3 * (10 + FRAME_OVERHEAD))
+    fn.setup()
+    fn.start_bundle()
+    records = [bytes([i]) * 10 for i in range(7)]
+    emitted = [info for record in records for info in fn.process(record)]
+    emitted += [wv.value for wv in fn.finish_bundle()]
+    assert [(p.num_records, p.num_bytes) for p in emitted] == [(3, 78), (3, 78), (1, 26)]
+    assert [r for p in emitted for r in read_all(Path(p.path))] == records
+    fn.start_bundle()
+    assert list(fn.finish_bundle()) == []  # an empty bundle writes no part
+
+
+@pytest.mark.parametrize("compression", [CompressionTypes.UNCOMPRESSED, CompressionTypes.GZIP])
+def test_assemble_renames_a_whole_part_and_copies_ranges(tmp_path: Path, compression: str) -> None:
+    fn = WriteParts(str(tmp_path / "parts"), compression, part_bytes=10**9)
+    fn.setup()
+    parts = []
+    for chunk in ([b"a", b"bb", b"ccc"], [b"dddd"]):
+        fn.start_bundle()
+        for record in chunk:
+            list(fn.process(record))
+        parts += [wv.value for wv in fn.finish_bundle()]
+    first, second = sorted(parts, key=lambda p: p.num_records, reverse=True)
+    assemble = AssembleShard(str(tmp_path / "train"), ".tfrecord", compression)
+    copied = ShardSpec(0, 2, (Segment(first, 1, 2), Segment(second, 0, 1)))
+    renamed = ShardSpec(1, 2, (Segment(first, 0, 3),))
+    [copied_path] = assemble.process(copied)
+    [renamed_path] = assemble.process(renamed)
+    assert [renamed_path] == list(assemble.process(renamed))  # a retry after the rename is a no-op
+    assert not Path(first.path).exists() and Path(second.path).exists()
+    from apache_beam.io.filesystems import FileSystems
+
+    def records(path: str) -> int:
+        with FileSystems.open(path, compression_type=compression) as handle:
+            count, error, _ = integrity.scan_records(handle)
+        assert error is None
+        return count
+
+    assert (records(copied_path), records(renamed_path)) == (3, 3)
+    assert Path(copied_path).name == "train-00000-of-00002.tfrecord"
+
+
+@pytest.mark.parametrize("num_shards,target", [(4, 10**9), (0, 300)])
+def test_write_without_grouping_end_to_end(tmp_path: Path, num_shards: int, target: int) -> None:
+    records = [bytes([i % 256]) * 40 for i in range(50)]
+    temp = tmp_path / "out" / "beam-temp-train-x"
+    with TestPipeline() as p:
+        files = p | beam.Create(records) | WriteShardsWithoutGrouping(
+            str(tmp_path / "out" / "train"), ".tfrecord", str(temp), CompressionTypes.UNCOMPRESSED, num_shards, target
+        )
+        if num_shards:
+            assert_that(files, equal_to([str(tmp_path / "out" / f"train-{i:05d}-of-00004.tfrecord") for i in range(4)]))
+    names = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert not temp.exists() and all(name.startswith("train-") for name in names)
+    total = len(names)
+    assert names == [f"train-{i:05d}-of-{total:05d}.tfrecord" for i in range(total)]
+    got = [r for name in names for r in read_all(tmp_path / "out" / name)]
+    assert sorted(got) == sorted(records)
+    if num_shards:
+        assert total == num_shards
+        assert {len(read_all(tmp_path / "out" / name)) for name in names} <= {12, 13}
+    else:
+        # 56 bytes a record (2800 in all), shards <= 300 bytes apart from a part that rolled over.
+        assert total >= 9 and all((tmp_path / "out" / name).stat().st_size <= 300 + 56 for name in names)
+
+
+def test_transform_refuses_a_non_positive_part_size() -> None:
+    with pytest.raises(ValueError, match="target_bytes must be positive"):
+        WriteShardsWithoutGrouping("/o/t", ".tfrecord", "/o/tmp", CompressionTypes.UNCOMPRESSED, 2, 0)
