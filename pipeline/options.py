@@ -74,9 +74,9 @@ class CropshardOptions(PipelineOptions):
         add("--overwrite", "Replace the dataset in a non-empty --output.", action="store_true", default=False)
         add("--split", "train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.",
             default="train=1.0", metavar="SPEC")
-        add("--num_shards", "Shards per split. auto: on the local DirectRunner one shard per worker and split, streamed (a fixed count makes the "
-            "local runner hold every example in memory, so give one locally only when the examples fit); on Flink and Dataflow "
-            "sized to --target_shard_mb.", shown_default="auto", type=int, default=0, metavar="N")
+        add("--num_shards", "Shards per split. auto: on the local DirectRunner one shard per worker and split, streamed; on Flink "
+            "and Dataflow shards near --target_shard_mb. N: exactly N shards per split with equal record counts (part files "
+            "concatenated after the job, on every runner).", shown_default="auto", type=int, default=0, metavar="N")
         add("--target_shard_mb", "Target shard size when --num_shards is auto (Flink, Dataflow).", type=float, default=128.0, metavar="MB")
         add("--compression", "Shard compression.", default="none", choices=("none", "gzip"))
         add("--max_rejected_fraction", "Fail the build (nothing published) when more than this share of the inputs is rejected, e.g. 0.05; "
