@@ -23,7 +23,7 @@ RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
 
 
 # The titles of the option groups of `cropshard build --help`, in the order it shows them.
-INPUTS, CROP, ENCODING, RASTERS, OUTPUT, RUNNER = "inputs", "crop", "encoding", "rasters (GeoTIFF/COG, read with rasterio)", "output", "runner"
+INPUTS, CROP, ENCODING, OUTPUT, RUNNER, RASTERS = "inputs", "crop", "encoding", "output", "runner", "rasters (GeoTIFF/COG, read with rasterio)"
 
 
 def _adder(parser, title: str):  # noqa: ANN001, ANN202 - Beam passes its own parser type
@@ -68,7 +68,6 @@ class CropshardOptions(PipelineOptions):
             default="raw", choices=ENCODINGS)
         add("--jpeg_quality", "Quality for --encoding jpeg (and re-encoded originals).", type=int, default=90, metavar="Q")
         add("--channels", "3 = RGB, 1 = greyscale.", type=int, default=3, choices=(1, 3))
-        add_raster_arguments(_adder(parser, RASTERS))
         add = _adder(parser, OUTPUT)
         add("--output", "Dataset directory (local or gs://).", default=None, metavar="DIR")
         add("--overwrite", "Replace the dataset in a non-empty --output.", action="store_true", default=False)
@@ -86,6 +85,7 @@ class CropshardOptions(PipelineOptions):
         add("--progress", "Live progress for local runs: bar on a terminal, log lines otherwise.", default="auto", choices=("auto", "bar", "log", "off"))
         add("--verbose", "Show library warnings and Beam's own log on the terminal instead of only in the build's log file.",
             action="store_true", default=False)
+        add_raster_arguments(_adder(parser, RASTERS))  # last: the photo groups' order stays as it was
 
 
 def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, help, ...) from _adder
