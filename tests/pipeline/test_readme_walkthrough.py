@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from cropshard.reader import metadata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,7 @@ def test_blocks_are_found() -> None:
     assert shell_commands(blocks[0][1]) == ["a    b", "c"]
 
 
+@pytest.mark.slow  # the whole walk-through: builds, inspect, compare, each a fresh process
 def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     blocks = walkthrough_blocks((REPO / "README.md").read_text(encoding="utf-8"))
     assert [language for language, _ in blocks] == ["bash", "python", "bash", "bash", "bash"]
