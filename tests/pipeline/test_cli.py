@@ -205,6 +205,7 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmp_path)}  # the log file goes below tmp_path
 
 
+@pytest.mark.slow  # a 300-image build in a child process, interrupted
 def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
     for i in range(300):
         imagegen.save(tmp_path / "in" / f"class_{i % 3}" / f"img_{i:03d}.jpg", imagegen.photo(240, 320, seed=i), quality=90)
@@ -227,6 +228,7 @@ def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Pa
     assert not glob.glob(f"{out}/beam-temp-*") and not (out / metadata.INFO_FILENAME).exists()
 
 
+@pytest.mark.slow  # a multi-process build in a child process
 def test_a_multi_process_build_shows_no_warning_and_no_traceback(images: Path, tmp_path: Path) -> None:
     done = subprocess.run([str(CROPSHARD), "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32",
                            "--direct_num_workers=2", "--split=train=0.5,validation=0.5"],
@@ -276,6 +278,7 @@ def test_shard_counts_are_logged_as_auto_not_zero() -> None:
     assert shards_text({"train": ShardLayout(), "validation": ShardLayout(num_shards=4), "test": ShardLayout(target_bytes=2**27)}) == "train=auto, validation=4, test=~128 MiB"
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_the_console_script_and_the_module_are_the_same_command() -> None:
     done = subprocess.run([sys.executable, "-m", "cropshard.pipeline", "biuld"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
