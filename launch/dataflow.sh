@@ -55,8 +55,7 @@ args=(
   --autoscaling_algorithm=THROUGHPUT_BASED
   --experiments=use_runner_v2
   # Workers pip-install this repo's sdist (pipeline, transforms, reader); nothing runs from __main__
-  # (and Beam 2.62 saves no main session unless --save_main_session is given; it has no
-  # --no_save_main_session, which cropshard build now refuses like any unknown option).
+  # (cropshard build adds --no_save_main_session for Dataflow unless told otherwise).
   --setup_file="$REPO/setup.py"
 )
 if [ -n "$SDK_CONTAINER_IMAGE" ]; then

@@ -70,7 +70,7 @@ def listing_buckets(options: PipelineOptions) -> int:
 def with_runner_defaults(argv: Sequence[str]) -> list[str]:
     """No --runner means a local DirectRunner; a local DirectRunner without --direct_running_mode
     gets multi-process workers, one per core unless --direct_num_workers is given; every runner
-    gets an empty --output_executable_path."""
+    gets an empty --output_executable_path; Dataflow gets --no_save_main_session unless told."""
     argv = list(argv)
     flags = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
     runner = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--runner=")), None)
@@ -87,8 +87,10 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
         # cropshard's --output as --output_executable_path and the Flink job server would write a
         # jar there instead of running the job. An explicit empty value keeps it unset.
         argv.append("--output_executable_path=")
-    # Nothing needs --save_main_session: every function the workers run lives in the installed
-    # packages (--setup_file), and Beam 2.62 does not pickle __main__ unless asked to.
+    if (runner or "").endswith("DataflowRunner") and not flags & {"--save_main_session", "--no_save_main_session"}:
+        # Every function the workers run lives in the installed packages (--setup_file); Beam 2.77
+        # would otherwise pickle the launcher's __main__ (the CLI) for Dataflow with cloudpickle.
+        argv.append("--no_save_main_session")
     return argv
 
 
