@@ -9,6 +9,8 @@ from cropshard.reader.metadata import DatasetError, DatasetInfo, ShardInfo, Spli
 from cropshard.tools.compare.costs import Trainee, TrainSettings, plan_training, reference_variant
 from cropshard.tools.compare.coverage import (
     StoredImage,
+    random_resized_share,
+    random_resized_windows,
     reachable_windows,
     source_coverage,
     summarize_coverage,
@@ -74,6 +76,36 @@ def test_random_crops_of_larger_pre_crops_are_the_union_of_their_positions() -> 
     # 16 columns apart the overlap (32 columns) still fits one column of positions; 32 apart it fits none.
     assert reachable_windows([crops[0], StoredImage((0, 16, 48, 48), 48, 48)], WINDOW, "random") == 17 * 17 * 2 - 17
     assert reachable_windows([crops[0], StoredImage((0, 32, 48, 48), 48, 48)], WINDOW, "random") == 17 * 17 * 2
+
+
+def test_random_resized_windows_follow_the_readers_rule_and_stay_inside() -> None:
+    windows = random_resized_windows(96, 128, 5000, seed=3)
+    y, x, h, w = windows.T
+    assert (y >= 0).all() and (x >= 0).all() and (y + h <= 96).all() and (x + w <= 128).all() and (h >= 1).all() and (w >= 1).all()
+    area = h * w / (96 * 128)
+    # Rounding moves an area a little off its draw; draws too tall or too wide for the image are tried again.
+    assert area.min() >= 0.07 and area.max() <= 1.0 and (area < 0.2).mean() > 0.1 and (area > 0.8).mean() > 0.02
+    assert (random_resized_windows(96, 128, 50, seed=3) == random_resized_windows(96, 128, 50, seed=3)).all()
+    # Nothing fits a 1-pixel-high image within the aspect range: the centred fallback, clamped to 4:3.
+    assert random_resized_windows(1, 300, 4, seed=0).tolist() == [[0, 149, 1, 1]] * 4
+
+
+def test_random_resized_share_matches_the_exact_share_for_one_scale_and_ratio() -> None:
+    # One scale and ratio: every window is a 50x50 square (area 0.25 of 100x100), uniform over 51x51 positions;
+    # a centred 70x70 pre-crop holds 21x21 of those positions.
+    windows = random_resized_windows(100, 100, 20000, seed=1, scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    assert (windows[:, 2:] == 50).all()
+    inside = ((windows[:, 0] >= 15) & (windows[:, 1] >= 15) & (windows[:, 0] + 50 <= 85) & (windows[:, 1] + 50 <= 85)).mean()
+    assert inside == pytest.approx((21 / 51) ** 2, abs=0.01)
+    # With the default ranges: a whole image keeps all of them, a centre crop some, two halves more.
+    whole = [StoredImage((0, 0, 96, 128), 96, 128)]
+    assert random_resized_share(whole, SOURCE) == 1.0
+    centre = random_resized_share([StoredImage((16, 32, 64, 64), 64, 64)], SOURCE)
+    assert 0 < centre < 0.2
+    halves = [StoredImage((0, 0, 96, 64), 96, 64), StoredImage((0, 64, 96, 64), 96, 64)]
+    assert centre < random_resized_share(halves, SOURCE) < 1.0
+    assert source_coverage(whole, SOURCE, WINDOW, "random").rrc_share == 1.0
+    assert source_coverage(whole, None, WINDOW, "random").rrc_share is None
 
 
 def test_unknown_crop_modes_and_sizes() -> None:

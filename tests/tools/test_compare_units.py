@@ -35,7 +35,7 @@ FORMAT_1_ROW_KEYS = (
 )
 # Format 2 (issue 17) appends the coverage and --train columns after them; format 1's keys keep their order.
 FORMAT_2_ADDED_ROW_KEYS = (
-    "coverage_crop", "coverage_images", "windows_per_image", "window_share", "context_kept", "resolution",
+    "coverage_crop", "coverage_images", "windows_per_image", "window_share", "context_kept", "resolution", "rrc_window_share",
     "train_seeds", "train_accuracies", "train_accuracy", "train_accuracy_sd", "train_steps", "train_seconds",
     "train_images_per_second", "accuracy_per_minute", "eval_images",
 )

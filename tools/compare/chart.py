@@ -114,10 +114,11 @@ def _coverage_panels(windows_ax: Any, context_ax: Any, rows: Sequence[VariantRow
     """Training windows per source image (log; labelled with their share of the full images' windows), and context kept."""
     crops = sorted({r.coverage_crop for r in rows if r.coverage_crop})
     _annotated_bars(windows_ax, [r.windows_per_image for r in rows],
-                    [f"{r.windows_per_image or 0:,.0f} ({share_text(r.window_share) if r.window_share is not None else '?'})" for r in rows],
+                    [f"{r.windows_per_image or 0:,.0f} ({share_text(r.window_share) if r.window_share is not None else '?'}; "
+                     f"RRC {share_text(r.rrc_window_share) if r.rrc_window_share is not None else '?'})" for r in rows],
                     True, colours)
     _style_axis(windows_ax, "Training windows per source image", "distinct windows (log scale)", names)
-    windows_ax.set_xlabel(f"in brackets: share of the windows on the full images; crop: {', '.join(crops)}", fontsize=9.5)
+    windows_ax.set_xlabel(f"in brackets: share of the windows on the full images, and of their random-resized windows (RRC); crop: {', '.join(crops)}", fontsize=9.5)
     _annotated_bars(context_ax, [None if r.context_kept is None else 100 * r.context_kept for r in rows],
                     [f"{share_text(r.context_kept or 0)} at {ratio_text(r.resolution or 0)}x res." for r in rows], False, colours)
     _style_axis(context_ax, "Context kept", "% of each source image's area", names)

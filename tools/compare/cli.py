@@ -300,13 +300,14 @@ def format_table(rows: Sequence[VariantRow]) -> str:
 def format_costs_table(rows: Sequence[VariantRow]) -> str:
     """What each variant keeps for training, and with --train how the proxy model did."""
     trained = any(r.train_accuracy is not None for r in rows)
-    header = f"{'variant':<22}{'training crop':<22}{'windows/image':>14}{'window share':>14}{'context kept':>14}{'resolution':>12}"
+    header = (f"{'variant':<22}{'training crop':<22}{'windows/image':>14}{'window share':>14}{'RRC share':>11}{'context kept':>14}"
+              f"{'resolution':>12}")
     if trained:
         header += f"{'accuracy':>10}{'± sd':>8}{'train img/s':>13}{'acc/minute':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
         line = (f"{r.name:<22}{r.coverage_crop or '':<22}{_number(r.windows_per_image, '{:,.0f}'):>14}{_share(r.window_share):>14}"
-                f"{_share(r.context_kept):>14}{_number(r.resolution, '{:.2f}x'):>12}")
+                f"{_share(r.rrc_window_share):>11}{_share(r.context_kept):>14}{_number(r.resolution, '{:.2f}x'):>12}")
         if trained:
             line += (f"{_number(r.train_accuracy, '{:.1%}'):>10}{_number(r.train_accuracy_sd, '{:.1%}'):>8}"
                      f"{_number(r.train_images_per_second, '{:,.0f}'):>13}{_number(r.accuracy_per_minute, '{:.0%}'):>12}")

@@ -13,6 +13,11 @@ downscaled full image has every position of its own, smaller grid.
     positions the same crop has on the whole source at the same resolution (a centre pre-crop:
     1 of them; a full or downscaled-full image: all of them).
   Flips double every count alike, so they are left out.
+* Random-resized crops (the reader's crop='random_resized', Inception-style scale and aspect
+  sampling): windows are continuous in size and position, so instead of a count the share of the
+  full image's random-resized window distribution whose windows lie inside a stored image (any
+  such window is one the reader can also cut from that stored image: it resizes anyway), by a
+  seeded Monte-Carlo draw of the reader's own sampling rule.
 * Context kept: the share of the source image's area (its field of view) that the stored images
   cover, and the effective resolution: stored pixels per source pixel, as a linear scale
   (1.0 = source resolution, 0.5 = half the height and width).
@@ -25,11 +30,16 @@ import math
 import statistics
 from collections.abc import Sequence
 
+import numpy as np
+from cropshard.reader.config import DEFAULT_RATIO, DEFAULT_SCALE
+
 Box = tuple[int, int, int, int]  # (y, x, height, width)
 Rect = tuple[int, int, int, int]  # (top, left, bottom, right), half-open
 
 # Crop modes whose windows these functions count: None is a plain read of the stored images.
 COUNTED_CROP_MODES = (None, "center", "random")
+RRC_SAMPLES = 4096  # Monte-Carlo windows per source image: the share's standard error is <= 0.008
+RRC_ATTEMPTS = 10  # draws per window before the centred fallback, as the reader samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +64,7 @@ class SourceCoverage:
     full_windows: int | None  # positions of the same crop on the whole source at the same resolution
     context: float | None  # share of the source's area the stored images cover
     resolution: float  # stored pixels per source pixel (linear, geometric mean of both axes)
+    rrc_share: float | None = None  # share of the full image's random-resized windows inside a stored image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +76,8 @@ class Coverage:
     context_kept: float | None
     resolution: float
     images: int  # source images the means are over
-    images_sized: int  # of which the source size was known (window_share, context_kept)
+    images_sized: int  # of which the source size was known (window_share, context_kept, rrc_share)
+    rrc_share: float | None = None  # mean share of the full images' random-resized windows reachable
 
 
 def union_area(rects: Sequence[Rect]) -> int:
@@ -110,6 +122,38 @@ def reachable_windows(images: Sequence[StoredImage], window: tuple[int, int], cr
     raise ValueError(f"no window count for crop mode {crop_mode!r}; counted: {list(COUNTED_CROP_MODES)}")
 
 
+def random_resized_windows(height: int, width: int, count: int, seed: int, scale: Sequence[float] = DEFAULT_SCALE,
+                           ratio: Sequence[float] = DEFAULT_RATIO) -> np.ndarray:
+    """`count` random-resized windows [y, x, h, w] in a height x width image, by the reader's rule: up to
+    RRC_ATTEMPTS draws of an area fraction uniform in `scale` and an aspect (w/h) log-uniform in `ratio`,
+    the first that fits at a uniform offset, else the largest centred window with its aspect clamped."""
+    rng = np.random.default_rng(seed)
+    area = height * width * rng.uniform(scale[0], scale[1], (count, RRC_ATTEMPTS))
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), (count, RRC_ATTEMPTS)))
+    tries_h, tries_w = np.rint(np.sqrt(area / aspect)).astype(int), np.rint(np.sqrt(area * aspect)).astype(int)
+    fits = (tries_h >= 1) & (tries_w >= 1) & (tries_h <= height) & (tries_w <= width)
+    first, found = fits.argmax(axis=1), fits.any(axis=1)
+    rows = np.arange(count)
+    image_aspect = width / height
+    fallback_h = min(height, max(1, round(width / ratio[0]))) if image_aspect < ratio[0] else height
+    fallback_w = min(width, max(1, round(height * ratio[1]))) if image_aspect > ratio[1] else width
+    h = np.where(found, tries_h[rows, first], fallback_h)
+    w = np.where(found, tries_w[rows, first], fallback_w)
+    y = np.where(found, np.minimum((rng.random(count) * (height - h + 1)).astype(int), height - h), (height - h) // 2)
+    x = np.where(found, np.minimum((rng.random(count) * (width - w + 1)).astype(int), width - w), (width - w) // 2)
+    return np.stack([y, x, h, w], axis=1)
+
+
+def random_resized_share(images: Sequence[StoredImage], source: tuple[int, int], samples: int = RRC_SAMPLES, seed: int = 0) -> float:
+    """Share of the full source's random-resized windows that lie inside one of its stored images' boxes."""
+    windows = random_resized_windows(source[0], source[1], samples, seed)
+    y, x, h, w = (windows[:, i : i + 1] for i in range(4))
+    boxes = np.array([image.box for image in images])
+    by, bx, bh, bw = (boxes[None, :, i] for i in range(4))
+    inside = (y >= by) & (x >= bx) & (y + h <= by + bh) & (x + w <= bx + bw)
+    return float(inside.any(axis=1).mean())
+
+
 def source_coverage(images: Sequence[StoredImage], source: tuple[int, int] | None, window: tuple[int, int],
                     crop_mode: str | None) -> SourceCoverage:
     """One source image's coverage; `source` is its (height, width), None when unknown."""
@@ -123,7 +167,7 @@ def source_coverage(images: Sequence[StoredImage], source: tuple[int, int] | Non
     full = window_positions(max(1, round(source[0] * sy)), max(1, round(source[1] * sx)), window)
     boxes = [(max(b[0], 0), max(b[1], 0), min(b[0] + b[2], source[0]), min(b[1] + b[3], source[1])) for b in (i.box for i in images)]
     context = union_area(boxes) / (source[0] * source[1])
-    return SourceCoverage(windows, full, context, math.sqrt(sy * sx))
+    return SourceCoverage(windows, full, context, math.sqrt(sy * sx), random_resized_share(images, source))
 
 
 def summarize_coverage(sources: Sequence[SourceCoverage]) -> Coverage:
@@ -138,6 +182,7 @@ def summarize_coverage(sources: Sequence[SourceCoverage]) -> Coverage:
         resolution=statistics.fmean(s.resolution for s in sources),
         images=len(sources),
         images_sized=len(sized),
+        rrc_share=statistics.fmean(s.rrc_share for s in sized if s.rrc_share is not None) if sized else None,
     )
 
 

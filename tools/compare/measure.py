@@ -106,6 +106,7 @@ class VariantRow:
     window_share: float | None = None  # of the windows the same crop has on the full images
     context_kept: float | None = None  # share of each source image's area stored
     resolution: float | None = None  # stored pixels per source pixel, linear
+    rrc_window_share: float | None = None  # of the full images' random-resized windows (scale 0.08-1), inside a stored image
     # compare --train (train.py); empty/None without it:
     train_seeds: tuple[int, ...] = ()
     train_accuracies: tuple[float, ...] = ()  # one per seed, on the held-out images
@@ -138,7 +139,8 @@ TUPLE_FIELDS = ("reader_runs_images_per_second", "train_seeds", "train_accuracie
 def with_coverage(row: VariantRow, coverage: Coverage, crop: str) -> VariantRow:
     """`row` with a variant's coverage (see coverage.py); `crop` names the training crop it is counted for."""
     return dataclasses.replace(row, coverage_crop=crop, coverage_images=coverage.images, windows_per_image=coverage.windows_per_image,
-                               window_share=coverage.window_share, context_kept=coverage.context_kept, resolution=coverage.resolution)
+                               window_share=coverage.window_share, context_kept=coverage.context_kept, resolution=coverage.resolution,
+                               rrc_window_share=coverage.rrc_share)
 
 
 def with_training(row: VariantRow, seeds: Sequence[int], summary: TrainingSummary) -> VariantRow:

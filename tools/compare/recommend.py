@@ -120,7 +120,8 @@ def _window_words(row: VariantRow) -> str:
     count = row.windows_per_image
     windows = "?" if count is None else f"{count:,.0f}" if count >= 100 or count == int(count) else f"{count:.3g}"
     share = "" if row.window_share is None else f", {share_text(row.window_share)} of those the full images allow"
-    return f"{windows} training window{'' if row.windows_per_image == 1 else 's'} per source image{share}"
+    rrc = "" if row.rrc_window_share is None else f" and {share_text(row.rrc_window_share)} of their random-resized crops"
+    return f"{windows} training window{'' if row.windows_per_image == 1 else 's'} per source image{share}{rrc}"
 
 
 def _coverage(rows: Sequence[VariantRow]) -> list[str]:
