@@ -109,6 +109,16 @@ def compare_command(argv: Sequence[str]) -> int:
             return EXIT_INTERRUPTED
 
 
+def inspect_command(argv: Sequence[str]) -> int:
+    from cropshard.pipeline.console import quiet_output
+
+    # TensorFlow 2.21 prints its oneDNN banner whatever TF_CPP_MIN_LOG_LEVEL says: to the log, like build's.
+    with quiet_output("inspect", verbose=False):
+        from cropshard.tools.inspect import main as inspect_main
+
+        return inspect_main(argv)
+
+
 def unknown_command_message(argv: Sequence[str]) -> str:
     word = argv[0]
     if word.startswith("-"):
@@ -129,9 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo-images":
         return demo_images_main(rest)
     if command == "inspect":
-        from cropshard.tools.inspect import main as inspect_main
-
-        return inspect_main(rest)
+        return inspect_command(rest)
     if command == "compare":
         return compare_command(rest)
     print(unknown_command_message(argv), file=sys.stderr)
