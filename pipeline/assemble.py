@@ -24,7 +24,15 @@ from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
 from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
 from cropshard.transforms.rejects import REJECTED, Rejection
-from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit, join
+from cropshard.transforms.write import (
+    DatasetFacts,
+    DescribeShards,
+    ShardLayout,
+    WriteDatasetInfo,
+    WriteSplit,
+    join,
+    shard_contents,
+)
 
 
 def sorted_labels(names: Iterable[str]) -> list[str]:
@@ -39,8 +47,8 @@ def rejection_reason(line: str) -> str:
     return Rejection.from_json(line).reason
 
 
-def dataset_facts(config: BuildConfig, command_line: Sequence[str]) -> DatasetFacts:
-    """What cropshard.json records about the build options."""
+def dataset_facts(config: BuildConfig, command_line: Sequence[str], layouts: Iterable[ShardLayout]) -> DatasetFacts:
+    """What cropshard.json records about the build options and the shard layouts."""
     spec = config.example
     return DatasetFacts(
         cropshard_version=__version__,
@@ -53,6 +61,7 @@ def dataset_facts(config: BuildConfig, command_line: Sequence[str]) -> DatasetFa
         split_names=tuple(spec.split_names),
         command_line=tuple(command_line),
         raster={**spec.raster.to_dict(), "requested": True, "channels": spec.channels} if spec.raster.requested else None,
+        shard_contents=shard_contents(layouts),
     )
 
 
@@ -156,7 +165,7 @@ def build_pipeline(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
     ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
     rejected.append(results[REJECTED])
-    write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
+    write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line, layouts.values()), ranges)
 
 
 def conversion_ranges(sources: beam.PCollection, config: BuildConfig) -> beam.PCollection:

@@ -73,10 +73,12 @@ class CropshardOptions(PipelineOptions):
         add("--overwrite", "Replace the dataset in a non-empty --output.", action="store_true", default=False)
         add("--split", "train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.",
             default="train=1.0", metavar="SPEC")
-        add("--num_shards", "Shards per split. auto: on the local DirectRunner one shard per worker and split, streamed; on Flink "
-            "and Dataflow shards near --target_shard_mb. N: exactly N shards per split with equal record counts (part files "
-            "concatenated after the job, on every runner).", shown_default="auto", type=int, default=0, metavar="N")
-        add("--target_shard_mb", "Target shard size when --num_shards is auto (Flink, Dataflow).", type=float, default=128.0, metavar="MB")
+        add("--num_shards", "Shards per split. auto: shards of at most --target_shard_mb. N: exactly N shards per split with equal "
+            "record counts. On a local or mounted --output the shard contents are stable: records are sorted by their CRC32C and "
+            "length and cut into ranges, so identical builds give identical shard files on every runner. On gs:// the runner's "
+            "bundles choose them (the local DirectRunner then writes one shard per worker and split).",
+            shown_default="auto", type=int, default=0, metavar="N")
+        add("--target_shard_mb", "Target shard size when --num_shards is auto.", type=float, default=128.0, metavar="MB")
         add("--compression", "Shard compression.", default="none", choices=("none", "gzip"))
         add("--max_rejected_fraction", "Fail the build (nothing published) when more than this share of the inputs is rejected, e.g. 0.05; "
             "rejected.jsonl is still written. A build that writes no example always fails.", type=float, default=None, metavar="F",

@@ -8,17 +8,26 @@ from cropshard.transforms.write import ShardLayout
 MIB = 2**20
 
 
-def plan_shards(config: BuildConfig, local: bool = False) -> dict[str, ShardLayout]:
-    """Per split: --num_shards; else one shard per worker bundle on the local DirectRunner; else
-    shards near --target_shard_mb, sized from the bytes actually written (no estimate, no listing).
+def stable_contents_affordable(output: str) -> bool:
+    """Stable shards copy each record from its part by offset: cheap on local and mounted
+    filesystems, one ranged request per record on object stores (gs://)."""
+    return "://" not in output
 
-    Why per bundle locally: the in-process runner hands each worker a fixed share of the inputs, so
-    one streaming writer per worker and split keeps memory flat at the fewest files. Remote runners
-    (Flink, Dataflow) cut bundles their own way; there the parts are rolled at the target size and
-    the remainders packed together (transforms/sharding.py)."""
+
+def plan_shards(config: BuildConfig, local: bool = False) -> dict[str, ShardLayout]:
+    """Per split: --num_shards; else shards near --target_shard_mb, sized from the bytes actually
+    written (no estimate, no listing). On local and mounted outputs the shard contents are stable
+    (the same inputs and options give the same shard files on every runner, transforms/sharding.py).
+
+    On object stores the contents are the runner's choice. There the local DirectRunner writes one
+    shard per worker bundle (it hands each worker a fixed share of the inputs, so one streaming
+    writer per worker and split keeps memory flat at the fewest files); remote runners (Flink,
+    Dataflow) cut bundles their own way, so their parts are rolled at the target size and the
+    remainders packed together."""
     names = config.split_names
+    stable = stable_contents_affordable(config.output)
     if config.num_shards:
-        return {name: ShardLayout(num_shards=config.num_shards) for name in names}
-    if local:
+        return {name: ShardLayout(num_shards=config.num_shards, stable=stable) for name in names}
+    if local and not stable:
         return {name: ShardLayout() for name in names}
-    return {name: ShardLayout(target_bytes=int(config.target_shard_mb * MIB)) for name in names}
+    return {name: ShardLayout(target_bytes=int(config.target_shard_mb * MIB), stable=stable) for name in names}

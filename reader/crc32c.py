@@ -100,7 +100,11 @@ def crc32c(data: bytes, *, force_python: bool = False) -> int:
 
 def masked_crc32c(data: bytes, *, force_python: bool = False) -> int:
     """The masked CRC TFRecord stores: rotate right by 15 bits, add a constant (mod 2**32)."""
-    crc = crc32c(data, force_python=force_python)
+    return mask(crc32c(data, force_python=force_python))
+
+
+def mask(crc: int) -> int:
+    """TFRecord's mask of a CRC: rotate right by 15 bits, add a constant (mod 2**32)."""
     return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 

@@ -28,10 +28,13 @@ CROISSANT_FILENAME = "croissant.json"
 LABELS_FILENAME = "labels.txt"
 REJECTED_FILENAME = "rejected.jsonl"
 
-# Which records each shard file holds, and in what order, is chosen by the runner (bundles on the
-# local runner, Beam's round-robin keys for fixed shard counts): two builds of the same inputs
-# give the same records per split, not the same shard files. The index files always describe
-# the shards as written.
+# Which records each shard file holds, and in what order. "stable": a function of the records alone
+# (sorted by their CRC32C and length, then cut into equal ranges), so identical builds give
+# identical shard files on every runner. "runner-chosen": the runner's bundles decide (outputs on
+# object stores such as gs://, where copying records by offset is not affordable); two builds of
+# the same inputs then give the same records per split, not the same shard files. The index files
+# always describe the shards as written.
+SHARD_CONTENTS_STABLE = "stable"
 SHARD_CONTENTS_RUNNER_CHOSEN = "runner-chosen"
 
 _LOG = logging.getLogger(__name__)

@@ -11,37 +11,73 @@ with the shard and the dataset (a TaskManager died with `OutOfMemoryError: Direc
 
 A shard made of exactly one whole part is renamed (no copy); only the others are copied, record
 frame by record frame, so memory stays one read buffer. The planning functions are pure.
+
+Stable contents (`stable=True`, local and mounted filesystems): the shard a record lands in and its
+place there are a function of the records alone, so identical builds give identical shard files on
+every runner. Parts then note each record's sort key (its CRC32C, already computed for the framing,
+and its length) and offset; the keys of a split (8 bytes per record) meet in one plan that cuts the
+key order into `num_shards` equal-count or target-size ranges; each shard gathers its records'
+locations (GroupByKey of small locator arrays, never records) and copies the frames in key order
+from the parts by offset:
+
+    records ─ WriteParts (+ locators) ─┬─ keys ─ ToList ─ cut points ───────────────┐ (side input)
+                                       └─ route each part's locators to its shards ─┴─ GroupByKey ─ AssembleSortedShard
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
 import struct
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
+from cropshard.reader.crc32c import crc32c, mask
 from cropshard.transforms.worker import setup_worker
 
 _LOGGER = logging.getLogger(__name__)
 FRAME_OVERHEAD = 16  # TFRecord framing per record: 8-byte length, 4-byte length CRC, 4-byte data CRC
 COPY_CHUNK = 1 << 20
+# Per record of a part written for stable contents: sort key (CRC32C << 32 | length), frame offset.
+LOCATOR = np.dtype([("key", "<u8"), ("offset", "<u8")])
+OPEN_PARTS = 32  # part files an assembler keeps open at once
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class PartInfo:
     """One part file a bundle wrote: its path, records, and record bytes (framing included, before
-    compression)."""
+    compression); for stable contents also every record's LOCATOR, packed."""
 
     path: str
     num_records: int
     num_bytes: int
+    locators: bytes = dataclasses.field(default=b"", compare=False, repr=False)
+
+    def located(self) -> np.ndarray:
+        return np.frombuffer(self.locators, dtype=LOCATOR)
+
+
+def frame_record(record: bytes) -> tuple[bytes, bytes, int]:
+    """(header, footer, crc32c of the record): a TFRecord frame is header + record + footer."""
+    length = struct.pack("<Q", len(record))
+    crc = crc32c(record)
+    return length + struct.pack("<I", mask(crc32c(length))), struct.pack("<I", mask(crc)), crc
+
+
+def sort_key(crc: int, length: int) -> int:
+    """A record's place in stable shards: its CRC32C, then its length (ties: its bytes)."""
+    if length >= (1 << 32) - 1:
+        raise ValueError(f"a record of {length} bytes is too large for a TFRecord shard")
+    return crc << 32 | length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +146,37 @@ def plan_shard_specs(parts: Sequence[PartInfo], num_shards: int, target_bytes: i
     return plan_by_count(parts, num_shards) if num_shards > 0 else plan_by_size(parts, target_bytes)
 
 
+def shard_count(total_bytes: int, num_shards: int, target_bytes: int) -> int:
+    """Exactly `num_shards` if > 0, else as many shards as keep each at most `target_bytes` (at
+    least one, so every split has a file)."""
+    return num_shards if num_shards > 0 else max(1, math.ceil(total_bytes / target_bytes))
+
+
+def cut_points(key_arrays: Iterable[bytes], num_shards: int, target_bytes: int) -> np.ndarray:
+    """The sort keys of a split's records (packed uint64 arrays, any order) -> the N-1 cut keys of
+    N stable shards: shard i holds the records with cuts[i-1] <= key < cuts[i]. With `num_shards`
+    the shards hold equal counts, else equal bytes (each at most `target_bytes` plus one record).
+    Records with the same key never straddle a cut (an exact tie costs balance, not stability)."""
+    keys = np.sort(np.concatenate([np.frombuffer(b, dtype="<u8") for b in key_arrays] or [np.zeros(0, "<u8")]))
+    frames = (keys & np.uint64(0xFFFFFFFF)) + np.uint64(FRAME_OVERHEAD)
+    total = int(frames.sum())
+    count = shard_count(total, num_shards, target_bytes)
+    if num_shards > 0:
+        ranks = np.arange(1, count) * len(keys) // count
+    else:  # a record goes where its frame ends: shard i ends at or before byte (i + 1) * total / N
+        ranks = np.searchsorted(np.cumsum(frames), np.arange(1, count) * total / count, side="right")
+    padded = np.append(keys, np.uint64(np.iinfo(np.uint64).max))  # past the end: empty last shards
+    return padded[ranks]
+
+
+def route_part(part: PartInfo, cuts: np.ndarray) -> Iterator[tuple[int, tuple[str, bytes]]]:
+    """One part's records by stable shard: (shard index, (part path, their packed LOCATORs))."""
+    located = part.located()
+    shards = np.searchsorted(cuts, located["key"], side="right")
+    for shard in np.unique(shards):
+        yield int(shard), (part.path, located[shards == shard].tobytes())
+
+
 def shard_path(prefix: str, suffix: str, index: int, total: int) -> str:
     """`<prefix>-SSSSS-of-NNNNN<suffix>`, Beam's default shard name template."""
     return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
@@ -138,12 +205,16 @@ def copy_whole(source: BinaryIO, target: BinaryIO) -> None:
 
 class WriteParts(beam.DoFn):
     """Serialized examples -> PartInfo of the part files this bundle wrote under `temp_dir`, each
-    rolled over once it holds `part_bytes` (one open file per bundle: memory is one record)."""
+    rolled over once it holds `part_bytes` (one open file per bundle: memory is one record, plus
+    16 bytes per record with `locate`)."""
 
-    def __init__(self, temp_dir: str, compression_type: str, part_bytes: int) -> None:
+    def __init__(self, temp_dir: str, compression_type: str, part_bytes: int, locate: bool = False) -> None:
+        if locate and compression_type != CompressionTypes.UNCOMPRESSED:
+            raise ValueError("parts read back by offset (stable contents) must be uncompressed")
         self._temp_dir = temp_dir
         self._compression_type = compression_type
         self._part_bytes = part_bytes
+        self._locate = locate
         self._handle: BinaryIO | None = None
 
     def setup(self) -> None:
@@ -156,17 +227,24 @@ class WriteParts(beam.DoFn):
         self._path = FileSystems.join(self._temp_dir, f"part-{uuid.uuid4().hex}")
         self._handle = FileSystems.create(self._path, compression_type=self._compression_type)
         self._records = self._bytes = 0
+        self._located: list[tuple[int, int]] = []
 
     def _close(self) -> PartInfo:
         assert self._handle is not None
         self._handle.close()
         self._handle = None
-        return PartInfo(self._path, self._records, self._bytes)
+        locators = np.array(self._located, dtype=LOCATOR).tobytes() if self._locate else b""
+        return PartInfo(self._path, self._records, self._bytes, locators)
 
     def process(self, record: bytes) -> Iterator[PartInfo]:
         if self._handle is None:
             self._open()
-        _TFRecordUtil.write_record(self._handle, record)
+        header, footer, crc = frame_record(record)
+        if self._locate:
+            self._located.append((sort_key(crc, len(record)), self._bytes))
+        self._handle.write(header)
+        self._handle.write(record)
+        self._handle.write(footer)
         self._records += 1
         self._bytes += len(record) + FRAME_OVERHEAD
         if self._bytes >= self._part_bytes:
@@ -201,6 +279,68 @@ class AssembleShard(beam.DoFn):
                         copy_whole(source, target)
                     else:
                         copy_frames(source, target, segment.first, segment.count)
+        yield final
+
+
+class _OpenParts:
+    """Part files opened for reading by offset, at most OPEN_PARTS at once (least recently used
+    closed first)."""
+
+    def __init__(self) -> None:
+        self._handles: collections.OrderedDict[str, BinaryIO] = collections.OrderedDict()
+
+    def frame(self, path: str, offset: int) -> bytes:
+        """The whole TFRecord frame (header, record, footer) at `offset` of part `path`."""
+        handle = self._handles.pop(path, None) or FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        self._handles[path] = handle
+        while len(self._handles) > OPEN_PARTS:
+            self._handles.popitem(last=False)[1].close()
+        handle.seek(offset)
+        header = handle.read(12)
+        size = struct.unpack("<Q", header[:8])[0] + 4 if len(header) == 12 else -1
+        body = handle.read(size) if size > 0 else b""
+        if len(body) != size:
+            raise ValueError(f"part {path} ends inside the record at byte offset {offset}")
+        return header + body
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+def ordered_frames(pieces: Iterable[tuple[str, bytes]], parts: _OpenParts) -> Iterator[bytes]:
+    """The frames of one stable shard in key order; records with the same key by their bytes."""
+    entries = sorted((int(key), path, int(offset)) for path, packed in pieces for key, offset in np.frombuffer(packed, dtype=LOCATOR))
+    start = 0
+    while start < len(entries):
+        stop = start + 1
+        while stop < len(entries) and entries[stop][0] == entries[start][0]:
+            stop += 1
+        frames = [parts.frame(path, offset) for _, path, offset in entries[start:stop]]
+        yield from sorted(frames, key=lambda frame: frame[12:-4]) if len(frames) > 1 else frames
+        start = stop
+
+
+class AssembleSortedShard(beam.DoFn):
+    """(shard index, [(part path, locators) | None]) -> the final shard's path, its records copied
+    from the parts in key order (None: the seed that makes an empty shard exist)."""
+
+    def __init__(self, prefix: str, suffix: str, compression_type: str) -> None:
+        self._prefix = prefix
+        self._suffix = suffix
+        self._compression_type = compression_type
+
+    def process(self, element: tuple[int, Iterable[tuple[str, bytes] | None]], cuts: np.ndarray) -> Iterator[str]:
+        index, pieces = element
+        final = shard_path(self._prefix, self._suffix, index, len(cuts) + 1)
+        parts = _OpenParts()
+        try:
+            with FileSystems.create(final, compression_type=self._compression_type) as target:
+                for frame in ordered_frames((piece for piece in pieces if piece is not None), parts):
+                    target.write(frame)
+        finally:
+            parts.close()
         yield final
 
 
@@ -244,6 +384,44 @@ class WriteShardsWithoutGrouping(beam.PTransform):
             | "Plan" >> beam.FlatMap(plan_shard_specs, self._num_shards, self._target_bytes)
             | "Spread" >> beam.Reshuffle()
             | "Assemble" >> beam.ParDo(AssembleShard(self._prefix, self._suffix, self._compression_type))
+        )
+        return (
+            examples.pipeline
+            | "Once" >> beam.Create([None])
+            | "RemoveParts" >> beam.ParDo(_RemoveTempDir(self._temp_dir), finals=beam.pvalue.AsList(finals))
+        )
+
+
+class WriteStableShards(beam.PTransform):
+    """Serialized examples -> final shard names, each shard's records and their order a function of
+    the records alone (see the module docstring): exactly `num_shards` equal-count shards if > 0,
+    else equal-size shards of at most `target_bytes`. Needs a filesystem with cheap reads by offset
+    (local or mounted; on object stores every record would be a ranged read)."""
+
+    def __init__(self, prefix: str, suffix: str, temp_dir: str, compression_type: str, num_shards: int, target_bytes: int) -> None:
+        super().__init__()
+        if target_bytes <= 0:
+            raise ValueError(f"target_bytes must be positive, not {target_bytes}")
+        self._prefix, self._suffix, self._temp_dir = prefix, suffix, temp_dir
+        self._compression_type = compression_type
+        self._num_shards = num_shards
+        self._target_bytes = target_bytes
+
+    def expand(self, examples: beam.PCollection) -> beam.PCollection:
+        parts = examples | "WriteParts" >> beam.ParDo(WriteParts(self._temp_dir, CompressionTypes.UNCOMPRESSED, self._target_bytes, locate=True))
+        cuts = (
+            parts
+            | "Keys" >> beam.Map(lambda part: part.located()["key"].tobytes())
+            | "AllKeys" >> beam.combiners.ToList()
+            | "Cut" >> beam.Map(cut_points, self._num_shards, self._target_bytes)
+        )
+        cuts_side = beam.pvalue.AsSingleton(cuts)
+        seeds = cuts | "EveryShard" >> beam.FlatMap(lambda points: ((index, None) for index in range(len(points) + 1)))
+        finals = (
+            (parts | "Route" >> beam.FlatMap(route_part, cuts_side), seeds)
+            | "Pieces" >> beam.Flatten()
+            | "ByShard" >> beam.GroupByKey()
+            | "Assemble" >> beam.ParDo(AssembleSortedShard(self._prefix, self._suffix, self._compression_type), cuts_side)
         )
         return (
             examples.pipeline

@@ -26,7 +26,7 @@ from cropshard.reader import integrity, metadata, schema, shard_index
 from cropshard.transforms import croissant, tfds_info
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
-from cropshard.transforms.sharding import WriteShardsWithoutGrouping, unique_temp_dir
+from cropshard.transforms.sharding import WriteShardsWithoutGrouping, WriteStableShards, unique_temp_dir
 from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
@@ -78,17 +78,33 @@ def describe_shard(path: str, compression: str) -> metadata.ShardInfo:
 @dataclasses.dataclass(frozen=True)
 class ShardLayout:
     """How one split's records become shard files: exactly `num_shards` if > 0; else shards near
-    `target_bytes` if > 0; else one shard per worker bundle (Beam's runner-chosen sharding)."""
+    `target_bytes` if > 0; else one shard per worker bundle (Beam's runner-chosen sharding).
+    `stable`: which records a shard holds, and their order, depend on the records alone
+    (transforms/sharding.py's WriteStableShards); needs a count or a target size."""
 
     num_shards: int = 0
     target_bytes: int = 0
+    stable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stable and not (self.num_shards or self.target_bytes):
+            raise ValueError("stable shard contents need a shard count or a target size")
 
     def __str__(self) -> str:
         if self.num_shards:
-            return f"{self.num_shards} shards"
-        if self.target_bytes:
-            return f"shards near {self.target_bytes / 2**20:g} MiB"
-        return "one shard per worker bundle"
+            text = f"{self.num_shards} shards"
+        elif self.target_bytes:
+            text = f"shards near {self.target_bytes / 2**20:g} MiB"
+        else:
+            return "one shard per worker bundle"
+        return text + (", stable contents" if self.stable else "")
+
+
+def shard_contents(layouts: Iterable[ShardLayout]) -> str:
+    """cropshard.json's `shard_contents`: stable only when every split's shards are."""
+    flags = [layout.stable for layout in layouts]
+    stable = bool(flags) and all(flags)
+    return metadata.SHARD_CONTENTS_STABLE if stable else metadata.SHARD_CONTENTS_RUNNER_CHOSEN
 
 
 class WriteSplit(beam.PTransform):
@@ -96,8 +112,9 @@ class WriteSplit(beam.PTransform):
 
     A fixed count or a target size goes through `WriteShardsWithoutGrouping` (part files per
     bundle, then renamed or concatenated): no runner ever holds a shard's records as one grouped
-    value, which is what Beam's `WriteToTFRecord(num_shards=N)` does. Runner-chosen sharding is
-    Beam's own per-bundle write (the local DirectRunner: one shard per worker and split)."""
+    value, which is what Beam's `WriteToTFRecord(num_shards=N)` does; with `layout.stable` through
+    `WriteStableShards` (the same parts, then records copied into shards in key order). Runner-chosen
+    sharding is Beam's own per-bundle write (one shard per worker and split on the local runner)."""
 
     def __init__(self, output: str, split: str, layout: ShardLayout, compression: str) -> None:
         super().__init__()
@@ -110,7 +127,8 @@ class WriteSplit(beam.PTransform):
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         suffix = shard_suffix(self._compression)
         if self._layout.num_shards or self._layout.target_bytes:
-            return examples | WriteShardsWithoutGrouping(
+            write = WriteStableShards if self._layout.stable else WriteShardsWithoutGrouping
+            return examples | write(
                 self._prefix,
                 suffix,
                 unique_temp_dir(self._output, self._split),
@@ -167,6 +185,7 @@ class DatasetFacts:
     command_line: tuple[str, ...]
     # RasterSpec.to_dict() plus `requested` and `channels` when raster options were given, else None
     raster: Mapping[str, Any] | None = None
+    shard_contents: str = metadata.SHARD_CONTENTS_RUNNER_CHOSEN
 
 
 def group_splits(split_names: Sequence[str], shards: Iterable[tuple[str, metadata.ShardInfo]]) -> dict[str, metadata.SplitInfo]:
@@ -215,6 +234,7 @@ def dataset_info(
         schema=schema.schema_description(raster=raster is not None),
         command_line=facts.command_line,
         raster=raster,
+        shard_contents=facts.shard_contents,
     )
 
 

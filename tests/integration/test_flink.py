@@ -340,6 +340,12 @@ def test_flink_build_matches_direct_runner(
     assert (flink_out / "labels.txt").read_text() == (direct_out / "labels.txt").read_text()
     assert {n: s.num_examples for n, s in info.splits.items()} == {n: s.num_examples for n, s in reference_info.splits.items()}
     assert info.rejected == reference_info.rejected
+    # Stable contents (a local output): the very same shard and index files as the DirectRunner's.
+    assert info.shard_contents == reference_info.shard_contents == metadata.SHARD_CONTENTS_STABLE
+    assert info.splits == reference_info.splits, "Flink and DirectRunner shard layouts differ"
+    different = [shard.file for split in info.splits.values() for shard in split.shards
+                 if any((flink_out / f).read_bytes() != (direct_out / f).read_bytes() for f in (shard.file, shard.index))]
+    assert not different, f"shard files differ from the DirectRunner's: {different}"
 
     # Flink's view: one new job, FINISHED, every vertex on both TaskManagers, and the decode
     # step's inputs split between them.
@@ -362,7 +368,7 @@ def test_flink_build_matches_direct_runner(
     summary = (
         f"[test_flink] job {job['jid']} FINISHED in {job['duration'] / 1000:.1f} s: {job['tasks']['total']} tasks, "
         f"{len(report['vertices'])} vertices on {', '.join(sorted(TASKMANAGER_IDS))}; decode inputs per TaskManager {dict(sorted(decode[0].items()))}; "
-        f"{info.num_inputs} inputs = {info.num_images_written} written + {info.num_rejected} rejected; records identical to DirectRunner"
+        f"{info.num_inputs} inputs = {info.num_images_written} written + {info.num_rejected} rejected; shard files byte-identical to DirectRunner's"
     )
     record_property("flink_job", summary)
     announce(request.config, summary)

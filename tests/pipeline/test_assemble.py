@@ -9,7 +9,7 @@ from cropshard.pipeline.assemble import dataset_facts, label_ids, rejection_reas
 from cropshard.pipeline.options import build_config
 from cropshard.reader.version import __version__
 from cropshard.transforms.rejects import Rejection
-from cropshard.transforms.write import DatasetFacts
+from cropshard.transforms.write import DatasetFacts, ShardLayout
 
 
 def config(*args: str):
@@ -18,7 +18,7 @@ def config(*args: str):
 
 def test_dataset_facts_of_a_fixed_size_build() -> None:
     built = config("--size=128x96", "--channels=1", "--encoding=png", "--compression=gzip", "--split=train=0.5,test=0.5")
-    facts = dataset_facts(built, ["cropshard", "build", "--size=128x96"])
+    facts = dataset_facts(built, ["cropshard", "build", "--size=128x96"], [ShardLayout(target_bytes=1, stable=True)] * 2)
     assert facts == DatasetFacts(
         cropshard_version=__version__,
         encoding="png",
@@ -29,17 +29,21 @@ def test_dataset_facts_of_a_fixed_size_build() -> None:
         compression="gzip",
         split_names=("train", "test"),
         command_line=("cropshard", "build", "--size=128x96"),
+        shard_contents="stable",
     )
+    # One split with runner-chosen shards makes the dataset's contents runner-chosen.
+    mixed = dataset_facts(built, [], [ShardLayout(target_bytes=1, stable=True), ShardLayout()])
+    assert mixed.shard_contents == "runner-chosen"
 
 
 def test_dataset_facts_of_original_whole_images() -> None:
-    facts = dataset_facts(config("--crop=none", "--encoding=original"), ())
+    facts = dataset_facts(config("--crop=none", "--encoding=original"), (), [])
     assert (facts.encoding, facts.image_formats, facts.image_shape, facts.crop["strategy"]) == ("original", ("jpeg", "png"), None, "none")
     assert facts.command_line == ()
 
 
 def test_dataset_facts_are_frozen() -> None:
-    facts = dataset_facts(config("--size=32"), ())
+    facts = dataset_facts(config("--size=32"), (), [])
     with pytest.raises(AttributeError):
         facts.encoding = "jpeg"
 

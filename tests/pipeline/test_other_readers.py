@@ -39,8 +39,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def build(images: Path, out: Path, kind: str) -> metadata.DatasetInfo:
-    args = [f"--input={images}/**", f"--output={out}", *KINDS[kind], SPLITS, "--num_shards=2", *IN_PROCESS]
+def build(images: Path, out: Path, kind: str, runner: list[str] = IN_PROCESS, shards: str = "--num_shards=2") -> metadata.DatasetInfo:
+    args = [f"--input={images}/**", f"--output={out}", *KINDS[kind], SPLITS, shards, *runner]
     return run(args, command_line=["test"]).info
 
 
@@ -63,7 +63,7 @@ def test_the_build_writes_every_description(datasets: dict[str, tuple[Path, meta
     for kind, (out, info) in datasets.items():
         assert sorted(p.name for p in out.iterdir()) == written_files(info), kind
         assert all(shard.index == shard.file + ".idx" for split in info.splits.values() for shard in split.shards), kind
-        assert info.shard_contents == metadata.SHARD_CONTENTS_RUNNER_CHOSEN
+        assert info.shard_contents == metadata.SHARD_CONTENTS_STABLE
         assert (out / "image-class-label.labels.txt").read_text() == "cat\ndog\nfish\n"
 
 
@@ -189,20 +189,21 @@ def test_inspect_verify_checks_the_index_files(datasets: dict[str, tuple[Path, m
 
 
 @pytest.mark.slow
-def test_two_identical_builds_hold_the_same_records(images: Path, tmp_path: Path) -> None:
-    """What cropshard promises for two builds of the same inputs and options: the same shard file
-    names, the same records per split, and index files that match their own shards. Which shard
-    file a record lands in is the runner's choice (shard_contents 'runner-chosen')."""
-    import tensorflow as tf
-
-    infos = [build(images, tmp_path / name, "jpeg") for name in ("a", "b")]
-    for name in infos[0].splits:
-        files = [[shard.file for shard in info.splits[name].shards] for info in infos]
-        assert files[0] == files[1], name
-        records = [sorted(r for shard in files[0] for r in tf.data.TFRecordDataset(str(tmp_path / d / shard)).as_numpy_iterator())
-                   for d in ("a", "b")]
-        assert records[0] == records[1], name
-    for directory in ("a", "b"):
+@pytest.mark.parametrize("shards", ["--num_shards=2", "--target_shard_mb=0.01"])
+def test_two_identical_builds_write_identical_shard_files(images: Path, tmp_path: Path, shards: str) -> None:
+    """What cropshard promises for two builds of the same inputs and options on a local output:
+    the same shard files, byte for byte, with the same index files (shard_contents 'stable'), even
+    when one build runs in process and the other on two worker processes (other bundles, other
+    part files, another order of arrival)."""
+    runners = {"a": IN_PROCESS, "b": ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--progress=off"]}
+    infos = [build(images, tmp_path / name, "jpeg", runner, shards) for name, runner in runners.items()]
+    assert all(info.shard_contents == metadata.SHARD_CONTENTS_STABLE for info in infos)
+    assert infos[0].splits == infos[1].splits  # names, record counts, bytes, index file names
+    assert sum(len(split.shards) for split in infos[0].splits.values()) >= 4
+    for name, split in infos[0].splits.items():
+        for shard in split.shards:
+            for file in (shard.file, shard.index):
+                assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), (name, file)
+    for directory in runners:
         report = reader.verify(str(tmp_path / directory))
         assert report.ok, str(report)  # every index matches the shard written next to it
-    assert all(info.shard_contents == metadata.SHARD_CONTENTS_RUNNER_CHOSEN for info in infos)

@@ -6,24 +6,34 @@ import io
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from cropshard.reader import integrity
+from cropshard.reader.crc32c import crc32c
 from cropshard.transforms.sharding import (
     FRAME_OVERHEAD,
+    LOCATOR,
     AssembleShard,
     PartInfo,
     Segment,
     ShardSpec,
     WriteParts,
     WriteShardsWithoutGrouping,
+    WriteStableShards,
+    _OpenParts,
     copy_frames,
+    cut_points,
+    ordered_frames,
     plan_by_count,
     plan_by_size,
+    route_part,
     shard_path,
+    sort_key,
 )
 
 TestPipeline.__test__ = False
@@ -161,3 +171,106 @@ def test_write_without_grouping_end_to_end(tmp_path: Path, num_shards: int, targ
 def test_transform_refuses_a_non_positive_part_size() -> None:
     with pytest.raises(ValueError, match="target_bytes must be positive"):
         WriteShardsWithoutGrouping("/o/t", ".tfrecord", "/o/tmp", CompressionTypes.UNCOMPRESSED, 2, 0)
+
+
+# --- stable contents ----------------------------------------------------------------------------
+
+
+def keys_of(*pairs: tuple[int, int]) -> bytes:
+    return np.array([sort_key(crc, length) for crc, length in pairs], dtype="<u8").tobytes()
+
+
+def shard_of(cuts: np.ndarray, key: int) -> int:
+    return int(np.searchsorted(cuts, np.uint64(key), side="right"))
+
+
+def test_cut_points_give_equal_counts_whatever_the_order_of_the_parts() -> None:
+    rng = np.random.default_rng(0)
+    pairs = [(int(c), 100) for c in rng.integers(0, 2**32, size=1000)]
+    cuts = cut_points([keys_of(*pairs[:300]), keys_of(*pairs[300:])], num_shards=4, target_bytes=1)
+    assert np.array_equal(cuts, cut_points([keys_of(*pairs[::-1])], num_shards=4, target_bytes=1))
+    counts = np.bincount([shard_of(cuts, sort_key(*pair)) for pair in pairs], minlength=4)
+    assert counts.tolist() == [250, 250, 250, 250]
+
+
+def test_cut_points_by_size_keep_every_shard_under_the_target_plus_one_record() -> None:
+    rng = np.random.default_rng(1)
+    pairs = [(int(c), int(n)) for c, n in zip(rng.integers(0, 2**32, size=500), rng.integers(10, 400, size=500), strict=True)]
+    target = 10_000
+    cuts = cut_points([keys_of(*pairs)], num_shards=0, target_bytes=target)
+    total = sum(n + FRAME_OVERHEAD for _, n in pairs)
+    assert len(cuts) + 1 == -(-total // target)
+    sizes = np.zeros(len(cuts) + 1, dtype=int)
+    for crc, length in pairs:
+        sizes[shard_of(cuts, sort_key(crc, length))] += length + FRAME_OVERHEAD
+    assert sizes.sum() == total and sizes.max() <= target + 416 and sizes.min() >= total / len(sizes) - 416
+
+
+def test_cut_points_never_split_equal_keys_and_pad_empty_shards() -> None:
+    same = [(7, 50)] * 5
+    cuts = cut_points([keys_of(*same, (9, 50))], num_shards=3, target_bytes=1)
+    assert len({shard_of(cuts, sort_key(7, 50)) for _ in same}) == 1
+    # Fewer records than shards, or none: the last shards are empty, never missing.
+    assert len(cut_points([keys_of((1, 1))], num_shards=3, target_bytes=1)) == 2
+    assert len(cut_points([], num_shards=3, target_bytes=1)) == 2
+    assert len(cut_points([], num_shards=0, target_bytes=100)) == 0  # one empty shard
+
+
+def test_route_part_sends_every_record_to_exactly_one_shard() -> None:
+    located = np.array([(sort_key(c, 10), i * 26) for i, c in enumerate([5, 1, 9, 3, 7])], dtype=LOCATOR)
+    cuts = np.array([sort_key(4, 10), sort_key(8, 10)], dtype="<u8")
+    routed = dict(route_part(PartInfo("/p", 5, 130, located.tobytes()), cuts))
+    assert {shard: sorted(np.frombuffer(packed, dtype=LOCATOR)["key"] >> np.uint64(32)) for shard, (_, packed) in routed.items()} == {
+        0: [1, 3], 1: [5, 7], 2: [9]
+    }
+
+
+def test_equal_keys_are_ordered_by_their_bytes(tmp_path: Path) -> None:
+    records = [b"zz", b"aa", b"mm"]
+    part_path = tmp_path / "part"
+    part_path.write_bytes(framed(records))
+    offsets = [0, 18, 36]  # 2-byte records, 16 bytes of framing each
+    # The same key for all three (as for a CRC collision): the order must come from the bytes.
+    located = np.array([(sort_key(1, 2), offset) for offset in offsets], dtype=LOCATOR)
+    parts = _OpenParts()
+    frames = list(ordered_frames([(str(part_path), located[::-1].tobytes())], parts))
+    parts.close()
+    assert [frame[12:-4] for frame in frames] == [b"aa", b"mm", b"zz"]
+
+
+def build_stable(tmp_path: Path, name: str, records: list[bytes], num_shards: int, target: int, compression: str) -> dict[str, bytes]:
+    out = tmp_path / name
+    with TestPipeline() as p:
+        _ = p | beam.Create(records, reshuffle=True) | WriteStableShards(
+            str(out / "train"), ".tfrecord", str(out / "beam-temp-train-x"), compression, num_shards, target
+        )
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("num_shards,target,compression", [(3, 10**9, CompressionTypes.UNCOMPRESSED), (0, 2000, CompressionTypes.GZIP)])
+def test_stable_shards_are_identical_whatever_the_input_order(tmp_path: Path, num_shards: int, target: int, compression: str) -> None:
+    rng = np.random.default_rng(2)
+    records = [rng.bytes(int(n)) for n in rng.integers(20, 120, size=200)] + [b"duplicate"] * 3
+    first = build_stable(tmp_path, "a", records, num_shards, target, compression)
+    second = build_stable(tmp_path, "b", records[::-1], num_shards, target, compression)
+    assert first == second and not any(name.startswith("beam-temp") for name in first)
+    total = len(first)
+    assert list(first) == [f"train-{i:05d}-of-{total:05d}.tfrecord" for i in range(total)]
+    if num_shards:
+        assert total == 3
+    got = []
+    for name in first:
+        with FileSystems.open(str(tmp_path / "a" / name), compression_type=compression) as handle:
+            shard = []
+            while (record := _TFRecordUtil.read_record(handle)) is not None:
+                shard.append(record)
+        keys = [sort_key(crc32c(r), len(r)) for r in shard]
+        assert keys == sorted(keys)  # key order inside each shard, shards in key order
+        got.extend(shard)
+    assert sorted(got) == sorted(records)
+    assert [sort_key(crc32c(r), len(r)) for r in got] == sorted(sort_key(crc32c(r), len(r)) for r in records)
+
+
+def test_parts_read_by_offset_must_be_uncompressed() -> None:
+    with pytest.raises(ValueError, match="must be uncompressed"):
+        WriteParts("/tmp/x", CompressionTypes.GZIP, 100, locate=True)
