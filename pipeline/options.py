@@ -105,7 +105,7 @@ def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, h
     add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
         default="majority", choices=raster_labels.LABEL_MODES)
     add("--min_label_fraction", "--label_mode majority: skip chips whose majority class covers less than F of the chip.", type=float, default=0.0, metavar="F")
-    add("--label_names", "value,name per class of the class maps (ids follow the values' order); turns a manifest's label_raster column on.",
+    add("--label_names", "value,name per class of the class maps (ids follow the values' order); turns a JSONL manifest's label_raster key on.",
         default=None, metavar="CSV", shown_default="with --label_raster, the class maps' own category tables (GDAL .aux.xml), which must agree")
 
 
@@ -249,7 +249,7 @@ def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec |
     """--label_raster (or a manifest's label_raster column) and its options; reads the
     --label_names file (one small CSV). Without it the names are the class maps' own category
     tables, resolved before the job (transforms/raster/launch.py resolve_label_names)."""
-    if not opts.label_raster and not (opts.label_names and opts.manifest):
+    if not opts.label_raster and not (opts.manifest and (opts.label_names or manifest_names_class_maps(opts.manifest))):
         if opts.label_names:
             raise ValueError("--label_names names the classes of class maps: give --label_raster, or a --manifest with a label_raster column")
         return None
@@ -263,6 +263,16 @@ def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec |
         classes = raster_labels.parse_label_names(handle.read().decode("utf-8-sig"), opts.label_names)
     names_from = f"--label_names file {opts.label_names}"
     return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes, names_from)
+
+
+def manifest_names_class_maps(manifest: str) -> bool:
+    """A CSV/TSV manifest with a label_raster column (its header says so; a JSONL manifest's
+    rows may differ, so there --label_names turns the column on). A missing manifest is reported
+    where inputs are checked, not here."""
+    from apache_beam.io.filesystems import FileSystems
+    from cropshard.transforms.manifest import manifest_kind, read_manifest_header
+
+    return manifest_kind(manifest) == "csv" and FileSystems.exists(manifest) and "label_raster" in read_manifest_header(manifest)
 
 
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:

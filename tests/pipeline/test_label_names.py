@@ -77,3 +77,14 @@ def test_a_manifest_label_raster_column_gives_the_first_class_map(tmp_path: Path
     csv.write_text("1,lake\n")
     spec = resolved(f"--manifest={manifest}", "--output=/out", "--crop=grid", "--size=16x16", f"--label_names={csv}")
     assert spec.table_conflict.endswith("a.tif.aux.xml: value 1 is 'water' here, 'lake' in the dataset")
+
+
+def test_a_csv_manifest_label_raster_column_needs_no_label_names(tmp_path: Path) -> None:
+    scene(tmp_path, "a.tif", ["", "water"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label_raster\nimg/a.tif,lc/a.tif\n")
+    spec = resolved(f"--manifest={manifest}", "--output=/out", "--crop=grid", "--size=16x16")
+    assert spec.pattern is None and spec.classes == ((1, "water"),) and spec.names_from_tables
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,label\nimg/a.tif,x\n")
+    assert resolved(f"--manifest={plain}", "--output=/out", "--crop=grid", "--size=16x16") is None
