@@ -60,7 +60,12 @@ def label_raster_path(image_path: str, pattern: str) -> str:
     folder, name = paths.split(image_path)
     stem, ext = paths.splitext(name)
     path = pattern.format(dir=folder, stem=stem, name=name, ext=ext)
-    return path if remote else os.path.normpath(path)
+    if not remote:
+        return os.path.normpath(path)
+    # Object stores have no '..': resolve it within the bucket, as a file system would below its root.
+    scheme, _, rest = path.partition("://")
+    bucket, _, key = rest.partition("/")
+    return f"{scheme}://{bucket}{posixpath.normpath('/' + key)}"
 
 
 def parse_label_names(text: str, source: str) -> tuple[tuple[int, str], ...]:
