@@ -7,9 +7,10 @@ or pixel size), GDAL warps it onto the image's grid with nearest-neighbour resam
 without CRSs to align different grids by, the image is rejected (`label_raster_mismatch`).
 
 Class values map to 0-based ids in value order, named by `--label_names` (a CSV `value,name`)
-or else by the class maps' own category table (categories.py); pixels with another value, the class map's nodata, or outside it have no class
-(`NO_CLASS`). `--label_mode majority` gives each chip its majority class, skipping chips whose
-majority covers less than `--min_label_fraction` of the chip; `mask` stores the id map itself.
+or else by the class maps' own category table (categories.py); pixels with another value, the
+class map's nodata, or outside it have no class (`NO_CLASS`). `--label_mode majority` gives each
+chip its majority class, skipping chips whose majority covers less than `--min_label_fraction`
+of the chip; `mask` stores the id map itself.
 """
 
 from __future__ import annotations
