@@ -28,7 +28,7 @@ from cropshard.reader import metadata
 from cropshard.transforms.listing import count_inputs, iter_matches
 from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
-from cropshard.transforms.raster.launch import resolve_keep_dtype
+from cropshard.transforms.raster.launch import resolve_keep_dtype, resolve_label_names
 from cropshard.transforms.write import FAILED_FILENAME, ShardLayout, join, prepare_output, remove_temp_dirs
 
 _LOGGER = logging.getLogger("cropshard")
@@ -196,6 +196,7 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
     options = PipelineOptions(with_runner_defaults(argv))
     config = build_config(options)
     config = resolve_keep_dtype(config)  # --dtype keep -> the first raster's sample type
+    config = resolve_label_names(config)  # no --label_names -> the first class map's category table
     start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
     dry_run = is_dry_run(options)

@@ -107,8 +107,8 @@ def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, h
     add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
         default="majority", choices=raster_labels.LABEL_MODES)
     add("--min_label_fraction", "--label_mode majority: skip chips whose majority class covers less than F of the chip.", type=float, default=0.0, metavar="F")
-    add("--label_names", "value,name per class of the class maps (ids follow the values' order); required with --label_raster or a manifest label_raster column.",
-        default=None, metavar="CSV")
+    add("--label_names", "value,name per class of the class maps (ids follow the values' order); turns a JSONL manifest's label_raster key on.",
+        default=None, metavar="CSV", shown_default="with --label_raster, the class maps' own category tables (GDAL .aux.xml), which must agree")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,20 +249,32 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
 
 def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec | None:
     """--label_raster (or a manifest's label_raster column) and its options; reads the
-    --label_names file (one small CSV)."""
-    if not opts.label_raster and not (opts.label_names and opts.manifest):
+    --label_names file (one small CSV). Without it the names are the class maps' own category
+    tables, resolved before the job (transforms/raster/launch.py resolve_label_names)."""
+    if not opts.label_raster and not (opts.manifest and (opts.label_names or manifest_names_class_maps(opts.manifest))):
         if opts.label_names:
             raise ValueError("--label_names names the classes of class maps: give --label_raster, or a --manifest with a label_raster column")
         return None
-    if not opts.label_names:
-        raise ValueError("--label_raster needs --label_names (a CSV of value,name per class)")
     if not 0 <= opts.min_label_fraction <= 1:
         raise ValueError(f"--min_label_fraction is a share of the chip, 0..1; got {opts.min_label_fraction}")
+    if not opts.label_names:
+        return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, names_from_tables=True)
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(opts.label_names) as handle:
         classes = raster_labels.parse_label_names(handle.read().decode("utf-8-sig"), opts.label_names)
-    return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes)
+    names_from = f"--label_names file {opts.label_names}"
+    return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes, names_from)
+
+
+def manifest_names_class_maps(manifest: str) -> bool:
+    """A CSV/TSV manifest with a label_raster column (its header says so; a JSONL manifest's
+    rows may differ, so there --label_names turns the column on). A missing manifest is reported
+    where inputs are checked, not here."""
+    from apache_beam.io.filesystems import FileSystems
+    from cropshard.transforms.manifest import manifest_kind, read_manifest_header
+
+    return manifest_kind(manifest) == "csv" and FileSystems.exists(manifest) and "label_raster" in read_manifest_header(manifest)
 
 
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:

@@ -50,3 +50,60 @@ def multispectral(height: int, width: int, bands: int = 8, high: int = 2048, see
         for b in range(bands)
     ]
     return np.clip(np.stack(layers), 0, high - 1).astype(np.uint16)
+
+
+def write_category_table(
+    path: Path, names: list[str] | None = None, table: list[tuple[int, str]] | None = None, binned: list[str] | None = None
+) -> Path:
+    """Give band 1 of the GeoTIFF `path` a category table the way GDAL does, by GDAL itself (the
+    C API of the libgdal rasterio ships; rasterio has no call for it): `names` through
+    GDALSetRasterCategoryNames (entry i names value i, '' none), `table` as a thematic raster
+    attribute table (Value/MinMax + Class_Name/Name columns), `binned` as one with only a name
+    column and linear binning from 0. GDAL writes them to the PAM sidecar; returns its path."""
+    import ctypes
+    import glob
+    import os
+
+    import rasterio
+
+    (library,) = glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs", "libgdal-*.so*"))
+    gdal = ctypes.CDLL(library)  # the copy rasterio already loaded
+    pointer, text = ctypes.c_void_p, ctypes.c_char_p
+    for name, args, result in (
+        ("GDALOpen", [text, ctypes.c_int], pointer), ("GDALGetRasterBand", [pointer, ctypes.c_int], pointer), ("GDALClose", [pointer], None),
+        ("GDALSetRasterCategoryNames", [pointer, ctypes.POINTER(text)], ctypes.c_int), ("GDALCreateRasterAttributeTable", [], pointer),
+        ("GDALRATCreateColumn", [pointer, text, ctypes.c_int, ctypes.c_int], ctypes.c_int), ("GDALRATSetRowCount", [pointer, ctypes.c_int], None),
+        ("GDALRATSetValueAsInt", [pointer, ctypes.c_int, ctypes.c_int, ctypes.c_int], None),
+        ("GDALRATSetValueAsString", [pointer, ctypes.c_int, ctypes.c_int, text], None),
+        ("GDALRATSetLinearBinning", [pointer, ctypes.c_double, ctypes.c_double], ctypes.c_int),
+        ("GDALSetDefaultRAT", [pointer, pointer], ctypes.c_int), ("GDALDestroyRasterAttributeTable", [pointer], None),
+    ):
+        function = getattr(gdal, name)
+        function.argtypes, function.restype = args, result
+    gdal.GDALAllRegister()
+    with rasterio.Env(GDAL_PAM_ENABLED="YES"):  # GDAL reads the environment rasterio sets
+        dataset = gdal.GDALOpen(str(path).encode(), 1)  # GA_Update
+        assert dataset, f"GDAL cannot open {path}"
+        band = gdal.GDALGetRasterBand(dataset, 1)
+        if names is not None:
+            entries = (text * (len(names) + 1))(*[name.encode() for name in names], None)
+            assert gdal.GDALSetRasterCategoryNames(band, entries) == 0
+        rows = table if table is not None else list(enumerate(binned)) if binned is not None else None
+        if rows is not None:
+            rat = gdal.GDALCreateRasterAttributeTable()
+            if binned is None:
+                gdal.GDALRATCreateColumn(rat, b"Value", 0, 5)  # GFT_Integer, GFU_MinMax
+            else:
+                gdal.GDALRATSetLinearBinning(rat, 0.0, 1.0)
+            gdal.GDALRATCreateColumn(rat, b"Class_Name" if binned is None else b"Name", 2, 2)  # GFT_String, GFU_Name
+            gdal.GDALRATSetRowCount(rat, len(rows))
+            for row, (value, name) in enumerate(rows):
+                if binned is None:
+                    gdal.GDALRATSetValueAsInt(rat, row, 0, value)
+                gdal.GDALRATSetValueAsString(rat, row, 0 if binned is not None else 1, name.encode())
+            assert gdal.GDALSetDefaultRAT(band, rat) == 0  # GDAL copies the table
+            gdal.GDALDestroyRasterAttributeTable(rat)
+        gdal.GDALClose(dataset)
+    sidecar = path.with_name(path.name + ".aux.xml")
+    assert sidecar.exists(), f"GDAL wrote no {sidecar.name}"
+    return sidecar

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import apache_beam
+import numpy as np
 import psutil
 import pytest
 from cropshard.reader import metadata
 
-from tests import imagegen
+from tests import imagegen, rastergen
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
@@ -278,38 +279,88 @@ def flink_job_report(rest_url: str, jid: str) -> dict[str, Any]:
 # --- the test ----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class BothBuilds:
+    flink_out: Path
+    direct_out: Path
+    flink_log: str
+    context: str  # for assertion messages: the versions and the flink.sh log's tail
+    job: dict[str, Any]  # the one Flink job the build ran (/jobs/overview entry)
+    worker_starts: dict[int, int]  # SDK worker processes each TaskManager started for it
+
+
+def build_on_both(cluster: FlinkCluster, tmp_path: Path, args: list[str], timing: str) -> BothBuilds:
+    """`cropshard build ARGS` through launch/flink.sh and, at the same time, on the DirectRunner
+    (the reference); both must succeed, and the Flink build must be one FINISHED job."""
+    flink_out, direct_out = tmp_path / "flink", tmp_path / "direct"
+    jobs_before = {job["jid"] for job in rest(cluster.rest_url, "/jobs/overview")["jobs"]}
+    starts_before = sdk_worker_starts(cluster)
+    # The DirectRunner reference runs while flink.sh imports and the job server stages ~150 MB of
+    # jars to Flink (mostly waiting), which keeps the module inside its time budget on 2 cores.
+    reference_cmd = [sys.executable, "-m", "cropshard.pipeline", "build", "--runner=DirectRunner", "--direct_running_mode=in_memory", f"--output={direct_out}", *args]
+    reference_log = tmp_path / "direct.log"
+    started = time.monotonic()
+    with reference_log.open("wb") as handle:
+        reference = subprocess.Popen(reference_cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=cluster.env)
+        try:
+            rc, flink_log = run_logged(["bash", str(LAUNCH / "flink.sh"), f"--output={flink_out}", *args], cluster.env, tmp_path / "flink.log", timeout=900)
+            cluster.timings[timing] = time.monotonic() - started
+            reference_rc = reference.wait(timeout=600)
+        finally:
+            if reference.poll() is None:
+                reference.kill()
+                reference.wait()
+    cluster.timings[f"{timing} + reference"] = time.monotonic() - started
+    context = f"{cluster.versions}\nflink.sh log tail:\n{tail(flink_log)}"
+    assert rc == 0, f"launch/flink.sh exited {rc}\n{context}\njob server log tail:\n{tail((cluster.run_dir / 'log' / 'jobserver.log').read_text(errors='replace'))}"
+    assert reference_rc == 0, f"DirectRunner reference exited {reference_rc}:\n{tail(reference_log.read_text(errors='replace'))}"
+    assert "--runner=PortableRunner" in flink_log and "--parallelism=2" in flink_log, context
+    assert "--environment_type=PROCESS" in flink_log and "--sdk_worker_parallelism=1" in flink_log, context
+    assert "Traceback" not in flink_log, f"a successful run printed a traceback\n{context}"
+    new_jobs = [job for job in rest(cluster.rest_url, "/jobs/overview")["jobs"] if job["jid"] not in jobs_before]
+    assert len(new_jobs) == 1, new_jobs
+    job = new_jobs[0]
+    assert job["state"] == "FINISHED" and job["tasks"]["failed"] == 0 and job["tasks"]["finished"] == job["tasks"]["total"], job
+    starts = {tm: count - starts_before[tm] for tm, count in sdk_worker_starts(cluster).items()}
+    return BothBuilds(flink_out, direct_out, flink_log, context, job, starts)
+
+
+def sdk_worker_starts(cluster: FlinkCluster) -> dict[int, int]:
+    """Per TaskManager, the SDK workers started so far (sdk_worker_main logs its options once when it starts)."""
+    return {i: (cluster.run_dir / "log" / f"taskmanager-{i}.log").read_text(errors="replace").count("Pipeline_options:") for i in (1, 2)}
+
+
+def assert_same_dataset(both: BothBuilds) -> tuple[metadata.DatasetInfo, dict[str, list[bytes]]]:
+    """Flink's dataset equals the DirectRunner's: the multiset of records per split, rejections,
+    labels, counts (reconciled). Returns Flink's metadata and records."""
+    info, reference_info = metadata.load_info(str(both.flink_out)), metadata.load_info(str(both.direct_out))
+    assert info.num_inputs == info.num_images_written + info.num_rejected, both.context
+    flink_records = records_by_split(both.flink_out, info)
+    assert {k: len(v) for k, v in flink_records.items()} == {name: split.num_examples for name, split in info.splits.items()}
+    assert flink_records == records_by_split(both.direct_out, reference_info), "Flink and DirectRunner records differ"
+    assert rejections(both.flink_out) == rejections(both.direct_out)
+    assert (both.flink_out / "labels.txt").read_text() == (both.direct_out / "labels.txt").read_text()
+    assert info.labels == reference_info.labels
+    assert {n: s.num_examples for n, s in info.splits.items()} == {n: s.num_examples for n, s in reference_info.splits.items()}
+    assert (info.num_inputs, info.num_images_written, info.rejected) == (reference_info.num_inputs, reference_info.num_images_written, reference_info.rejected)
+    assert not list(both.flink_out.glob("beam-temp-*")), "Beam temp dirs left behind"
+    # Stable contents (a local output): the very same shard and index files as the DirectRunner's.
+    assert info.shard_contents == reference_info.shard_contents == metadata.SHARD_CONTENTS_STABLE
+    assert info.splits == reference_info.splits, "Flink and DirectRunner shard layouts differ"
+    different = [shard.file for split in info.splits.values() for shard in split.shards
+                 if any((both.flink_out / f).read_bytes() != (both.direct_out / f).read_bytes() for f in (shard.file, shard.index))]
+    assert not different, f"shard files differ from the DirectRunner's: {different}"
+    return info, flink_records
+
+
 def test_flink_build_matches_direct_runner(
     flink_cluster: FlinkCluster, tmp_path: Path, record_property: Callable[[str, object], None], request: pytest.FixtureRequest
 ) -> None:
     record_property("flink_versions", flink_cluster.versions)
     inputs = tmp_path / "images"
     expected_rejections = make_inputs(inputs)
-    flink_out, direct_out = tmp_path / "flink", tmp_path / "direct"
-    jobs_before = {job["jid"] for job in rest(flink_cluster.rest_url, "/jobs/overview")["jobs"]}
-
-    # The DirectRunner reference runs while flink.sh imports and the job server stages ~150 MB of
-    # jars to Flink (mostly waiting), which keeps the module inside its time budget on 2 cores.
-    reference_cmd = [sys.executable, "-m", "cropshard.pipeline", "build", "--runner=DirectRunner", "--direct_running_mode=in_memory", f"--input={inputs}", f"--output={direct_out}", *BUILD_ARGS]
-    reference_log = tmp_path / "direct.log"
-    started = time.monotonic()
-    with reference_log.open("wb") as handle:
-        reference = subprocess.Popen(reference_cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=flink_cluster.env)
-        try:
-            rc, flink_log = run_logged(["bash", str(LAUNCH / "flink.sh"), f"--input={inputs}", f"--output={flink_out}", *BUILD_ARGS], flink_cluster.env, tmp_path / "flink.log", timeout=900)
-            flink_seconds = time.monotonic() - started
-            reference_rc = reference.wait(timeout=600)
-        finally:
-            if reference.poll() is None:
-                reference.kill()
-                reference.wait()
-    flink_cluster.timings["flink build"] = flink_seconds
-    flink_cluster.timings["flink + reference"] = time.monotonic() - started
-    context = f"{flink_cluster.versions}\nflink.sh log tail:\n{tail(flink_log)}"
-    assert rc == 0, f"launch/flink.sh exited {rc}\n{context}\njob server log tail:\n{tail((flink_cluster.run_dir / 'log' / 'jobserver.log').read_text(errors='replace'))}"
-    assert reference_rc == 0, f"DirectRunner reference exited {reference_rc}:\n{tail(reference_log.read_text(errors='replace'))}"
-    assert "--runner=PortableRunner" in flink_log and "--parallelism=2" in flink_log, context
-    assert "--environment_type=PROCESS" in flink_log and "--sdk_worker_parallelism=1" in flink_log, context
-    assert "Traceback" not in flink_log, f"a successful run printed a traceback\n{context}"
+    both = build_on_both(flink_cluster, tmp_path, [f"--input={inputs}", *BUILD_ARGS], "flink build")
+    flink_out, context, job = both.flink_out, both.context, both.job
 
     # Dataset: reconciled counts, the rejections expected, several shards per split near the target.
     info = metadata.load_info(str(flink_out))
@@ -324,42 +375,20 @@ def test_flink_build_matches_direct_runner(
         count = len(split.shards)
         assert count >= 3, f"{name}: {split.shards}"
         assert sorted(p.name for p in flink_out.glob(f"{name}-*.tfrecord")) == [f"{name}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
-        # A rolled part passes the target by less than a record; packed remainders stay below it,
-        # and at most one shard of a split is under half the target (first-fit-decreasing).
+        # Stable shards cut the split into equal-size ranges of at most the target (plus a record),
+        # so at most one shard of a split (a split under half the target) is under half of it.
         assert all(shard.num_bytes <= target + largest_record for shard in split.shards), f"{name}: {split.shards}"
         assert sum(shard.num_bytes < target / 2 for shard in split.shards) <= 1, f"{name}: {split.shards}"
-    assert not list(flink_out.glob("beam-temp-*")), "Beam temp dirs left behind"
 
     # Same as the DirectRunner: identical multiset of records per split, rejections, labels, counts.
-    reference_info = metadata.load_info(str(direct_out))
-    flink_records = records_by_split(flink_out, info)
-    assert {k: len(v) for k, v in flink_records.items()} == {name: split.num_examples for name, split in info.splits.items()}
+    _, flink_records = assert_same_dataset(both)
     assert sum(len(v) for v in flink_records.values()) == 2 * good  # --crops_per_image=2
-    assert flink_records == records_by_split(direct_out, reference_info), "Flink and DirectRunner records differ"
-    assert rejections(flink_out) == rejections(direct_out)
-    assert (flink_out / "labels.txt").read_text() == (direct_out / "labels.txt").read_text()
-    assert {n: s.num_examples for n, s in info.splits.items()} == {n: s.num_examples for n, s in reference_info.splits.items()}
-    assert info.rejected == reference_info.rejected
-    # Stable contents (a local output): the very same shard and index files as the DirectRunner's.
-    assert info.shard_contents == reference_info.shard_contents == metadata.SHARD_CONTENTS_STABLE
-    assert info.splits == reference_info.splits, "Flink and DirectRunner shard layouts differ"
-    different = [shard.file for split in info.splits.values() for shard in split.shards
-                 if any((flink_out / f).read_bytes() != (direct_out / f).read_bytes() for f in (shard.file, shard.index))]
-    assert not different, f"shard files differ from the DirectRunner's: {different}"
 
-    # Flink's view: one new job, FINISHED, every vertex on both TaskManagers, and the decode
-    # step's inputs split between them.
-    new_jobs = [job for job in rest(flink_cluster.rest_url, "/jobs/overview")["jobs"] if job["jid"] not in jobs_before]
-    assert len(new_jobs) == 1, new_jobs
-    job = new_jobs[0]
-    assert job["state"] == "FINISHED" and job["tasks"]["failed"] == 0 and job["tasks"]["finished"] == job["tasks"]["total"], job
+    # Flink's view: every vertex on both TaskManagers, and the decode step's inputs split between them.
     report = flink_job_report(flink_cluster.rest_url, job["jid"])
     flink_cluster.timings["flink job"] = job["duration"] / 1000
-    # SDK workers in processes, one per slot, kept for the whole job: each TaskManager's log has
-    # exactly one worker start (sdk_worker_main logs its options once when it starts).
-    for i in (1, 2):
-        starts = (flink_cluster.run_dir / "log" / f"taskmanager-{i}.log").read_text(errors="replace").count("Pipeline_options:")
-        assert starts == 1, f"taskmanager-{i} started {starts} SDK workers"
+    # SDK workers in processes, one per slot, kept for the whole job: one worker start per TaskManager.
+    assert both.worker_starts == {1: 1, 2: 1}, f"SDK workers started per TaskManager: {both.worker_starts}"
     not_on_both = {name: v["taskmanagers"] for name, v in report["vertices"].items() if set(v["taskmanagers"]) != TASKMANAGER_IDS or v["status"] != "FINISHED"}
     assert not not_on_both, f"vertices not FINISHED on both TaskManagers: {not_on_both}"
     decode = [v["taskmanagers"] for name, v in report["vertices"].items() if "ImagesToExamples" in name]
@@ -372,3 +401,99 @@ def test_flink_build_matches_direct_runner(
     )
     record_property("flink_job", summary)
     announce(request.config, summary)
+
+
+# --- a raster build -----------------------------------------------------------------------------
+
+# 4-band uint16 scenes (2 m pixels, UTM 13N, nodata 0) on a 256 m block grid, one class map for all
+# of them on a grid shifted by a few pixels, its class names from its own category table (GDAL's
+# .aux.xml sidecar, no --label_names): so the workers open rasters and class maps with GDAL, warp the
+# class map, read the sidecar and cut leakage-safe splits, on Flink as on the DirectRunner.
+RASTER_ORIGIN = (487424.0, 4443648.0)  # a multiple of the 256 m --split_by block
+RASTER_CLASSES = ["", "water", "crops", "trees"]  # category names: value i is entry i ('' names nothing)
+RASTER_ARGS = [
+    "--crop=grid", "--size=64x64", "--dtype=keep", "--bands=1,2,3,4", "--encoding=raw",
+    "--split=train=0.6,validation=0.2,test=0.2", "--split_by=block:256", "--max_nodata=0.25",
+    "--label_raster={dir}/../landcover/classes.tif", "--label_mode=majority", "--progress=off",
+]
+
+
+def make_raster_inputs(root: Path) -> dict[str, str]:
+    """Two overlapping scenes with nodata, one far from the class map, a 3-band scene and a VRT
+    named .tif, plus the class map (outside the input folder); returns path -> expected rejection."""
+    scenes = root / "scenes"
+    a = rastergen.multispectral(384, 384, bands=4, seed=1)
+    a[:, :100, :100] = 0  # nodata: the top-left chips are skipped (--max_nodata 0.25)
+    rastergen.write_raster(scenes / "a.tif", a, origin=RASTER_ORIGIN, nodata=0)
+    # 96 m (48 pixels) east and south of a: overlaps it, and some chips straddle 256 m blocks.
+    rastergen.write_raster(scenes / "b.tif", rastergen.multispectral(192, 192, bands=4, seed=2), origin=(RASTER_ORIGIN[0] + 96, RASTER_ORIGIN[1] - 96), nodata=0, compress="lzw")
+    rastergen.write_raster(scenes / "far.tif", rastergen.multispectral(64, 64, bands=4, seed=3), origin=(RASTER_ORIGIN[0] + 50000, RASTER_ORIGIN[1]), nodata=0)
+    rastergen.write_raster(scenes / "rgb.tif", rastergen.multispectral(64, 64, bands=3, seed=4), origin=RASTER_ORIGIN)
+    (scenes / "hostile.tif").write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="UInt16" band="1"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{root / "secret.tif"}</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>'
+    )
+    rastergen.write_raster(root / "secret.tif", np.full((1, 64, 64), 7, np.uint16))  # what the VRT would read
+    rng = np.random.default_rng(5)
+    classes = np.kron(rng.choice([1, 2, 3], size=(50, 50)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 400x400
+    # 6 m west and 10 m north of a (3 and 5 pixels): GDAL warps it onto each scene's grid.
+    class_map = rastergen.write_raster(root / "landcover" / "classes.tif", classes[None], origin=(RASTER_ORIGIN[0] - 6, RASTER_ORIGIN[1] + 10))
+    rastergen.write_category_table(class_map, names=RASTER_CLASSES)
+    return {
+        str(scenes / "far.tif"): "label_raster_mismatch",
+        str(scenes / "rgb.tif"): "band_mismatch",
+        str(scenes / "hostile.tif"): "raster_reference",
+    }
+
+
+def test_flink_raster_build_matches_direct_runner(flink_cluster: FlinkCluster, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    import rasterio
+    from cropshard.reader import schema
+    from rasterio.windows import Window
+
+    expected_rejections = make_raster_inputs(tmp_path / "in")
+    both = build_on_both(flink_cluster, tmp_path, [f"--input={tmp_path / 'in' / 'scenes'}", *RASTER_ARGS], "flink raster build")
+    info, records = assert_same_dataset(both)
+    reference = metadata.load_info(str(both.direct_out))
+
+    assert rejections(both.flink_out) == expected_rejections, both.context
+    assert (info.num_inputs, info.num_images_written, info.num_rejected) == (5, 2, 3), both.context
+    assert info.labels == ("water", "crops", "trees") and info.channels == 4 and info.image_shape == (64, 64, 4)
+    raster = info.raster
+    assert raster["labels"]["names_from"] == f"category table of {tmp_path / 'in' / 'landcover' / 'classes.tif'}"
+    assert raster["dtype"] == "uint16" and raster["crs_seen"] == ["EPSG:32613"] and raster["num_rasters"] == 2
+    assert raster["chips_skipped"] == reference.raster["chips_skipped"] and raster["chips_skipped"]["nodata"] >= 1
+    assert raster["chips_skipped"]["split_boundary"] >= 1
+    assert info.num_examples + sum(raster["chips_skipped"].values()) == 36 + 9  # every chip of a (6x6) and b (3x3): stored or counted
+    # Per-band statistics per split, from Beam combiners on both runners: present and equal.
+    assert set(raster["stats"]) == {name for name, split in info.splits.items() if split.num_examples} and raster["stats"] == reference.raster["stats"]
+    assert all(len(stats["mean"]) == 4 and stats["pixels"] == info.splits[split].num_examples * 64 * 64 for split, stats in raster["stats"].items())
+
+    # Each chip: the source's window read by rasterio, its own transform and CRS, in one split per 256 m block.
+    split_of_block: dict[tuple[int, int], set[str]] = {}
+    for split, serialized in records.items():
+        for raw in serialized:
+            record = schema.decode_example(raw)
+            y, x, h, w = record.crop_box
+            with rasterio.open(record.filename) as ds:
+                window = Window(x, y, w, h)
+                expected = np.moveaxis(ds.read(window=window), 0, -1)
+                assert tuple(record.geo_transform) == ds.window_transform(window).to_gdal()
+            assert record.geo_crs == "EPSG:32613" and record.dtype == "uint16" and record.label_text == info.labels[record.label]
+            np.testing.assert_array_equal(np.frombuffer(record.encoded, "<u2").reshape(64, 64, 4), expected)
+            x0, pixel_w, _, y0, _, pixel_h = record.geo_transform
+            centre = (x0 + pixel_w * w / 2, y0 + pixel_h * h / 2)  # a chip inside one block: the centre's block
+            split_of_block.setdefault((int(centre[0] // 256), int(centre[1] // 256)), set()).add(split)
+    assert all(len(splits) == 1 for splits in split_of_block.values()), split_of_block
+    assert len(list(both.flink_out.glob("*.idx"))) == sum(len(split.shards) for split in info.splits.values())
+    assert len(split_of_block) > 1, split_of_block
+
+    flink_cluster.timings["flink raster job"] = both.job["duration"] / 1000
+    summary = (
+        f"[test_flink] raster job {both.job['jid']} FINISHED in {both.job['duration'] / 1000:.1f} s: {info.num_inputs} inputs = "
+        f"{info.num_images_written} written + {info.num_rejected} rejected; {info.num_examples} chips "
+        f"({', '.join(f'{n} {s.num_examples}' for n, s in info.splits.items())}), skipped {raster['chips_skipped']}; "
+        f"SDK workers started per TaskManager {both.worker_starts}; records identical to DirectRunner"
+    )
+    announce(request.config, summary)
+

@@ -65,3 +65,27 @@ def test_raster_build_from_gs(gcs: GcsEmulator, tmp_path: Path) -> None:
             np.testing.assert_array_equal(pixels, expected)
             seen += 1
     assert seen == info.num_examples == 3 * 2 + 2 * 2
+
+
+def test_class_names_from_a_gs_class_maps_category_table(gcs: GcsEmulator, tmp_path: Path) -> None:
+    """The class map's .aux.xml is read through Beam's FileSystems too (launcher and workers)."""
+    local = tmp_path / "tree"
+    values = np.kron(np.array([[1, 2], [2, 1]], np.uint8), np.ones((16, 16), np.uint8))
+    for name, names in (("a", ["", "water", "crops"]), ("b", ["", "water", "trees"])):
+        rastergen.write_raster(local / "img" / f"{name}.tif", rastergen.multispectral(32, 32, bands=1, seed=5))
+        rastergen.write_category_table(rastergen.write_raster(local / "lc" / f"{name}.tif", values[None]), names=names)
+    uploaded = gcs.upload_tree(local, "gs://bucket/labelled")
+    assert f"{uploaded[str(local / 'lc' / 'a.tif')]}.aux.xml" in uploaded.values()
+
+    out = "gs://bucket/labelled-out"
+    info = run(
+        ["--input=gs://bucket/labelled/img/*.tif", f"--output={out}", "--temp_location=gs://bucket/tmp", "--crop=grid", "--size=16x16",
+         "--channels=1", "--dtype=keep", "--label_raster={dir}/../lc/{name}", "--num_shards=1", *IN_PROCESS],
+        command_line=["test"],
+    ).info
+    assert info.labels == ("water", "crops") and info.raster["labels"]["names_from"] == "category table of gs://bucket/labelled/lc/a.tif"
+    assert info.rejected == {"label_names_mismatch": 1} and info.num_images_written == 1
+    (line,) = read_text(f"{out}/{metadata.REJECTED_FILENAME}").splitlines()
+    assert Rejection.from_json(line).path == uploaded[str(local / "img" / "b.tif")] and "'trees' here, 'crops' in the dataset" in line
+    labels = sorted((schema.decode_example(r).crop_box[:2], schema.decode_example(r).label) for r in read_records(f"{out}/{info.splits['train'].shards[0].file}"))
+    assert labels == [((0, 0), 0), ((0, 16), 1), ((16, 0), 1), ((16, 16), 0)]

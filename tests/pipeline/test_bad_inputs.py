@@ -884,6 +884,12 @@ Notes
   and check apply to 16-bit greyscale PNG/TIFF photos (a 12-bit camera PNG needs `--to_uint8 bits:12`).
 - A raster whose bands cannot match the dataset (8 bands for `--channels 3`, float32 for a uint8 dataset) is
   `band_mismatch`, never padded or truncated silently; `--bands` chooses bands, `--dtype keep` stores the source type.
+- A class map (`--label_raster`) without `--label_names` names its classes by its own category table: the `.aux.xml`
+  GDAL writes next to it (band 1's `CategoryNames`, or a raster attribute table with a name column), read by cropshard
+  as data (GDAL itself still reads no sidecar; a DTD in it is refused). The first class map in path order names the
+  dataset's classes before the job (the launcher stops when it has no usable table); a class map whose table is
+  missing, unusable or names other classes is rejected `label_names_mismatch`. `--label_names` wins over the tables;
+  a first table that differs from it is reported (a warning, and `raster.labels.category_table_conflict`).
 """
 
 

@@ -220,6 +220,36 @@ def test_manifest_label_raster_column(tmp_path: Path) -> None:
     assert info.labels == ("water", "crops", "trees")
 
 
+def test_class_names_from_the_class_maps_category_tables(tmp_path: Path) -> None:
+    """No --label_names: the names are the first class map's GDAL category table, recorded like
+    --label_names; a class map naming its classes otherwise, or not at all, is rejected."""
+    values = np.kron(np.array([[1, 2], [3, 1]], np.uint8), np.ones((16, 16), np.uint8))  # one class per quadrant
+    for name, names in (("a", ["", "water", "crops", "trees"]), ("b", ["", "water", "crops", "trees"]), ("c", ["", "lake", "crops", "trees"]), ("d", None)):
+        rastergen.write_raster(tmp_path / "img" / f"{name}.tif", rastergen.multispectral(32, 32, bands=1, high=256).astype(np.uint8))
+        class_map = rastergen.write_raster(tmp_path / "lc" / f"{name}.tif", values[None])
+        if names:
+            rastergen.write_category_table(class_map, names=names)
+    common = ["--input", str(tmp_path / "img"), "--crop", "grid", "--size", "16x16", "--channels", "1", "--label_raster", "{dir}/../lc/{name}"]
+    out = tmp_path / "tables"
+    info = build(*common, "--output", str(out))
+    assert rejected(out) == {"c.tif": "label_names_mismatch", "d.tif": "label_names_mismatch"}
+    assert (info.num_inputs, info.num_images_written, info.num_examples) == (4, 2, 8)
+    assert info.labels == ("water", "crops", "trees") and (out / "labels.txt").read_text().split() == ["water", "crops", "trees"]
+    assert info.raster["labels"]["names_from"] == f"category table of {tmp_path / 'lc' / 'a.tif'}"
+    assert [c["name"] for c in info.raster["labels"]["classes"]] == ["water", "crops", "trees"]
+    text = (out / metadata.REJECTED_FILENAME).read_text()
+    assert "value 1 is 'lake' here, 'water' in the dataset" in text and "has no category table" in text
+    labels = sorted((Path(meta["filename"].decode()).name, tuple(int(v) for v in meta["source_crop_box"][:2]), int(label))
+                    for _, label, meta in reader.load(str(out), batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator())
+    assert labels == [(name, box, label) for name in ("a.tif", "b.tif") for box, label in (((0, 0), 0), ((0, 16), 1), ((16, 0), 2), ((16, 16), 0))]
+
+    (tmp_path / "classes.csv").write_text("1,lake\n2,crops\n3,trees\n")  # --label_names wins; a's differing table is reported
+    out = tmp_path / "csv"
+    info = build(*common, "--output", str(out), "--label_names", str(tmp_path / "classes.csv"))
+    assert rejected(out) == {} and info.labels == ("lake", "crops", "trees") and info.num_examples == 16
+    assert info.raster["labels"]["category_table_conflict"] == f"{tmp_path / 'lc' / 'a.tif.aux.xml'}: value 1 is 'water' here, 'lake' in the dataset"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int16"])
 def test_float32_and_int16_keep_through_the_reader(tmp_path: Path, dtype: str) -> None:
     rng = np.random.default_rng(3)

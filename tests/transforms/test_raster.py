@@ -372,6 +372,14 @@ def test_label_names_csv() -> None:
             parse_label_names(bad, "c.csv")
 
 
+def test_label_raster_path_resolves_dot_dot_locally_and_within_a_bucket() -> None:
+    from cropshard.transforms.raster.labels import label_raster_path
+
+    assert label_raster_path("/data/img/a.tif", "{dir}/../lc/{stem}_lc{ext}") == "/data/lc/a_lc.tif"
+    assert label_raster_path("gs://b/data/img/a.tif", "{dir}/../lc/{name}") == "gs://b/data/lc/a.tif"  # GCS has no '..'
+    assert label_raster_path("gs://b/a.tif", "{dir}/../../lc/{name}") == "gs://b/lc/a.tif"  # never above the bucket
+
+
 def test_majority_and_mask_labels_from_a_shifted_class_map(tmp_path: Path) -> None:
     from cropshard.transforms.raster.labels import LabelRasterSpec
 

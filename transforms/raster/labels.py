@@ -6,10 +6,11 @@ or pixel size), GDAL warps it onto the image's grid with nearest-neighbour resam
 `WarpedVRT` built here over the opened class map, not read from any file); with no overlap, or
 without CRSs to align different grids by, the image is rejected (`label_raster_mismatch`).
 
-Class values map to 0-based ids in the order of `--label_names` (a CSV `value,name`, sorted by
-value); pixels with another value, the class map's nodata, or outside it have no class
-(`NO_CLASS`). `--label_mode majority` gives each chip its majority class, skipping chips whose
-majority covers less than `--min_label_fraction` of the chip; `mask` stores the id map itself.
+Class values map to 0-based ids in value order, named by `--label_names` (a CSV `value,name`)
+or else by the class maps' own category table (categories.py); pixels with another value, the
+class map's nodata, or outside it have no class (`NO_CLASS`). `--label_mode majority` gives each
+chip its majority class, skipping chips whose majority covers less than `--min_label_fraction`
+of the chip; `mask` stores the id map itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class LabelRasterSpec:
     mode: str = "majority"
     min_fraction: float = 0.0
     classes: tuple[tuple[int, str], ...] = ()  # (raster value, name), sorted by value: id = position
+    names_from: str = ""  # where the names came from: the --label_names file, or a class map's category table
+    names_from_tables: bool = False  # no --label_names: every class map's own table must equal `classes`
+    table_conflict: str = ""  # --label_names given: how the first class map's own table differs from it
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -46,6 +50,7 @@ class LabelRasterSpec:
         return {
             "pattern": self.pattern, "mode": self.mode, "min_fraction": self.min_fraction,
             "classes": [{"id": i, "value": v, "name": n} for i, (v, n) in enumerate(self.classes)], "no_class_id": NO_CLASS,
+            "names_from": self.names_from, **({"category_table_conflict": self.table_conflict} if self.table_conflict else {}),
         }
 
 
@@ -56,7 +61,12 @@ def label_raster_path(image_path: str, pattern: str) -> str:
     folder, name = paths.split(image_path)
     stem, ext = paths.splitext(name)
     path = pattern.format(dir=folder, stem=stem, name=name, ext=ext)
-    return path if remote else os.path.normpath(path)
+    if not remote:
+        return os.path.normpath(path)
+    # Object stores have no '..': resolve it within the bucket, as a file system would below its root.
+    scheme, _, rest = path.partition("://")
+    bucket, _, key = rest.partition("/")
+    return f"{scheme}://{bucket}{posixpath.normpath('/' + key)}"
 
 
 def parse_label_names(text: str, source: str) -> tuple[tuple[int, str], ...]:
@@ -69,6 +79,11 @@ def parse_label_names(text: str, source: str) -> tuple[tuple[int, str], ...]:
         if len(row) < 2 or not row[0].strip().lstrip("-").isdigit():
             raise ValueError(f"{source}: each row must be value,name (an integer class value and its name); got {row}")
         classes.append((int(row[0]), row[1].strip()))
+    return checked_classes(classes, source)
+
+
+def checked_classes(classes: list[tuple[int, str]], source: str) -> tuple[tuple[int, str], ...]:
+    """(value, name) pairs sorted by value; ValueError unless 1..MAX_CLASSES distinct values."""
     values = [value for value, _ in classes]
     if not classes or len(set(values)) != len(values) or len(classes) > MAX_CLASSES:
         raise ValueError(f"{source}: needs 1..{MAX_CLASSES} classes with distinct values, got {len(classes)}")

@@ -6,7 +6,8 @@ network. cropshard therefore opens rasters only with the GeoTIFF driver (which c
 never lists the input's folder (so no sidecar is found), reads georeferencing only from the
 file itself, and serves remote inputs (gs://) to GDAL through one Python file object from
 Beam's FileSystems that answers for that one object only: GDAL never opens a URL itself.
-The options are scoped (`rasterio.Env`) to each open, so nothing global is set.
+The options are scoped (`rasterio.Env`) to each open, so nothing global is set. (A class map's
+`.aux.xml` category table is read by categories.py as data, never handed to GDAL.)
 """
 
 from __future__ import annotations

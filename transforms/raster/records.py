@@ -21,7 +21,7 @@ import numpy as np
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
-from cropshard.transforms.raster import chips, convert, labels
+from cropshard.transforms.raster import categories, chips, convert, labels
 from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
 from cropshard.transforms.raster.stats import BandStats
 from cropshard.transforms.rejects import Rejected
@@ -293,6 +293,7 @@ def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, sta
         label_dataset = stack.enter_context(open_raster(path))
     except Rejected as err:
         raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
+    categories.check_class_map_table(path, spec)
     return labels.LabelGrid(label_dataset, dataset, spec, stack)
 
 
