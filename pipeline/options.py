@@ -107,7 +107,7 @@ def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, h
     add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
         default="majority", choices=raster_labels.LABEL_MODES)
     add("--min_label_fraction", "--label_mode majority: skip chips whose majority class covers less than F of the chip.", type=float, default=0.0, metavar="F")
-    add("--label_names", "value,name per class of the class maps (ids follow the values' order); turns a JSONL manifest's label_raster key on.",
+    add("--label_names", "value,name per class of the class maps (ids follow the values' order).",
         default=None, metavar="CSV", shown_default="with --label_raster, the class maps' own category tables (GDAL .aux.xml), which must agree")
 
 
@@ -268,13 +268,17 @@ def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec |
 
 
 def manifest_names_class_maps(manifest: str) -> bool:
-    """A CSV/TSV manifest with a label_raster column (its header says so; a JSONL manifest's
-    rows may differ, so there --label_names turns the column on). A missing manifest is reported
-    where inputs are checked, not here."""
+    """A CSV/TSV manifest with a label_raster column (its header says so), or a JSONL manifest
+    with a label_raster key in any row. A missing manifest is reported where inputs are checked,
+    not here."""
     from apache_beam.io.filesystems import FileSystems
-    from cropshard.transforms.manifest import manifest_kind, read_manifest_header
+    from cropshard.transforms.manifest import jsonl_names_class_maps, manifest_kind, read_manifest_header
 
-    return manifest_kind(manifest) == "csv" and FileSystems.exists(manifest) and "label_raster" in read_manifest_header(manifest)
+    if not FileSystems.exists(manifest):
+        return False
+    if manifest_kind(manifest) == "csv":
+        return "label_raster" in read_manifest_header(manifest)
+    return jsonl_names_class_maps(manifest)
 
 
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:

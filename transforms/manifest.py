@@ -48,6 +48,21 @@ def read_manifest_header(path: str) -> list[str]:
     return header
 
 
+def jsonl_names_class_maps(path: str) -> bool:
+    """Whether any row of a JSONL manifest has a non-empty label_raster key (the launcher streams
+    the file once: rows may differ, and a key no option turned on must not be ignored)."""
+    with FileSystems.open(path) as handle:
+        for line in handle:
+            if b'"label_raster"' in line:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # the row is rejected with its reason when the job reads it
+                if isinstance(row, dict) and str(row.get("label_raster") or "").strip():
+                    return True
+    return False
+
+
 def parse_manifest_row(
     line: str, kind: str, header: Sequence[str], manifest_dir: str, split_names: Sequence[str] | None, delimiter: str = ","
 ) -> ImageSource:

@@ -88,3 +88,15 @@ def test_a_csv_manifest_label_raster_column_needs_no_label_names(tmp_path: Path)
     plain = tmp_path / "plain.csv"
     plain.write_text("path,label\nimg/a.tif,x\n")
     assert resolved(f"--manifest={plain}", "--output=/out", "--crop=grid", "--size=16x16") is None
+
+
+def test_a_jsonl_manifest_with_a_label_raster_key_in_any_row_needs_no_label_names(tmp_path: Path) -> None:
+    scene(tmp_path, "a.tif", ["", "water"])
+    manifest = tmp_path / "m.jsonl"
+    # The first row has no class map: the key in a later row still turns class maps on.
+    manifest.write_text('{"path": "img/other.tif"}\n{"path": "img/a.tif", "label_raster": "lc/a.tif"}\n')
+    spec = resolved(f"--manifest={manifest}", "--output=/out", "--crop=grid", "--size=16x16")
+    assert spec.pattern is None and spec.classes == ((1, "water"),) and spec.names_from_tables
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"path": "img/a.tif", "label_raster": ""}\nnot json but "label_raster"\n')
+    assert resolved(f"--manifest={plain}", "--output=/out", "--crop=grid", "--size=16x16") is None
