@@ -493,7 +493,7 @@ def test_flink_raster_build_matches_direct_runner(flink_cluster: FlinkCluster, t
         f"[test_flink] raster job {both.job['jid']} FINISHED in {both.job['duration'] / 1000:.1f} s: {info.num_inputs} inputs = "
         f"{info.num_images_written} written + {info.num_rejected} rejected; {info.num_examples} chips "
         f"({', '.join(f'{n} {s.num_examples}' for n, s in info.splits.items())}), skipped {raster['chips_skipped']}; "
-        f"SDK workers started per TaskManager {both.worker_starts}; records identical to DirectRunner"
+        f"SDK workers started per TaskManager {both.worker_starts}; shard files byte-identical to DirectRunner's"
     )
     announce(request.config, summary)
 
