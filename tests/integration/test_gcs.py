@@ -132,6 +132,8 @@ def check_gs_dataset(gcs: GcsEmulator, output: str, info: metadata.DatasetInfo, 
     assert info.rejected == dict(collections.Counter(broken.values()))
     assert info.labels == ("cat", "dog")
     assert read_text(f"{output}/{metadata.LABELS_FILENAME}") == "cat\ndog\n"
+    # On gs:// the runner's bundles choose the shard contents (stable shards would read by offset).
+    assert info.shard_contents == metadata.SHARD_CONTENTS_RUNNER_CHOSEN
     for split in info.splits.values():
         assert len(split.shards) == 2
         for shard in split.shards:
