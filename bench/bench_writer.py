@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_writer.py cost      # (a) large baseline, (b) ImageNet-sized, (c) real mixed set
     .venv/bin/python bench/bench_writer.py overhead  # per-image overhead: 200 vs 2200 ImageNet-sized JPEGs, 224 crops
+    .venv/bin/python bench/bench_writer.py ab --baseline REV  # the same pipeline cost, this tree vs git revision REV, paired
     .venv/bin/python bench/bench_writer.py scaling   # DirectRunner 2 workers vs 1 on large photos
     .venv/bin/python bench/bench_writer.py scale     # 10k and 100k generated images: wall, images/s, peak RSS per process
     .venv/bin/python bench/bench_writer.py all
@@ -22,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -237,6 +239,13 @@ def imagenet_sized(scratch: Path, distinct: int = 100) -> tuple[list[Path], str]
     return paths, f"{distinct} rendered 500x375 JPEGs q90 (no photos cached in {PHOTOS})"
 
 
+def overhead_sets(paths: list[Path], scratch: Path, small: int, large: int) -> tuple[Path, Path]:
+    """Folders of `small` and `large` files linked from `paths`, named after where the paths come
+    from (cached photos or rendered images), so the two sources never mix in one folder."""
+    kind = "photos" if paths[0].parent == PHOTOS / "imagenet" else "rendered"
+    return replicate(paths, scratch / f"overhead_{kind}_{small}", small), replicate(paths, scratch / f"overhead_{kind}_{large}", large)
+
+
 def cpu_seconds(fn, *args) -> float:  # noqa: ANN001 - any of the timed loops
     """Process CPU seconds (all threads) that fn(*args) takes."""
     start = time.process_time()
@@ -252,8 +261,7 @@ def bench_overhead(scratch: Path, small: int = 200, large: int = 2200, crop: int
     shares the machine's state), with every round's value shown."""
     paths, source = imagenet_sized(scratch)
     one_worker = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
-    few = replicate(paths, scratch / f"overhead_{small}", small)
-    many = replicate(paths, scratch / f"overhead_{large}", large)
+    few, many = overhead_sets(paths, scratch, small, large)
     files = sorted(many.iterdir())[: large - small]
     cropshard_loop(files[:20], scratch / "warm.tfrecord", crop)  # imports, TF op registration
     build_seconds(f"{few}/*", scratch / "out_few", one_worker, True, crop)  # warm-up
@@ -299,6 +307,108 @@ def bench_overhead(scratch: Path, small: int = 200, large: int = 2200, crop: int
             " (tensor inputs, acceptable_fraction=1.0), as the writer calls it. Neither limit writes anything; the naive loop"
             " and cropshard write every 150 KB record to a TFRecord file.",
             "Targets: pipeline / limit <= 1.15, pipeline / naive <= 1.0.",
+        ]
+    )
+
+
+# A build server: one warm process per side, so start-up (imports, ~5 s of CPU) stays out of the
+# per-image figure; each request line is `glob output args...`, each answer the build's CPU seconds.
+_BUILD_SERVER = """
+import shutil, sys, time
+if len(sys.argv) > 1:  # a baseline tree: drop the editable install's finder, which would import this tree
+    sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", "")]
+    sys.path.insert(0, sys.argv[1])
+from cropshard.pipeline.build import run
+import cropshard.transforms.examples as examples
+print("FROM", examples.__file__, flush=True)
+for line in sys.stdin:
+    glob, output, *extra = line.split()
+    shutil.rmtree(output, ignore_errors=True)
+    start = time.process_time()
+    run([f"--input={glob}", f"--output={output}", *extra], command_line=[])
+    print("CPU", time.process_time() - start, flush=True)
+"""
+
+
+class BuildServer:
+    """A child process running builds on request, importing cropshard from `tree` (None: this tree)."""
+
+    def __init__(self, tree: Path | None, scratch: Path) -> None:
+        argv = [sys.executable, "-c", _BUILD_SERVER, *([str(tree)] if tree else [])]
+        self._proc = subprocess.Popen(argv, cwd=scratch, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.source = self._answer("FROM")
+
+    def _answer(self, prefix: str) -> str:
+        for line in self._proc.stdout:
+            if line.startswith(prefix + " "):
+                return line[len(prefix) + 1 :].strip()
+        raise RuntimeError(f"build server exited ({self._proc.wait()})")
+
+    def cpu_seconds(self, glob: str, output: Path, extra: list[str]) -> float:
+        self._proc.stdin.write(" ".join([glob, str(output), *extra]) + "\n")
+        self._proc.stdin.flush()
+        return float(self._answer("CPU"))
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
+
+
+def baseline_tree(scratch: Path, rev: str) -> Path:
+    """Git revision `rev` of this repository as an importable `cropshard` namespace (the folders
+    linked the way setup.py's package_dir maps them), for PYTHONPATH."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", rev], check=True, capture_output=True, text=True).stdout.strip()
+    root = scratch / f"baseline-{commit[:12]}"
+    if not (root / "cropshard").exists():
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(root / "src", filter="data")
+        (root / "cropshard").mkdir()
+        for folder in ("pipeline", "transforms", "reader", "tools"):
+            (root / "cropshard" / folder).symlink_to(root / "src" / folder)
+    return root
+
+
+def bench_ab(scratch: Path, rev: str, small: int = 200, large: int = 2200, crop: int = 224, rounds: int = 7) -> str:
+    """The `overhead` pipeline figure for this tree and for git revision `rev`, paired: one warm
+    build server per side, the two sides alternating within every round (which goes first
+    alternates too), so both see the same machine."""
+    paths, source = imagenet_sized(scratch)
+    few, many = overhead_sets(paths, scratch, small, large)
+    extra = ["--crop=center", f"--size={crop}x{crop}", "--progress=off", "--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    load_before = os.getloadavg()[0]
+    baseline = baseline_tree(scratch, rev)
+    sides = {"baseline": BuildServer(baseline, scratch), "this tree": BuildServer(None, scratch)}
+    if not sides["baseline"].source.startswith(str(baseline)) or not sides["this tree"].source.startswith(str(REPO)):
+        raise RuntimeError(f"the build servers import the wrong trees: {sides['baseline'].source}, {sides['this tree'].source}")
+    measured: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for server in sides.values():  # warm-up: the first build of a process pays its lazy imports
+            server.cpu_seconds(f"{few}/*", scratch / "ab_out", extra)
+        for round_ in range(rounds):
+            for name in sorted(sides, reverse=round_ % 2 == 1):
+                server = sides[name]
+                t_few = server.cpu_seconds(f"{few}/*", scratch / "ab_out", extra)
+                t_many = server.cpu_seconds(f"{many}/*", scratch / "ab_out", extra)
+                measured[name].append((t_many - t_few) / (large - small))
+    finally:
+        for server in sides.values():
+            server.close()
+    ratios = [new / old for new, old in zip(measured["this tree"], measured["baseline"], strict=True)]
+    git = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s", rev], check=True, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    return "\n".join(
+        [
+            f"Pipeline per-image cost, this tree (HEAD {head} plus uncommitted changes, if any) against `{git}`: the `overhead`"
+            f" figure (ImageNet-sized JPEGs, {source}; {crop}x{crop} centre crops, raw, in-process DirectRunner in_memory, 1 worker;"
+            f" (CPU(T{large}) - CPU(T{small})) / {large - small}), {rounds} rounds, the sides alternating."
+            f" Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores.",
+            "",
+            "| side | ms per image (median) | per round |",
+            "|---|---|---|",
+            *(f"| {name} | {statistics.median(v) * 1e3:.3f} | {', '.join(f'{x * 1e3:.3f}' for x in v)} |" for name, v in measured.items()),
+            "",
+            f"this tree / baseline: {statistics.median(ratios):.3f}x (per round {', '.join(f'{r:.3f}' for r in ratios)}).",
         ]
     )
 
@@ -460,7 +570,8 @@ def record(section: str, body: str, command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("cost", "overhead", "scaling", "scale", "all"))
+    parser.add_argument("what", choices=("cost", "overhead", "ab", "scaling", "scale", "all"))
+    parser.add_argument("--baseline", default=None, help="for `ab`: the git revision to compare this tree with")
     parser.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "cropshard-bench"), help="work folder (kept for reuse)")
     parser.add_argument("--sizes", default="10000,100000", help="image counts for `scale`")
     args = parser.parse_args()
@@ -471,6 +582,10 @@ def main() -> None:
         record("Writer per-image cost", bench_cost(scratch), command)
     if args.what in ("overhead", "all"):
         record("Writer per-image overhead", bench_overhead(scratch), command)
+    if args.what == "ab":
+        if not args.baseline:
+            parser.error("ab needs --baseline REV")
+        record("Writer pipeline cost against a baseline revision", bench_ab(scratch, args.baseline), f"{command} --baseline {args.baseline}")
     if args.what in ("scaling", "all"):
         record("Writer scaling across cores", bench_scaling(scratch), command)
     if args.what in ("scale", "all"):
