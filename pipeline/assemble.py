@@ -130,7 +130,7 @@ def write_outputs(
         compression_type=CompressionTypes.UNCOMPRESSED,
     )
     rejected_counts = all_rejected | "Reasons" >> beam.Map(rejection_reason) | "CountReasons" >> beam.combiners.Count.PerElement()
-    images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.combiners.Count.Globally()
+    images_written = results[IMAGES_WRITTEN] | "CountWritten" >> beam.CombineGlobally(sum)  # per-bundle counts
     raster_facts = results[RASTER_FACTS] | "SumRasterFacts" >> beam.CombinePerKey(sum)  # CRSs seen, chips skipped
     raster_stats = results[RASTER_STATS] | "BandStats" >> beam.CombinePerKey(CombineBandStats())  # per split
     _ = {

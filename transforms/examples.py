@@ -7,6 +7,7 @@ so a retried bundle emits exactly the same records.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -16,6 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec, hash_split
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_image, stream_crops
@@ -28,7 +32,7 @@ from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
 
-IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
+IMAGES_WRITTEN = "images_written"  # output tag: per bundle, the number of source images it wrote (summed for reconciliation)
 RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
 RASTER_STATS = "raster_stats"  # output tag: (split, BandStats) per raster source and split
 
@@ -136,19 +140,20 @@ def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_
 
 class ImagesToExamples(beam.DoFn):
     """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
-    and one element per written source image on `images_written` (for reconciliation)."""
+    and per bundle the number of source images written on `images_written` (for reconciliation).
+
+    The Beam counters (images_read, images_decoded, crops_written, bytes_read, rejected_<reason>,
+    decode_path_<path>) are tallied in the bundle and reported in finish_bundle, like the written
+    count: a failed bundle reports nothing, as its counters would not be committed either, and an
+    image costs no per-element counter or output calls."""
 
     def __init__(self, spec: ExampleSpec, progress_dir: str | None = None) -> None:
         self._spec = spec
         self._progress_dir = progress_dir  # local runs only: see transforms/progress.py
         self._progress: ProgressWriter | None = None
-        counter = beam.metrics.Metrics.counter
-        self._read = counter("cropshard", "images_read")
-        self._decoded = counter("cropshard", "images_decoded")
-        self._crops = counter("cropshard", "crops_written")
-        self._bytes_read = counter("cropshard", "bytes_read")
-        self._rejected: dict[str, object] = {}  # reason -> counter, created on first use
-        self._paths: dict[str, object] = {}  # decode path -> counter
+        self._counters: dict[str, Metrics.DelegatingCounter] = {}  # name -> counter, made on first use
+        self._tally: collections.Counter[str] = collections.Counter()  # counter name -> this bundle's increments
+        self._written = 0  # source images written in this bundle
 
     def setup(self) -> None:
         setup_worker()
@@ -157,7 +162,17 @@ class ImagesToExamples(beam.DoFn):
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
 
-    def finish_bundle(self) -> None:
+    def start_bundle(self) -> None:
+        self._tally = collections.Counter()
+        self._written = 0
+
+    def finish_bundle(self) -> Iterator[beam.pvalue.TaggedOutput]:
+        for name, value in self._tally.items():
+            if name not in self._counters:
+                self._counters[name] = Metrics.counter("cropshard", name)
+            self._counters[name].inc(value)
+        if self._written:
+            yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, WindowedValue(self._written, GlobalWindow().max_timestamp(), [GlobalWindow()]))
         if self._progress:
             self._progress.flush()
 
@@ -169,9 +184,7 @@ class ImagesToExamples(beam.DoFn):
             self._progress.add()
 
     def _reject(self, source: ImageSource, stage: str, err: Rejected) -> beam.pvalue.TaggedOutput:
-        if err.reason not in self._rejected:
-            self._rejected[err.reason] = beam.metrics.Metrics.counter("cropshard", f"rejected_{err.reason}")
-        self._rejected[err.reason].inc()
+        self._tally[f"rejected_{err.reason}"] += 1
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
     def _process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
@@ -202,8 +215,8 @@ class ImagesToExamples(beam.DoFn):
         except Rejected as err:
             yield self._reject(source, "read", err)
             return
-        self._read.inc()
-        self._bytes_read.inc(len(data))
+        self._tally["images_read"] += 1
+        self._tally["bytes_read"] += len(data)
         try:
             records, path = image_to_records(data, source, spec, label_id)
         except Rejected as err:
@@ -213,14 +226,9 @@ class ImagesToExamples(beam.DoFn):
         except Exception as err:  # noqa: BLE001 - one bad file must never fail a long job
             yield self._reject(source, "decode", Rejected("decode_error", f"{type(err).__name__}: {err}"))
             return
-        self._decoded.inc()
-        if path not in self._paths:
-            self._paths[path] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{path}")
-        self._paths[path].inc()
-        self._crops.inc(len(records))
+        self._count_written(path, len(records))
         for record in records:
             yield beam.pvalue.TaggedOutput(split, record)
-        yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
 
     def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
         """The raster path (transforms/raster); returns False when the file is a photo after all.
@@ -239,7 +247,7 @@ class ImagesToExamples(beam.DoFn):
             with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges) as job:
                 if job is None:
                     return False
-                self._read.inc()
+                self._tally["images_read"] += 1
                 digest = file_sha256(source.path)
                 for chip_split, record in job.records(label_id, split, spec.split_fractions, spec.encoding, spec.jpeg_quality, digest):
                     emitted += 1
@@ -261,13 +269,15 @@ class ImagesToExamples(beam.DoFn):
         yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("crs", job.crs), 1))
         for chip_split, stats in job.stats.items():
             yield beam.pvalue.TaggedOutput(RASTER_STATS, (chip_split, stats))
-        self._decoded.inc()
-        if PATH_RASTER not in self._paths:
-            self._paths[PATH_RASTER] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{PATH_RASTER}")
-        self._paths[PATH_RASTER].inc()
-        self._crops.inc(emitted)
-        yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
+        self._count_written(PATH_RASTER, emitted)
         return True
+
+    def _count_written(self, path: str, crops: int) -> None:
+        """One source image written, by decode path `path`, as `crops` records."""
+        self._tally["images_decoded"] += 1
+        self._tally[f"decode_path_{path}"] += 1
+        self._tally["crops_written"] += crops
+        self._written += 1
 
 
 def label_map(names: Sequence[str]) -> dict[str, int]:

@@ -204,3 +204,16 @@ def test_import_does_not_load_tensorflow() -> None:
     code = "import sys, cropshard.transforms.jpeg_window; sys.exit('tensorflow' in sys.modules)"
     repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0
+
+
+def test_decode_takes_tensorflows_fast_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The op's Python fallback (taken for non-tensor inputs or an int where a float attr is
+    expected) costs ~65 us a call: the window decode must never reach it."""
+    from tensorflow.python.ops import gen_image_ops
+
+    def fallback(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decode_and_crop_jpeg went through its eager fallback")
+
+    monkeypatch.setattr(gen_image_ops, "decode_and_crop_jpeg_eager_fallback", fallback)
+    data = jpeg(1, 2, False)
+    np.testing.assert_array_equal(decode_jpeg_window(data, (5, 7, 40, 50), 1, 3), reference(data, (5, 7, 40, 50), 3))

@@ -143,7 +143,19 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         assert_that(out["test"], check)
         assert_that(out["train"], equal_to([]), label="NoTrain")
         assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found"), ("good.jpg", "label_not_listed")]), label="Rejected")
-        assert_that(out[IMAGES_WRITTEN], equal_to(["test"]), label="Written")
+        # Per bundle, the number of images written: however the runner bundles, they sum to 1.
+        assert_that(out[IMAGES_WRITTEN] | beam.CombineGlobally(sum), equal_to([1]), label="Written")
+    counters = {c.key.metric.name: c.committed for c in p.result.metrics().query()["counters"] if c.key.metric.namespace == "cropshard"}
+    assert counters == {
+        "images_read": 2,  # the missing file and the unlisted label are rejected before any read
+        "bytes_read": good.stat().st_size + small.stat().st_size,
+        "images_decoded": 1,
+        "decode_path_window": 1,
+        "crops_written": 1,
+        "rejected_too_small": 1,
+        "rejected_not_found": 1,
+        "rejected_label_not_listed": 1,
+    }
 
 
 def test_drop_duplicates_keeps_smallest_key(tmp_path):
