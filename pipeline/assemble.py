@@ -1,7 +1,8 @@
 """Assemble the writer pipeline.
 
     inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
-                                                    └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+                                                    └─ label names ─ label map (side input) ┘  ├─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+                                                                                               └─ raster tasks ─ ChipRasters ─ (its chips, rejected, facts join the above)
 
 With `listing_buckets` (the local DirectRunner) the sources skip the Reshuffle: MatchImages lists
 the globs in hash buckets (ReadManifest reads the manifest in line-number buckets) spread over the
@@ -18,11 +19,19 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
 from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
+from cropshard.transforms.raster.tasks import (
+    RASTER_FACTS,
+    RASTER_STATS,
+    RASTER_TASKS,
+    SOURCES_WRITTEN,
+    ChipRasters,
+    ChipTasks,
+)
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit, join
 
@@ -103,7 +112,7 @@ def read_inputs(
 def write_outputs(
     config: BuildConfig,
     layouts: dict[str, ShardLayout],
-    results: beam.pvalue.DoOutputsTuple,
+    results: dict[str, beam.PCollection],
     rejected: list[beam.PCollection],
     num_inputs: beam.PCollection,
     labels: beam.PCollection,
@@ -137,6 +146,25 @@ def write_outputs(
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
+def encode_sources(
+    sources: beam.PCollection, config: BuildConfig, labels: beam.PCollection, ranges: beam.PCollection | None, progress_dir: str | None
+) -> tuple[dict[str, beam.PCollection], beam.PCollection]:
+    """({split: examples, images_written, raster_facts, raster_stats}, the rejections): photos
+    encoded by ImagesToExamples, rasters planned there and chipped as tasks by ChipRasters."""
+    spec = config.example
+    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
+    results = sources | "ImagesToExamples" >> beam.ParDo(
+        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_TASKS)
+    chip_tasks = ChipTasks(spec.crop, spec.raster, spec.channels, spec.max_pixels, spec.encoding, spec.jpeg_quality, spec.split_fractions)
+    rasters = results[RASTER_TASKS] | "ChipRasters" >> ChipRasters(chip_tasks, spec.split_names, ranges)
+    merged = {split: (results[split], rasters[split]) | f"Examples[{split}]" >> beam.Flatten() for split in spec.split_names}
+    merged[IMAGES_WRITTEN] = (results[IMAGES_WRITTEN], rasters[SOURCES_WRITTEN]) | "SourcesWritten" >> beam.Flatten()
+    merged[RASTER_FACTS], merged[RASTER_STATS] = rasters[RASTER_FACTS], rasters[RASTER_STATS]
+    rejected = (results[REJECTED], rasters[REJECTED]) | "EncodeRejected" >> beam.Flatten()
+    return merged, rejected
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: BuildConfig,
@@ -151,11 +179,8 @@ def build_pipeline(
     spec = config.example
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
-    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
-    results = sources | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
-    rejected.append(results[REJECTED])
+    results, encode_rejected = encode_sources(sources, config, labels, ranges, progress_dir)
+    rejected.append(encode_rejected)
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
 
 

@@ -23,14 +23,13 @@ from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim
 from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
 from cropshard.transforms.raster.open_raster import is_raster_path
-from cropshard.transforms.raster.records import HEAD_BYTES, PATH_RASTER, RasterSpec, file_sha256, open_job
-from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.raster.records import HEAD_BYTES, RasterSpec, file_sha256, open_job
+from cropshard.transforms.raster.tasks import RASTER_TASKS, plan_tasks
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, rejection_stage
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
 
-IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written
-RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
-RASTER_STATS = "raster_stats"  # output tag: (split, BandStats) per raster source and split
+IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written (rasters: see raster/tasks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +206,7 @@ class ImagesToExamples(beam.DoFn):
         try:
             records, path = image_to_records(data, source, spec, label_id)
         except Rejected as err:
-            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
-            yield self._reject(source, stage, err)
+            yield self._reject(source, rejection_stage(err.reason), err)
             return
         except Exception as err:  # noqa: BLE001 - one bad file must never fail a long job
             yield self._reject(source, "decode", Rejected("decode_error", f"{type(err).__name__}: {err}"))
@@ -223,11 +221,10 @@ class ImagesToExamples(beam.DoFn):
         yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
 
     def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
-        """The raster path (transforms/raster); returns False when the file is a photo after all.
-        Rejections happen before the first chip; a read failing after chips were emitted fails
-        the bundle (its outputs are discarded and retried), so a source is never half written."""
+        """The raster path: the source checked whole, then cut into tasks chipped apart
+        (transforms/raster/tasks.py); returns False when the file is a photo after all.
+        Everything that rejects a source happens here, before any chip is written."""
         spec = self._spec
-        emitted = 0
         try:
             head = read_bytes(source.path, HEAD_BYTES)
         except Rejected as err:
@@ -240,33 +237,14 @@ class ImagesToExamples(beam.DoFn):
                 if job is None:
                     return False
                 self._read.inc()
-                digest = file_sha256(source.path)
-                for chip_split, record in job.records(label_id, split, spec.split_fractions, spec.encoding, spec.jpeg_quality, digest):
-                    emitted += 1
-                    yield beam.pvalue.TaggedOutput(chip_split, record)
+                tasks = plan_tasks(job, split, label_id, file_sha256(source.path))
         except Exception as err:
-            if emitted:
-                raise RuntimeError(f"{source.path}: reading failed after {emitted} chips were written: {err}") from err
             if not isinstance(err, Rejected):
                 err = Rejected("decode_error", f"{type(err).__name__}: {err}")
-            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
-            yield self._reject(source, stage, err)
+            yield self._reject(source, rejection_stage(err.reason), err)
             return True
-        for reason, count in job.skipped.items():
-            yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("chips_skipped", reason), count))
-        if not emitted:
-            skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(job.skipped.items()))
-            yield self._reject(source, "crop", Rejected("no_valid_chips", f"all {len(job.boxes)} chips were skipped ({skipped})"))
-            return True
-        yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("crs", job.crs), 1))
-        for chip_split, stats in job.stats.items():
-            yield beam.pvalue.TaggedOutput(RASTER_STATS, (chip_split, stats))
-        self._decoded.inc()
-        if PATH_RASTER not in self._paths:
-            self._paths[PATH_RASTER] = beam.metrics.Metrics.counter("cropshard", f"decode_path_{PATH_RASTER}")
-        self._paths[PATH_RASTER].inc()
-        self._crops.inc(emitted)
-        yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
+        for task in tasks:
+            yield beam.pvalue.TaggedOutput(RASTER_TASKS, task)
         return True
 
 

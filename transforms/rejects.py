@@ -87,3 +87,11 @@ class Rejection(NamedTuple):
     def from_json(cls, line: str) -> Rejection:
         body = json.loads(line)
         return cls(body["path"], body["stage"], body["reason"], body["message"])
+
+
+CROP_REASONS = ("too_small", "box_outside_image", "missing_box")  # raised while planning the crop windows
+
+
+def rejection_stage(reason: str) -> str:
+    """The rejected.jsonl stage of a reason raised while decoding and cropping one image."""
+    return "crop" if reason in CROP_REASONS else "decode"
