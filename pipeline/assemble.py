@@ -1,8 +1,10 @@
 """Assemble the writer pipeline.
 
     inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
-                                                    └─ label names ─ label map (side input) ┘  ├─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
-                                                                                               └─ raster tasks ─ ChipRasters ─ (its chips, rejected, facts join the above)
+                                                    └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
+
+Raster sources: PlanRasters (checked, cut into tasks) ─ Reshuffle ─ ImagesToExamples with the photos; the
+tasks' outcomes ─ ReconcileRasters (one verdict per source: written, or rejected) join the counts above.
 
 With `listing_buckets` (the local DirectRunner) the sources skip the Reshuffle: MatchImages lists
 the globs in hash buckets (ReadManifest reads the manifest in line-number buckets) spread over the
@@ -22,6 +24,7 @@ from cropshard.transforms.dedup import DropDuplicates
 from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.raster.plan import PHOTOS, PlanRasters
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
 from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
 from cropshard.transforms.raster.tasks import (
@@ -29,8 +32,8 @@ from cropshard.transforms.raster.tasks import (
     RASTER_STATS,
     RASTER_TASKS,
     SOURCES_WRITTEN,
-    ChipRasters,
-    ChipTasks,
+    TASK_OUTCOMES,
+    ReconcileRasters,
 )
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit, join
@@ -149,19 +152,22 @@ def write_outputs(
 def encode_sources(
     sources: beam.PCollection, config: BuildConfig, labels: beam.PCollection, ranges: beam.PCollection | None, progress_dir: str | None
 ) -> tuple[dict[str, beam.PCollection], beam.PCollection]:
-    """({split: examples, images_written, raster_facts, raster_stats}, the rejections): photos
-    encoded by ImagesToExamples, rasters planned there and chipped as tasks by ChipRasters."""
+    """({split: examples, images_written, raster_facts, raster_stats}, the rejections). Raster
+    sources are planned into tasks and the tasks spread over the workers; photos and tasks then
+    meet in ImagesToExamples, the one producer of the examples (a Flatten of examples would be
+    materialized by the local runner: every pixel held in the launcher)."""
     spec = config.example
     side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
-    results = sources | "ImagesToExamples" >> beam.ParDo(
+    planned = sources | "PlanRasters" >> beam.ParDo(PlanRasters(spec), **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
+    work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
+    results = work | "ImagesToExamples" >> beam.ParDo(
         ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_TASKS)
-    chip_tasks = ChipTasks(spec.crop, spec.raster, spec.channels, spec.max_pixels, spec.encoding, spec.jpeg_quality, spec.split_fractions)
-    rasters = results[RASTER_TASKS] | "ChipRasters" >> ChipRasters(chip_tasks, spec.split_names, ranges)
-    merged = {split: (results[split], rasters[split]) | f"Examples[{split}]" >> beam.Flatten() for split in spec.split_names}
-    merged[IMAGES_WRITTEN] = (results[IMAGES_WRITTEN], rasters[SOURCES_WRITTEN]) | "SourcesWritten" >> beam.Flatten()
-    merged[RASTER_FACTS], merged[RASTER_STATS] = rasters[RASTER_FACTS], rasters[RASTER_STATS]
-    rejected = (results[REJECTED], rasters[REJECTED]) | "EncodeRejected" >> beam.Flatten()
+    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
+    verdicts = results[TASK_OUTCOMES] | "ReconcileRasters" >> ReconcileRasters()
+    merged = {split: results[split] for split in spec.split_names}
+    merged[IMAGES_WRITTEN] = (results[IMAGES_WRITTEN], verdicts[SOURCES_WRITTEN]) | "SourcesWritten" >> beam.Flatten()
+    merged[RASTER_FACTS], merged[RASTER_STATS] = verdicts[RASTER_FACTS], results[RASTER_STATS]
+    rejected = (planned[REJECTED], results[REJECTED], verdicts[REJECTED]) | "EncodeRejected" >> beam.Flatten()
     return merged, rejected
 
 

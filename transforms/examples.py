@@ -2,7 +2,8 @@
 
 `ImagesToExamples` is a thin DoFn around pure functions (`read_bytes`, `decode_crops`,
 `encode_pixels`, `schema.encode_example`); everything it decides is a function of the input,
-so a retried bundle emits exactly the same records.
+so a retried bundle emits exactly the same records. Raster sources reach it as tasks
+(transforms/raster/tasks.py), so photos and raster chips leave one stage for the shard writer.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_i
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
 from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
-from cropshard.transforms.raster.open_raster import is_raster_path
-from cropshard.transforms.raster.records import HEAD_BYTES, RasterSpec, file_sha256, open_job
-from cropshard.transforms.raster.tasks import RASTER_TASKS, plan_tasks
-from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, rejection_stage
+from cropshard.transforms.raster.records import RasterSpec
+from cropshard.transforms.raster.tasks import TASK_OUTCOMES, RasterTask, chip_task, rejected_task
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, RejectionCounters, rejection_stage
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
 
-IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per source image written (rasters: see raster/tasks.py)
+IMAGES_WRITTEN = "images_written"  # output tag: one element (the split) per photo written (rasters: raster/tasks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,9 @@ def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_
 
 class ImagesToExamples(beam.DoFn):
     """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
-    and one element per written source image on `images_written` (for reconciliation)."""
+    and one element per written source image on `images_written` (for reconciliation).
+    RasterTask -> its chips on the split outputs, plus `raster_stats` and `raster_task_outcomes`
+    (the raster's verdict comes from its summed outcomes: tasks.ReconcileRasters)."""
 
     def __init__(self, spec: ExampleSpec, progress_dir: str | None = None) -> None:
         self._spec = spec
@@ -146,7 +148,7 @@ class ImagesToExamples(beam.DoFn):
         self._decoded = counter("cropshard", "images_decoded")
         self._crops = counter("cropshard", "crops_written")
         self._bytes_read = counter("cropshard", "bytes_read")
-        self._rejected: dict[str, object] = {}  # reason -> counter, created on first use
+        self._rejected = RejectionCounters()
         self._paths: dict[str, object] = {}  # decode path -> counter
 
     def setup(self) -> None:
@@ -160,35 +162,40 @@ class ImagesToExamples(beam.DoFn):
         if self._progress:
             self._progress.flush()
 
-    def process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
-        """`ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by
-        source sample type (transforms/raster/range_pass.py)."""
-        yield from self._process(source, label_ids, ranges)
-        if self._progress:
+    def process(self, work: ImageSource | RasterTask, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
+        """A photo, or a task of a raster source planned by PlanRasters (transforms/raster/plan.py).
+        `ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by source
+        sample type (transforms/raster/range_pass.py)."""
+        if isinstance(work, RasterTask):
+            yield from self._chip(work, label_ids, ranges)
+        else:
+            yield from self._process(work, label_ids)
+        if self._progress and (not isinstance(work, RasterTask) or work.index == 0):  # a source counts once
             self._progress.add()
 
     def _reject(self, source: ImageSource, stage: str, err: Rejected) -> beam.pvalue.TaggedOutput:
-        if err.reason not in self._rejected:
-            self._rejected[err.reason] = beam.metrics.Metrics.counter("cropshard", f"rejected_{err.reason}")
-        self._rejected[err.reason].inc()
+        self._rejected.inc(err.reason)
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
-    def _process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
-        spec = self._spec
+    def _split_and_label(self, source: ImageSource, label_ids: Mapping[str, int]) -> tuple[str, int]:
+        """The source's split and label id; Rejected('label_not_listed') for a label missing from the map."""
+        if source.label and source.label not in label_ids:
+            # Labels are listed apart from the images on the local runner; never mislabel silently.
+            raise Rejected("label_not_listed", f"label {source.label!r} is not in the label map")
         if source.split is not None:
             split = source.split
         else:
-            assert spec.split_fractions is not None
-            split = hash_split(source.key, spec.split_fractions)
-        if source.label and source.label not in label_ids:
-            # Labels are listed apart from the images on the local runner; never mislabel silently.
-            yield self._reject(source, "match", Rejected("label_not_listed", f"label {source.label!r} is not in the label map"))
+            assert self._spec.split_fractions is not None
+            split = hash_split(source.key, self._spec.split_fractions)
+        return split, label_ids[source.label] if source.label else schema.UNLABELED
+
+    def _process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+        spec = self._spec
+        try:
+            split, label_id = self._split_and_label(source, label_ids)
+        except Rejected as err:
+            yield self._reject(source, "match", err)
             return
-        label_id = label_ids[source.label] if source.label else schema.UNLABELED
-        if spec.encoding != "original" and is_raster_path(source.path):
-            handled = yield from self._raster(source, split, label_id, ranges)
-            if handled:
-                return
         if spec.raster.labels is not None:
             yield self._reject(source, "decode", Rejected("label_raster_missing", "--label_raster labels rasters; a photo has no class map"))
             return
@@ -220,32 +227,19 @@ class ImagesToExamples(beam.DoFn):
             yield beam.pvalue.TaggedOutput(split, record)
         yield beam.pvalue.TaggedOutput(IMAGES_WRITTEN, split)
 
-    def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
-        """The raster path: the source checked whole, then cut into tasks chipped apart
-        (transforms/raster/tasks.py); returns False when the file is a photo after all.
-        Everything that rejects a source happens here, before any chip is written."""
+    def _chip(self, task: RasterTask, label_ids: Mapping[str, int], ranges: Mapping | None) -> Iterator:
+        """One task of a raster source: its chips per split, band statistics, and its outcome (transforms/raster/tasks.py)."""
         spec = self._spec
         try:
-            head = read_bytes(source.path, HEAD_BYTES)
-        except Rejected as err:
-            yield self._reject(source, "read", err)
-            return True
-        try:
-            if spec.raster.to_uint8.needs_dataset_range:
-                ranges = ranges or {}  # never None here: None means the statistics pass
-            with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges) as job:
-                if job is None:
-                    return False
-                self._read.inc()
-                tasks = plan_tasks(job, split, label_id, file_sha256(source.path))
-        except Exception as err:
-            if not isinstance(err, Rejected):
-                err = Rejected("decode_error", f"{type(err).__name__}: {err}")
-            yield self._reject(source, rejection_stage(err.reason), err)
-            return True
-        for task in tasks:
-            yield beam.pvalue.TaggedOutput(RASTER_TASKS, task)
-        return True
+            split, label_id = self._split_and_label(task.source, label_ids)
+        except Rejected as err:  # every task says so; the source's verdict rejects it once
+            yield beam.pvalue.TaggedOutput(TASK_OUTCOMES, rejected_task(task, "match", err))
+            return
+        for tag, element in chip_task(task, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges,
+                                      split, label_id, spec.split_fractions, spec.encoding, spec.jpeg_quality):
+            if tag == TASK_OUTCOMES:
+                self._crops.inc(element[1].kept)
+            yield beam.pvalue.TaggedOutput(tag, element)
 
 
 def label_map(names: Sequence[str]) -> dict[str, int]:

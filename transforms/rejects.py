@@ -95,3 +95,17 @@ CROP_REASONS = ("too_small", "box_outside_image", "missing_box")  # raised while
 def rejection_stage(reason: str) -> str:
     """The rejected.jsonl stage of a reason raised while decoding and cropping one image."""
     return "crop" if reason in CROP_REASONS else "decode"
+
+
+class RejectionCounters:
+    """Beam counters `cropshard/rejected_<reason>` for a DoFn, each created on first use."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, object] = {}
+
+    def inc(self, reason: str) -> None:
+        if reason not in self._counters:
+            from apache_beam.metrics import Metrics  # here: importing this module needs no Beam (tools use REASONS)
+
+            self._counters[reason] = Metrics.counter("cropshard", f"rejected_{reason}")
+        self._counters[reason].inc()

@@ -1,20 +1,21 @@
 """A large raster as many tasks: bands of block rows chipped on every worker, then one verdict per source.
 
-ImagesToExamples checks a raster source (`records.open_job`: bands, sample type, conversion,
-class map, chip size) and cuts its chip boxes into `RasterTask`s of about `TASK_CHIPS` chips,
-whole rows of the file's blocks each (`task_ranges`), so a task decodes its tiles once and no
-tile row is shared by more tasks than it must be. `ChipRasters` redistributes the tasks
-(Reshuffle: a 40000x40000 orthophoto then uses every core or worker), chips each one
-(`ChipTasks`, which reopens the source and reads only its windows), and sums the tasks'
-`TaskOutcome`s per source into one verdict (`SourceVerdicts`): written (counted once, its CRS
-and skipped chips recorded) or, when no chip is left in any task, rejected `no_valid_chips`.
+PlanRasters (plan.py) checks a raster source (`records.open_job`: bands, sample type,
+conversion, class map, chip size) and cuts its chip boxes into `RasterTask`s of about
+`TASK_CHIPS` chips, whole rows of the file's blocks each (`task_ranges`), so a task decodes its
+tiles once. The tasks are redistributed (Reshuffle: a 40000x40000 orthophoto then uses every
+core or worker) and chipped by ImagesToExamples (`chip_task`, which reopens the source and reads
+only its windows), so photos and raster chips come out of one stage: the local runner
+materializes any Flatten, and flattening chips there would hold every pixel in the launcher.
+`ReconcileRasters` sums the tasks' `TaskOutcome`s per source into one verdict: written (counted
+once, its CRS and skipped chips recorded) or, when no task kept a chip, rejected `no_valid_chips`.
 
-Reading errors after the planning step: a source with one task is rejected (`decode_error`) as
-long as that task has emitted nothing, as before tasks existed. A source with several tasks
-cannot be rejected once planned, since its other tasks may already have written chips; a task
-that fails raises, the runner retries its bundle (a retried bundle emits the same records, and
-a failed attempt's outputs are discarded), and if it keeps failing the job fails naming the
-source and rows, so no dataset is published with a half-written source.
+Reading errors after planning: a source of one task is rejected (`decode_error`) as long as the
+task has emitted nothing, as before tasks existed. A source of several tasks cannot be rejected
+once planned, since its other tasks may already have written chips: a failing task raises, the
+runner retries its bundle (a retried bundle emits the same records; a failed attempt's outputs
+are discarded), and if it keeps failing the job fails naming the source and rows, so no
+dataset is published with a source half written.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from typing import Any
 import apache_beam as beam
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.raster.records import PATH_RASTER, RasterJob, RasterSpec, open_planned_job
-from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, RejectionCounters
 from cropshard.transforms.types import Box, ImageSource
-from cropshard.transforms.worker import setup_worker
 
 TASK_CHIPS = 256  # chips per task, about: enough to amortize reopening the source, small enough to spread
-RASTER_TASKS = "raster_tasks"  # output tag of ImagesToExamples: RasterTask per task of a raster source
+RASTER_TASKS = "raster_tasks"  # output tag of PlanRasters: RasterTask per task of a raster source
 RASTER_FACTS = "raster_facts"  # ((kind, value), count) per raster source, for the metadata
 RASTER_STATS = "raster_stats"  # (split, BandStats) per task and split
 TASK_OUTCOMES = "raster_task_outcomes"  # (source path, TaskOutcome) per task
@@ -44,8 +44,6 @@ class RasterTask:
     """Some chips of one checked raster source: `boxes` in the working image, in plan order."""
 
     source: ImageSource
-    split: str  # the source's split (chips may move to others with --split_by)
-    label_id: int
     digest: str  # sha256 of the source file, recorded in every chip
     boxes: tuple[Box, ...]
     index: int  # 0-based, of `tasks`
@@ -85,11 +83,11 @@ def block_band_height(dataset: Any, bands: Sequence[int], work_shape: tuple[int,
     return block_height * work_shape[0] / dataset.shape[0]
 
 
-def plan_tasks(job: RasterJob, split: str, label_id: int, digest: str, target: int = TASK_CHIPS) -> list[RasterTask]:
+def plan_tasks(job: RasterJob, digest: str, target: int = TASK_CHIPS) -> list[RasterTask]:
     """The tasks of a checked source, covering every box of `job` once."""
     ranges = task_ranges(job.boxes, block_band_height(job.dataset, job.bands, job.work_shape), target)
     return [
-        RasterTask(job.source, split, label_id, digest, tuple(job.boxes[start:stop]), index, len(ranges))
+        RasterTask(job.source, digest, tuple(job.boxes[start:stop]), index, len(ranges))
         for index, (start, stop) in enumerate(ranges)
     ]
 
@@ -124,45 +122,36 @@ def verdict(path: str, outcome: TaskOutcome) -> Iterator[tuple[str, Any]]:
         yield SOURCES_WRITTEN, outcome.split
 
 
-class ChipTasks(beam.DoFn):
-    """RasterTask -> serialized examples on one output per split, (split, BandStats) on
-    `raster_stats`, and one (path, TaskOutcome) on `raster_task_outcomes`."""
+def rejected_task(task: RasterTask, stage: str, err: Rejected) -> tuple[str, TaskOutcome]:
+    """The outcome of a task whose source is rejected (chips: none)."""
+    rejection = Rejection(task.source.path, stage, err.reason, err.message).to_json()
+    return task.source.path, TaskOutcome("", "", len(task.boxes), 0, rejection=rejection)
 
-    def __init__(self, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, encoding: str, jpeg_quality: int,
-                 split_fractions: Sequence[tuple[str, float]] | None) -> None:
-        self._job_args = (crop, raster, channels, max_pixels)
-        self._record_args = (split_fractions, encoding, jpeg_quality)
-        self._chips = beam.metrics.Metrics.counter("cropshard", "crops_written")
-        self._tasks = beam.metrics.Metrics.counter("cropshard", "raster_tasks_chipped")
 
-    def setup(self) -> None:
-        setup_worker()
-
-    def process(self, task: RasterTask, ranges: Mapping | None = None) -> Iterator:
-        emitted = 0
-        try:
-            with open_planned_job(task.source, task.boxes, *self._job_args, ranges=ranges) as job:
-                split_fractions, encoding, jpeg_quality = self._record_args
-                for split, record in job.records(task.label_id, task.split, split_fractions, encoding, jpeg_quality, task.digest):
-                    emitted += 1
-                    yield beam.pvalue.TaggedOutput(split, record)
-        except Exception as err:
-            if emitted or task.tasks > 1:
-                rows = f"rows {task.boxes[0][0]}-{task.boxes[-1][0] + task.boxes[-1][2]}"
-                raise RuntimeError(
-                    f"{task.source.path}: task {task.index + 1} of {task.tasks} ({rows}) failed after {emitted} chips: {err};"
-                    " the source is planned as a whole, so the build stops instead of writing it in part"
-                ) from err
-            reason = err if isinstance(err, Rejected) else Rejected("decode_error", f"{type(err).__name__}: {err}")
-            rejection = Rejection(task.source.path, "decode", reason.reason, reason.message).to_json()
-            yield beam.pvalue.TaggedOutput(TASK_OUTCOMES, (task.source.path, TaskOutcome(task.split, "", len(task.boxes), 0, rejection=rejection)))
-            return
-        self._chips.inc(emitted)
-        self._tasks.inc()
-        for split, stats in job.stats.items():
-            yield beam.pvalue.TaggedOutput(RASTER_STATS, (split, stats))
-        outcome = TaskOutcome(task.split, job.crs, len(task.boxes), emitted, tuple(sorted(job.skipped.items())))
-        yield beam.pvalue.TaggedOutput(TASK_OUTCOMES, (task.source.path, outcome))
+def chip_task(
+    task: RasterTask, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None,
+    split: str, label_id: int, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int,
+) -> Iterator[tuple[str, Any]]:
+    """(tag, element) of one task: (split, serialized example) per kept chip, then (raster_stats,
+    (split, BandStats)) per split and (raster_task_outcomes, (path, TaskOutcome)) once."""
+    emitted = 0
+    try:
+        with open_planned_job(task.source, task.boxes, crop, raster, channels, max_pixels, ranges) as job:
+            for chip_split, record in job.records(label_id, split, split_fractions, encoding, jpeg_quality, task.digest):
+                emitted += 1
+                yield chip_split, record
+    except Exception as err:
+        if emitted or task.tasks > 1:
+            rows = f"rows {task.boxes[0][0]}-{task.boxes[-1][0] + task.boxes[-1][2]}"
+            raise RuntimeError(
+                f"{task.source.path}: task {task.index + 1} of {task.tasks} ({rows}) failed after {emitted} chips: {err};"
+                " the source was planned whole, so the build stops instead of writing it in part"
+            ) from err
+        yield TASK_OUTCOMES, rejected_task(task, "decode", err if isinstance(err, Rejected) else Rejected("decode_error", f"{type(err).__name__}: {err}"))
+        return
+    for chip_split, stats in job.stats.items():
+        yield RASTER_STATS, (chip_split, stats)
+    yield TASK_OUTCOMES, (task.source.path, TaskOutcome(split, job.crs, len(task.boxes), emitted, tuple(sorted(job.skipped.items()))))
 
 
 class SourceVerdicts(beam.DoFn):
@@ -171,7 +160,7 @@ class SourceVerdicts(beam.DoFn):
     def __init__(self) -> None:
         self._decoded = beam.metrics.Metrics.counter("cropshard", "images_decoded")
         self._path = beam.metrics.Metrics.counter("cropshard", f"decode_path_{PATH_RASTER}")
-        self._rejected: dict[str, Any] = {}  # reason -> counter, created on first use
+        self._rejected = RejectionCounters()
 
     def process(self, item: tuple[str, TaskOutcome]) -> Iterator[beam.pvalue.TaggedOutput]:
         for tag, element in verdict(*item):
@@ -179,38 +168,16 @@ class SourceVerdicts(beam.DoFn):
                 self._decoded.inc()
                 self._path.inc()
             elif tag == REJECTED:
-                reason = Rejection.from_json(element).reason
-                if reason not in self._rejected:
-                    self._rejected[reason] = beam.metrics.Metrics.counter("cropshard", f"rejected_{reason}")
-                self._rejected[reason].inc()
+                self._rejected.inc(Rejection.from_json(element).reason)
             yield beam.pvalue.TaggedOutput(tag, element)
 
 
-class ChipRasters(beam.PTransform):
-    """RasterTasks -> {split: examples..., raster_stats, raster_facts, raster_sources_written, rejected}."""
+class ReconcileRasters(beam.PTransform):
+    """(path, TaskOutcome) per task -> {raster_facts, raster_sources_written, rejected}: one verdict per source."""
 
-    def __init__(self, chip_tasks: ChipTasks, split_names: Sequence[str], ranges: beam.PCollection | None = None) -> None:
-        super().__init__()
-        self._chip_tasks = chip_tasks
-        self._split_names = tuple(split_names)
-        self._ranges = ranges
-
-    def expand(self, tasks: beam.PCollection) -> dict[str, beam.PCollection]:
-        side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
-        chipped = (
-            tasks
-            | "SpreadTasks" >> beam.Reshuffle()
-            | "ChipTasks" >> beam.ParDo(self._chip_tasks, **side).with_outputs(*self._split_names, RASTER_STATS, TASK_OUTCOMES)
-        )
-        verdicts = (
-            chipped[TASK_OUTCOMES]
+    def expand(self, outcomes: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (
+            outcomes
             | "SumPerSource" >> beam.CombinePerKey(sum_outcomes)
             | "Verdicts" >> beam.ParDo(SourceVerdicts()).with_outputs(RASTER_FACTS, SOURCES_WRITTEN, REJECTED)
         )
-        return {
-            **{split: chipped[split] for split in self._split_names},
-            RASTER_STATS: chipped[RASTER_STATS],
-            RASTER_FACTS: verdicts[RASTER_FACTS],
-            SOURCES_WRITTEN: verdicts[SOURCES_WRITTEN],
-            REJECTED: verdicts[REJECTED],
-        }
