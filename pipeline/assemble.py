@@ -21,7 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.examples import IMAGES_WRITTEN, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.raster.plan import PHOTOS, PlanRasters
@@ -149,26 +149,33 @@ def write_outputs(
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
-def encode_sources(
-    sources: beam.PCollection, config: BuildConfig, labels: beam.PCollection, ranges: beam.PCollection | None, progress_dir: str | None
-) -> tuple[dict[str, beam.PCollection], beam.PCollection]:
-    """({split: examples, images_written, raster_facts, raster_stats}, the rejections). Raster
-    sources are planned into tasks and the tasks spread over the workers; photos and tasks then
-    meet in ImagesToExamples, the one producer of the examples (a Flatten of examples would be
-    materialized by the local runner: every pixel held in the launcher)."""
-    spec = config.example
-    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
-    planned = sources | "PlanRasters" >> beam.ParDo(PlanRasters(spec), **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
-    work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
-    results = work | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
-    verdicts = results[TASK_OUTCOMES] | "ReconcileRasters" >> ReconcileRasters()
-    merged = {split: results[split] for split in spec.split_names}
-    merged[IMAGES_WRITTEN] = (results[IMAGES_WRITTEN], verdicts[SOURCES_WRITTEN]) | "SourcesWritten" >> beam.Flatten()
-    merged[RASTER_FACTS], merged[RASTER_STATS] = verdicts[RASTER_FACTS], results[RASTER_STATS]
-    rejected = (planned[REJECTED], results[REJECTED], verdicts[REJECTED]) | "EncodeRejected" >> beam.Flatten()
-    return merged, rejected
+class EncodeSources(beam.PTransform):
+    """Sources -> {split: examples, images_written, raster_facts, raster_stats, rejected}.
+
+    Raster sources are planned into tasks and the tasks spread over the workers; photos and
+    tasks then meet in ImagesToExamples, the one producer of the examples (a Flatten of examples
+    would be materialized by the local runner: every pixel held in the launcher)."""
+
+    def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None, progress_dir: str | None = None) -> None:
+        super().__init__()
+        self._spec, self._label_ids, self._ranges, self._progress_dir = spec, label_ids, ranges, progress_dir
+
+    def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
+        spec = self._spec
+        side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
+        planned = sources | "PlanRasters" >> beam.ParDo(PlanRasters(spec), **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
+        work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
+        results = work | "ImagesToExamples" >> beam.ParDo(
+            ImagesToExamples(spec, self._progress_dir), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
+        ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
+        verdicts = results[TASK_OUTCOMES] | "ReconcileRasters" >> ReconcileRasters()
+        return {
+            **{split: results[split] for split in spec.split_names},
+            IMAGES_WRITTEN: (results[IMAGES_WRITTEN], verdicts[SOURCES_WRITTEN]) | "SourcesWritten" >> beam.Flatten(),
+            RASTER_FACTS: verdicts[RASTER_FACTS],
+            RASTER_STATS: results[RASTER_STATS],
+            REJECTED: (planned[REJECTED], results[REJECTED], verdicts[REJECTED]) | "Rejected" >> beam.Flatten(),
+        }
 
 
 def build_pipeline(
@@ -185,8 +192,9 @@ def build_pipeline(
     spec = config.example
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
-    results, encode_rejected = encode_sources(sources, config, labels, ranges, progress_dir)
-    rejected.append(encode_rejected)
+    ids = labels | "LabelIds" >> beam.Map(label_ids)
+    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir)
+    rejected.append(results[REJECTED])
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line), ranges)
 
 
