@@ -173,8 +173,9 @@ class RasterJob:
     def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
         """(split, serialized example) per kept chip, reading one window at a time."""
         want_mask = self.raster.max_nodata is not None
+        geo = self.dataset.transform[:6]
         for box in self.boxes:
-            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask)
+            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask, geo)
             if want_mask and 1.0 - chip.valid_fraction > self.raster.max_nodata:
                 self.skipped[SKIP_NODATA] += 1
                 continue
