@@ -5,6 +5,7 @@ Beam's TestPipeline (written once, or rejected once when no task kept a chip).""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -18,7 +19,16 @@ from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
 from cropshard.transforms.raster.plan import plan_source
 from cropshard.transforms.raster.records import HEAD_BYTES, RasterSpec, open_job
-from cropshard.transforms.raster.tasks import RASTER_FACTS, TASK_OUTCOMES, chip_task, task_ranges
+from cropshard.transforms.raster.tasks import (
+    RASTER_FACTS,
+    SOURCES_WRITTEN,
+    TASK_OUTCOMES,
+    TaskOutcome,
+    chip_task,
+    sum_outcomes,
+    task_ranges,
+    verdict,
+)
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 
@@ -152,3 +162,18 @@ def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rast
         facts = out[RASTER_FACTS] | beam.CombinePerKey(sum)
         expected_facts = [(("crs", "EPSG:32613"), 2)] + [(("chips_skipped", reason), count) for reason, count in skipped.items()]
         assert_that(facts, equal_to(expected_facts), label="Facts")
+
+
+def test_outcomes_sum_per_source_and_a_missing_task_fails_loudly() -> None:
+    first = TaskOutcome("train", "EPSG:32613", 300, 0, 2, (("nodata", 300),))
+    second = TaskOutcome("train", "EPSG:32613", 100, 0, 2, (("nodata", 90), ("split_boundary", 10)))
+    summed = sum_outcomes([first, second])
+    assert (summed.boxes, summed.kept, summed.tasks, summed.skipped) == (400, 0, 2, (("nodata", 390), ("split_boundary", 10)))
+    assert sum_outcomes([sum_outcomes([first]), second]) == summed  # partial sums combine alike
+    (facts_nodata, facts_boundary, (tag, line)) = verdict("/in/a.tif", summed)
+    assert facts_nodata == (RASTER_FACTS, (("chips_skipped", "nodata"), 390)) and facts_boundary[1][1] == 10
+    assert tag == REJECTED and Rejection.from_json(line).message == "all 400 chips were skipped (390 nodata, 10 split_boundary)"
+    kept = sum_outcomes([first, dataclasses.replace(second, kept=5)])
+    assert list(verdict("/in/a.tif", kept))[-2:] == [(RASTER_FACTS, (("crs", "EPSG:32613"), 1)), (SOURCES_WRITTEN, "train")]
+    with pytest.raises(RuntimeError, match="1 of its 2 raster tasks reported"):
+        list(verdict("/in/a.tif", first))

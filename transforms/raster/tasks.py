@@ -52,14 +52,16 @@ class RasterTask:
 
 @dataclasses.dataclass(frozen=True)
 class TaskOutcome:
-    """What one task (or, summed, a whole source) did; `rejection` only for a failed lone task."""
+    """What one task (or, summed, a whole source) did; `rejection` for a source rejected after
+    planning (its one task could not read its first chip; its label is not in the label map)."""
 
     split: str
     crs: str
     boxes: int
     kept: int
+    planned: int  # the source's number of tasks
     skipped: tuple[tuple[str, int], ...] = ()  # (reason, chips), sorted
-    tasks: int = 1
+    tasks: int = 1  # tasks summed here
     rejection: str | None = None  # Rejection JSON line
 
 
@@ -101,14 +103,17 @@ def sum_outcomes(outcomes: Iterable[TaskOutcome]) -> TaskOutcome:
     rejections = [outcome.rejection for outcome in outcomes if outcome.rejection]
     first = outcomes[0]
     return TaskOutcome(
-        first.split, first.crs, sum(o.boxes for o in outcomes), sum(o.kept for o in outcomes), tuple(sorted(skipped.items())),
-        sum(o.tasks for o in outcomes), min(rejections) if rejections else None,
+        first.split, first.crs, sum(o.boxes for o in outcomes), sum(o.kept for o in outcomes), first.planned,
+        tuple(sorted(skipped.items())), sum(o.tasks for o in outcomes), min(rejections) if rejections else None,
     )
 
 
 def verdict(path: str, outcome: TaskOutcome) -> Iterator[tuple[str, Any]]:
     """(tag, element) for one source whose tasks are all summed: its skipped chips, then either
-    its rejection or (written) its split and CRS."""
+    its rejection or (written) its split and CRS. Every planned task must have reported: a
+    missing one would be chips lost without a trace, so it fails the job instead."""
+    if outcome.tasks != outcome.planned:
+        raise RuntimeError(f"{path}: {outcome.tasks} of its {outcome.planned} raster tasks reported; chips would be missing")
     for reason, count in outcome.skipped:
         yield RASTER_FACTS, (("chips_skipped", reason), count)
     if outcome.rejection:
@@ -125,7 +130,7 @@ def verdict(path: str, outcome: TaskOutcome) -> Iterator[tuple[str, Any]]:
 def rejected_task(task: RasterTask, stage: str, err: Rejected) -> tuple[str, TaskOutcome]:
     """The outcome of a task whose source is rejected (chips: none)."""
     rejection = Rejection(task.source.path, stage, err.reason, err.message).to_json()
-    return task.source.path, TaskOutcome("", "", len(task.boxes), 0, rejection=rejection)
+    return task.source.path, TaskOutcome("", "", len(task.boxes), 0, task.tasks, rejection=rejection)
 
 
 def chip_task(
@@ -151,7 +156,7 @@ def chip_task(
         return
     for chip_split, stats in job.stats.items():
         yield RASTER_STATS, (chip_split, stats)
-    yield TASK_OUTCOMES, (task.source.path, TaskOutcome(split, job.crs, len(task.boxes), emitted, tuple(sorted(job.skipped.items()))))
+    yield TASK_OUTCOMES, (task.source.path, TaskOutcome(split, job.crs, len(task.boxes), emitted, task.tasks, tuple(sorted(job.skipped.items()))))
 
 
 class SourceVerdicts(beam.DoFn):
