@@ -153,7 +153,7 @@ class ImagesToExamples(beam.DoFn):
 
     def setup(self) -> None:
         setup_worker()
-        # Import TensorFlow's proto module once per worker, not inside the first element.
+        # Build the Example classes (reader/example_proto.py) once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
