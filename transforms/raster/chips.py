@@ -74,11 +74,11 @@ def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[in
     resized = work_shape != tuple(dataset.shape)
     out_shape = (len(bands), inside[2], inside[3])
     read = dataset.read(list(bands), window=window, out_shape=out_shape, resampling=Resampling.bilinear if resized else Resampling.nearest)
-    if inside == tuple(box):
-        pixels = np.ascontiguousarray(np.moveaxis(read, 0, -1))
+    if inside == tuple(box):  # band-interleaved; one band is already (height, width, 1) as it lies
+        pixels = read.reshape(h, w, 1) if len(bands) == 1 else np.ascontiguousarray(read.transpose(1, 2, 0))
     else:  # --small pad: zeros around the part inside the raster
         pixels = np.zeros((h, w, len(bands)), read.dtype)
-        pixels[top - y : bottom - y, left - x : right - x] = np.moveaxis(read, 0, -1)
+        pixels[top - y : bottom - y, left - x : right - x] = read.transpose(1, 2, 0)
     valid = (bottom - top) * (right - left)
     if want_mask and not _all_valid(dataset, bands):
         masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)

@@ -174,6 +174,7 @@ class RasterJob:
         """(split, serialized example) per kept chip, reading one window at a time."""
         want_mask = self.raster.max_nodata is not None
         geo = self.dataset.transform[:6]
+        dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
         for box in self.boxes:
             chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask, geo)
             if want_mask and 1.0 - chip.valid_fraction > self.raster.max_nodata:
@@ -195,12 +196,12 @@ class RasterJob:
             pixels = self.converter.apply(chip.pixels) if self.converter is not None else chip.pixels
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
             if chip_split not in self.stats:
-                self.stats[chip_split] = BandStats.empty(str(pixels.dtype), len(self.bands))
+                self.stats[chip_split] = BandStats.empty(dtype, len(self.bands))
             self.stats[chip_split].add(pixels)
             record = schema.ImageRecord(
                 encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
                 label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,
-                sha256=digest, dtype=str(pixels.dtype), geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
+                sha256=digest, dtype=dtype, geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
             )
             yield chip_split, schema.encode_example(record)
 
