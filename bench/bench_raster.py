@@ -187,8 +187,9 @@ def table(rows: list[dict], command: str) -> list[str]:
     lines.append("Medians over the rounds; per round, cropshard/bare chips/s (ratio, 1-min load average at the end of each run):")
     lines += [f"- {row['size']}²: {row['per_round']}" for row in rows]
     lines.append("")
-    lines.append(f"{os.cpu_count()} cores. Wall times include process start (TensorFlow import; cropshard also builds and runs the Beam"
-                 " pipeline with its worker processes). CPU and RSS are of the whole process tree (cropshard: launcher + workers).")
+    lines.append(f"{os.cpu_count()} cores. Wall times include process start (the bare loop imports TensorFlow for its writer; cropshard"
+                 " builds and runs the Beam pipeline with its worker processes). CPU and RSS are of the whole process tree (cropshard:"
+                 " launcher + workers).")
     return lines
 
 
