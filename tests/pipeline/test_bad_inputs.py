@@ -884,6 +884,12 @@ Notes
   and check apply to 16-bit greyscale PNG/TIFF photos (a 12-bit camera PNG needs `--to_uint8 bits:12`).
 - A raster whose bands cannot match the dataset (8 bands for `--channels 3`, float32 for a uint8 dataset) is
   `band_mismatch`, never padded or truncated silently; `--bands` chooses bands, `--dtype keep` stores the source type.
+- A GeoTIFF with a damaged tile (its header and georeferencing intact, one tile's compressed bytes broken): the checks
+  before the first chip do not read every tile, so the damage shows while chipping. A raster chipped as one task (up to
+  about 256 chips) is rejected `decode_error` if the damaged tile is in its first chip; otherwise, and for any task of a
+  raster split into several tasks (whose other tasks may have written chips already), the task fails: the runner
+  retries the bundle and then fails the build with the source's path and the rows of the task, rather than publish
+  the raster in part (tests/transforms/test_raster_tasks.py).
 """
 
 
