@@ -1,26 +1,35 @@
 """Raster benchmark: `--crop grid` over large tiled GeoTIFFs, cropshard vs a bare rasterio loop.
 
-    .venv/bin/python bench/bench_raster.py                    # 10000^2 and 40000^2 (about 1.6 GB of pixels)
-    .venv/bin/python bench/bench_raster.py --sizes 4000 10000 # smaller, for a quick look
+    .venv/bin/python bench/bench_raster.py                    # 10000^2 and 40000^2 (about 1.6 GB of pixels), 3 rounds
+    .venv/bin/python bench/bench_raster.py --sizes 4000 10000 --rounds 1 # smaller, for a quick look
 
 For each size it writes (once, cached under ~/.cache/cropshard/rasters) a tiled, deflate-compressed
-single-band uint8 GeoTIFF with overviews (the COG layout), then runs in one go:
+single-band uint8 GeoTIFF with overviews (the COG layout), then runs, in interleaved rounds (the
+order of the two programs alternates per round, so a load change hits both alike):
 
-- cropshard: `cropshard build --crop grid --size 256x256` on the in-process DirectRunner;
-- bare: open with rasterio, read each 256x256 window, serialize the same tf.train.Example
-  (cropshard's schema), write one TFRecord file: the floor any raster chipper pays.
+- cropshard: `cropshard build --crop grid --size 256x256` as a user runs it (no --runner: the
+  local DirectRunner with one worker process per core);
+- bare: one process that opens with rasterio, reads each 256x256 window, serializes the same
+  tf.train.Example (cropshard's schema) and writes one TFRecord file: the floor any raster
+  chipper pays.
 
-Both run as child processes; peak RSS is the child's (with its own children), polled. The claims to check: cropshard's peak RSS does not
-grow with the raster (10000^2 vs 40000^2), and its chips/s is close to the bare loop's.
-Results are printed and appended to bench/RESULTS.md.
+Both run as child processes. Measured per run: wall seconds (process start included), CPU
+seconds of the whole process tree (user + system; the larger of the polled per-process times and
+the reaped children's rusage), and peak RSS of the tree (polled every 0.1 s, summed over its
+processes). The claims to check: cropshard's peak RSS does not grow with the raster (10000^2 vs
+40000^2), and its chips/s is at least 0.9x the bare loop's. Printed, and appended to bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,70 +92,125 @@ print(count, time.monotonic() - start)
 """
 
 
-def run_child(argv: list[str]) -> tuple[str, float, float]:
-    """(stdout, wall seconds, peak RSS MiB of the child and its children, polled every 0.1 s)."""
+@dataclasses.dataclass
+class Run:
+    stdout: str
+    wall: float
+    cpu: float  # CPU seconds of the process tree
+    rss: float  # peak RSS of the process tree, MiB
+    load: float  # 1-minute load average when the run ended
+
+
+def run_child(argv: list[str]) -> Run:
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     watched = psutil.Process(process.pid)
-    peak = 0
+    peak, cpu_by_pid = 0, {}
     while process.poll() is None:
         try:
             tree = [watched, *watched.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree))
+            for p in tree:
+                times = p.cpu_times()
+                cpu_by_pid[p.pid] = times.user + times.system
         except psutil.Error:
             pass
         time.sleep(0.1)
+    wall = time.monotonic() - start
     stdout = process.stdout.read()
     if process.returncode:
         raise RuntimeError(f"{argv[:4]} failed with {process.returncode}")
-    return stdout, time.monotonic() - start, peak / 2**20
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(stdout, wall, max(reaped, sum(cpu_by_pid.values())), peak / 2**20, os.getloadavg()[0])
 
 
-def bench(size: int, scratch: Path) -> dict:
-    raster = make_raster(size)
-    out = scratch / f"out_{size}"
-    python = str(REPO / ".venv" / "bin" / "python")
-    stdout, wall, rss = run_child([
+def run_cropshard(raster: Path, out: Path, python: str) -> Run:
+    run = run_child([
         python, "-m", "cropshard.pipeline", "build", f"--input={raster}", f"--output={out}", "--crop=grid", f"--size={CHIP}x{CHIP}",
-        "--label_from=none", "--channels=1", "--progress=off", "--runner=DirectRunner", "--direct_running_mode=in_memory",
+        "--label_from=none", "--channels=1", "--progress=off",
     ])
-    chips = (size // CHIP) ** 2
+    info = json.loads((out / "cropshard.json").read_text())
     shutil.rmtree(out)
-    bare_out, bare_wall, bare_rss = run_child([python, "-c", BARE_LOOP, str(raster), str(scratch / "bare.tfrecord"), str(CHIP)])
-    bare_chips, bare_seconds = bare_out.split()
-    assert int(bare_chips) == chips, (bare_chips, chips)
+    run.stdout = str(sum(split["num_examples"] for split in info["splits"].values()))
+    return run
+
+
+def run_bare(raster: Path, scratch: Path, python: str) -> Run:
+    run = run_child([python, "-c", BARE_LOOP, str(raster), str(scratch / "bare.tfrecord"), str(CHIP)])
     (scratch / "bare.tfrecord").unlink()
-    return {"size": size, "chips": chips, "file_mib": raster.stat().st_size / 2**20, "cropshard_s": wall, "cropshard_rss": rss,
-            "bare_s": bare_wall, "bare_loop_s": float(bare_seconds), "bare_rss": bare_rss}
+    run.stdout = run.stdout.split()[0]
+    return run
+
+
+def bench_round(size: int, scratch: Path, cropshard_first: bool) -> dict:
+    raster = make_raster(size)
+    python = str(REPO / ".venv" / "bin" / "python")
+    chips = (size // CHIP) ** 2
+    programs = [("cropshard", lambda: run_cropshard(raster, scratch / f"out_{size}", python)), ("bare", lambda: run_bare(raster, scratch, python))]
+    runs = {}
+    for name, program in programs if cropshard_first else programs[::-1]:
+        runs[name] = program()
+        assert int(runs[name].stdout) == chips, (name, runs[name].stdout, chips)
+    return {"size": size, "chips": chips, "file_mib": raster.stat().st_size / 2**20, **runs}
+
+
+def summarize(size: int, rounds: list[dict]) -> dict:
+    chips = rounds[0]["chips"]
+    crop, bare = [r["cropshard"] for r in rounds], [r["bare"] for r in rounds]
+    return {
+        "size": size, "chips": chips, "file_mib": rounds[0]["file_mib"],
+        "crop_rate": statistics.median(chips / r.wall for r in crop), "bare_rate": statistics.median(chips / r.wall for r in bare),
+        "ratio": statistics.median(b.wall / c.wall for c, b in zip(crop, bare, strict=True)),
+        "crop_ms_cpu": statistics.median(1000 * r.cpu / chips for r in crop), "bare_ms_cpu": statistics.median(1000 * r.cpu / chips for r in bare),
+        "crop_rss": max(r.rss for r in crop), "bare_rss": max(r.rss for r in bare),
+        "per_round": ", ".join(f"{chips / c.wall:.0f}/{chips / b.wall:.0f} ({b.wall / c.wall:.2f}x, load {c.load:.1f}/{b.load:.1f})" for c, b in zip(crop, bare, strict=True)),
+    }
+
+
+def table(rows: list[dict], command: str) -> list[str]:
+    lines = [
+        "", f"### Raster grid chipping, tasks over the workers ({datetime.date.today().isoformat()}, `{command}`)", "",
+        "| raster | chips | file | cropshard chips/s | bare loop chips/s | cropshard / bare | CPU ms/chip cropshard | CPU ms/chip bare |"
+        " cropshard peak RSS | bare peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['size']}² uint8 | {row['chips']} | {row['file_mib']:.0f} MiB | {row['crop_rate']:.0f} | {row['bare_rate']:.0f} |"
+            f" {row['ratio']:.2f}x | {row['crop_ms_cpu']:.2f} | {row['bare_ms_cpu']:.2f} | {row['crop_rss']:.0f} MiB | {row['bare_rss']:.0f} MiB |"
+        )
+    lines.append("")
+    lines.append("Medians over the rounds; per round, cropshard/bare chips/s (ratio, 1-min load average at the end of each run):")
+    lines += [f"- {row['size']}²: {row['per_round']}" for row in rows]
+    lines.append("")
+    lines.append(f"{os.cpu_count()} cores. Wall times include process start (the bare loop imports TensorFlow for its writer; cropshard"
+                 " builds and runs the Beam pipeline with its worker processes). CPU and RSS are of the whole process tree (cropshard:"
+                 " launcher + workers).")
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000])
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rows = []
+    sizes = sorted(args.sizes)
+    by_size: dict[int, list[dict]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-raster-") as scratch:
-        for size in sorted(args.sizes):
-            rows.append(bench(size, Path(scratch)))
-            row = rows[-1]
-            print(f"{size}^2: {row['chips']} chips; cropshard {row['chips'] / row['cropshard_s']:.0f} chips/s"
-                  f" (wall {row['cropshard_s']:.1f} s, peak RSS {row['cropshard_rss']:.0f} MiB); bare loop"
-                  f" {row['chips'] / row['bare_s']:.0f} chips/s (wall {row['bare_s']:.1f} s, loop {row['bare_loop_s']:.1f} s,"
-                  f" peak RSS {row['bare_rss']:.0f} MiB); ratio {row['bare_s'] / row['cropshard_s']:.2f}x", flush=True)
-    lines = [
-        "", f"### Raster grid chipping ({datetime.date.today().isoformat()}, `python bench/bench_raster.py --sizes {' '.join(map(str, args.sizes))}`)", "",
-        "| raster | chips | file | cropshard chips/s | cropshard peak RSS | bare rasterio loop chips/s | bare peak RSS | cropshard / bare |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['size']}² uint8 | {row['chips']} | {row['file_mib']:.0f} MiB | {row['chips'] / row['cropshard_s']:.0f} |"
-            f" {row['cropshard_rss']:.0f} MiB | {row['chips'] / row['bare_s']:.0f} | {row['bare_rss']:.0f} MiB | {row['bare_s'] / row['cropshard_s']:.2f}x |"
-        )
-    lines.append("")
-    lines.append("Wall times include process start (TensorFlow import; cropshard also builds and runs a Beam pipeline on the in-process runner).")
+        for round_index in range(args.rounds):
+            for size in sizes:
+                row = bench_round(size, Path(scratch), cropshard_first=round_index % 2 == 0)
+                by_size[size].append(row)
+                crop, bare = row["cropshard"], row["bare"]
+                print(f"round {round_index + 1} {size}^2: cropshard {row['chips'] / crop.wall:.0f} chips/s (wall {crop.wall:.1f} s, CPU {crop.cpu:.1f} s,"
+                      f" RSS {crop.rss:.0f} MiB, load {crop.load:.1f}); bare {row['chips'] / bare.wall:.0f} chips/s (wall {bare.wall:.1f} s,"
+                      f" CPU {bare.cpu:.1f} s, RSS {bare.rss:.0f} MiB, load {bare.load:.1f}); ratio {bare.wall / crop.wall:.2f}x", flush=True)
+    command = f"python bench/bench_raster.py --sizes {' '.join(map(str, sizes))} --rounds {args.rounds}"
+    lines = table([summarize(size, by_size[size]) for size in sizes], command)
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -3,6 +3,9 @@
     inputs ─ MatchImages / ReadManifest ─ Reshuffle ─ [DropDuplicates] ─ ImagesToExamples ─┬─ WriteSplit per split ─ DescribeShards ─┐
                                                     └─ label names ─ label map (side input) ┘  └─ rejected ─ WriteToText            ─┴─ WriteDatasetInfo
 
+Raster sources: PlanRasters (checked, cut into tasks) ─ Reshuffle ─ ImagesToExamples with the photos; the
+tasks' outcomes ─ ReconcileRasters (one verdict per source: written, or rejected) join the counts above.
+
 With `listing_buckets` (the local DirectRunner) the sources skip the Reshuffle: MatchImages lists
 the globs in hash buckets (ReadManifest reads the manifest in line-number buckets) spread over the
 workers, and the label names come from a listing of their own.
@@ -18,11 +21,20 @@ from apache_beam.io.filesystem import CompressionTypes
 from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
-from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ImagesToExamples, label_map
+from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples, label_map
 from cropshard.transforms.globs import ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
+from cropshard.transforms.raster.plan import PHOTOS, PlanRasters
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
 from cropshard.transforms.raster.stats import CombineBandStats, MergeBandStats
+from cropshard.transforms.raster.tasks import (
+    RASTER_FACTS,
+    RASTER_STATS,
+    RASTER_TASKS,
+    SOURCES_WRITTEN,
+    TASK_OUTCOMES,
+    ReconcileRasters,
+)
 from cropshard.transforms.rejects import REJECTED, Rejection
 from cropshard.transforms.write import (
     DatasetFacts,
@@ -112,7 +124,7 @@ def read_inputs(
 def write_outputs(
     config: BuildConfig,
     layouts: dict[str, ShardLayout],
-    results: beam.pvalue.DoOutputsTuple,
+    results: dict[str, beam.PCollection],
     rejected: list[beam.PCollection],
     num_inputs: beam.PCollection,
     labels: beam.PCollection,
@@ -146,6 +158,37 @@ def write_outputs(
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
+class EncodeSources(beam.PTransform):
+    """Sources -> {split: examples, images_written, raster_facts, raster_stats, rejected}.
+
+    Raster sources are planned into tasks and the tasks spread over the workers; photos and
+    tasks then meet in ImagesToExamples, the one producer of the examples (a Flatten of examples
+    would be materialized by the local runner: every pixel held in the launcher)."""
+
+    def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None, progress_dir: str | None = None) -> None:
+        super().__init__()
+        self._spec, self._label_ids, self._ranges, self._progress_dir = spec, label_ids, ranges, progress_dir
+
+    def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
+        spec = self._spec
+        side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
+        planned = sources | "PlanRasters" >> beam.ParDo(PlanRasters(spec), **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
+        work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
+        results = work | "ImagesToExamples" >> beam.ParDo(
+            ImagesToExamples(spec, self._progress_dir), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
+        ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
+        verdicts = results[TASK_OUTCOMES] | "ReconcileRasters" >> ReconcileRasters()
+        return {
+            **{split: results[split] for split in spec.split_names},
+            # Photos: one count per bundle; rasters: one element (the split) per source written.
+            IMAGES_WRITTEN: (results[IMAGES_WRITTEN], verdicts[SOURCES_WRITTEN] | "OneEach" >> beam.Map(lambda unused: 1))
+            | "SourcesWritten" >> beam.Flatten(),
+            RASTER_FACTS: verdicts[RASTER_FACTS],
+            RASTER_STATS: results[RASTER_STATS],
+            REJECTED: (planned[REJECTED], results[REJECTED], verdicts[REJECTED]) | "Rejected" >> beam.Flatten(),
+        }
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     config: BuildConfig,
@@ -160,10 +203,8 @@ def build_pipeline(
     spec = config.example
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
-    side = {"ranges": beam.pvalue.AsDict(ranges)} if ranges is not None else {}
-    results = sources | "ImagesToExamples" >> beam.ParDo(
-        ImagesToExamples(spec, progress_dir), label_ids=beam.pvalue.AsSingleton(labels | "LabelIds" >> beam.Map(label_ids)), **side
-    ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
+    ids = labels | "LabelIds" >> beam.Map(label_ids)
+    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir)
     rejected.append(results[REJECTED])
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line, layouts.values()), ranges)
 

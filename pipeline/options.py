@@ -12,14 +12,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from cropshard.transforms.crop import SMALL_POLICIES, STRATEGIES, CropSpec, parse_box, parse_size, parse_split_spec
 from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
 from cropshard.transforms.encode import ENCODINGS
-from cropshard.transforms.examples import IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, ExampleSpec
+from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
 from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
 from cropshard.transforms.raster import convert as raster_convert
 from cropshard.transforms.raster import labels as raster_labels
 from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
+from cropshard.transforms.raster.tasks import RASTER_FACTS, RASTER_STATS, RASTER_TASKS, SOURCES_WRITTEN, TASK_OUTCOMES
 from cropshard.transforms.rejects import REJECTED
 
-RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS)
+RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, RASTER_TASKS, SOURCES_WRITTEN, TASK_OUTCOMES)
 
 
 # The titles of the option groups of `cropshard build --help`, in the order it shows them.

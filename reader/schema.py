@@ -80,11 +80,11 @@ class ImageRecord:
 
 
 def _example_pb2() -> Any:
-    # Imported lazily: the proto module pulls in TensorFlow, which tools that only read
-    # cropshard.json never need.
-    from tensorflow.core.example import example_pb2
+    # tf.train.Example's classes from protobuf alone: TensorFlow's own module imports all of
+    # TensorFlow, which a writer worker (and tools that only read cropshard.json) never need.
+    from cropshard.reader.example_proto import example_pb2
 
-    return example_pb2
+    return example_pb2()
 
 
 def encode_example(record: ImageRecord) -> bytes:

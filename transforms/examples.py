@@ -2,7 +2,8 @@
 
 `ImagesToExamples` is a thin DoFn around pure functions (`read_bytes`, `decode_crops`,
 `encode_pixels`, `schema.encode_example`); everything it decides is a function of the input,
-so a retried bundle emits exactly the same records.
+so a retried bundle emits exactly the same records. Raster sources reach it as tasks
+(transforms/raster/tasks.py), so photos and raster chips leave one stage for the shard writer.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_i
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
 from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
-from cropshard.transforms.raster.open_raster import is_raster_path
-from cropshard.transforms.raster.records import HEAD_BYTES, PATH_RASTER, RasterSpec, file_sha256, open_job
-from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.raster.records import RasterSpec
+from cropshard.transforms.raster.tasks import TASK_OUTCOMES, RasterTask, chip_task, rejected_task
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, rejection_stage
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
 
-IMAGES_WRITTEN = "images_written"  # output tag: per bundle, the number of source images it wrote (summed for reconciliation)
-RASTER_FACTS = "raster_facts"  # output tag: ((kind, value), count) per raster source, for the metadata
-RASTER_STATS = "raster_stats"  # output tag: (split, BandStats) per raster source and split
+IMAGES_WRITTEN = "images_written"  # output tag: per bundle, the number of photos it wrote (rasters: raster/tasks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +139,9 @@ def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_
 
 class ImagesToExamples(beam.DoFn):
     """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
-    and per bundle the number of source images written on `images_written` (for reconciliation).
+    and per bundle the number of photos written on `images_written` (for reconciliation).
+    RasterTask -> its chips on the split outputs, plus `raster_stats` and `raster_task_outcomes`
+    (the raster's verdict comes from its summed outcomes: tasks.ReconcileRasters).
 
     The Beam counters (images_read, images_decoded, crops_written, bytes_read, rejected_<reason>,
     decode_path_<path>) are tallied in the bundle and reported in finish_bundle, like the written
@@ -153,11 +154,11 @@ class ImagesToExamples(beam.DoFn):
         self._progress: ProgressWriter | None = None
         self._counters: dict[str, Metrics.DelegatingCounter] = {}  # name -> counter, made on first use
         self._tally: collections.Counter[str] = collections.Counter()  # counter name -> this bundle's increments
-        self._written = 0  # source images written in this bundle
+        self._written = 0  # photos written in this bundle
 
     def setup(self) -> None:
         setup_worker()
-        # Import TensorFlow's proto module once per worker, not inside the first element.
+        # Build the Example classes (reader/example_proto.py) once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
@@ -176,33 +177,40 @@ class ImagesToExamples(beam.DoFn):
         if self._progress:
             self._progress.flush()
 
-    def process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
-        """`ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by
-        source sample type (transforms/raster/range_pass.py)."""
-        yield from self._process(source, label_ids, ranges)
-        if self._progress:
+    def process(self, work: ImageSource | RasterTask, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
+        """A photo, or a task of a raster source planned by PlanRasters (transforms/raster/plan.py).
+        `ranges`: with --to_uint8 minmax|percentile, the dataset's (low, high) per band by source
+        sample type (transforms/raster/range_pass.py)."""
+        if isinstance(work, RasterTask):
+            yield from self._chip(work, label_ids, ranges)
+        else:
+            yield from self._process(work, label_ids)
+        if self._progress and (not isinstance(work, RasterTask) or work.index == 0):  # a source counts once
             self._progress.add()
 
     def _reject(self, source: ImageSource, stage: str, err: Rejected) -> beam.pvalue.TaggedOutput:
         self._tally[f"rejected_{err.reason}"] += 1
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
-    def _process(self, source: ImageSource, label_ids: Mapping[str, int], ranges: Mapping | None = None) -> Iterator:
-        spec = self._spec
+    def _split_and_label(self, source: ImageSource, label_ids: Mapping[str, int]) -> tuple[str, int]:
+        """The source's split and label id; Rejected('label_not_listed') for a label missing from the map."""
+        if source.label and source.label not in label_ids:
+            # Labels are listed apart from the images on the local runner; never mislabel silently.
+            raise Rejected("label_not_listed", f"label {source.label!r} is not in the label map")
         if source.split is not None:
             split = source.split
         else:
-            assert spec.split_fractions is not None
-            split = hash_split(source.key, spec.split_fractions)
-        if source.label and source.label not in label_ids:
-            # Labels are listed apart from the images on the local runner; never mislabel silently.
-            yield self._reject(source, "match", Rejected("label_not_listed", f"label {source.label!r} is not in the label map"))
+            assert self._spec.split_fractions is not None
+            split = hash_split(source.key, self._spec.split_fractions)
+        return split, label_ids[source.label] if source.label else schema.UNLABELED
+
+    def _process(self, source: ImageSource, label_ids: Mapping[str, int]) -> Iterator:
+        spec = self._spec
+        try:
+            split, label_id = self._split_and_label(source, label_ids)
+        except Rejected as err:
+            yield self._reject(source, "match", err)
             return
-        label_id = label_ids[source.label] if source.label else schema.UNLABELED
-        if spec.encoding != "original" and is_raster_path(source.path):
-            handled = yield from self._raster(source, split, label_id, ranges)
-            if handled:
-                return
         if spec.raster.labels is not None:
             yield self._reject(source, "decode", Rejected("label_raster_missing", "--label_raster labels rasters; a photo has no class map"))
             return
@@ -220,64 +228,31 @@ class ImagesToExamples(beam.DoFn):
         try:
             records, path = image_to_records(data, source, spec, label_id)
         except Rejected as err:
-            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
-            yield self._reject(source, stage, err)
+            yield self._reject(source, rejection_stage(err.reason), err)
             return
         except Exception as err:  # noqa: BLE001 - one bad file must never fail a long job
             yield self._reject(source, "decode", Rejected("decode_error", f"{type(err).__name__}: {err}"))
             return
-        self._count_written(path, len(records))
+        self._tally["images_decoded"] += 1
+        self._tally[f"decode_path_{path}"] += 1
+        self._tally["crops_written"] += len(records)
+        self._written += 1
         for record in records:
             yield beam.pvalue.TaggedOutput(split, record)
 
-    def _raster(self, source: ImageSource, split: str, label_id: int, ranges: Mapping | None) -> Iterator:
-        """The raster path (transforms/raster); returns False when the file is a photo after all.
-        Rejections happen before the first chip; a read failing after chips were emitted fails
-        the bundle (its outputs are discarded and retried), so a source is never half written."""
+    def _chip(self, task: RasterTask, label_ids: Mapping[str, int], ranges: Mapping | None) -> Iterator:
+        """One task of a raster source: its chips per split, band statistics, and its outcome (transforms/raster/tasks.py)."""
         spec = self._spec
-        emitted = 0
         try:
-            head = read_bytes(source.path, HEAD_BYTES)
-        except Rejected as err:
-            yield self._reject(source, "read", err)
-            return True
-        try:
-            if spec.raster.to_uint8.needs_dataset_range:
-                ranges = ranges or {}  # never None here: None means the statistics pass
-            with open_job(source, head, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges) as job:
-                if job is None:
-                    return False
-                self._tally["images_read"] += 1
-                digest = file_sha256(source.path)
-                for chip_split, record in job.records(label_id, split, spec.split_fractions, spec.encoding, spec.jpeg_quality, digest):
-                    emitted += 1
-                    yield beam.pvalue.TaggedOutput(chip_split, record)
-        except Exception as err:
-            if emitted:
-                raise RuntimeError(f"{source.path}: reading failed after {emitted} chips were written: {err}") from err
-            if not isinstance(err, Rejected):
-                err = Rejected("decode_error", f"{type(err).__name__}: {err}")
-            stage = "crop" if err.reason in ("too_small", "box_outside_image", "missing_box") else "decode"
-            yield self._reject(source, stage, err)
-            return True
-        for reason, count in job.skipped.items():
-            yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("chips_skipped", reason), count))
-        if not emitted:
-            skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(job.skipped.items()))
-            yield self._reject(source, "crop", Rejected("no_valid_chips", f"all {len(job.boxes)} chips were skipped ({skipped})"))
-            return True
-        yield beam.pvalue.TaggedOutput(RASTER_FACTS, (("crs", job.crs), 1))
-        for chip_split, stats in job.stats.items():
-            yield beam.pvalue.TaggedOutput(RASTER_STATS, (chip_split, stats))
-        self._count_written(PATH_RASTER, emitted)
-        return True
-
-    def _count_written(self, path: str, crops: int) -> None:
-        """One source image written, by decode path `path`, as `crops` records."""
-        self._tally["images_decoded"] += 1
-        self._tally[f"decode_path_{path}"] += 1
-        self._tally["crops_written"] += crops
-        self._written += 1
+            split, label_id = self._split_and_label(task.source, label_ids)
+        except Rejected as err:  # every task says so; the source's verdict rejects it once
+            yield beam.pvalue.TaggedOutput(TASK_OUTCOMES, rejected_task(task, "match", err))
+            return
+        for tag, element in chip_task(task, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges,
+                                      split, label_id, spec.split_fractions, spec.encoding, spec.jpeg_quality):
+            if tag == TASK_OUTCOMES:
+                self._tally["crops_written"] += element[1].kept
+            yield beam.pvalue.TaggedOutput(tag, element)
 
 
 def label_map(names: Sequence[str]) -> dict[str, int]:

@@ -89,3 +89,25 @@ class Rejection(NamedTuple):
     def from_json(cls, line: str) -> Rejection:
         body = json.loads(line)
         return cls(body["path"], body["stage"], body["reason"], body["message"])
+
+
+CROP_REASONS = ("too_small", "box_outside_image", "missing_box")  # raised while planning the crop windows
+
+
+def rejection_stage(reason: str) -> str:
+    """The rejected.jsonl stage of a reason raised while decoding and cropping one image."""
+    return "crop" if reason in CROP_REASONS else "decode"
+
+
+class RejectionCounters:
+    """Beam counters `cropshard/rejected_<reason>` for a DoFn, each created on first use."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, object] = {}
+
+    def inc(self, reason: str) -> None:
+        if reason not in self._counters:
+            from apache_beam.metrics import Metrics  # here: importing this module needs no Beam (tools use REASONS)
+
+            self._counters[reason] = Metrics.counter("cropshard", f"rejected_{reason}")
+        self._counters[reason].inc()

@@ -890,6 +890,12 @@ Notes
   dataset's classes before the job (the launcher stops when it has no usable table); a class map whose table is
   missing, unusable or names other classes is rejected `label_names_mismatch`. `--label_names` wins over the tables;
   a first table that differs from it is reported (a warning, and `raster.labels.category_table_conflict`).
+- A GeoTIFF with a damaged tile (its header and georeferencing intact, one tile's compressed bytes broken): the checks
+  before the first chip do not read every tile, so the damage shows while chipping. A raster chipped as one task (up to
+  about 256 chips) is rejected `decode_error` if the damaged tile is in its first chip; otherwise, and for any task of a
+  raster split into several tasks (whose other tasks may have written chips already), the task fails: the runner
+  retries the bundle and then fails the build with the source's path and the rows of the task, rather than publish
+  the raster in part (tests/transforms/test_raster_tasks.py).
 """
 
 

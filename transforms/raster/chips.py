@@ -36,15 +36,16 @@ def source_window(box: Box, work_shape: tuple[int, int], source_shape: tuple[int
     return Window(x * sx, y * sy, w * sx, h * sy)
 
 
-def chip_transform(dataset: Any, box: Box, work_shape: tuple[int, int]) -> tuple[float, ...]:
+def chip_transform(geo: Sequence[float], source_shape: tuple[int, int], box: Box, work_shape: tuple[int, int]) -> tuple[float, ...]:
     """The affine transform of the output chip (its pixel size included), GDAL order: rasterio's
-    `window_transform(window) @ Affine.scale(...)`, computed in the same floating-point steps
-    without building Affine objects (a third of the per-chip cost otherwise)."""
-    window = source_window(box, work_shape, dataset.shape)
-    a, b, c, d, e, f = dataset.transform[:6]
-    col, row = window.col_off, window.row_off
+    `window_transform(window) @ Affine.scale(...)` for the source window of `box`, computed in
+    the same floating-point steps without building Window or Affine objects (a third of the
+    per-chip cost otherwise). `geo`: the raster's transform (a, b, c, d, e, f), read once per job."""
+    a, b, c, d, e, f = geo
+    y_scale, x_scale = source_shape[0] / work_shape[0], source_shape[1] / work_shape[1]
+    col, row = box[1] * x_scale, box[0] * y_scale  # the source window's offsets, as source_window gives them
     x, y = col * a + row * b + c, col * d + row * e + f  # the window's corner, as Affine * (col, row)
-    sx, sy = window.width / box[3], window.height / box[2]
+    sx, sy = box[3] * x_scale / box[3], box[2] * y_scale / box[2]
     return float(c + (x - c)), float(a * sx), float(b * sy), float(f + (y - f)), float(d * sx), float(e * sy)
 
 
@@ -61,8 +62,9 @@ def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
     return top, left, min(y + h, work_shape[0]) - top, min(x + w, work_shape[1]) - left
 
 
-def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool) -> Chip:
-    """Read one box (only its window; zeros where it extends past the raster, for --small pad)."""
+def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool, geo: Sequence[float] | None = None) -> Chip:
+    """Read one box (only its window; zeros where it extends past the raster, for --small pad).
+    `geo`: the raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
     from rasterio.enums import Resampling
 
     y, x, h, w = box
@@ -72,17 +74,17 @@ def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[in
     resized = work_shape != tuple(dataset.shape)
     out_shape = (len(bands), inside[2], inside[3])
     read = dataset.read(list(bands), window=window, out_shape=out_shape, resampling=Resampling.bilinear if resized else Resampling.nearest)
-    if inside == tuple(box):
-        pixels = np.ascontiguousarray(np.moveaxis(read, 0, -1))
+    if inside == tuple(box):  # band-interleaved; one band is already (height, width, 1) as it lies
+        pixels = read.reshape(h, w, 1) if len(bands) == 1 else np.ascontiguousarray(read.transpose(1, 2, 0))
     else:  # --small pad: zeros around the part inside the raster
         pixels = np.zeros((h, w, len(bands)), read.dtype)
-        pixels[top - y : bottom - y, left - x : right - x] = np.moveaxis(read, 0, -1)
+        pixels[top - y : bottom - y, left - x : right - x] = read.transpose(1, 2, 0)
     valid = (bottom - top) * (right - left)
     if want_mask and not _all_valid(dataset, bands):
         masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)
         valid = int(np.count_nonzero(np.all(masks > 0, axis=0)))
     source_box = _clipped_source_box(window, dataset.shape)
-    return Chip(pixels, valid / (h * w), source_box, chip_transform(dataset, box, work_shape))
+    return Chip(pixels, valid / (h * w), source_box, chip_transform(geo or dataset.transform[:6], dataset.shape, box, work_shape))
 
 
 def _clipped_source_box(window: Any, shape: tuple[int, int]) -> Box:

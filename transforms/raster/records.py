@@ -4,7 +4,9 @@
 sample type, `band_mismatch`), checks the uint8 conversion on a preview of the whole raster
 (`range_collapsed`), and then `records()` reads, converts and encodes one window at a time, so
 memory does not depend on the raster's size. Everything that can reject the source happens in
-`open_job`, before the first record: a source is written whole or rejected.
+`open_job`, before the first record: a source is written whole or rejected. A large source is
+chipped as several tasks (transforms/raster/tasks.py), each a RasterJob of `open_planned_job`
+over its share of the boxes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from cropshard.reader import schema
-from cropshard.transforms.crop import CropSpec, plan_boxes, working_shape
+from cropshard.transforms.crop import Box, CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
 from cropshard.transforms.raster import categories, chips, convert, labels
 from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
@@ -131,9 +133,12 @@ class RasterJob:
         max_pixels: int,
         label_grid: labels.LabelGrid | None = None,
         ranges: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+        boxes: Sequence[Box] | None = None,
     ) -> None:
         """`ranges`: the dataset's per-band (low, high) by source sample type, for --to_uint8
-        minmax/percentile; None in the statistics pass that computes them (nothing converted)."""
+        minmax/percentile; None in the statistics pass that computes them (nothing converted).
+        `boxes`: a task's share of a source already checked whole (transforms/raster/tasks.py);
+        the checks on the whole raster (chip size, the conversion's preview) are not repeated."""
         self.dataset = dataset
         self.source = source
         self.crop = crop
@@ -146,12 +151,18 @@ class RasterJob:
         self.skipped: collections.Counter[str] = collections.Counter()
         self.converter = _converter(self.source_dtype, raster, _nbits(dataset, self.bands), ranges)
         self.work_shape = working_shape(crop, *dataset.shape)
-        self.boxes = plan_boxes(crop, *self.work_shape, key=source.key, manifest_box=source.box)
-        largest = max(box[2] * box[3] for box in self.boxes)
+        self.boxes = list(boxes) if boxes is not None else self._planned_and_checked(max_pixels)
+
+    def _planned_and_checked(self, max_pixels: int) -> list[Box]:
+        """Every chip box of the source, after the checks that can reject it before its first chip."""
+        crop = self.crop
+        boxes = plan_boxes(crop, *self.work_shape, key=self.source.key, manifest_box=self.source.box)
+        largest = max(box[2] * box[3] for box in boxes)
         if largest > max_pixels:  # reads are windowed: the guard applies to what one chip holds
             raise Rejected("too_many_pixels", f"a {crop.strategy} chip of {largest} pixels exceeds --max_pixels {max_pixels}")
         if self.converter is not None:
-            self.converter.check(chips.preview(dataset, self.bands), self.source_dtype)
+            self.converter.check(chips.preview(self.dataset, self.bands), self.source_dtype)
+        return boxes
 
     def preview_stats(self) -> BandStats:
         """Statistics of the raster's preview in its own sample type (the statistics pass)."""
@@ -162,8 +173,10 @@ class RasterJob:
     def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
         """(split, serialized example) per kept chip, reading one window at a time."""
         want_mask = self.raster.max_nodata is not None
+        geo = self.dataset.transform[:6]
+        dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
         for box in self.boxes:
-            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask)
+            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask, geo)
             if want_mask and 1.0 - chip.valid_fraction > self.raster.max_nodata:
                 self.skipped[SKIP_NODATA] += 1
                 continue
@@ -183,12 +196,12 @@ class RasterJob:
             pixels = self.converter.apply(chip.pixels) if self.converter is not None else chip.pixels
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
             if chip_split not in self.stats:
-                self.stats[chip_split] = BandStats.empty(str(pixels.dtype), len(self.bands))
+                self.stats[chip_split] = BandStats.empty(dtype, len(self.bands))
             self.stats[chip_split].add(pixels)
             record = schema.ImageRecord(
                 encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
                 label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,
-                sha256=digest, dtype=str(pixels.dtype), geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
+                sha256=digest, dtype=dtype, geo_crs=self.crs, geo_transform=chip.transform, segmentation=segmentation,
             )
             yield chip_split, schema.encode_example(record)
 
@@ -270,6 +283,18 @@ def open_job(
             return
         label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
         yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
+
+
+@contextlib.contextmanager
+def open_planned_job(
+    source: Any, boxes: Sequence[Box], crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None = None
+) -> Iterator[RasterJob]:
+    """The RasterJob of one task of a source `open_job` checked and planned: the same dataset and
+    class map, only `boxes` to chip."""
+    with contextlib.ExitStack() as stack:
+        dataset = stack.enter_context(open_raster(source.path))
+        label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
+        yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges, boxes)
 
 
 def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
