@@ -25,10 +25,10 @@ from cropshard.transforms.sharding import (
     WriteParts,
     WriteShardsWithoutGrouping,
     WriteStableShards,
-    _OpenParts,
+    _PartFiles,
     copy_frames,
     cut_points,
-    ordered_frames,
+    ordered_spans,
     plan_by_count,
     plan_by_size,
     route_part,
@@ -232,10 +232,26 @@ def test_equal_keys_are_ordered_by_their_bytes(tmp_path: Path) -> None:
     offsets = [0, 18, 36]  # 2-byte records, 16 bytes of framing each
     # The same key for all three (as for a CRC collision): the order must come from the bytes.
     located = np.array([(sort_key(1, 2), offset) for offset in offsets], dtype=LOCATOR)
-    parts = _OpenParts()
-    frames = list(ordered_frames([(str(part_path), located[::-1].tobytes())], parts))
+    parts = _PartFiles()
+    spans = list(ordered_spans([(str(part_path), located[::-1].tobytes())], parts))
+    assert spans == [(str(part_path), offset, 18) for offset in (18, 36, 0)]
+    target = tmp_path / "shard"
+    with open(target, "wb", buffering=0) as handle:
+        for span in spans:
+            parts.copy(*span, handle.fileno())
     parts.close()
-    assert [frame[12:-4] for frame in frames] == [b"aa", b"mm", b"zz"]
+    assert read_all(target) == [b"aa", b"mm", b"zz"]
+
+
+def test_a_part_shorter_than_its_locators_is_an_error(tmp_path: Path) -> None:
+    part_path = tmp_path / "part"
+    part_path.write_bytes(framed([b"abc"])[:-2])
+    parts = _PartFiles()
+    with pytest.raises(ValueError, match="ends inside the record at byte offset 0"):
+        parts.read(str(part_path), 0, 19)
+    with open(tmp_path / "shard", "wb", buffering=0) as handle, pytest.raises(ValueError, match="ends inside the record"):
+        parts.copy(str(part_path), 0, 19, handle.fileno())
+    parts.close()
 
 
 def build_stable(tmp_path: Path, name: str, records: list[bytes], num_shards: int, target: int, compression: str) -> dict[str, bytes]:
