@@ -199,13 +199,13 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
     config = resolve_label_names(config)  # no --label_names -> the first class map's category table
     start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
+    layouts = plan_shards(config, is_local(runner))  # before --output is touched: it can refuse the options
     dry_run = is_dry_run(options)
     if dry_run:
         check_dry_run(runner)
         matched = None
     else:
         matched = prepare_build(config, is_local(runner))
-    layouts = plan_shards(config, is_local(runner))
     return PreparedBuild(options, config, runner, dry_run, matched, layouts, command_line if command_line is not None else sys.argv, start)
 
 

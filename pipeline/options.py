@@ -75,10 +75,12 @@ class CropshardOptions(PipelineOptions):
         add("--split", "train=0.8,validation=0.1,test=0.1 assigns images by a hash of their key; plain names (train,validation,test) take the split from the first folder below the input root, or the manifest's split column.",
             default="train=1.0", metavar="SPEC")
         add("--num_shards", "Shards per split. auto: shards of at most --target_shard_mb. N: exactly N shards per split with equal "
-            "record counts. On a local or mounted --output the shard contents are stable: records are sorted by their CRC32C and "
-            "length and cut into ranges, so identical builds give identical shard files on every runner. On gs:// the runner's "
-            "bundles choose them (the local DirectRunner then writes one shard per worker and split).",
-            shown_default="auto", type=int, default=0, metavar="N")
+            "record counts.", shown_default="auto", type=int, default=0, metavar="N")
+        add("--shard_contents", "stable: records sorted by their CRC32C and length and cut into ranges, so identical builds give "
+            "identical shard files on every runner (costs one more local copy of every record; local or mounted --output only). "
+            "runner-chosen: the runner's bundles decide (the local DirectRunner writes one shard per worker and split). "
+            "auto: stable on local and mounted outputs, runner-chosen on gs://.",
+            default="auto", choices=("auto", "stable", "runner-chosen"))
         add("--target_shard_mb", "Target shard size when --num_shards is auto.", type=float, default=128.0, metavar="MB")
         add("--compression", "Shard compression.", default="none", choices=("none", "gzip"))
         add("--max_rejected_fraction", "Fail the build (nothing published) when more than this share of the inputs is rejected, e.g. 0.05; "
@@ -129,6 +131,7 @@ class BuildConfig:
     progress: str
     max_rejected_fraction: float | None = None
     verbose: bool = False
+    shard_contents: str = "auto"  # auto | stable | runner-chosen (pipeline/shards.py)
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -227,6 +230,7 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         num_shards=opts.num_shards,
         target_shard_mb=opts.target_shard_mb,
         compression=opts.compression,
+        shard_contents=opts.shard_contents,
         dedup=opts.dedup,
         overwrite=opts.overwrite,
         progress=opts.progress,

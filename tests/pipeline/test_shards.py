@@ -50,3 +50,11 @@ def test_layouts_describe_themselves_for_the_log() -> None:
 def test_stable_contents_need_a_count_or_a_size() -> None:
     with pytest.raises(ValueError, match="need a shard count or a target size"):
         ShardLayout(stable=True)
+
+
+def test_shard_contents_can_be_asked_for() -> None:
+    assert plan_shards(config("--size=32", "--shard_contents=runner-chosen"), local=True) == {"train": ShardLayout()}
+    assert plan_shards(config("--size=32", "--shard_contents=runner-chosen", "--num_shards=3")) == {"train": ShardLayout(num_shards=3)}
+    assert plan_shards(config("--size=32", "--shard_contents=stable"))["train"].stable
+    with pytest.raises(ValueError, match="--shard_contents stable needs a local or mounted --output"):
+        plan_shards(gcs_config("--size=32", "--shard_contents=stable"))
