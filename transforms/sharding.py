@@ -385,10 +385,8 @@ class _RemoveTempDir(beam.DoFn):
         yield from sorted(finals)
 
 
-class WriteShardsWithoutGrouping(beam.PTransform):
-    """Serialized examples -> final shard names `<prefix>-SSSSS-of-NNNNN<suffix>`: exactly
-    `num_shards` if > 0, else shards near `target_bytes` (parts roll at `target_bytes` in both
-    modes). Parts go to `temp_dir`, which must be unique to this transform (deleted at the end)."""
+class _WriteShards(beam.PTransform):
+    """What both shard writers share: their arguments, and deleting the parts at the end."""
 
     def __init__(self, prefix: str, suffix: str, temp_dir: str, compression_type: str, num_shards: int, target_bytes: int) -> None:
         super().__init__()
@@ -398,6 +396,20 @@ class WriteShardsWithoutGrouping(beam.PTransform):
         self._compression_type = compression_type
         self._num_shards = num_shards
         self._target_bytes = target_bytes
+
+    def _remove_parts(self, pipeline: beam.Pipeline, finals: beam.PCollection) -> beam.PCollection:
+        """The final shard names, once every shard is in place and the parts are deleted."""
+        return (
+            pipeline
+            | "Once" >> beam.Create([None])
+            | "RemoveParts" >> beam.ParDo(_RemoveTempDir(self._temp_dir), finals=beam.pvalue.AsList(finals))
+        )
+
+
+class WriteShardsWithoutGrouping(_WriteShards):
+    """Serialized examples -> final shard names `<prefix>-SSSSS-of-NNNNN<suffix>`: exactly
+    `num_shards` if > 0, else shards near `target_bytes` (parts roll at `target_bytes` in both
+    modes). Parts go to `temp_dir`, which must be unique to this transform (deleted at the end)."""
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         # Parts roll at the target size in both modes: by size, most shards are then renamed parts.
@@ -409,29 +421,19 @@ class WriteShardsWithoutGrouping(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "Assemble" >> beam.ParDo(AssembleShard(self._prefix, self._suffix, self._compression_type))
         )
-        return (
-            examples.pipeline
-            | "Once" >> beam.Create([None])
-            | "RemoveParts" >> beam.ParDo(_RemoveTempDir(self._temp_dir), finals=beam.pvalue.AsList(finals))
-        )
+        return self._remove_parts(examples.pipeline, finals)
 
 
-class WriteStableShards(beam.PTransform):
+class WriteStableShards(_WriteShards):
     """Serialized examples -> final shard names, each shard's records and their order a function of
     the records alone (see the module docstring): exactly `num_shards` equal-count shards if > 0,
     else equal-size shards of at most `target_bytes`. Needs a filesystem with cheap reads by offset
     (local or mounted; on object stores every record would be a ranged read)."""
 
     def __init__(self, prefix: str, suffix: str, temp_dir: str, compression_type: str, num_shards: int, target_bytes: int) -> None:
-        super().__init__()
-        if target_bytes <= 0:
-            raise ValueError(f"target_bytes must be positive, not {target_bytes}")
         if "://" in prefix or "://" in temp_dir:
             raise ValueError(f"stable shards are written to local or mounted filesystems, not {prefix}")
-        self._prefix, self._suffix, self._temp_dir = prefix, suffix, temp_dir
-        self._compression_type = compression_type
-        self._num_shards = num_shards
-        self._target_bytes = target_bytes
+        super().__init__(prefix, suffix, temp_dir, compression_type, num_shards, target_bytes)
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         parts = examples | "WriteParts" >> beam.ParDo(WriteParts(self._temp_dir, CompressionTypes.UNCOMPRESSED, self._target_bytes, locate=True))
@@ -449,11 +451,7 @@ class WriteStableShards(beam.PTransform):
             | "ByShard" >> beam.GroupByKey()
             | "Assemble" >> beam.ParDo(AssembleSortedShard(self._prefix, self._suffix, self._compression_type), cuts_side)
         )
-        return (
-            examples.pipeline
-            | "Once" >> beam.Create([None])
-            | "RemoveParts" >> beam.ParDo(_RemoveTempDir(self._temp_dir), finals=beam.pvalue.AsList(finals))
-        )
+        return self._remove_parts(examples.pipeline, finals)
 
 
 def unique_temp_dir(output: str, split: str) -> str:

@@ -79,24 +79,19 @@ def test_a_manifest_label_raster_column_gives_the_first_class_map(tmp_path: Path
     assert spec.table_conflict.endswith("a.tif.aux.xml: value 1 is 'water' here, 'lake' in the dataset")
 
 
-def test_a_csv_manifest_label_raster_column_needs_no_label_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind,with_class_maps,without", [
+    ("csv", "path,label_raster\nimg/a.tif,lc/a.tif\n", "path,label\nimg/a.tif,x\n"),
+    # JSONL: the first row has no class map, the key in a later row still turns class maps on;
+    # an empty key or a line that is not JSON does not.
+    ("jsonl", '{"path": "img/other.tif"}\n{"path": "img/a.tif", "label_raster": "lc/a.tif"}\n',
+     '{"path": "img/a.tif", "label_raster": ""}\nnot json but "label_raster"\n'),
+])
+def test_a_manifest_naming_class_maps_needs_no_label_names(tmp_path: Path, kind: str, with_class_maps: str, without: str) -> None:
     scene(tmp_path, "a.tif", ["", "water"])
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("path,label_raster\nimg/a.tif,lc/a.tif\n")
+    manifest = tmp_path / f"m.{kind}"
+    manifest.write_text(with_class_maps)
     spec = resolved(f"--manifest={manifest}", "--output=/out", "--crop=grid", "--size=16x16")
     assert spec.pattern is None and spec.classes == ((1, "water"),) and spec.names_from_tables
-    plain = tmp_path / "plain.csv"
-    plain.write_text("path,label\nimg/a.tif,x\n")
-    assert resolved(f"--manifest={plain}", "--output=/out", "--crop=grid", "--size=16x16") is None
-
-
-def test_a_jsonl_manifest_with_a_label_raster_key_in_any_row_needs_no_label_names(tmp_path: Path) -> None:
-    scene(tmp_path, "a.tif", ["", "water"])
-    manifest = tmp_path / "m.jsonl"
-    # The first row has no class map: the key in a later row still turns class maps on.
-    manifest.write_text('{"path": "img/other.tif"}\n{"path": "img/a.tif", "label_raster": "lc/a.tif"}\n')
-    spec = resolved(f"--manifest={manifest}", "--output=/out", "--crop=grid", "--size=16x16")
-    assert spec.pattern is None and spec.classes == ((1, "water"),) and spec.names_from_tables
-    plain = tmp_path / "plain.jsonl"
-    plain.write_text('{"path": "img/a.tif", "label_raster": ""}\nnot json but "label_raster"\n')
+    plain = tmp_path / f"plain.{kind}"
+    plain.write_text(without)
     assert resolved(f"--manifest={plain}", "--output=/out", "--crop=grid", "--size=16x16") is None
