@@ -163,17 +163,29 @@ class EncodeSources(beam.PTransform):
 
     Raster sources are planned into tasks and the tasks spread over the workers; photos and
     tasks then meet in ImagesToExamples, the one producer of the examples (a Flatten of examples
-    would be materialized by the local runner: every pixel held in the launcher)."""
+    would be materialized by the local runner: every pixel held in the launcher).
 
-    def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None, progress_dir: str | None = None) -> None:
+    `spread_photos` (Flink, Dataflow): the photos are redistributed with the tasks, one output of
+    PlanRasters, no Flatten: Beam's Java fuser (job server 2.70) turned the Flatten of photos and
+    reshuffled tasks into a PCollection with two producers ("should have exactly one producing
+    PTransformNode"), and the sources were reshuffled there anyway. The local runner keeps the
+    photos where its listing buckets put them."""
+
+    def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None,
+                 progress_dir: str | None = None, spread_photos: bool = False) -> None:
         super().__init__()
         self._spec, self._label_ids, self._ranges, self._progress_dir = spec, label_ids, ranges, progress_dir
+        self._spread_photos = spread_photos
 
     def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
         spec = self._spec
         side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
-        planned = sources | "PlanRasters" >> beam.ParDo(PlanRasters(spec), **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
-        work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
+        plan = PlanRasters(spec, RASTER_TASKS if self._spread_photos else PHOTOS)
+        planned = sources | "PlanRasters" >> beam.ParDo(plan, **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
+        if self._spread_photos:
+            work = planned[RASTER_TASKS] | "SpreadWork" >> beam.Reshuffle()
+        else:
+            work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
         results = work | "ImagesToExamples" >> beam.ParDo(
             ImagesToExamples(spec, self._progress_dir), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
         ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
@@ -204,7 +216,7 @@ def build_pipeline(
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
     ids = labels | "LabelIds" >> beam.Map(label_ids)
-    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir)
+    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir, spread_photos=listing_buckets is None)
     rejected.append(results[REJECTED])
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line, layouts.values()), ranges)
 

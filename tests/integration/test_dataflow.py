@@ -98,7 +98,7 @@ def test_dataflow_dry_run_job(no_network: None, staged_dir: list[Path]) -> None:
 
     # The graph: every stage of the writer is in the job, per split.
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    for step in ("MatchImages", "Spread", "Encode/PlanRasters", "Encode/SpreadTasks", "Encode/ImagesToExamples", "Write[train]/WriteShardsWithoutGrouping", "Write[validation]/WriteShardsWithoutGrouping",
+    for step in ("MatchImages", "Spread", "Encode/PlanRasters", "Encode/SpreadWork", "Encode/ImagesToExamples", "Write[train]/WriteShardsWithoutGrouping", "Write[validation]/WriteShardsWithoutGrouping",
                  "Describe[train]", "Describe[validation]", "WriteRejected", "WriteDatasetInfo"):
         assert step in names, step
     assert not any(name.startswith("ReadManifest") for name in names)

@@ -40,8 +40,12 @@ def plan_source(source: ImageSource, spec: ExampleSpec, ranges: Mapping | None) 
 
 
 class PlanRasters(beam.DoFn):
-    def __init__(self, spec: ExampleSpec) -> None:
+    """ImageSource -> photos on `photos_tag` (PHOTOS, or RASTER_TASKS to spread them with the
+    tasks), raster tasks on RASTER_TASKS, or a rejection."""
+
+    def __init__(self, spec: ExampleSpec, photos_tag: str = PHOTOS) -> None:
         self._spec = spec
+        self._photos_tag = photos_tag
         self._planned = beam.metrics.Metrics.counter("cropshard", "raster_sources_planned")
         self._tasks = beam.metrics.Metrics.counter("cropshard", "raster_tasks")
         self._rejected = RejectionCounters()
@@ -58,7 +62,7 @@ class PlanRasters(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
             return
         if tasks is None:
-            yield beam.pvalue.TaggedOutput(PHOTOS, source)
+            yield beam.pvalue.TaggedOutput(self._photos_tag, source)
             return
         self._planned.inc()
         self._tasks.inc(len(tasks))
