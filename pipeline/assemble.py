@@ -158,34 +158,54 @@ def write_outputs(
     } | "WriteDatasetInfo" >> WriteDatasetInfo(config.output, facts, config.max_rejected_fraction)
 
 
+SPREAD_ALL, SPREAD_TASKS, SPREAD_NONE = "all", "tasks", "none"
+
+
+def spread_mode(spec: ExampleSpec, listing_buckets: int | None) -> str:
+    """How EncodeSources redistributes its work (see there): everything on Flink and Dataflow; on
+    the local runner the raster tasks of a build that chips rasters (a grid crop or raster
+    options), else nothing."""
+    if listing_buckets is None:
+        return SPREAD_ALL
+    return SPREAD_TASKS if spec.crop.strategy == "grid" or spec.raster.requested else SPREAD_NONE
+
+
 class EncodeSources(beam.PTransform):
     """Sources -> {split: examples, images_written, raster_facts, raster_stats, rejected}.
 
-    Raster sources are planned into tasks and the tasks spread over the workers; photos and
-    tasks then meet in ImagesToExamples, the one producer of the examples (a Flatten of examples
-    would be materialized by the local runner: every pixel held in the launcher).
+    Raster sources are planned into tasks; photos and tasks then meet in ImagesToExamples, the one
+    producer of the examples (a Flatten of examples would be materialized by the local runner:
+    every pixel held in the launcher). `spread`:
 
-    `spread_photos` (Flink, Dataflow): the photos are redistributed with the tasks, one output of
-    PlanRasters, no Flatten: Beam's Java fuser (job server 2.70) turned the Flatten of photos and
-    reshuffled tasks into a PCollection with two producers ("should have exactly one producing
-    PTransformNode"), and the sources were reshuffled there anyway. The local runner keeps the
-    photos where its listing buckets put them."""
+    - "all" (Flink, Dataflow): photos and tasks on one output of PlanRasters, one Reshuffle, no
+      Flatten: Beam's Java fuser (job server 2.70) gave a Flatten of photos and reshuffled tasks
+      two producers ("should have exactly one producing PTransformNode"); sources were reshuffled
+      there anyway.
+    - "tasks" (local runner, builds that chip rasters): the tasks reshuffled, so one huge raster is
+      chipped by every worker, and flattened with the photos, which stay in their listing buckets.
+      The local runner holds a Flatten's elements in the launcher: ~1.2 KB per photo source.
+    - "none" (local runner, photo builds): one output, nothing redistributed, memory flat in the
+      number of photos (the listing buckets already spread them)."""
 
     def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None,
-                 progress_dir: str | None = None, spread_photos: bool = False) -> None:
+                 progress_dir: str | None = None, spread: str = SPREAD_TASKS) -> None:
         super().__init__()
+        if spread not in (SPREAD_ALL, SPREAD_TASKS, SPREAD_NONE):
+            raise ValueError(f"spread must be {SPREAD_ALL!r}, {SPREAD_TASKS!r} or {SPREAD_NONE!r}, not {spread!r}")
         self._spec, self._label_ids, self._ranges, self._progress_dir = spec, label_ids, ranges, progress_dir
-        self._spread_photos = spread_photos
+        self._spread = spread
 
     def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
         spec = self._spec
         side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
-        plan = PlanRasters(spec, RASTER_TASKS if self._spread_photos else PHOTOS)
+        plan = PlanRasters(spec, PHOTOS if self._spread == SPREAD_TASKS else RASTER_TASKS)
         planned = sources | "PlanRasters" >> beam.ParDo(plan, **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
-        if self._spread_photos:
+        if self._spread == SPREAD_ALL:
             work = planned[RASTER_TASKS] | "SpreadWork" >> beam.Reshuffle()
-        else:
+        elif self._spread == SPREAD_TASKS:
             work = (planned[PHOTOS], planned[RASTER_TASKS] | "SpreadTasks" >> beam.Reshuffle()) | "Work" >> beam.Flatten()
+        else:
+            work = planned[RASTER_TASKS]
         results = work | "ImagesToExamples" >> beam.ParDo(
             ImagesToExamples(spec, self._progress_dir), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
         ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
@@ -216,7 +236,7 @@ def build_pipeline(
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
     ids = labels | "LabelIds" >> beam.Map(label_ids)
-    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir, spread_photos=listing_buckets is None)
+    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir, spread_mode(spec, listing_buckets))
     rejected.append(results[REJECTED])
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line, layouts.values()), ranges)
 

@@ -57,3 +57,11 @@ def test_label_steps() -> None:
 def test_rejection_reason() -> None:
     line = Rejection("/in/a.jpg", "decode", "truncated", "image file is truncated").to_json()
     assert rejection_reason(line) == "truncated"
+
+
+def test_spread_mode_by_runner_and_build() -> None:
+    from cropshard.pipeline.assemble import spread_mode
+
+    photos, grid, bands = config("--size=32"), config("--crop=grid", "--size=32"), config("--size=32", "--bands=1,2,3")
+    assert [spread_mode(c.example, None) for c in (photos, grid, bands)] == ["all"] * 3  # Flink, Dataflow
+    assert [spread_mode(c.example, 8) for c in (photos, grid, bands)] == ["none", "tasks", "tasks"]  # the local runner

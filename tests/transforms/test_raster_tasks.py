@@ -130,8 +130,8 @@ def test_planning_rejects_before_any_task(rasters, tmp_path: Path) -> None:
         plan_source(source(three), SPEC, None)
 
 
-@pytest.mark.parametrize("spread_photos", [False, True])  # the local runner's graph, and Flink's and Dataflow's
-def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rasters, tmp_path: Path, spread_photos: bool) -> None:
+@pytest.mark.parametrize("spread", ["tasks", "all", "none"])  # local raster builds, Flink and Dataflow, local photo builds
+def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rasters, tmp_path: Path, spread: str) -> None:
     three = rastergen.write_raster(tmp_path / "three.tif", rastergen.multispectral(64, 64, bands=3))
     sources = [source(rasters[name]) for name in ("big", "empty", "small", "photo")] + [source(three)]
     assert len(plan_source(source(rasters["empty"]), SPEC, None)) == 2
@@ -146,7 +146,7 @@ def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rast
 
     with TestPipeline() as p:
         ids = p | "Labels" >> beam.Create([{}])
-        out = p | beam.Create(sources) | EncodeSources(SPEC, ids, spread_photos=spread_photos)
+        out = p | beam.Create(sources) | EncodeSources(SPEC, ids, spread=spread)
         for split, records in expected.items():
             assert_that(out[split], equal_to(records), label=f"Records[{split}]")
         assert_that(out[IMAGES_WRITTEN] | "SumWritten" >> beam.CombineGlobally(sum), equal_to([2]), label="Written")  # counts: summed
