@@ -42,8 +42,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
-from cropshard.reader.crc32c import crc32c, mask
-from cropshard.transforms.worker import setup_worker
+from cropshard.reader.crc32c import crc32c, mask, masked_crc32c
 
 _LOGGER = logging.getLogger(__name__)
 FRAME_OVERHEAD = 16  # TFRecord framing per record: 8-byte length, 4-byte length CRC, 4-byte data CRC
@@ -71,7 +70,7 @@ def frame_record(record: bytes) -> tuple[bytes, bytes, int]:
     """(header, footer, crc32c of the record): a TFRecord frame is header + record + footer."""
     length = struct.pack("<Q", len(record))
     crc = crc32c(record)
-    return length + struct.pack("<I", mask(crc32c(length))), struct.pack("<I", mask(crc)), crc
+    return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", mask(crc)), crc
 
 
 def sort_key(crc: int, length: int) -> int:
@@ -217,9 +216,6 @@ class WriteParts(beam.DoFn):
         self._part_bytes = part_bytes
         self._locate = locate
         self._handle: BinaryIO | None = None
-
-    def setup(self) -> None:
-        setup_worker()  # the fast CRC32C for the record framing
 
     def start_bundle(self) -> None:
         self._handle = None
