@@ -453,3 +453,30 @@ def test_band_stats_merge_equals_one_pass_and_sixteen_bit_percentiles_are_binned
     np.testing.assert_allclose(merged["mean"], values.mean(axis=0), rtol=1e-9)
     exact = np.percentile(values, 98, axis=0, method="inverted_cdf")
     assert all(0 <= e - p < 16 for e, p in zip(exact, merged["p98"], strict=True))  # 16-value bins
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4, 6])
+def test_uint8_band_stats_from_the_histogram_equal_numpy(bands: int) -> None:
+    """uint8 statistics are kept as the exact histogram alone (one Pillow pass per chip, up to 4
+    interleaved bands at once); moments, extremes and percentiles equal NumPy's over the same
+    samples, for chips (h, w, bands), previews (pixels, bands), merged partials and no data."""
+    from cropshard.transforms.raster.stats import BandStats, CombineBandStats
+
+    rng = np.random.default_rng(bands)
+    chips_in = [rng.integers(3 + b, 250 - b, (17, 23, bands), dtype=np.uint8) for b in range(4)]
+    chips_in.append(rng.integers(0, 256, (40, bands), dtype=np.uint8))  # a preview's (pixels, bands)
+    partials = []
+    for chip in chips_in:
+        part = BandStats.empty("uint8", bands)
+        part.add(chip)
+        partials.append(part)
+    combine = CombineBandStats()
+    merged = combine.extract_output(combine.merge_accumulators([combine.add_input(None, p) for p in partials]))
+    values = np.concatenate([c.reshape(-1, bands) for c in chips_in]).astype(np.float64)
+    assert merged["pixels"] == len(values)
+    assert merged["min"] == values.min(axis=0).tolist() and merged["max"] == values.max(axis=0).tolist()
+    np.testing.assert_allclose(merged["mean"], values.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(merged["std"], values.std(axis=0), atol=1e-5)
+    assert merged["p2"] == np.percentile(values, 2, axis=0, method="inverted_cdf").tolist()
+    empty = BandStats.empty("uint8", bands).summary()
+    assert empty["pixels"] == 0 and empty["min"] == [np.inf] * bands and empty["max"] == [-np.inf] * bands

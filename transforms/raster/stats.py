@@ -22,22 +22,35 @@ _LEVELS = np.arange(256, dtype=np.float64)
 _SQUARES = _LEVELS * _LEVELS
 
 
-def uint8_histogram(plane: np.ndarray) -> np.ndarray:
-    """Counts of the 256 values of a 2-D uint8 plane: Pillow's histogram, a single pass over the
-    bytes (np.bincount first widens every sample to int64: twice the time on a 256x256 chip)."""
+_PILLOW_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # band-interleaved uint8 Pillow histograms in one pass
+
+
+def uint8_histograms(values: np.ndarray) -> np.ndarray:
+    """(bands, 256) counts of (pixels, bands) uint8 samples: Pillow's histogram, one pass over the
+    bytes for up to 4 interleaved bands (np.bincount first widens every sample to int64: twice the
+    time on a 256x256 chip), one per band beyond that."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.ascontiguousarray(plane)).histogram(), np.int64)
+    pixels, bands = values.shape
+    mode = _PILLOW_MODES.get(bands)
+    if mode:
+        image = Image.frombuffer(mode, (pixels, 1), np.ascontiguousarray(values), "raw", mode, 0, 1)
+        return np.asarray(image.histogram(), np.int64).reshape(bands, 256)
+    planes = (Image.frombuffer("L", (pixels, 1), np.ascontiguousarray(values[:, band]), "raw", "L", 0, 1) for band in range(bands))
+    return np.array([plane.histogram() for plane in planes], np.int64)
 
 
 @dataclasses.dataclass
 class BandStats:
+    """Moments, extremes and histogram per band. uint8 keeps only the exact histogram, from which
+    `total`, `squares`, `low` and `high` follow (the per-chip cost is then one histogram pass)."""
+
     dtype: str
     count: int
-    total: np.ndarray  # per band, float64
-    squares: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
+    sums: np.ndarray  # per band, float64 (zeros for uint8: see `total`)
+    sum_squares: np.ndarray
+    lows: np.ndarray
+    highs: np.ndarray
     histogram: np.ndarray | None  # (bands, bins) int64, None for float32
 
     @classmethod
@@ -48,26 +61,46 @@ class BandStats:
             np.zeros((bands, bins[2]), np.int64) if bins else None,
         )
 
+    @property
+    def _from_histogram(self) -> bool:
+        return self.dtype == "uint8"
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.histogram @ _LEVELS if self._from_histogram else self.sums
+
+    @property
+    def squares(self) -> np.ndarray:
+        return self.histogram @ _SQUARES if self._from_histogram else self.sum_squares
+
+    @property
+    def low(self) -> np.ndarray:
+        if not self._from_histogram:
+            return self.lows
+        present = self.histogram > 0
+        return np.where(present.any(axis=1), np.argmax(present, axis=1), np.inf)
+
+    @property
+    def high(self) -> np.ndarray:
+        if not self._from_histogram:
+            return self.highs
+        present = self.histogram[:, ::-1] > 0
+        return np.where(present.any(axis=1), 255 - np.argmax(present, axis=1), -np.inf)
+
     def add(self, pixels: np.ndarray) -> None:
-        """Add one chip (height, width, bands). Sums are exact for integer samples: uint8 from
-        its exact histogram, 16-bit types in int64 (a 65536-pixel chip's squares stay < 2**48)."""
+        """Add one chip (height, width, bands), or (pixels, bands). Sums are exact for integer
+        samples: uint8 from its exact histogram, 16-bit types in int64 (a 65536-pixel chip's
+        squares stay < 2**48)."""
         values = pixels.reshape(-1, pixels.shape[-1])
         self.count += values.shape[0]
-        if self.dtype == "uint8":  # the per-chip cost is one histogram per band
-            for band in range(values.shape[1]):
-                counts = uint8_histogram(pixels[..., band])
-                self.histogram[band] += counts
-                self.total[band] += counts @ _LEVELS
-                self.squares[band] += counts @ _SQUARES
-                present = np.flatnonzero(counts)
-                self.low[band] = min(self.low[band], present[0])
-                self.high[band] = max(self.high[band], present[-1])
+        if self._from_histogram:
+            self.histogram += uint8_histograms(values)
             return
         wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
-        self.total += wide.sum(axis=0)
-        self.squares += np.einsum("ij,ij->j", wide, wide)
-        self.low = np.minimum(self.low, values.min(axis=0))
-        self.high = np.maximum(self.high, values.max(axis=0))
+        self.sums += wide.sum(axis=0)
+        self.sum_squares += np.einsum("ij,ij->j", wide, wide)
+        self.lows = np.minimum(self.lows, values.min(axis=0))
+        self.highs = np.maximum(self.highs, values.max(axis=0))
         if self.histogram is not None:
             lowest, width, bins = _BINS[self.dtype]
             for band in range(values.shape[1]):
@@ -80,8 +113,8 @@ class BandStats:
             return other
         histogram = None if self.histogram is None else self.histogram + other.histogram
         return BandStats(
-            self.dtype, self.count + other.count, self.total + other.total, self.squares + other.squares,
-            np.minimum(self.low, other.low), np.maximum(self.high, other.high), histogram,
+            self.dtype, self.count + other.count, self.sums + other.sums, self.sum_squares + other.sum_squares,
+            np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram,
         )
 
     def summary(self) -> dict[str, Any]:
