@@ -5,19 +5,27 @@
 
 For each size it writes (once, cached under ~/.cache/cropshard/rasters) a tiled, deflate-compressed
 single-band uint8 GeoTIFF with overviews (the COG layout), then runs, in interleaved rounds (the
-order of the two programs alternates per round, so a load change hits both alike):
+order of the programs rotates per round, so a load change hits all alike):
 
 - cropshard: `cropshard build --crop grid --size 256x256` as a user runs it (no --runner: the
-  local DirectRunner with one worker process per core);
+  local DirectRunner with one worker process per core; stable shard contents, the default on a
+  local output: every record is written to a part file, then copied into its shard in key order);
+- cropshard runner-chosen: the same with `--shard_contents runner-chosen` (records written once);
 - bare: one process that opens with rasterio, reads each 256x256 window, serializes the same
   tf.train.Example (cropshard's schema) and writes one TFRecord file: the floor any raster
   chipper pays.
 
-Both run as child processes. Measured per run: wall seconds (process start included), CPU
-seconds of the whole process tree (user + system; the larger of the polled per-process times and
-the reaped children's rusage), and peak RSS of the tree (polled every 0.1 s, summed over its
-processes). The claims to check: cropshard's peak RSS does not grow with the raster (10000^2 vs
-40000^2), and its chips/s is at least 0.9x the bare loop's. Printed, and appended to bench/RESULTS.md.
+All run as child processes, each after `os.sync()`: the page cache holds no dirty pages of the
+previous program, whose writeback would otherwise throttle the next one's writes (on this kind of
+machine a 1.6 GB copy took 0.6 s after a sync and 3-4 s right after another program's 1.6 GB).
+Measured per run: wall seconds (process start included), CPU seconds of the whole process tree
+(user + system; the larger of the polled per-process times and the reaped children's rusage), and
+peak RSS of the tree (polled every 0.1 s, summed over its processes). With two or more sizes, the
+marginal rate is also shown: (chips of the largest - chips of the smallest) / (wall of the largest -
+wall of the smallest), per round, which takes out the fixed cost of starting each program (Beam's
+launcher and workers; the bare loop's TensorFlow import). The claims to check: cropshard's peak RSS
+does not grow with the raster (10000^2 vs 40000^2), and its chips/s is at least 0.9x the bare
+loop's. Printed, and appended to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -128,13 +136,14 @@ def run_child(argv: list[str]) -> Run:
     return Run(stdout, wall, max(reaped, sum(cpu_by_pid.values())), peak / 2**20, os.getloadavg()[0])
 
 
-def run_cropshard(raster: Path, out: Path, python: str) -> Run:
+def run_cropshard(raster: Path, out: Path, python: str, shard_contents: str) -> Run:
     run = run_child([
         python, "-m", "cropshard.pipeline", "build", f"--input={raster}", f"--output={out}", "--crop=grid", f"--size={CHIP}x{CHIP}",
-        "--label_from=none", "--channels=1", "--progress=off",
+        "--label_from=none", "--channels=1", "--progress=off", f"--shard_contents={shard_contents}",
     ])
     info = json.loads((out / "cropshard.json").read_text())
     shutil.rmtree(out)
+    assert info["shard_contents"] == ("stable" if shard_contents == "auto" else shard_contents), info["shard_contents"]
     run.stdout = str(sum(split["num_examples"] for split in info["splits"].values()))
     return run
 
@@ -146,50 +155,80 @@ def run_bare(raster: Path, scratch: Path, python: str) -> Run:
     return run
 
 
-def bench_round(size: int, scratch: Path, cropshard_first: bool) -> dict:
+PROGRAMS = ("cropshard", "runner-chosen", "bare")  # cropshard: the default build (stable shard contents)
+
+
+def bench_round(size: int, scratch: Path, rotation: int) -> dict:
     raster = make_raster(size)
     python = str(REPO / ".venv" / "bin" / "python")
     chips = (size // CHIP) ** 2
-    programs = [("cropshard", lambda: run_cropshard(raster, scratch / f"out_{size}", python)), ("bare", lambda: run_bare(raster, scratch, python))]
+    programs = {
+        "cropshard": lambda: run_cropshard(raster, scratch / f"out_{size}", python, "auto"),
+        "runner-chosen": lambda: run_cropshard(raster, scratch / f"out_{size}", python, "runner-chosen"),
+        "bare": lambda: run_bare(raster, scratch, python),
+    }
+    order = PROGRAMS[rotation % 3:] + PROGRAMS[: rotation % 3]
     runs = {}
-    for name, program in programs if cropshard_first else programs[::-1]:
-        runs[name] = program()
+    for name in order:
+        os.sync()  # no dirty pages of the previous program left to write back during this one
+        runs[name] = programs[name]()
         assert int(runs[name].stdout) == chips, (name, runs[name].stdout, chips)
     return {"size": size, "chips": chips, "file_mib": raster.stat().st_size / 2**20, **runs}
 
 
 def summarize(size: int, rounds: list[dict]) -> dict:
     chips = rounds[0]["chips"]
-    crop, bare = [r["cropshard"] for r in rounds], [r["bare"] for r in rounds]
-    return {
-        "size": size, "chips": chips, "file_mib": rounds[0]["file_mib"],
-        "crop_rate": statistics.median(chips / r.wall for r in crop), "bare_rate": statistics.median(chips / r.wall for r in bare),
-        "ratio": statistics.median(b.wall / c.wall for c, b in zip(crop, bare, strict=True)),
-        "crop_ms_cpu": statistics.median(1000 * r.cpu / chips for r in crop), "bare_ms_cpu": statistics.median(1000 * r.cpu / chips for r in bare),
-        "crop_rss": max(r.rss for r in crop), "bare_rss": max(r.rss for r in bare),
-        "per_round": ", ".join(f"{chips / c.wall:.0f}/{chips / b.wall:.0f} ({b.wall / c.wall:.2f}x, load {c.load:.1f}/{b.load:.1f})" for c, b in zip(crop, bare, strict=True)),
-    }
+    bare = [r["bare"] for r in rounds]
+    row = {"size": size, "chips": chips, "file_mib": rounds[0]["file_mib"], "bare_rate": statistics.median(chips / r.wall for r in bare),
+           "bare_ms_cpu": statistics.median(1000 * r.cpu / chips for r in bare), "bare_rss": max(r.rss for r in bare)}
+    for name in PROGRAMS[:2]:
+        runs = [r[name] for r in rounds]
+        row[name] = {
+            "rate": statistics.median(chips / r.wall for r in runs),
+            "ratio": statistics.median(b.wall / c.wall for c, b in zip(runs, bare, strict=True)),
+            "ms_cpu": statistics.median(1000 * r.cpu / chips for r in runs), "rss": max(r.rss for r in runs),
+            "per_round": ", ".join(f"{chips / c.wall:.0f}/{chips / b.wall:.0f} ({b.wall / c.wall:.2f}x, load {c.load:.1f}/{b.load:.1f})"
+                                   for c, b in zip(runs, bare, strict=True)),
+        }
+    return row
 
 
-def table(rows: list[dict], command: str) -> list[str]:
+def marginal(small: list[dict], large: list[dict]) -> dict[str, tuple[float, list[float]]]:
+    """Per program: the median marginal chips/s between two sizes and, per round, its ratio to the bare loop's."""
+    chips = large[0]["chips"] - small[0]["chips"]
+    rates = {name: [chips / (lg[name].wall - sm[name].wall) for sm, lg in zip(small, large, strict=True)] for name in PROGRAMS}
+    return {name: (statistics.median(rates[name]), [r / b for r, b in zip(rates[name], rates["bare"], strict=True)]) for name in PROGRAMS}
+
+
+def table(rows: list[dict], margins: dict | None, command: str) -> list[str]:
     lines = [
         "", f"### Raster grid chipping, tasks over the workers ({datetime.date.today().isoformat()}, `{command}`)", "",
-        "| raster | chips | file | cropshard chips/s | bare loop chips/s | cropshard / bare | CPU ms/chip cropshard | CPU ms/chip bare |"
-        " cropshard peak RSS | bare peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| raster | chips | file | program | chips/s | bare loop chips/s | program / bare | CPU ms/chip | CPU ms/chip bare |"
+        " peak RSS | bare peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(
-            f"| {row['size']}² uint8 | {row['chips']} | {row['file_mib']:.0f} MiB | {row['crop_rate']:.0f} | {row['bare_rate']:.0f} |"
-            f" {row['ratio']:.2f}x | {row['crop_ms_cpu']:.2f} | {row['bare_ms_cpu']:.2f} | {row['crop_rss']:.0f} MiB | {row['bare_rss']:.0f} MiB |"
-        )
+        for name in PROGRAMS[:2]:
+            r = row[name]
+            lines.append(
+                f"| {row['size']}² uint8 | {row['chips']} | {row['file_mib']:.0f} MiB | {name} | {r['rate']:.0f} | {row['bare_rate']:.0f} |"
+                f" {r['ratio']:.2f}x | {r['ms_cpu']:.2f} | {row['bare_ms_cpu']:.2f} | {r['rss']:.0f} MiB | {row['bare_rss']:.0f} MiB |"
+            )
     lines.append("")
-    lines.append("Medians over the rounds; per round, cropshard/bare chips/s (ratio, 1-min load average at the end of each run):")
-    lines += [f"- {row['size']}²: {row['per_round']}" for row in rows]
+    lines.append("Medians over the rounds; per round, program/bare chips/s (ratio, 1-min load average at the end of each run):")
+    lines += [f"- {row['size']}² {name}: {row[name]['per_round']}" for row in rows for name in PROGRAMS[:2]]
+    if margins:
+        small, large = rows[0]["size"], rows[-1]["size"]
+        lines.append("")
+        lines.append(f"Marginal chips/s between {small}² and {large}² (start-up cost taken out), median; per round, ratio to the bare loop:")
+        for name in PROGRAMS:
+            rate, ratios = margins[name]
+            per_round = "" if name == "bare" else f": {statistics.median(ratios):.2f}x (" + ", ".join(f"{r:.2f}x" for r in ratios) + ")"
+            lines.append(f"- {name}: {rate:.0f} chips/s{per_round}")
     lines.append("")
     lines.append(f"{os.cpu_count()} cores. Wall times include process start (the bare loop imports TensorFlow for its writer; cropshard"
                  " builds and runs the Beam pipeline with its worker processes). CPU and RSS are of the whole process tree (cropshard:"
-                 " launcher + workers).")
+                 " launcher + workers). Every run starts after os.sync().")
     return lines
 
 
@@ -203,14 +242,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-raster-") as scratch:
         for round_index in range(args.rounds):
             for size in sizes:
-                row = bench_round(size, Path(scratch), cropshard_first=round_index % 2 == 0)
+                row = bench_round(size, Path(scratch), rotation=round_index)
                 by_size[size].append(row)
-                crop, bare = row["cropshard"], row["bare"]
-                print(f"round {round_index + 1} {size}^2: cropshard {row['chips'] / crop.wall:.0f} chips/s (wall {crop.wall:.1f} s, CPU {crop.cpu:.1f} s,"
-                      f" RSS {crop.rss:.0f} MiB, load {crop.load:.1f}); bare {row['chips'] / bare.wall:.0f} chips/s (wall {bare.wall:.1f} s,"
-                      f" CPU {bare.cpu:.1f} s, RSS {bare.rss:.0f} MiB, load {bare.load:.1f}); ratio {bare.wall / crop.wall:.2f}x", flush=True)
+                bare = row["bare"]
+                shown = [f"{name} {row['chips'] / row[name].wall:.0f} chips/s (wall {row[name].wall:.1f} s, CPU {row[name].cpu:.1f} s,"
+                         f" RSS {row[name].rss:.0f} MiB, load {row[name].load:.1f}, {bare.wall / row[name].wall:.2f}x)" for name in PROGRAMS]
+                print(f"round {round_index + 1} {size}^2: " + "; ".join(shown), flush=True)
     command = f"python bench/bench_raster.py --sizes {' '.join(map(str, sizes))} --rounds {args.rounds}"
-    lines = table([summarize(size, by_size[size]) for size in sizes], command)
+    margins = marginal(by_size[sizes[0]], by_size[sizes[-1]]) if len(sizes) > 1 else None
+    lines = table([summarize(size, by_size[size]) for size in sizes], margins, command)
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
