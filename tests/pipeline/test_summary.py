@@ -34,7 +34,7 @@ def test_built_summary_text() -> None:
         "  rejected duplicate                2",
         "  rejected truncated                2",
         "  (details: /data/ds/rejected.jsonl)",
-        "  bytes written 4.50 MiB   wall 4.0 s   27.2 images/s",
+        "  bytes written 4.50 MiB   wall 4.0 s   27.2 images/s   25.0 examples/s",
     ])
 
 
@@ -42,7 +42,7 @@ def test_built_summary_without_rejections_or_time() -> None:
     text = built_summary("/data/ds", info({}), wall_seconds=0.0)
     assert "rejected" not in text.replace("0 rejected", "")
     assert "details" not in text
-    assert text.endswith("  bytes written 4.50 MiB   wall 0.0 s   0.0 images/s")
+    assert text.endswith("  bytes written 4.50 MiB   wall 0.0 s   0.0 images/s   0.0 examples/s")
 
 
 def test_summary_lines() -> None:
