@@ -14,7 +14,9 @@ free (faster) otherwise, unless `deterministic` says otherwise.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import decode, records, schema
@@ -30,6 +32,25 @@ def info(path: str) -> DatasetInfo:
     return load_info(path)
 
 
+def _one_way_to_configure(load_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse a config object together with any of the arguments it groups, as given by the caller
+    (an argument equal to its default included: it would be silently overridden by the object)."""
+    signature = inspect.signature(load_fn)
+    grouped = {"read_config": ReadConfig, "decode_config": DecodeConfig}
+
+    @functools.wraps(load_fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        given = signature.bind(*args, **kwargs).arguments
+        for name, cls in grouped.items():
+            also = [field.name for field in dataclasses.fields(cls) if field.name in given]
+            if given.get(name) is not None and also:
+                raise ValueError(f"pass {name} or the arguments it groups, not both (also given: {', '.join(also)})")
+        return load_fn(*args, **kwargs)
+
+    return checked
+
+
+@_one_way_to_configure
 def load(
     path: str,
     split: str = "train",
@@ -74,8 +95,8 @@ def load(
 
     if batch_size is not None and batch_size <= 0:
         raise ValueError(f"batch_size must be positive or None, got {batch_size}")
-    read = _config(ReadConfig, read_config, arguments, "read_config")
-    image = _config(DecodeConfig, decode_config, arguments, "decode_config")
+    read = _config(ReadConfig, read_config, arguments)
+    image = _config(DecodeConfig, decode_config, arguments)
     meta = load_info(path)
     shards = meta.split(split).shards
     check_against_dataset(path, meta, image, batch_size)
@@ -90,15 +111,11 @@ def as_numpy(path: str, split: str = "train", **kwargs: Any) -> Iterator[Any]:
     yield from load(path, split, **kwargs).as_numpy_iterator()
 
 
-def _config(cls: type, given: Any, arguments: dict[str, Any], name: str) -> Any:
-    """`given`, or a `cls` built from `load`'s arguments; both at once is an error."""
-    from_arguments = cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
-    if given is None:
-        return from_arguments
-    changed = [f.name for f in dataclasses.fields(cls) if getattr(from_arguments, f.name) != f.default]
-    if changed:
-        raise ValueError(f"pass {name} or the arguments it groups, not both (also given: {', '.join(changed)})")
-    return given
+def _config(cls: type, given: Any, arguments: dict[str, Any]) -> Any:
+    """`given`, or a `cls` built from `load`'s arguments (both at once: refused by `_one_way_to_configure`)."""
+    if given is not None:
+        return given
+    return cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
 
 
 def check_against_dataset(path: str, meta: DatasetInfo, image: DecodeConfig, batch_size: int | None) -> None:

@@ -114,6 +114,11 @@ def test_config_object_and_its_argument_together_is_an_error(raw_path: str) -> N
         reader.load(raw_path, seed=1, read_config=reader.ReadConfig(seed=2))
     with pytest.raises(ValueError, match="pass decode_config or the arguments it groups.*flip"):
         reader.load(raw_path, flip=True, decode_config=reader.DecodeConfig())
+    # An argument equal to its default is still the caller's choice, which the object would override.
+    with pytest.raises(ValueError, match=r"pass read_config or the arguments it groups.*\(also given: shuffle\)"):
+        reader.load(raw_path, shuffle=True, read_config=reader.ReadConfig(shuffle=False))
+    with pytest.raises(ValueError, match=r"pass decode_config or the arguments it groups.*\(also given: flip, normalize\)"):
+        reader.as_numpy(raw_path, normalize="unit", flip=False, decode_config=reader.DecodeConfig(flip=True)).__next__()
     with pytest.raises(ValueError, match="batch_size"):
         reader.load(raw_path, batch_size=0)
 
