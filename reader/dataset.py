@@ -148,7 +148,7 @@ def _decode_stage(
 
     formats = tuple(f for f in schema.IMAGE_FORMATS if f in meta.image_formats)
     fixed_shape = tuple(meta.image_shape) if meta.image_shape else None
-    route_class = decode.ROUTES[decode.choose_route(batch_size, formats, fixed_shape)]
+    route_class = decode.ROUTES[decode.choose_route(batch_size, formats, fixed_shape, image.window)]
     route = route_class(
         image, fixed_shape=fixed_shape, channels=int(meta.channels), formats=formats, dtype=meta.dtype, geo=meta.raster is not None, mask=meta.label_mode == "mask",
         norm=dataset_normalization(meta) if image.normalization.mode == "dataset" else None,

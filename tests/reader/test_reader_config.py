@@ -148,6 +148,10 @@ def test_choose_route() -> None:
     assert decode.choose_route(32, (raw, png), (24, 20, 3)) == decode.ROUTE_FIXED_SIZE
     assert decode.choose_route(None, (raw,), (24, 20, 3)) == decode.ROUTE_FULL_IMAGE
     assert decode.choose_route(32, (jpeg, png), None) == decode.ROUTE_FULL_IMAGE
+    # Full images batched to a window: decoded in the batch's call, whatever the format.
+    assert decode.choose_route(32, (jpeg, png), None, (16, 16)) == decode.ROUTE_FIXED_SIZE
+    assert decode.choose_route(32, (raw,), None, (16, 16)) == decode.ROUTE_FIXED_SIZE
+    assert decode.choose_route(None, (jpeg,), None, (16, 16)) == decode.ROUTE_FULL_IMAGE
 
 
 def test_fixed_raw_needs_a_second_pass_only_when_asked() -> None:
