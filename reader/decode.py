@@ -474,11 +474,14 @@ class FixedSizeRoute(_ParsedRoute):
 
 
 class FullImageRoute(_ParsedRoute):
-    """Full images (or unbatched reading): parse in blocks, unbatch, decode each image in a parallel map."""
+    """Unbatched reading: parse in blocks, unbatch, decode each image in a parallel map. Batched
+    reading always has a fixed output shape and takes FixedSizeRoute (`choose_route`)."""
 
     def build(self, records: Any, seeds: Any, batch_size: int | None, drop_remainder: bool, deterministic: bool) -> Any:
         import tensorflow as tf
 
+        if batch_size is not None:
+            raise ValueError(f"FullImageRoute yields single images; batch_size {batch_size} is FixedSizeRoute's (see choose_route)")
         blocks = records.batch(
             _PARSE_BATCH,
             drop_remainder=False,
@@ -486,12 +489,7 @@ class FullImageRoute(_ParsedRoute):
             deterministic=deterministic,
         )
         examples = _parallel_map(tf.data.Dataset.zip((blocks, seeds)), self.parse_batch, deterministic).unbatch()
-        out = _parallel_map(examples, self.decode_one, deterministic)
-        if batch_size is not None:
-            out = out.batch(
-                batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
-            )
-        return out
+        return _parallel_map(examples, self.decode_one, deterministic)
 
     def decode_one(self, ex: dict[str, Any]) -> Any:
         if self.mask:
