@@ -39,7 +39,7 @@ def built_summary(output: str, info: metadata.DatasetInfo, wall_seconds: float) 
     total_bytes = sum(split.num_bytes for split in info.splits.values())
     # Inputs and examples per second differ for multi-crop and raster builds (one raster: thousands of chips).
     images_per_second = info.num_inputs / wall_seconds if wall_seconds else 0.0
-    examples_per_second = sum(split.num_examples for split in info.splits.values()) / wall_seconds if wall_seconds else 0.0
+    examples_per_second = info.num_examples / wall_seconds if wall_seconds else 0.0
     lines.append(
         f"  bytes written {total_bytes / MIB:.2f} MiB   wall {wall_seconds:.1f} s   {images_per_second:.1f} images/s"
         f"   {examples_per_second:.1f} examples/s"
