@@ -15,9 +15,9 @@ order of the programs rotates per round, so a load change hits all alike):
   tf.train.Example (cropshard's schema) and writes one TFRecord file: the floor any raster
   chipper pays.
 
-All run as child processes, each after `os.sync()`: the page cache holds no dirty pages of the
-previous program, whose writeback would otherwise throttle the next one's writes (on this kind of
-machine a 1.6 GB copy took 0.6 s after a sync and 3-4 s right after another program's 1.6 GB).
+All run as child processes, each after `os.sync()`, so no program's writes wait on the previous
+one's dirty pages (a standalone 1.6 GB copy took 3-4 s right after another program's 1.6 GB and
+mostly 0.6-1.0 s after a sync here; fresh page-cache pages stay expensive on a VM either way).
 Measured per run: wall seconds (process start included), CPU seconds of the whole process tree
 (user + system; the larger of the polled per-process times and the reaped children's rusage), and
 peak RSS of the tree (polled every 0.1 s, summed over its processes). With two or more sizes, the

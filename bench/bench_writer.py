@@ -296,12 +296,10 @@ def bench_overhead(scratch: Path, small: int = 200, large: int = 2200, crop: int
         measured["limit"].append(cpu_seconds(decode_limit, files, crop) / len(files))
         measured["limit_fast"].append(cpu_seconds(decode_limit, files, crop, True) / len(files))
         measured["fn"].append(cpu_seconds(cropshard_loop, files, scratch / "ours.tfrecord", crop) / len(files))
-        t_few = cpu_seconds(build_seconds, f"{few}/*", scratch / "out_few", one_worker, True, crop)
-        t_many = cpu_seconds(build_seconds, f"{many}/*", scratch / "out_many", one_worker, True, crop)
-        measured["pipeline"].append((t_many - t_few) / (large - small))
-        t_few = cpu_seconds(build_seconds, f"{few}/*", scratch / "out_few", runner_chosen, True, crop)
-        t_many = cpu_seconds(build_seconds, f"{many}/*", scratch / "out_many", runner_chosen, True, crop)
-        measured["pipeline_rc"].append((t_many - t_few) / (large - small))
+        for key, extra in (("pipeline", one_worker), ("pipeline_rc", runner_chosen)):
+            t_few = cpu_seconds(build_seconds, f"{few}/*", scratch / "out_few", extra, True, crop)
+            t_many = cpu_seconds(build_seconds, f"{many}/*", scratch / "out_many", extra, True, crop)
+            measured[key].append((t_many - t_few) / (large - small))
 
     def ms(key: str) -> str:
         return f"{statistics.median(measured[key]) * 1e3:.3f}"
