@@ -44,6 +44,7 @@ from cropshard.transforms.write import (
     WriteSplit,
     join,
     shard_contents,
+    writes_runs,
 )
 
 
@@ -188,12 +189,13 @@ class EncodeSources(beam.PTransform):
       number of photos (the listing buckets already spread them)."""
 
     def __init__(self, spec: ExampleSpec, label_ids: beam.PCollection, ranges: beam.PCollection | None = None,
-                 progress_dir: str | None = None, spread: str = SPREAD_TASKS) -> None:
+                 progress_dir: str | None = None, spread: str = SPREAD_TASKS, runs: bool = False) -> None:
         super().__init__()
         if spread not in (SPREAD_ALL, SPREAD_TASKS, SPREAD_NONE):
             raise ValueError(f"spread must be {SPREAD_ALL!r}, {SPREAD_TASKS!r} or {SPREAD_NONE!r}, not {spread!r}")
         self._spec, self._label_ids, self._ranges, self._progress_dir = spec, label_ids, ranges, progress_dir
         self._spread = spread
+        self._runs = runs  # raster chips as RunRecords for the stable split writers (write.writes_runs)
 
     def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
         spec = self._spec
@@ -207,7 +209,7 @@ class EncodeSources(beam.PTransform):
         else:
             work = planned[RASTER_TASKS]
         results = work | "ImagesToExamples" >> beam.ParDo(
-            ImagesToExamples(spec, self._progress_dir), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
+            ImagesToExamples(spec, self._progress_dir, self._runs), label_ids=beam.pvalue.AsSingleton(self._label_ids), **side
         ).with_outputs(*spec.split_names, REJECTED, IMAGES_WRITTEN, RASTER_STATS, TASK_OUTCOMES)
         verdicts = results[TASK_OUTCOMES] | "ReconcileRasters" >> ReconcileRasters()
         return {
@@ -236,7 +238,8 @@ def build_pipeline(
     sources, num_inputs, rejected, labels = read_inputs(pipeline, config, listing_buckets)
     ranges = conversion_ranges(sources, config) if spec.raster.to_uint8.needs_dataset_range and spec.raster.dtype == "uint8" else None
     ids = labels | "LabelIds" >> beam.Map(label_ids)
-    results = sources | "Encode" >> EncodeSources(spec, ids, ranges, progress_dir, spread_mode(spec, listing_buckets))
+    encode = EncodeSources(spec, ids, ranges, progress_dir, spread_mode(spec, listing_buckets), writes_runs(layouts.values()))
+    results = sources | "Encode" >> encode
     rejected.append(results[REJECTED])
     write_outputs(config, layouts, results, rejected, num_inputs, labels, dataset_facts(config, command_line, layouts.values()), ranges)
 

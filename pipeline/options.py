@@ -77,7 +77,8 @@ class CropshardOptions(PipelineOptions):
         add("--num_shards", "Shards per split. auto: shards of at most --target_shard_mb. N: exactly N shards per split with equal "
             "record counts.", shown_default="auto", type=int, default=0, metavar="N")
         add("--shard_contents", "stable: records sorted by their CRC32C and length and cut into ranges, so identical builds give "
-            "identical shard files on every runner (costs one more local copy of every record; local or mounted --output only). "
+            "identical shard files on every runner (costs one more local copy of every record, except raster chips with shards by "
+            "size: each raster task's chips are shards of their own, written once; local or mounted --output only). "
             "runner-chosen: the runner's bundles decide (the local DirectRunner writes one shard per worker and split). "
             "auto: stable on local and mounted outputs, runner-chosen on gs://.",
             default="auto", choices=("auto", "stable", "runner-chosen"))

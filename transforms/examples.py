@@ -140,16 +140,18 @@ def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_
 class ImagesToExamples(beam.DoFn):
     """ImageSource -> serialized examples on one output per split, rejections on `rejected`,
     and per bundle the number of photos written on `images_written` (for reconciliation).
-    RasterTask -> its chips on the split outputs, plus `raster_stats` and `raster_task_outcomes`
-    (the raster's verdict comes from its summed outcomes: tasks.ReconcileRasters).
+    RasterTask -> its chips on the split outputs (with `runs`, as sharding.RunRecords: the task is
+    the run), plus `raster_stats` and `raster_task_outcomes` (the raster's verdict comes from its
+    summed outcomes: tasks.ReconcileRasters).
 
     The Beam counters (images_read, images_decoded, crops_written, bytes_read, rejected_<reason>,
     decode_path_<path>) are tallied in the bundle and reported in finish_bundle, like the written
     count: a failed bundle reports nothing, as its counters would not be committed either, and an
     image costs no per-element counter or output calls."""
 
-    def __init__(self, spec: ExampleSpec, progress_dir: str | None = None) -> None:
+    def __init__(self, spec: ExampleSpec, progress_dir: str | None = None, runs: bool = False) -> None:
         self._spec = spec
+        self._runs = runs  # stable shard contents: a task's chips as RunRecords (transforms/sharding.py)
         self._progress_dir = progress_dir  # local runs only: see transforms/progress.py
         self._progress: ProgressWriter | None = None
         self._counters: dict[str, Metrics.DelegatingCounter] = {}  # name -> counter, made on first use
@@ -248,10 +250,13 @@ class ImagesToExamples(beam.DoFn):
         except Rejected as err:  # every task says so; the source's verdict rejects it once
             yield beam.pvalue.TaggedOutput(TASK_OUTCOMES, rejected_task(task, "match", err))
             return
-        for tag, element in chip_task(task, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges,
-                                      split, label_id, spec.split_fractions, spec.encoding, spec.jpeg_quality):
+        run = f"{task.digest}-{task.index:08d}-{task.source.path}"
+        for position, (tag, element) in enumerate(chip_task(task, spec.crop, spec.raster, spec.channels, spec.max_pixels, ranges,
+                                                            split, label_id, spec.split_fractions, spec.encoding, spec.jpeg_quality)):
             if tag == TASK_OUTCOMES:
                 self._tally["crops_written"] += element[1].kept
+            elif self._runs and tag in spec.split_names:
+                element = (run, position, element)
             yield beam.pvalue.TaggedOutput(tag, element)
 
 

@@ -22,6 +22,18 @@ from the parts by offset:
 
     records ─ WriteParts (+ locators) ─┬─ keys ─ ToList ─ cut points ───────────────┐ (side input)
                                        └─ route each part's locators to its shards ─┴─ GroupByKey ─ AssembleSortedShard
+
+Raster chips need no second copy: a raster task (transforms/raster/tasks.py) is already a unit
+that is the same on every runner, so with stable contents ImagesToExamples emits its chips as
+`RunRecord`s (run = the task, position = the chip's place in it). WriteParts gives every run
+parts of its own, rolled at the target size; the run's shards are its records in position order
+cut by that same rule (`plan_run_shards`), so a part that already holds exactly one such piece
+(the fused local and Flink case: one task, one bundle, in order) is renamed, and only a run whose
+records were split over bundles is copied. A split's run shards come first, ordered by run, then
+the shards of its photos:
+
+    parts ─┬─ photo parts' keys ─ ToList ─┬─ StableLayout (cuts, run shards) ─ RunShards ─ AssembleRunShard (rename, or copy)
+           └─ run parts ─ ToList ─ plan ──┘        └─ (side input of the photo route above)
 """
 
 from __future__ import annotations
@@ -50,6 +62,9 @@ COPY_CHUNK = 1 << 20
 # Per record of a part written for stable contents: sort key (CRC32C << 32 | length), frame offset.
 LOCATOR = np.dtype([("key", "<u8"), ("offset", "<u8")])
 OPEN_PARTS = 32  # part files an assembler keeps open at once
+# A raster task's chip written with stable contents: (run, position, serialized example), where
+# the run names the task and the position is the chip's place among the task's chips.
+RunRecord = tuple[str, int, bytes]
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -61,6 +76,7 @@ class PartInfo:
     num_records: int
     num_bytes: int
     locators: bytes = dataclasses.field(default=b"", compare=False, repr=False)
+    run: str = ""  # the raster task whose chips these are (locator keys: position, length); "" for photos
 
     def located(self) -> np.ndarray:
         return np.frombuffer(self.locators, dtype=LOCATOR)
@@ -203,10 +219,41 @@ def copy_whole(source: BinaryIO, target: BinaryIO) -> None:
         target.write(chunk)
 
 
+class _OpenPart:
+    """One part file being written: its records framed back to back, and (`locate`) their LOCATORs."""
+
+    def __init__(self, temp_dir: str, compression_type: str, locate: bool, run: str = "") -> None:
+        self.path = FileSystems.join(temp_dir, f"part-{uuid.uuid4().hex}")
+        self.run = run
+        self.num_bytes = 0
+        self._handle = FileSystems.create(self.path, compression_type=compression_type)
+        self._locate = locate
+        self._records = 0
+        self._located: list[tuple[int, int]] = []
+
+    def write(self, record: bytes, position: int | None = None) -> None:
+        """Append one record; its sort key is its CRC32C, or its `position` in a run."""
+        header, footer, crc = frame_record(record)
+        if self._locate:
+            self._located.append((sort_key(crc if position is None else position, len(record)), self.num_bytes))
+        self._handle.write(header)
+        self._handle.write(record)
+        self._handle.write(footer)
+        self._records += 1
+        self.num_bytes += len(record) + FRAME_OVERHEAD
+
+    def close(self) -> PartInfo:
+        self._handle.close()
+        locators = np.array(self._located, dtype=LOCATOR).tobytes() if self._locate else b""
+        return PartInfo(self.path, self._records, self.num_bytes, locators, self.run)
+
+
 class WriteParts(beam.DoFn):
     """Serialized examples -> PartInfo of the part files this bundle wrote under `temp_dir`, each
-    rolled over once it holds `part_bytes` (one open file per bundle: memory is one record, plus
-    16 bytes per record with `locate`)."""
+    rolled over once it holds `part_bytes` (memory is one record, plus 16 bytes per record with
+    `locate`). `RunRecord`s (stable contents only) go to parts of their run: one open at a time,
+    closed when the next run starts or at the target size, so a run's parts are its records cut
+    as `plan_run_shards` cuts them whenever they arrive in order."""
 
     def __init__(self, temp_dir: str, compression_type: str, part_bytes: int, locate: bool = False) -> None:
         if locate and compression_type != CompressionTypes.UNCOMPRESSED:
@@ -215,41 +262,39 @@ class WriteParts(beam.DoFn):
         self._compression_type = compression_type
         self._part_bytes = part_bytes
         self._locate = locate
-        self._handle: BinaryIO | None = None
+        self._photos: _OpenPart | None = None
+        self._run: _OpenPart | None = None
 
     def start_bundle(self) -> None:
-        self._handle = None
+        self._photos = self._run = None
 
-    def _open(self) -> None:
-        self._path = FileSystems.join(self._temp_dir, f"part-{uuid.uuid4().hex}")
-        self._handle = FileSystems.create(self._path, compression_type=self._compression_type)
-        self._records = self._bytes = 0
-        self._located: list[tuple[int, int]] = []
-
-    def _close(self) -> PartInfo:
-        assert self._handle is not None
-        self._handle.close()
-        self._handle = None
-        locators = np.array(self._located, dtype=LOCATOR).tobytes() if self._locate else b""
-        return PartInfo(self._path, self._records, self._bytes, locators)
-
-    def process(self, record: bytes) -> Iterator[PartInfo]:
-        if self._handle is None:
-            self._open()
-        header, footer, crc = frame_record(record)
-        if self._locate:
-            self._located.append((sort_key(crc, len(record)), self._bytes))
-        self._handle.write(header)
-        self._handle.write(record)
-        self._handle.write(footer)
-        self._records += 1
-        self._bytes += len(record) + FRAME_OVERHEAD
-        if self._bytes >= self._part_bytes:
-            yield self._close()
+    def process(self, element: bytes | RunRecord) -> Iterator[PartInfo]:
+        if isinstance(element, tuple):
+            if not self._locate:
+                raise ValueError("run records are written for stable contents only")
+            run, position, record = element
+            if self._run is not None and self._run.run != run:
+                yield self._run.close()
+                self._run = None
+            if self._run is None:
+                self._run = _OpenPart(self._temp_dir, self._compression_type, True, run)
+            self._run.write(record, position)
+            if self._run.num_bytes >= self._part_bytes:
+                yield self._run.close()
+                self._run = None
+            return
+        if self._photos is None:
+            self._photos = _OpenPart(self._temp_dir, self._compression_type, self._locate)
+        self._photos.write(element)
+        if self._photos.num_bytes >= self._part_bytes:
+            yield self._photos.close()
+            self._photos = None
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._handle is not None:
-            yield WindowedValue(self._close(), GlobalWindow().max_timestamp(), [GlobalWindow()])
+        for part in (self._photos, self._run):
+            if part is not None:
+                yield WindowedValue(part.close(), GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self._photos = self._run = None
 
 
 class AssembleShard(beam.DoFn):
@@ -336,29 +381,131 @@ def ordered_spans(pieces: Iterable[tuple[str, bytes]], parts: _PartFiles) -> Ite
         start = stop
 
 
-class AssembleSortedShard(beam.DoFn):
-    """(shard index, [(part path, locators) | None]) -> the final shard's path, its records copied
-    from the parts in key order (None: the seed that makes an empty shard exist)."""
+Span = tuple[str, int, int]  # (part path, offset, frame size): one record's frame in a part
+
+
+@dataclasses.dataclass(frozen=True)
+class RunShard:
+    """Stable shard `piece` of raster task `run`: its records' frames in order, and `part` when one
+    part file holds exactly those frames in that order (then renamed, not copied)."""
+
+    run: str
+    piece: int
+    spans: tuple[Span, ...]
+    part: str | None = None
+
+
+def whole_part_of(spans: Sequence[Span], parts: dict[str, PartInfo]) -> str | None:
+    """The part that is exactly these frames back to back, if one is."""
+    path = spans[0][0]
+    offset = 0
+    for span_path, span_offset, size in spans:
+        if span_path != path or span_offset != offset:
+            return None
+        offset += size
+    return path if parts[path].num_records == len(spans) else None
+
+
+def plan_run_shards(parts: Sequence[PartInfo], part_bytes: int) -> list[RunShard]:
+    """The stable shards of the run parts of one split, ordered by run then piece: each run's
+    records in position order, cut after the record that brings a piece to `part_bytes` (WriteParts'
+    rule), whichever parts and bundles the records arrived in."""
+    by_run: dict[str, list[PartInfo]] = collections.defaultdict(list)
+    for part in parts:
+        by_run[part.run].append(part)
+    shards = []
+    for run in sorted(by_run):
+        runs_parts = {part.path: part for part in by_run[run]}
+        # Equal positions only come from one task listed twice: identical chips, so any order of them gives the same bytes.
+        entries = sorted((int(key), part.path, int(offset)) for part in by_run[run] for key, offset in part.located())
+        piece: list[Span] = []
+        size = pieces = 0
+        for index, (key, path, offset) in enumerate(entries):
+            piece.append((path, offset, frame_size(key)))
+            size += frame_size(key)
+            if size >= part_bytes or index == len(entries) - 1:
+                shards.append(RunShard(run, pieces, tuple(piece), whole_part_of(piece, runs_parts)))
+                piece, size, pieces = [], 0, pieces + 1
+    return shards
+
+
+@dataclasses.dataclass(frozen=True)
+class StableLayout:
+    """A split's stable shards: the run shards first (indices 0..), then `photo_shards` shards of
+    the photos' records cut at `cuts`."""
+
+    cuts: np.ndarray
+    photo_shards: int
+    runs: tuple[RunShard, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.runs) + self.photo_shards
+
+
+def stable_layout(key_arrays: Sequence[bytes], runs: Sequence[RunShard], num_shards: int, target_bytes: int) -> StableLayout:
+    """The layout of a split from its photo parts' keys and its run shards: photo shards only when
+    there are photos, or nothing at all (one empty shard, so every split has a file)."""
+    if runs and num_shards > 0:
+        raise ValueError(f"raster run records cannot make exactly {num_shards} shards (write.writes_runs sends none then)")
+    if key_arrays or not runs:
+        cuts = cut_points(key_arrays, num_shards, target_bytes)
+        return StableLayout(cuts, len(cuts) + 1, tuple(runs))
+    return StableLayout(np.zeros(0, "<u8"), 0, tuple(runs))
+
+
+def copy_spans(spans: Iterable[Span], parts: _PartFiles, final: str, compression_type: str) -> None:
+    """Write the frames `spans` name, in order, as the shard `final`."""
+    if compression_type == CompressionTypes.UNCOMPRESSED:
+        with open(final, "wb", buffering=0) as target:
+            for span in spans:
+                parts.copy(*span, target.fileno())
+    else:
+        with FileSystems.create(final, compression_type=compression_type) as compressed:
+            for span in spans:
+                compressed.write(parts.read(*span))
+
+
+class AssembleRunShard(beam.DoFn):
+    """(shard index, RunShard, shards in the split) -> the final shard's path: its part renamed
+    when one holds it (retry-safe: a retry after the rename finds the shard in place), else copied."""
 
     def __init__(self, prefix: str, suffix: str, compression_type: str) -> None:
         self._prefix = prefix
         self._suffix = suffix
         self._compression_type = compression_type
 
-    def process(self, element: tuple[int, Iterable[tuple[str, bytes] | None]], cuts: np.ndarray) -> Iterator[str]:
+    def process(self, element: tuple[int, RunShard, int]) -> Iterator[str]:
+        index, shard, total = element
+        final = shard_path(self._prefix, self._suffix, index, total)
+        if shard.part is not None and self._compression_type == CompressionTypes.UNCOMPRESSED:
+            if FileSystems.exists(shard.part) or not FileSystems.exists(final):
+                FileSystems.rename([shard.part], [final])
+        else:
+            parts = _PartFiles()
+            try:
+                copy_spans(shard.spans, parts, final, self._compression_type)
+            finally:
+                parts.close()
+        yield final
+
+
+class AssembleSortedShard(beam.DoFn):
+    """(photo shard index, [(part path, locators) | None]) -> the final shard's path, its records
+    copied from the parts in key order (None: the seed that makes an empty shard exist); its
+    place among the split's shards comes after the run shards (the StableLayout side input)."""
+
+    def __init__(self, prefix: str, suffix: str, compression_type: str) -> None:
+        self._prefix = prefix
+        self._suffix = suffix
+        self._compression_type = compression_type
+
+    def process(self, element: tuple[int, Iterable[tuple[str, bytes] | None]], layout: StableLayout) -> Iterator[str]:
         index, pieces = element
-        final = shard_path(self._prefix, self._suffix, index, len(cuts) + 1)
+        final = shard_path(self._prefix, self._suffix, len(layout.runs) + index, layout.total)
         parts = _PartFiles()
-        spans = ordered_spans((piece for piece in pieces if piece is not None), parts)
         try:
-            if self._compression_type == CompressionTypes.UNCOMPRESSED:
-                with open(final, "wb", buffering=0) as target:
-                    for span in spans:
-                        parts.copy(*span, target.fileno())
-            else:
-                with FileSystems.create(final, compression_type=self._compression_type) as compressed:
-                    for span in spans:
-                        compressed.write(parts.read(*span))
+            copy_spans(ordered_spans((piece for piece in pieces if piece is not None), parts), parts, final, self._compression_type)
         finally:
             parts.close()
         yield final
@@ -423,8 +570,9 @@ class WriteShardsWithoutGrouping(_WriteShards):
 class WriteStableShards(_WriteShards):
     """Serialized examples -> final shard names, each shard's records and their order a function of
     the records alone (see the module docstring): exactly `num_shards` equal-count shards if > 0,
-    else equal-size shards of at most `target_bytes`. Needs a filesystem with cheap reads by offset
-    (local or mounted; on object stores every record would be a ranged read)."""
+    else equal-size shards of at most `target_bytes`; RunRecords (by size only) as their runs' own
+    shards, first. Needs a filesystem with cheap reads by offset (local or mounted; on object
+    stores every record would be a ranged read)."""
 
     def __init__(self, prefix: str, suffix: str, temp_dir: str, compression_type: str, num_shards: int, target_bytes: int) -> None:
         if "://" in prefix or "://" in temp_dir:
@@ -433,20 +581,33 @@ class WriteStableShards(_WriteShards):
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         parts = examples | "WriteParts" >> beam.ParDo(WriteParts(self._temp_dir, CompressionTypes.UNCOMPRESSED, self._target_bytes, locate=True))
-        cuts = (
+        photo_parts = parts | "PhotoParts" >> beam.Filter(lambda part: not part.run)
+        run_shards = (
             parts
+            | "RunParts" >> beam.Filter(lambda part: bool(part.run))
+            | "AllRunParts" >> beam.combiners.ToList()
+            | "PlanRuns" >> beam.Map(plan_run_shards, self._target_bytes)
+        )
+        layout = (
+            photo_parts
             | "Keys" >> beam.Map(lambda part: part.located()["key"].tobytes())
             | "AllKeys" >> beam.combiners.ToList()
-            | "Cut" >> beam.Map(cut_points, self._num_shards, self._target_bytes)
+            | "Layout" >> beam.Map(stable_layout, beam.pvalue.AsSingleton(run_shards), self._num_shards, self._target_bytes)
         )
-        cuts_side = beam.pvalue.AsSingleton(cuts)
-        seeds = cuts | "EveryShard" >> beam.FlatMap(lambda points: ((index, None) for index in range(len(points) + 1)))
-        finals = (
-            (parts | "Route" >> beam.FlatMap(route_part, cuts_side), seeds)
+        layout_side = beam.pvalue.AsSingleton(layout)
+        seeds = layout | "EveryShard" >> beam.FlatMap(lambda plan: ((index, None) for index in range(plan.photo_shards)))
+        photo_finals = (
+            (photo_parts | "Route" >> beam.FlatMap(lambda part, plan: route_part(part, plan.cuts), layout_side), seeds)
             | "Pieces" >> beam.Flatten()
             | "ByShard" >> beam.GroupByKey()
-            | "Assemble" >> beam.ParDo(AssembleSortedShard(self._prefix, self._suffix, self._compression_type), cuts_side)
+            | "Assemble" >> beam.ParDo(AssembleSortedShard(self._prefix, self._suffix, self._compression_type), layout_side)
         )
+        run_finals = (
+            layout
+            | "RunShards" >> beam.FlatMap(lambda plan: ((index, shard, plan.total) for index, shard in enumerate(plan.runs)))
+            | "AssembleRuns" >> beam.ParDo(AssembleRunShard(self._prefix, self._suffix, self._compression_type))
+        )
+        finals = (photo_finals, run_finals) | "Finals" >> beam.Flatten()
         return self._remove_parts(examples.pipeline, finals)
 
 

@@ -107,13 +107,22 @@ def shard_contents(layouts: Iterable[ShardLayout]) -> str:
     return metadata.SHARD_CONTENTS_STABLE if stable else metadata.SHARD_CONTENTS_RUNNER_CHOSEN
 
 
+def writes_runs(layouts: Iterable[ShardLayout]) -> bool:
+    """Whether raster tasks' chips reach the split writers as RunRecords, shards of their own with
+    no second copy (transforms/sharding.py): with stable contents by target size in every split
+    (an exact --num_shards cuts all of a split's records by count)."""
+    layouts = list(layouts)
+    return bool(layouts) and all(layout.stable and not layout.num_shards for layout in layouts)
+
+
 class WriteSplit(beam.PTransform):
     """Serialized examples -> `<output>/<split>-SSSSS-of-NNNNN.tfrecord[.gz]`; outputs final file names.
 
     A fixed count or a target size goes through `WriteShardsWithoutGrouping` (part files per
     bundle, then renamed or concatenated): no runner ever holds a shard's records as one grouped
     value, which is what Beam's `WriteToTFRecord(num_shards=N)` does; with `layout.stable` through
-    `WriteStableShards` (the same parts, then records copied into shards in key order). Runner-chosen
+    `WriteStableShards` (the same parts, then records copied into shards in key order; raster tasks'
+    RunRecords into shards of their own, renamed parts). Runner-chosen
     sharding is Beam's own per-bundle write (one shard per worker and split on the local runner)."""
 
     def __init__(self, output: str, split: str, layout: ShardLayout, compression: str) -> None:

@@ -135,6 +135,33 @@ def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) 
     np.testing.assert_allclose(normalized.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_stable_raster_shards_are_the_same_in_process_and_on_two_workers(tmp_path: Path) -> None:
+    """Raster tasks' chips are shards of their own, renamed parts (transforms/sharding.py): the
+    same files, byte for byte, whichever worker wrote which task, with several tasks per raster,
+    several pieces per task and three splits."""
+    inputs = tmp_path / "in"
+    for seed in (1, 2):
+        rastergen.write_raster(inputs / f"scene{seed}.tif", rastergen.multispectral(640, 512, bands=3, seed=seed), origin=(487552.0, 4443520.0 + 2048.0 * seed))
+    args = ["--input", str(inputs), "--crop", "grid", "--size", "32x32", "--bands", "1,2,3", "--dtype", "keep", "--label_from", "none",
+            "--split", "train=0.6,validation=0.2,test=0.2", "--split_by", "block:128", "--target_shard_mb", "0.05"]
+    runners = {"a": IN_PROCESS, "b": ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--progress=off"]}
+    infos = [run([*args, "--output", str(tmp_path / name), *runner], command_line=["cropshard", "build"]).info for name, runner in runners.items()]
+    assert all(info.shard_contents == metadata.SHARD_CONTENTS_STABLE for info in infos)
+    assert infos[0].splits == infos[1].splits and infos[0].num_examples == 2 * 20 * 16
+    # 2 rasters x 2 tasks (about 256 chips each) x 3 splits, each cut at ~50 KB (6 KB chips)
+    assert all(len(split.shards) > 4 for split in infos[0].splits.values())
+    for split in infos[0].splits.values():
+        for shard in split.shards:
+            for file in (shard.file, shard.index):
+                assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+    assert not any(path.name.startswith("beam-temp") for path in (tmp_path / "b").iterdir())
+    report = reader.verify(str(tmp_path / "b"))
+    assert report.ok, str(report)
+    chips = [meta["source_crop_box"].tolist() for split in infos[0].splits
+             for _, _, meta in reader.load(str(tmp_path / "b"), split=split, batch_size=None, shuffle=False, with_metadata=True).as_numpy_iterator()]
+    assert len(chips) == 640 and len({tuple(box) for box in chips}) == 320  # every chip once per raster
+
+
 def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     values = np.kron(rng.choice([1, 2, 3], size=(10, 10)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 80x80 class map

@@ -31,6 +31,7 @@ from cropshard.transforms.sharding import (
     ordered_spans,
     plan_by_count,
     plan_by_size,
+    plan_run_shards,
     route_part,
     shard_path,
     sort_key,
@@ -290,3 +291,98 @@ def test_stable_shards_are_identical_whatever_the_input_order(tmp_path: Path, nu
 def test_parts_read_by_offset_must_be_uncompressed() -> None:
     with pytest.raises(ValueError, match="must be uncompressed"):
         WriteParts("/tmp/x", CompressionTypes.GZIP, 100, locate=True)
+
+
+# --- stable contents of raster runs -------------------------------------------------------------
+
+
+def run_part(path: str, run: str, positions: list[int], length: int) -> PartInfo:
+    """A run part holding records of `length` bytes at `positions`, framed back to back."""
+    size = length + FRAME_OVERHEAD
+    located = np.array([(sort_key(pos, length), i * size) for i, pos in enumerate(positions)], dtype=LOCATOR)
+    return PartInfo(path, len(positions), size * len(positions), located.tobytes(), run)
+
+
+def test_run_shards_are_each_run_in_position_order_cut_at_the_target() -> None:
+    size = 10 + FRAME_OVERHEAD
+    parts = [
+        run_part("/b1", "b", [0, 2, 4], 10),  # run b split over two bundles: copied
+        run_part("/b2", "b", [1, 3], 10),
+        run_part("/a1", "a", [0, 1, 2], 10),  # run a in order, rolled at 3 records: renamed
+        run_part("/a2", "a", [3], 10),
+    ]
+    shards = plan_run_shards(parts, part_bytes=3 * size)
+    assert [(s.run, s.piece, s.part) for s in shards] == [("a", 0, "/a1"), ("a", 1, "/a2"), ("b", 0, None), ("b", 1, None)]
+    assert shards[2].spans == (("/b1", 0, size), ("/b2", 0, size), ("/b1", size, size))
+    assert shards[3].spans == (("/b2", size, size), ("/b1", 2 * size, size))
+    # A part in position order but holding more than one piece is not renamed.
+    assert [s.part for s in plan_run_shards([run_part("/c", "c", [0, 1, 2, 3], 10)], part_bytes=2 * size)] == [None, None]
+    assert plan_run_shards([], part_bytes=size) == []
+
+
+def run_records(rng: np.random.Generator) -> list[tuple[str, int, bytes]]:
+    return [(run, position, rng.bytes(int(rng.integers(20, 200)))) for run in ("r1", "r2", "r3") for position in range(0, 40, 2)]
+
+
+def build_runs(tmp_path: Path, name: str, elements: list, compression: str = CompressionTypes.UNCOMPRESSED) -> dict[str, bytes]:
+    out = tmp_path / name
+    with TestPipeline() as p:
+        _ = p | beam.Create(elements, reshuffle=False) | WriteStableShards(
+            str(out / "train"), ".tfrecord", str(out / "beam-temp-train-x"), compression, 0, 2000
+        )
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
+def read_shards(directory: Path, compression: str = CompressionTypes.UNCOMPRESSED) -> list[list[bytes]]:
+    """The records of every shard in `directory`, shards in name order (the names checked)."""
+    names = sorted(path.name for path in directory.iterdir() if "-of-" in path.name and not path.name.endswith(".idx"))
+    assert names == [f"train-{i:05d}-of-{len(names):05d}.tfrecord" for i in range(len(names))]
+    shards = []
+    for name in names:
+        with FileSystems.open(str(directory / name), compression_type=compression) as handle:
+            shard = []
+            while (record := _TFRecordUtil.read_record(handle)) is not None:
+                shard.append(record)
+        shards.append(shard)
+    return shards
+
+
+def expected_run_shards(records: list[tuple[str, int, bytes]], part_bytes: int) -> list[list[bytes]]:
+    """Each run's records in position order, cut after the record that brings a shard to part_bytes."""
+    shards = []
+    for run in sorted({run for run, _, _ in records}):
+        piece, size = [], 0
+        for _, _, record in sorted(r for r in records if r[0] == run):
+            piece.append(record)
+            size += len(record) + FRAME_OVERHEAD
+            if size >= part_bytes:
+                shards.append(piece)
+                piece, size = [], 0
+        if piece:
+            shards.append(piece)
+    return shards
+
+
+def test_run_shards_are_renamed_parts_and_the_same_when_runs_arrive_interleaved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cropshard.transforms import sharding
+
+    records = run_records(np.random.default_rng(5))
+    photos = [b"photo-%d" % i for i in range(7)]
+    copies: list[int] = []
+    real_copy = sharding.copy_spans
+    monkeypatch.setattr(sharding, "copy_spans", lambda spans, *args: copies.append(1) or real_copy(spans, *args))
+    in_order = build_runs(tmp_path, "a", records + photos)
+    assert len(copies) == 1  # only the photos' shard (key order); every run shard was a renamed part
+    interleaved = records[20:40] + [r for pair in zip(records[:20], records[40:], strict=True) for r in pair]
+    assert build_runs(tmp_path, "b", photos[::-1] + interleaved) == in_order
+    assert len(copies) > 2  # runs r1 and r3 arrived interleaved: their shards were copied, to the same bytes
+    shards = read_shards(tmp_path / "a")
+    assert shards[:-1] == expected_run_shards(records, 2000) and len(shards[:-1]) > 3
+    assert sorted(shards[-1]) == sorted(photos)
+
+
+def test_run_shards_without_photos_and_gzip(tmp_path: Path) -> None:
+    records = run_records(np.random.default_rng(6))
+    build_runs(tmp_path, "g", records[::-1], CompressionTypes.GZIP)
+    assert read_shards(tmp_path / "g", CompressionTypes.GZIP) == expected_run_shards(records, 2000)
+    assert not any(path.name.startswith("beam-temp") for path in (tmp_path / "g").iterdir())
