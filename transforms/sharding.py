@@ -15,12 +15,13 @@ frame by record frame, so memory stays one read buffer. The planning functions a
 Stable contents (`stable=True`, local and mounted filesystems): the shard a record lands in and its
 place there are a function of the records alone, so identical builds give identical shard files on
 every runner. Parts then note each record's sort key (its CRC32C, already computed for the framing,
-and its length) and offset; the keys of a split (8 bytes per record) meet in one plan that cuts the
+and its length) and offset; the parts of a split with their locators (16 bytes per record) meet in
+one plan (`stable_layout`, a StableLayout side input) that cuts the
 key order into `num_shards` equal-count or target-size ranges; each shard gathers its records'
 locations (GroupByKey of small locator arrays, never records) and copies the frames in key order
 from the parts by offset:
 
-    records ─ WriteParts (+ locators) ─┬─ keys ─ ToList ─ cut points ───────────────┐ (side input)
+    records ─ WriteParts (+ locators) ─┬─ ToList ─ StableLayout (cut points) ────────┐ (side input)
                                        └─ route each part's locators to its shards ─┴─ GroupByKey ─ AssembleSortedShard
 
 Raster chips need no second copy: a raster task (transforms/raster/tasks.py) is already a unit
@@ -32,8 +33,8 @@ cut by that same rule (`plan_run_shards`), so a part that already holds exactly 
 records were split over bundles is copied. A split's run shards come first, ordered by run, then
 the shards of its photos:
 
-    parts ─┬─ photo parts' keys ─ ToList ─┬─ StableLayout (cuts, run shards) ─ RunShards ─ AssembleRunShard (rename, or copy)
-           └─ run parts ─ ToList ─ plan ──┘        └─ (side input of the photo route above)
+    parts ─ ToList ─ StableLayout (run shards; cut points of the photos' keys) ─ RunShards ─ AssembleRunShard (rename, or copy)
+                                 └─ (side input: the photo parts' route and AssembleSortedShard, as above)
 """
 
 from __future__ import annotations
@@ -443,15 +444,23 @@ class StableLayout:
         return len(self.runs) + self.photo_shards
 
 
-def stable_layout(key_arrays: Sequence[bytes], runs: Sequence[RunShard], num_shards: int, target_bytes: int) -> StableLayout:
-    """The layout of a split from its photo parts' keys and its run shards: photo shards only when
-    there are photos, or nothing at all (one empty shard, so every split has a file)."""
+def stable_layout(parts: Sequence[PartInfo], num_shards: int, target_bytes: int) -> StableLayout:
+    """The layout of a split from all its parts: its run shards (`plan_run_shards`), then the cut
+    points of its photos' keys; photo shards only when there are photos, or nothing at all (one
+    empty shard, so every split has a file)."""
+    runs = plan_run_shards([part for part in parts if part.run], target_bytes)
     if runs and num_shards > 0:
         raise ValueError(f"raster run records cannot make exactly {num_shards} shards (write.writes_runs sends none then)")
-    if key_arrays or not runs:
-        cuts = cut_points(key_arrays, num_shards, target_bytes)
+    keys = [part.located()["key"].tobytes() for part in parts if not part.run]
+    if keys or not runs:
+        cuts = cut_points(keys, num_shards, target_bytes)
         return StableLayout(cuts, len(cuts) + 1, tuple(runs))
     return StableLayout(np.zeros(0, "<u8"), 0, tuple(runs))
+
+
+def route_photo_part(part: PartInfo, layout: StableLayout) -> Iterator[tuple[int, tuple[str, bytes]]]:
+    """`route_part` for the photos' parts; run parts have shards of their own."""
+    return iter(()) if part.run else route_part(part, layout.cuts)
 
 
 def copy_spans(spans: Iterable[Span], parts: _PartFiles, final: str, compression_type: str) -> None:
@@ -581,23 +590,15 @@ class WriteStableShards(_WriteShards):
 
     def expand(self, examples: beam.PCollection) -> beam.PCollection:
         parts = examples | "WriteParts" >> beam.ParDo(WriteParts(self._temp_dir, CompressionTypes.UNCOMPRESSED, self._target_bytes, locate=True))
-        photo_parts = parts | "PhotoParts" >> beam.Filter(lambda part: not part.run)
-        run_shards = (
-            parts
-            | "RunParts" >> beam.Filter(lambda part: bool(part.run))
-            | "AllRunParts" >> beam.combiners.ToList()
-            | "PlanRuns" >> beam.Map(plan_run_shards, self._target_bytes)
-        )
         layout = (
-            photo_parts
-            | "Keys" >> beam.Map(lambda part: part.located()["key"].tobytes())
-            | "AllKeys" >> beam.combiners.ToList()
-            | "Layout" >> beam.Map(stable_layout, beam.pvalue.AsSingleton(run_shards), self._num_shards, self._target_bytes)
+            parts
+            | "AllParts" >> beam.combiners.ToList()
+            | "Layout" >> beam.Map(stable_layout, self._num_shards, self._target_bytes)
         )
         layout_side = beam.pvalue.AsSingleton(layout)
         seeds = layout | "EveryShard" >> beam.FlatMap(lambda plan: ((index, None) for index in range(plan.photo_shards)))
         photo_finals = (
-            (photo_parts | "Route" >> beam.FlatMap(lambda part, plan: route_part(part, plan.cuts), layout_side), seeds)
+            (parts | "Route" >> beam.FlatMap(route_photo_part, layout_side), seeds)
             | "Pieces" >> beam.Flatten()
             | "ByShard" >> beam.GroupByKey()
             | "Assemble" >> beam.ParDo(AssembleSortedShard(self._prefix, self._suffix, self._compression_type), layout_side)

@@ -35,6 +35,7 @@ from cropshard.transforms.sharding import (
     route_part,
     shard_path,
     sort_key,
+    stable_layout,
 )
 
 TestPipeline.__test__ = False
@@ -318,6 +319,20 @@ def test_run_shards_are_each_run_in_position_order_cut_at_the_target() -> None:
     # A part in position order but holding more than one piece is not renamed.
     assert [s.part for s in plan_run_shards([run_part("/c", "c", [0, 1, 2, 3], 10)], part_bytes=2 * size)] == [None, None]
     assert plan_run_shards([], part_bytes=size) == []
+
+
+def test_stable_layout_puts_run_shards_first_and_photo_shards_only_when_needed() -> None:
+    size = 10 + FRAME_OVERHEAD
+    runs = [run_part("/r", "r", [0, 1, 2], 10)]
+    photos = [PartInfo("/p", 2, 2 * size, keys_of((5, 10), (9, 10)), "")]
+    both = stable_layout(runs + photos, num_shards=0, target_bytes=2 * size)
+    assert [(s.run, s.part) for s in both.runs] == [("r", None), ("r", None)]  # 3 records cut at 2: not the part as it is
+    assert (both.photo_shards, len(both.cuts), both.total) == (1, 0, 3)
+    only_runs = stable_layout(runs, num_shards=0, target_bytes=10 * size)
+    assert (only_runs.photo_shards, only_runs.total, only_runs.runs[0].part) == (0, 1, "/r")
+    assert (stable_layout([], 0, 100).photo_shards, stable_layout(photos, 2, 1).total) == (1, 2)  # an empty split still has a file
+    with pytest.raises(ValueError, match="cannot make exactly 2 shards"):
+        stable_layout(runs, num_shards=2, target_bytes=100)
 
 
 def run_records(rng: np.random.Generator) -> list[tuple[str, int, bytes]]:
