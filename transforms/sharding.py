@@ -215,6 +215,13 @@ def copy_frames(source: BinaryIO, target: BinaryIO, skip: int, count: int) -> No
             target.write(body)
 
 
+def rename_into_place(part: str, final: str) -> None:
+    """Rename a whole part to its final shard name; retry-safe: a retry after the rename finds the
+    shard in place and the part gone."""
+    if FileSystems.exists(part) or not FileSystems.exists(final):
+        FileSystems.rename([part], [final])
+
+
 def copy_whole(source: BinaryIO, target: BinaryIO) -> None:
     while chunk := source.read(COPY_CHUNK):
         target.write(chunk)
@@ -310,9 +317,7 @@ class AssembleShard(beam.DoFn):
     def process(self, spec: ShardSpec) -> Iterator[str]:
         final = shard_path(self._prefix, self._suffix, spec.index, spec.total)
         if len(spec.segments) == 1 and spec.segments[0].whole:
-            source = spec.segments[0].part.path
-            if FileSystems.exists(source) or not FileSystems.exists(final):  # a retry after the rename is done
-                FileSystems.rename([source], [final])
+            rename_into_place(spec.segments[0].part.path, final)
             yield final
             return
         with FileSystems.create(final, compression_type=self._compression_type) as target:
@@ -360,6 +365,12 @@ class _PartFiles:
             os.close(fd)
         self._fds.clear()
 
+    def __enter__(self) -> _PartFiles:
+        return self
+
+    def __exit__(self, *unused: object) -> None:
+        self.close()
+
 
 def frame_size(key: int) -> int:
     """A record's whole TFRecord frame, from its sort key (whose low 32 bits are its length)."""
@@ -387,8 +398,9 @@ Span = tuple[str, int, int]  # (part path, offset, frame size): one record's fra
 
 @dataclasses.dataclass(frozen=True)
 class RunShard:
-    """Stable shard `piece` of raster task `run`: its records' frames in order, and `part` when one
-    part file holds exactly those frames in that order (then renamed, not copied)."""
+    """Stable shard `piece` of raster task `run`: `part` when one part file holds exactly its
+    records' frames in order (then renamed, not copied), else those frames as `spans` to copy
+    (kept only then: the layout is a side input of every assembler)."""
 
     run: str
     piece: int
@@ -425,7 +437,8 @@ def plan_run_shards(parts: Sequence[PartInfo], part_bytes: int) -> list[RunShard
             piece.append((path, offset, frame_size(key)))
             size += frame_size(key)
             if size >= part_bytes or index == len(entries) - 1:
-                shards.append(RunShard(run, pieces, tuple(piece), whole_part_of(piece, runs_parts)))
+                part = whole_part_of(piece, runs_parts)
+                shards.append(RunShard(run, pieces, () if part else tuple(piece), part))
                 piece, size, pieces = [], 0, pieces + 1
     return shards
 
@@ -477,7 +490,7 @@ def copy_spans(spans: Iterable[Span], parts: _PartFiles, final: str, compression
 
 class AssembleRunShard(beam.DoFn):
     """(shard index, RunShard, shards in the split) -> the final shard's path: its part renamed
-    when one holds it (retry-safe: a retry after the rename finds the shard in place), else copied."""
+    when one holds it (or copied whole, compressed), else its spans copied."""
 
     def __init__(self, prefix: str, suffix: str, compression_type: str) -> None:
         self._prefix = prefix
@@ -487,15 +500,15 @@ class AssembleRunShard(beam.DoFn):
     def process(self, element: tuple[int, RunShard, int]) -> Iterator[str]:
         index, shard, total = element
         final = shard_path(self._prefix, self._suffix, index, total)
-        if shard.part is not None and self._compression_type == CompressionTypes.UNCOMPRESSED:
-            if FileSystems.exists(shard.part) or not FileSystems.exists(final):
-                FileSystems.rename([shard.part], [final])
-        else:
-            parts = _PartFiles()
-            try:
+        if shard.part is None:
+            with _PartFiles() as parts:
                 copy_spans(shard.spans, parts, final, self._compression_type)
-            finally:
-                parts.close()
+        elif self._compression_type == CompressionTypes.UNCOMPRESSED:
+            rename_into_place(shard.part, final)
+        else:
+            with FileSystems.open(shard.part, compression_type=CompressionTypes.UNCOMPRESSED) as source, \
+                    FileSystems.create(final, compression_type=self._compression_type) as target:
+                copy_whole(source, target)
         yield final
 
 
@@ -512,11 +525,8 @@ class AssembleSortedShard(beam.DoFn):
     def process(self, element: tuple[int, Iterable[tuple[str, bytes] | None]], layout: StableLayout) -> Iterator[str]:
         index, pieces = element
         final = shard_path(self._prefix, self._suffix, len(layout.runs) + index, layout.total)
-        parts = _PartFiles()
-        try:
+        with _PartFiles() as parts:
             copy_spans(ordered_spans((piece for piece in pieces if piece is not None), parts), parts, final, self._compression_type)
-        finally:
-            parts.close()
         yield final
 
 

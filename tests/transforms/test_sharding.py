@@ -398,6 +398,7 @@ def test_run_shards_are_renamed_parts_and_the_same_when_runs_arrive_interleaved(
 
 def test_run_shards_without_photos_and_gzip(tmp_path: Path) -> None:
     records = run_records(np.random.default_rng(6))
-    build_runs(tmp_path, "g", records[::-1], CompressionTypes.GZIP)
-    assert read_shards(tmp_path / "g", CompressionTypes.GZIP) == expected_run_shards(records, 2000)
-    assert not any(path.name.startswith("beam-temp") for path in (tmp_path / "g").iterdir())
+    for name, arrival in (("g", records[::-1]), ("h", records)):  # spans copied; whole parts copied compressed
+        build_runs(tmp_path, name, arrival, CompressionTypes.GZIP)
+        assert read_shards(tmp_path / name, CompressionTypes.GZIP) == expected_run_shards(records, 2000)
+        assert not any(path.name.startswith("beam-temp") for path in (tmp_path / name).iterdir())
