@@ -118,8 +118,9 @@ class _GroupedHelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 CROPSHARD_USAGE = "cropshard build (--input GLOB | --manifest FILE) --output DIR [options] [Beam options]"
 RUNNER_EPILOG = """Beam's runner options (passed through unchanged; cropshard build --help-beam lists them all):
-  --runner NAME                 DirectRunner (default: local, multi-process, one worker per core),
-                                PortableRunner (Flink, through launch/flink.sh), DataflowRunner
+  --runner NAME                 DirectRunner (default: local, multi-process, one worker per core,
+                                on Beam's FnApiRunner), PortableRunner (Flink, through
+                                launch/flink.sh), DataflowRunner
   --direct_num_workers N        local worker processes (default: one per core)
   --project --region --temp_location --setup_file ...   Dataflow (launch/README.md)
   --job_endpoint --environment_type --parallelism ...   Flink and other portable runners

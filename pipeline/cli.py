@@ -58,6 +58,9 @@ def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
 def run_build(argv: Sequence[str], log_path: str | None) -> int:
     """The build, each way it can end as one line on stderr and its exit status."""
     from cropshard.pipeline.build import BuildFailed, execute, prepare  # Beam: imported only to build
+    from cropshard.transforms.worker import freeze_start_up_objects
+
+    freeze_start_up_objects()
 
     try:
         try:

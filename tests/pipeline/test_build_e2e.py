@@ -165,3 +165,28 @@ def test_local_runner_lists_in_buckets_instead_of_reshuffling_sources(photos, tm
     assert ("MatchImages/SpreadListings" in labels) is local
     assert ("ListLabelNames" in labels) is local
     assert listing_buckets(options) == 4 * options.view_as(beam.options.pipeline_options.DirectOptions).direct_num_workers
+
+
+def test_local_build_runs_on_fnapirunner_without_trying_prism(photos, tmp_path, monkeypatch):
+    """Beam's DirectRunner tries PrismRunner first (downloaded from GitHub where that is reachable,
+    a runner cropshard's local settings do not apply to); a local build goes straight to the
+    FnApiRunner. The control run shows the check sees DirectRunner's try."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    tried = []
+
+    def refuse(self, pipeline, options):
+        tried.append(pipeline)
+        raise RuntimeError("no Prism in this test")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    root, _ = photos
+    result = run([f"--input={root}/cat/*.png", f"--output={tmp_path / 'out'}", "--size=32x32", *IN_PROCESS], command_line=[])
+    assert tried == [] and isinstance(result.pipeline_result, fn_runner.RunnerResult)
+    assert result.info.num_examples > 0
+    with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as control:
+        _ = control | beam.Create([1]) | beam.Map(lambda x: x)
+    assert len(tried) == 1

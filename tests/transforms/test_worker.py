@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Prints the process-wide settings cropshard cares about after each step, as JSON lines.
 SCRIPT = """
-import importlib, json, pkgutil
+import gc, importlib, json, pkgutil
 import google_crc32c
 from PIL import Image, ImageFile
 from apache_beam.io import tfrecordio
@@ -24,6 +24,7 @@ def state():
         "max_image_pixels": Image.MAX_IMAGE_PIXELS,
         "load_truncated_images": ImageFile.LOAD_TRUNCATED_IMAGES,
         "crc32c_fn": "google_crc32c.value" if fn is google_crc32c.value else repr(fn),
+        "objects_frozen": gc.get_freeze_count() > 0,
     }
 
 print(json.dumps(state()))
@@ -47,12 +48,13 @@ def run_steps(step: str) -> list:
 @pytest.mark.slow  # a fresh interpreter
 def test_importing_changes_nothing_and_setup_worker_sets_it_idempotently():
     before, names, imported, set_up = run_steps(
-        "from cropshard.transforms.worker import setup_worker\nsetup_worker()\nfirst = state()\nsetup_worker()\nassert state() == first"
+        "from cropshard.transforms.worker import setup_worker\nsetup_worker()\nfirst, frozen = state(), gc.get_freeze_count()\n"
+        "setup_worker()\nassert state() == first and gc.get_freeze_count() == frozen  # frozen once per process"
     )
     assert {"cropshard.transforms.decode", "cropshard.transforms.examples", "cropshard.transforms.worker"} <= set(names)
-    assert before == {"max_image_pixels": 89_478_485, "load_truncated_images": False, "crc32c_fn": "None"}
+    assert before == {"max_image_pixels": 89_478_485, "load_truncated_images": False, "crc32c_fn": "None", "objects_frozen": False}
     assert imported == before
-    assert set_up == {"max_image_pixels": None, "load_truncated_images": False, "crc32c_fn": "google_crc32c.value"}
+    assert set_up == {"max_image_pixels": None, "load_truncated_images": False, "crc32c_fn": "google_crc32c.value", "objects_frozen": True}
 
 
 @pytest.mark.slow  # a fresh interpreter
@@ -63,4 +65,4 @@ def test_the_image_dofn_sets_up_the_worker():
         "ImagesToExamples(ExampleSpec(crop=CropSpec('center', size=(8, 8)))).setup()"
     )
     assert imported["max_image_pixels"] == 89_478_485 and imported["crc32c_fn"] == "None"
-    assert set_up["max_image_pixels"] is None and set_up["crc32c_fn"] == "google_crc32c.value"
+    assert set_up["max_image_pixels"] is None and set_up["crc32c_fn"] == "google_crc32c.value" and set_up["objects_frozen"]
