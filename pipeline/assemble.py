@@ -22,7 +22,7 @@ from cropshard.pipeline.options import BuildConfig
 from cropshard.reader.version import __version__
 from cropshard.transforms.dedup import DropDuplicates
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec, ImagesToExamples, label_map
-from cropshard.transforms.globs import ListLabelNames, MatchImages
+from cropshard.transforms.globs import LABELS_NONE, ListLabelNames, MatchImages
 from cropshard.transforms.manifest import ReadManifest
 from cropshard.transforms.raster.plan import PHOTOS, PlanRasters
 from cropshard.transforms.raster.range_pass import PreviewStats, conversion_range
@@ -105,21 +105,24 @@ def read_inputs(
         deduped = sources | "Dedup" >> DropDuplicates()
         sources = deduped["sources"]
         rejected.append(deduped[REJECTED])
-    if listing_buckets:
-        # The label map is a side input, complete before any image is encoded: from a listing of
-        # its own, since waiting for the bucketed sources would make the runner hold them all.
-        label_names = pipeline | "ListLabelNames" >> list_label_names()
-    else:
-        label_names = sources | "LabelNames" >> beam.Map(lambda source: source.label)
-    labels = (
-        label_names
-        | "DistinctLabels" >> beam.Distinct()
-        | "AllLabels" >> beam.combiners.ToList()
-        | "SortLabels" >> beam.Map(sorted_labels)
-    )
     if config.example.raster.labels:  # class maps label the chips: their names, in id order
         labels = pipeline | "ClassNames" >> beam.Create([list(config.example.raster.labels.names)])
+    elif config.labels == LABELS_NONE and not config.manifest:  # every image unlabeled (-1): no names to gather
+        labels = pipeline | "NoLabels" >> beam.Create([[]])
+    elif listing_buckets:
+        # The label map is a side input, complete before any image is encoded: from a listing of
+        # its own, since waiting for the bucketed sources would make the runner hold them all.
+        labels = pipeline | "ListLabelNames" >> list_label_names() | "Labels" >> SortedNames()
+    else:
+        labels = sources | "LabelNames" >> beam.Map(lambda source: source.label) | "Labels" >> SortedNames()
     return sources, num_inputs, rejected, labels
+
+
+class SortedNames(beam.PTransform):
+    """Label names, one per image -> one element: the distinct names in label-id order."""
+
+    def expand(self, names: beam.PCollection[str]) -> beam.PCollection[list[str]]:
+        return names | "Distinct" >> beam.Distinct() | "All" >> beam.combiners.ToList() | "Sort" >> beam.Map(sorted_labels)
 
 
 def write_outputs(

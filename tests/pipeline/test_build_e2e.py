@@ -190,3 +190,29 @@ def test_local_build_runs_on_fnapirunner_without_trying_prism(photos, tmp_path, 
     with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as control:
         _ = control | beam.Create([1]) | beam.Map(lambda x: x)
     assert len(tried) == 1
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_an_unlabeled_build_gathers_no_label_names(photos, tmp_path, local):
+    """--label_from none: no listing or grouping of label names (on the local runner a second
+    listing of every input); every record is -1 and the label list is empty."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from cropshard.pipeline.assemble import build_pipeline
+    from cropshard.pipeline.build import listing_buckets, with_runner_defaults
+    from cropshard.pipeline.options import build_config
+    from cropshard.transforms.write import ShardLayout
+
+    root, _ = photos
+    argv = [f"--input={root}/**", "--size=32x32", "--label_from=none"]
+    options = PipelineOptions(with_runner_defaults([*argv, f"--output={tmp_path / 'graph'}"]))
+    config = build_config(options)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, {name: ShardLayout() for name in config.split_names}, listing_buckets=listing_buckets(options) if local else None)
+    labels = {t.unique_name.split("/")[0] for t in pipeline.to_runner_api().components.transforms.values()}
+    assert "NoLabels" in labels and not labels & {"ListLabelNames", "LabelNames", "Labels"}
+    out = tmp_path / "out"
+    info = run([*argv, f"--output={out}", *IN_PROCESS], command_line=[]).info
+    records = parse_with_tf(shard_paths(out, info, "train"))
+    assert info.labels == () and (out / "labels.txt").read_text() == ""
+    assert records and {(r["label"], r["label_text"]) for r in records} == {(-1, "")}
