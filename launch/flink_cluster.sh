@@ -106,8 +106,29 @@ usage() {
 is_ours() {
   local pid=$1 cmd
   [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  # 2>/dev/null first: the process may exit between the test above and this read.
+  cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
   [[ $cmd == *"--configDir $CONF_DIR "* || $cmd == *"--flink-conf-dir $CONF_DIR "* ]]
+}
+alive() { # pid -> true while the process exists and is not a zombie
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+# await_exec NAME PID: a process started with `cmd &` is a copy of this shell until its exec;
+# until then its command line is ours (bash's), so is_ours is false and any "did it exit?" check
+# would report a live JVM as dead (a CI start failed with exactly that). Wait for the exec.
+await_exec() {
+  local name=$1 pid=$2 t0=$SECONDS
+  until is_ours "$pid"; do
+    alive "$pid" || die "$name (pid $pid) exited during startup"
+    if ((SECONDS - t0 >= 30)); then
+      kill -KILL "$pid" 2>/dev/null || true
+      die "$name (pid $pid) did not start java within 30s"
+    fi
+    sleep 0.05
+  done
 }
 pid_of() { # name -> pid if running, else empty
   local f=$PID_DIR/$1.pid pid
@@ -260,6 +281,7 @@ launch() {
   pid=$!
   echo "$pid" >"$PID_DIR/$name.pid"
   STARTED+=("$name")
+  await_exec "$name" "$pid"
   log "started $name (pid $pid, log $LOG_DIR/$name.log)"
 }
 
@@ -303,6 +325,7 @@ start_job_server() {
   pid=$!
   echo "$pid" >"$PID_DIR/jobserver.pid"
   STARTED+=(jobserver)
+  await_exec jobserver "$pid"
   log "started jobserver (pid $pid, log $LOG_DIR/jobserver.log)"
   until port_open "$JOB_PORT" && grep -q 'JobService started on' "$LOG_DIR/jobserver.log"; do
     [[ -n $(pid_of jobserver) ]] || die "the job server exited during startup"

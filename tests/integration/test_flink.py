@@ -112,6 +112,12 @@ def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def script_errors(text: str) -> str:
+    """The launch scripts' own ERROR lines, first in a failure message: the log tails that
+    follow them are long enough to push them out of a truncated CI report."""
+    return "; ".join(line for line in text.splitlines() if line.startswith("[") and "] ERROR: " in line) or "no ERROR line"
+
+
 def alive(pid: int) -> bool:
     """Running, not merely a zombie waiting for init to reap it."""
     try:
@@ -199,7 +205,7 @@ def flink_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         start = time.monotonic()
         rc, out = run_logged(["bash", str(LAUNCH / "flink_cluster.sh"), "start"], env, base / "start.log", timeout=300)
         timings["start"] = time.monotonic() - start
-        assert rc == 0, f"launch/flink_cluster.sh start exited {rc}:\n{tail(out, 80)}"
+        assert rc == 0, f"launch/flink_cluster.sh start exited {rc}: {script_errors(out)}\n{tail(out, 80)}"
         rest_url = f"http://localhost:{rest_port}"
         overview = rest(rest_url, "/overview")
         tm_ids = sorted(tm["id"] for tm in rest(rest_url, "/taskmanagers")["taskmanagers"])
