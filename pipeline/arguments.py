@@ -93,13 +93,36 @@ def unquoted_glob_message(argv: Sequence[str], start: int, end: int, pattern: st
             f"cropshard build {shlex.join(quoted)}")
 
 
+def single_value_flags() -> frozenset[str]:
+    """cropshard's options that hold one value (not --input, which appends, nor the switches)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    CropshardOptions._add_argparse_args(parser)
+    return frozenset(flag for action in parser._actions if type(action) is argparse._StoreAction for flag in action.option_strings)
+
+
+def conflicting_repeats(argv: Sequence[str], flags: frozenset[str]) -> tuple[str, list[str]] | None:
+    """(flag, its values) for the first of `flags` given twice with different values: argparse
+    keeps the last without a word (`--size 64x64 ... --size 256` built 256² crops). Beam's own
+    options may repeat: the launch scripts put their defaults first and the user's after."""
+    values: dict[str, list[str]] = {}
+    for index, arg in enumerate(argv):
+        flag, has_value, value = arg.partition("=")
+        if flag in flags and (has_value or index + 1 < len(argv)):
+            values.setdefault(flag, []).append(value if has_value else argv[index + 1])
+    return next(((flag, given) for flag, given in values.items() if len(set(given)) > 1), None)
+
+
 def check_build_arguments(argv: Sequence[str]) -> None:
     """UsageError for the first argument no registered option understands: an unknown or
     abbreviated option (with the closest known one), or a stray positional (an unquoted glob the
-    shell expanded gets the quoted command)."""
+    shell expanded gets the quoted command); and for a cropshard option given different values."""
     parser = known_options_parser()
     _, unknown = parser.parse_known_args(list(argv))
     if not unknown:
+        repeated = conflicting_repeats(argv, single_value_flags())
+        if repeated:
+            flag, given = repeated
+            raise UsageError(f"{flag} is given {len(given)} times with different values ({', '.join(given)}); give it once")
         return
     options = [arg for arg in unknown if arg.startswith("-")]
     if options:

@@ -3,7 +3,9 @@ Dataflow templates see them next to Beam's options; and their validation into a 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -206,6 +208,7 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
     fractions, names = parse_splits(opts.split)
     raster = raster_spec(opts, fractions)
+    check_options_take_effect(opts, class_maps=raster.labels is not None)
     channels = len(raster.bands) if raster.bands else opts.channels
     check_raster_encoding(opts.encoding, raster.dtype, channels)
     if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
@@ -238,6 +241,36 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         max_rejected_fraction=opts.max_rejected_fraction,
         verbose=opts.verbose,
     )
+
+
+@functools.cache
+def option_defaults() -> dict[str, object]:
+    parser = argparse.ArgumentParser(add_help=False)
+    CropshardOptions._add_argparse_args(parser)
+    return {action.dest: action.default for action in parser._actions}
+
+
+def check_options_take_effect(opts: CropshardOptions, class_maps: bool) -> None:
+    """ValueError for an option set to other than its default where nothing in this build reads
+    it: `--jpeg_quality 50` of a raw dataset, `--stride` of a centre crop, `--label_mode mask`
+    without class maps would each build a dataset other than the one asked for, silently."""
+    takes_effect = {  # option -> (whether this build reads it, what it needs)
+        "stride": (opts.crop == "grid", "--crop grid"),
+        "crops_per_image": (opts.crop == "random", "--crop random"),
+        "seed": (opts.crop == "random", "--crop random (it seeds the crop positions)"),
+        "box": (opts.crop == "box", "--crop box"),
+        "jpeg_quality": (opts.encoding in ("jpeg", "original"), "--encoding jpeg (or original, for the images it re-encodes)"),
+        "target_shard_mb": (opts.num_shards == 0, "shards by size (--num_shards N gives exactly N per split)"),
+        "to_uint8": (opts.dtype == "uint8", "--dtype uint8 (it says how wider samples become 8-bit)"),
+        "label_mode": (class_maps, "class maps (--label_raster, or a manifest with a label_raster column)"),
+        "min_label_fraction": (class_maps and opts.label_mode == "majority", "class maps with --label_mode majority"),
+        "label_from": (not opts.manifest, "--input (a manifest's label column labels its rows)"),
+    }
+    defaults = option_defaults()
+    for dest, (applies, needs) in takes_effect.items():
+        value = getattr(opts, dest)
+        if not applies and value != defaults[dest]:
+            raise ValueError(f"--{dest} {value} has no effect without {needs}: drop it, or add what it needs")
 
 
 def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:

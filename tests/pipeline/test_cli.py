@@ -80,6 +80,18 @@ def test_abbreviated_options_are_refused(images: Path, tmp_path: Path, capsys) -
     assert code == 2 and err == ["cropshard build: error: unknown option --out (did you mean --output?); cropshard build --help lists the options"]
 
 
+def test_a_cropshard_option_given_different_values_is_refused(images: Path, tmp_path: Path, capsys) -> None:
+    # argparse keeps the last value without a word: this built 32x32 crops.
+    code, err, _ = cropshard(capsys, "build", "--input", f"{images}/**", "--output", str(tmp_path / "out"), "--size", "64x64", "--crop=center",
+                             "--size=32x32")
+    assert code == 2 and err == ["cropshard build: error: --size is given 2 times with different values (64x64, 32x32); give it once"]
+    assert not (tmp_path / "out").exists()
+    # The same value twice means what it says; --input appends; Beam's options may repeat (the
+    # launch scripts put their defaults before the user's).
+    check_build_arguments(["--input=a", "--input=b", "--size=8", "--size=8", "--output=o", "--runner=DirectRunner", "--runner=PortableRunner",
+                           "--machine_type=n2-standard-4", "--machine_type=n2-highmem-8"])
+
+
 def test_a_bad_value_is_one_line(images: Path, tmp_path: Path, capsys) -> None:
     code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--encoding=jpg")
     assert code == 2

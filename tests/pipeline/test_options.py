@@ -61,7 +61,7 @@ def test_build_config_carries_every_option() -> None:
     built = config(
         "--output=/out", "--input=/in/**", "--crop=random", "--size=96x64", "--crops_per_image=3", "--small=pad",
         "--resize=200", "--channels=1", "--encoding=jpeg", "--jpeg_quality=80", "--split=train=0.75,test=0.25",
-        "--label_from=none", "--num_shards=5", "--target_shard_mb=64", "--compression=gzip", "--max_pixels=1000",
+        "--label_from=none", "--target_shard_mb=64", "--compression=gzip", "--max_pixels=1000",
         "--seed=7", "--dedup", "--overwrite", "--progress=log",
     )
     crop = built.example.crop
@@ -70,8 +70,9 @@ def test_build_config_carries_every_option() -> None:
     assert (example.channels, example.encoding, example.jpeg_quality, example.max_pixels) == (1, "jpeg", 80, 1000)
     assert example.split_fractions == (("train", 0.75), ("test", 0.25))
     assert built.split_names == ("train", "test") and not built.splits_from_input
-    assert (built.labels, built.num_shards, built.target_shard_mb, built.compression) == ("none", 5, 64.0, "gzip")
+    assert (built.labels, built.num_shards, built.target_shard_mb, built.compression) == ("none", 0, 64.0, "gzip")
     assert (built.dedup, built.overwrite, built.progress) == (True, True, "log")
+    assert config("--output=/out", "--input=/in/**", "--size=32", "--num_shards=5").num_shards == 5
 
 
 def test_defaults() -> None:
@@ -97,3 +98,42 @@ def test_parse_inputs_and_normalize_input(tmp_path) -> None:
     assert normalize_input("gs://bucket/images/") == "gs://bucket/images/**"
     assert normalize_input("/x/[ab]*.png") == "/x/[ab]*.png"
     assert os.path.isabs(parse_inputs(["rel/*.jpg"])[0])
+
+
+BASE = ("--output=/out", "--input=/in/**", "--size=32")
+
+
+@pytest.mark.parametrize(
+    ("inert", "needs", "with_what_it_needs"),
+    [
+        (["--stride=4x4"], "--stride 4x4 has no effect without --crop grid", ["--crop=grid"]),
+        (["--crops_per_image=3"], "--crops_per_image 3 has no effect without --crop random", ["--crop=random"]),
+        (["--seed=7"], r"--seed 7 has no effect without --crop random \(it seeds the crop positions\)", ["--crop=random"]),
+        (["--box=0,0,8,8"], "--box 0,0,8,8 has no effect without --crop box", ["--crop=box"]),
+        (["--jpeg_quality=50"], r"--jpeg_quality 50 has no effect without --encoding jpeg \(or original", ["--encoding=jpeg"]),
+        (["--num_shards=4", "--target_shard_mb=16"], r"--target_shard_mb 16.0 has no effect without shards by size", ["--num_shards=0"]),
+        (["--dtype=uint16", "--to_uint8=minmax"], r"--to_uint8 minmax has no effect without --dtype uint8", ["--dtype=uint8"]),
+        (["--label_mode=mask"], r"--label_mode mask has no effect without class maps \(--label_raster", ["--label_raster={dir}/l.tif"]),
+        (["--min_label_fraction=0.5"], "--min_label_fraction 0.5 has no effect without class maps with --label_mode majority",
+         ["--label_raster={dir}/l.tif"]),
+    ],
+)
+def test_an_option_that_nothing_reads_is_refused(inert: list[str], needs: str, with_what_it_needs: list[str]) -> None:
+    # Each would have built a dataset other than the one asked for, without a word.
+    with pytest.raises(ValueError, match=f"^{needs}.*: drop it, or add what it needs$"):
+        config(*BASE, *inert)
+    config(*BASE, *inert, *with_what_it_needs)  # the same option where it takes effect
+
+
+def test_options_at_their_defaults_are_never_inert() -> None:
+    # Given explicitly, a default value builds what leaving it out builds.
+    config(*BASE, "--crops_per_image=1", "--seed=0", "--jpeg_quality=90", "--to_uint8=bits", "--label_mode=majority",
+           "--min_label_fraction=0", "--label_from=folder", "--num_shards=3", "--target_shard_mb=128")
+
+
+def test_a_manifest_labels_its_rows_so_label_from_none_is_refused(tmp_path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.jpg,cat\n")
+    with pytest.raises(ValueError, match=r"--label_from none has no effect without --input \(a manifest's label column labels its rows\)"):
+        config("--output=/out", f"--manifest={manifest}", "--size=32", "--label_from=none")
+    assert config("--output=/out", f"--manifest={manifest}", "--size=32").manifest == str(manifest)

@@ -87,10 +87,13 @@ def test_a_given_dataset_replaces_the_build_of_its_name_and_clashing_names_get_t
 
 
 def test_build_argv_is_source_variant_options_quality_overwrite_then_passthrough() -> None:
-    (variant,) = plan_variants("/w", (8, 8), ["raw"], [], None, ["precrop"])
-    assert build_argv(variant, ["--input=a/**", "--input=b/**"], 75, ["--runner=DirectRunner"]) == [
-        "--input=a/**", "--input=b/**", "--output=/w/precrop-raw", "--crop=center", "--size=8x8", "--encoding=raw",
+    raw, jpeg = plan_variants("/w", (8, 8), ["raw", "jpeg"], [], None, ["precrop"])
+    assert build_argv(jpeg, ["--input=a/**", "--input=b/**"], 75, ["--runner=DirectRunner"]) == [
+        "--input=a/**", "--input=b/**", "--output=/w/precrop-jpeg", "--crop=center", "--size=8x8", "--encoding=jpeg",
         "--jpeg_quality=75", "--overwrite", "--runner=DirectRunner"]
+    # No quality for a raw variant: build refuses --jpeg_quality 75 of a raw dataset as having no effect.
+    assert build_argv(raw, ["--input=a/**"], 75, []) == ["--input=a/**", "--output=/w/precrop-raw", "--crop=center", "--size=8x8",
+                                                        "--encoding=raw", "--overwrite"]
     with pytest.raises(ValueError, match="existing dataset"):
         build_argv(Variant("precrop-raw", "precrop", "raw", "/d"), [], 90, [])
 

@@ -91,7 +91,9 @@ def combine(given: Sequence[Variant], planned: Sequence[Variant]) -> list[Varian
 
 def build_argv(variant: Variant, source: Sequence[str], jpeg_quality: int, passthrough: Sequence[str]) -> list[str]:
     """The `cropshard build` arguments of a variant that compare builds: the inputs, the variant's own
-    crop/encoding options, and every option passed through to all builds."""
+    crop/encoding options (the JPEG quality only where the variant encodes JPEG: build refuses an
+    option that has no effect), and every option passed through to all builds."""
     if variant.build_args is None:
         raise ValueError(f"{variant.name} is an existing dataset; it is not built")
-    return [*source, f"--output={variant.path}", *variant.build_args, f"--jpeg_quality={jpeg_quality}", "--overwrite", *passthrough]
+    quality = [f"--jpeg_quality={jpeg_quality}"] if variant.encoding in ("jpeg", "original") else []
+    return [*source, f"--output={variant.path}", *variant.build_args, *quality, "--overwrite", *passthrough]
