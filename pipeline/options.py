@@ -203,6 +203,8 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     inputs = parse_inputs(opts.input)
     if bool(inputs) == bool(opts.manifest):
         raise ValueError("give exactly one of --input or --manifest")
+    output = _absolute(opts.output).rstrip("/")
+    check_output_outside_inputs(output, inputs)
     crop = crop_spec(opts)
     if not 1 <= opts.jpeg_quality <= 100:
         raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
@@ -228,7 +230,7 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     return BuildConfig(
         inputs=inputs,
         manifest=_absolute(opts.manifest) if opts.manifest else None,
-        output=_absolute(opts.output).rstrip("/"),
+        output=output,
         example=example,
         labels=LABELS_NONE if raster.labels else opts.label_from,  # class maps label the chips
         num_shards=opts.num_shards,
@@ -241,6 +243,24 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         max_rejected_fraction=opts.max_rejected_fraction,
         verbose=opts.verbose,
     )
+
+
+# Paths of the kinds a build writes below --output while its inputs are being listed.
+OUTPUT_PROBES = ("part", "beam-temp-train-0/part-0", "train-00000-of-00001.tfrecord", "train.tfrecord.idx", "cropshard.json",
+                 "rejected.jsonl", "labels.txt")
+
+
+def check_output_outside_inputs(output: str, inputs: Sequence[str]) -> None:
+    """ValueError when an --input pattern matches files the build writes: listing runs while the
+    workers write parts below --output, so the build would read its own files (`--input photos
+    --output photos/ds` listed its temporary parts as images)."""
+    from apache_beam.io.filesystem import FileSystem
+
+    for pattern in inputs:
+        matches = re.compile(FileSystem.translate_pattern(pattern)).fullmatch
+        if any(matches(f"{output}/{probe}") for probe in OUTPUT_PROBES):
+            raise ValueError(f"--output {output} is inside --input {pattern}: the build would list the files it writes as inputs; "
+                             "write the dataset outside the input folders")
 
 
 @functools.cache

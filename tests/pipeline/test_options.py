@@ -137,3 +137,18 @@ def test_a_manifest_labels_its_rows_so_label_from_none_is_refused(tmp_path) -> N
     with pytest.raises(ValueError, match=r"--label_from none has no effect without --input \(a manifest's label column labels its rows\)"):
         config("--output=/out", f"--manifest={manifest}", "--size=32", "--label_from=none")
     assert config("--output=/out", f"--manifest={manifest}", "--size=32").manifest == str(manifest)
+
+
+def test_an_output_the_inputs_would_list_is_refused(tmp_path) -> None:
+    # Listing runs while the workers write below --output: `--input photos --output photos/ds`
+    # listed the build's own temporary parts as images.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for inputs, output in (([f"--input={photos}"], f"{photos}/ds"), (["--input=/in/**"], "/in/ds"),
+                           (["--input=/other/*.jpg", "--input=/in/ds/*"], "/in/ds"), (["--input=gs://b/in/**"], "gs://b/in/ds")):
+        with pytest.raises(ValueError, match=f"^--output {output} is inside --input .*: the build would list the files it writes as inputs"):
+            config(f"--output={output}", *inputs, "--size=32")
+    # Patterns that match none of the files a build writes, and outputs beside the inputs.
+    for inputs, output in ((["--input=/in/**/*.jpg"], "/in/ds"), (["--input=/in/*/*.png"], "/in/ds"), ([f"--input={photos}"], f"{photos}-ds"),
+                           (["--input=gs://b/in/**"], "gs://b/ds")):
+        assert config(f"--output={output}", *inputs, "--size=32").output == output
