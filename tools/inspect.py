@@ -381,8 +381,24 @@ def _label_counts(args: argparse.Namespace, info: DatasetInfo, verified: VerifyR
         return None, f"histogram unavailable: {type(err).__name__}; run with --verify to locate the damage"
 
 
+CONTACT_SHEET_OPTIONS = ("split", "samples", "crop_size", "seed", "rgb")
+
+
+def check_options_take_effect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 for an option set where nothing reads it (`--rgb 4,3,2` without --contact-sheet
+    printed the description and no sheet, without a word)."""
+    if not args.contact_sheet:
+        for dest in CONTACT_SHEET_OPTIONS:
+            if getattr(args, dest) != parser.get_default(dest):
+                parser.error(f"--{dest.replace('_', '-')} is an option of the contact sheet: add --contact-sheet PNG, or drop it")
+    if not args.verify and args.progress != parser.get_default("progress"):
+        parser.error("--progress shows the progress of --verify: add --verify, or drop it")
+
+
 def main(argv: Iterable[str]) -> int:
-    args = _parser().parse_args(list(argv))
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    check_options_take_effect(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sheet_folder = os.path.dirname(os.path.abspath(args.contact_sheet)) if args.contact_sheet and "://" not in args.contact_sheet else None
     if sheet_folder and not os.path.isdir(sheet_folder):  # checked before the dataset is read

@@ -182,6 +182,25 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log() -> None:
     assert "\r" not in log.getvalue() and log.getvalue().splitlines()[-1].startswith("verify [") and " 4/4 " in log.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rgb", "4,3,2"], "--rgb is an option of the contact sheet: add --contact-sheet PNG, or drop it"),
+        (["--split", "test"], "--split is an option of the contact sheet"),
+        (["--samples", "4"], "--samples is an option of the contact sheet"),
+        (["--crop-size", "32x32"], "--crop-size is an option of the contact sheet"),
+        (["--seed", "3"], "--seed is an option of the contact sheet"),
+        (["--progress", "log"], "--progress shows the progress of --verify: add --verify, or drop it"),
+    ],
+)
+def test_an_option_that_nothing_reads_is_refused(precropped: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each printed the description and did nothing with the option, without a word.
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["inspect", precropped, *argv])
+    assert exited.value.code == 2
+    assert f"cropshard inspect: error: {message}" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
