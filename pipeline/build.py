@@ -157,11 +157,13 @@ def has_inputs(config: BuildConfig) -> bool:
     return any(next(iter_matches(pattern), None) is not None for pattern in config.inputs)
 
 
-def no_inputs_error(config: BuildConfig) -> FileNotFoundError:
+def no_inputs_error(config: BuildConfig, manifest_exists: bool = True) -> FileNotFoundError:
     # gs:// has no directories: without a wildcard, gs://bucket/images names one object.
     bare = [p for p in config.inputs if "://" in p and not any(c in p for c in "*?[")]
     hint = f"; a folder on gs:// needs a trailing / or /** (e.g. {bare[0]}/)" if bare else ""
-    return FileNotFoundError(f"no input files: {config.manifest or list(config.inputs)} matched nothing{hint}")
+    if config.manifest:
+        return FileNotFoundError(f"--manifest {config.manifest} " + ("lists no inputs" if manifest_exists else "does not exist"))
+    return FileNotFoundError(f"no input files: {list(config.inputs)} matched nothing{hint}")
 
 
 def check_dry_run(runner: str | None) -> None:
@@ -179,8 +181,10 @@ def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
         # Shards are sized from what the workers write: skip listing every input from the
         # launcher (~500 list requests for 500k objects on gs://).
         if not has_inputs(config):
-            raise no_inputs_error(config)
+            raise no_inputs_error(config, manifest_exists=False)
         return None
+    if config.manifest and not FileSystems.exists(config.manifest):
+        raise no_inputs_error(config, manifest_exists=False)
     matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
     if matched[0] == 0:
         raise no_inputs_error(config)

@@ -92,6 +92,17 @@ def test_a_cropshard_option_given_different_values_is_refused(images: Path, tmp_
                            "--machine_type=n2-standard-4", "--machine_type=n2-highmem-8"])
 
 
+def test_inputs_that_match_nothing_are_a_usage_error(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "out")
+    code, err, _ = cropshard(capsys, "build", f"--input={tmp_path}/nothing/**", f"--output={out}", "--size=32")
+    assert code == 2 and err == [f"cropshard build: error: no input files: ['{tmp_path}/nothing/**'] matched nothing"]
+    code, err, _ = cropshard(capsys, "build", f"--manifest={tmp_path}/missing.csv", f"--output={out}", "--size=32")
+    assert code == 2 and err == [f"cropshard build: error: --manifest {tmp_path}/missing.csv does not exist"]
+    (tmp_path / "empty.csv").write_text("path,label\n\n")
+    code, err, _ = cropshard(capsys, "build", f"--manifest={tmp_path}/empty.csv", f"--output={out}", "--size=32")
+    assert code == 2 and err == [f"cropshard build: error: --manifest {tmp_path}/empty.csv lists no inputs"]
+
+
 def test_a_bad_value_is_one_line(images: Path, tmp_path: Path, capsys) -> None:
     code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--encoding=jpg")
     assert code == 2
