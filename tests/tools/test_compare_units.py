@@ -194,6 +194,17 @@ def test_argument_checks() -> None:
     assert passthrough == [] and args.resize == 0 and args.encodings == ["png", "raw"] and args.size == (8, 6)
 
 
+@pytest.mark.parametrize("option", ["--seeds=0,1", "--train-budget=5", "--train-steps=5", "--train-batch-size=8", "--eval-split=test"])
+def test_a_train_option_without_train_is_refused(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It ran the size and reader comparison and trained nothing, without a word.
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["--input=x/**", "--size=8", option])
+    assert exited.value.code == 2
+    assert f"{option.split('=')[0]} is an option of --train: add --train, or drop it" in capsys.readouterr().err
+    args, _ = cli.parse_args(["--input=x/**", "--size=8", "--train", option])
+    assert args.train
+
+
 def test_without_a_builder_compare_refuses_to_build_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m cropshard.tools.compare` has no pipeline to build with: it says so and builds nothing."""
     assert cli.main([f"--input={tmp_path}/**", "--size=8", f"--workdir={tmp_path / 'work'}"]) == 2

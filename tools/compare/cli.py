@@ -112,6 +112,20 @@ def _int_csv(text: str) -> list[int]:
     return [int(part) for part in _csv(text)]
 
 
+TRAIN_OPTIONS = ("seeds", "train_budget", "train_steps", "train_batch_size", "eval_split")
+
+
+def check_train_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 for a --train option without --train (`--train-steps 5` ran the size and reader
+    comparison and trained nothing, without a word)."""
+    if args.train:
+        return
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    for dest in TRAIN_OPTIONS:
+        if getattr(args, dest) != parser.get_default(dest):
+            parser.error(f"{flags[dest]} is an option of --train: add --train, or drop it")
+
+
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """compare's own options, and the rest (passed through to every build)."""
     from cropshard.transforms.encode import ENCODINGS
@@ -139,6 +153,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.train and (not args.seeds or len(set(args.seeds)) != len(args.seeds) or args.train_budget <= 0
                        or args.train_batch_size < 1 or (args.train_steps is not None and args.train_steps < 1)):
         parser.error("--train needs distinct --seeds, a positive --train-budget and --train-batch-size, and --train-steps >= 1")
+    check_train_options(parser, args)
     if args.input and args.manifest:
         parser.error("give --input or --manifest, not both")
     if not (args.input or args.manifest) and not args.dataset:
