@@ -148,7 +148,7 @@ def test_dry_run_launch_rules(no_network: None) -> None:
     needs no shard count)."""
     for shards in (["--num_shards=1"], []):
         with pytest.raises(ValueError, match="only honoured by DataflowRunner"):
-            run(["--runner=DirectRunner", "--dry_run=True", "--input=/nonexistent/**", "--output=/nonexistent/out", "--size=8", *shards])
+            run(["--runner=DirectRunner", "--dry_run=True", "--input=/nonexistent/in/**", "--output=/nonexistent/out", "--size=8", *shards])
 
 
 @pytest.mark.slow

@@ -183,7 +183,9 @@ def test_listing_counting_and_prepare_output_on_gs(gcs: GcsEmulator, tmp_path: P
     with pytest.raises(FileExistsError, match="not empty"):
         prepare_output(f"{base}/a", overwrite=False)
     with pytest.raises(FileExistsError, match="not empty"):
-        run([f"--input={base}/a/**", f"--output={base}/a", *BUILD_FLAGS, *IN_PROCESS])  # refused before running
+        run([f"--input={base}/ab/*", f"--output={base}/a", *BUILD_FLAGS, *IN_PROCESS])  # refused before running
+    with pytest.raises(ValueError, match=f"--output {base}/a is inside --input {base}/a/\\*\\*"):
+        run([f"--input={base}/a/**", f"--output={base}/a", *BUILD_FLAGS, *IN_PROCESS])
 
     old = tmp_path / "old"
     for name in ("cropshard.json", "dataset_info.json", "features.json", "croissant.json", "labels.txt", "rejected.jsonl",
