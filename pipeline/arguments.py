@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Iterator, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-from cropshard.pipeline.options import CropshardOptions
+from cropshard.pipeline.options import CropshardOptions, cropshard_options_parser
 
 
 class UsageError(ValueError):
@@ -95,9 +95,8 @@ def unquoted_glob_message(argv: Sequence[str], start: int, end: int, pattern: st
 
 def single_value_flags() -> frozenset[str]:
     """cropshard's options that hold one value (not --input, which appends, nor the switches)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    CropshardOptions._add_argparse_args(parser)
-    return frozenset(flag for action in parser._actions if type(action) is argparse._StoreAction for flag in action.option_strings)
+    actions = cropshard_options_parser()._actions
+    return frozenset(flag for action in actions if type(action) is argparse._StoreAction for flag in action.option_strings)
 
 
 def conflicting_repeats(argv: Sequence[str], flags: frozenset[str]) -> tuple[str, list[str]] | None:

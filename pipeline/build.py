@@ -183,7 +183,7 @@ def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
         if not has_inputs(config):
             raise no_inputs_error(config, manifest_exists=False)
         return None
-    if config.manifest and not FileSystems.exists(config.manifest):
+    if config.manifest and not has_inputs(config):  # a missing manifest, said so before counting its rows
         raise no_inputs_error(config, manifest_exists=False)
     matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
     if matched[0] == 0:

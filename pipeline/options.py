@@ -264,10 +264,15 @@ def check_output_outside_inputs(output: str, inputs: Sequence[str]) -> None:
 
 
 @functools.cache
-def option_defaults() -> dict[str, object]:
+def cropshard_options_parser() -> argparse.ArgumentParser:
+    """cropshard's own options alone (no Beam's), for what they declare: defaults, kinds."""
     parser = argparse.ArgumentParser(add_help=False)
     CropshardOptions._add_argparse_args(parser)
-    return {action.dest: action.default for action in parser._actions}
+    return parser
+
+
+def option_defaults() -> dict[str, object]:
+    return {action.dest: action.default for action in cropshard_options_parser()._actions}
 
 
 def check_options_take_effect(opts: CropshardOptions, class_maps: bool) -> None:

@@ -8,6 +8,18 @@ dispatcher (see compare/__init__.py). Nothing here defines dataset format, only 
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+
+
+def refuse_options_without(parser: argparse.ArgumentParser, args: argparse.Namespace, dests: Sequence[str], owner: str, remedy: str) -> None:
+    """Exit 2 (parser.error) for the first of `dests` set to other than its default while `owner`
+    is off: an option nothing reads is refused, never ignored."""
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    for dest in dests:
+        if getattr(args, dest) != parser.get_default(dest):
+            parser.error(f"{flags[dest]} is an option of {owner}: add {remedy}, or drop it")
+
 
 def human_bytes(num: float) -> str:
     """1536 -> '1.50 KiB' (binary units, as the build summary uses)."""

@@ -33,7 +33,7 @@ from cropshard.reader.metadata import (
     join,
     load_info,
 )
-from cropshard.tools import human_bytes
+from cropshard.tools import human_bytes, refuse_options_without
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
 
@@ -388,9 +388,7 @@ def check_options_take_effect(parser: argparse.ArgumentParser, args: argparse.Na
     """Exit 2 for an option set where nothing reads it (`--rgb 4,3,2` without --contact-sheet
     printed the description and no sheet, without a word)."""
     if not args.contact_sheet:
-        for dest in CONTACT_SHEET_OPTIONS:
-            if getattr(args, dest) != parser.get_default(dest):
-                parser.error(f"--{dest.replace('_', '-')} is an option of the contact sheet: add --contact-sheet PNG, or drop it")
+        refuse_options_without(parser, args, CONTACT_SHEET_OPTIONS, "the contact sheet", "--contact-sheet PNG")
     if not args.verify and args.progress != parser.get_default("progress"):
         parser.error("--progress shows the progress of --verify: add --verify, or drop it")
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
-from cropshard.tools import human_bytes
+from cropshard.tools import human_bytes, refuse_options_without
 from cropshard.tools.compare.chart import chart_title, write_chart
 from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
 from cropshard.tools.compare.coverage import Coverage
@@ -118,12 +118,8 @@ TRAIN_OPTIONS = ("seeds", "train_budget", "train_steps", "train_batch_size", "ev
 def check_train_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit 2 for a --train option without --train (`--train-steps 5` ran the size and reader
     comparison and trained nothing, without a word)."""
-    if args.train:
-        return
-    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
-    for dest in TRAIN_OPTIONS:
-        if getattr(args, dest) != parser.get_default(dest):
-            parser.error(f"{flags[dest]} is an option of --train: add --train, or drop it")
+    if not args.train:
+        refuse_options_without(parser, args, TRAIN_OPTIONS, "--train", "--train")
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
