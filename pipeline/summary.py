@@ -36,6 +36,8 @@ def built_summary(output: str, info: metadata.DatasetInfo, wall_seconds: float) 
     lines.extend(rejected_lines(info.rejected))
     if info.num_rejected:
         lines.append(f"  (details: {join(output, metadata.REJECTED_FILENAME)})")
+    if info.chips_skipped:  # by design (--max_nodata, --split_by, --min_label_fraction), so not rejections: still said
+        lines.append("  raster chips skipped: " + ", ".join(f"{reason} {count}" for reason, count in info.chips_skipped.items()))
     total_bytes = sum(split.num_bytes for split in info.splits.values())
     # Inputs and examples per second differ for multi-crop and raster builds (one raster: thousands of chips).
     images_per_second = info.num_inputs / wall_seconds if wall_seconds else 0.0

@@ -109,6 +109,12 @@ class DatasetInfo:
         return str((self.raster or {}).get("dtype") or "uint8")
 
     @property
+    def chips_skipped(self) -> dict[str, int]:
+        """Raster chips not written, by reason (nodata, split_boundary, label_fraction), most first."""
+        skipped = (self.raster or {}).get("chips_skipped") or {}
+        return dict(sorted(((str(reason), int(count)) for reason, count in skipped.items()), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
     def label_mode(self) -> str | None:
         """'majority' or 'mask' for datasets labelled by class-map rasters, else None."""
         labels = (self.raster or {}).get("labels")

@@ -286,6 +286,8 @@ def describe(path: str, info: DatasetInfo, label_counts: dict[str, Counter] | No
         lines.append(f"  {reason:<20}{count:>8}")
     if info.num_rejected:
         lines.append(f"  details: {join(path, REJECTED_FILENAME)}")
+    if info.chips_skipped:
+        lines.append("chips skipped " + ", ".join(f"{reason} {count}" for reason, count in info.chips_skipped.items()) + " (raster chips not written)")
     lines.append("")
 
     lines.append("schema       tf.train.Example features")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 from cropshard.pipeline.build import BuildResult
@@ -36,6 +37,14 @@ def test_built_summary_text() -> None:
         "  (details: /data/ds/rejected.jsonl)",
         "  bytes written 4.50 MiB   wall 4.0 s   27.2 images/s   25.0 examples/s",
     ])
+
+
+def test_built_summary_says_which_raster_chips_were_skipped() -> None:
+    built = info({})
+    assert "skipped" not in built_summary("/data/ds", built, wall_seconds=1.0)
+    built = dataclasses.replace(built, raster={"chips_skipped": {"nodata": 4, "split_boundary": 7}})
+    lines = built_summary("/data/ds", built, wall_seconds=1.0).splitlines()
+    assert lines[-2] == "  raster chips skipped: split_boundary 7, nodata 4"
 
 
 def test_built_summary_without_rejections_or_time() -> None:
