@@ -145,12 +145,16 @@ def decode_jpeg_window(data: bytes, box: Box, orientation: int, channels: int) -
     # TensorFlow's fast eager path takes only tensor inputs and attrs of the exact type: Python
     # bytes, a list, or the op's own default acceptable_fraction=1 (an int where the attr is a
     # float) send every call through its slower Python fallback (about 65 us more per call here).
-    decoded = tf.io.decode_and_crop_jpeg(
-        tf.constant(data, tf.string),
-        tf.constant([y0, x0, y1 - y0, x1 - x0], tf.int32),
+    # The raw op skips tf.io's dispatch wrapper: about 9 us less per call, measured here.
+    decoded = tf.raw_ops.DecodeAndCropJpeg(
+        contents=tf.constant(data, tf.string),
+        crop_window=tf.constant([y0, x0, y1 - y0, x1 - x0], tf.int32),
         channels=1 if components == 1 else 3,
-        dct_method="INTEGER_ACCURATE",
+        ratio=1,
+        fancy_upscaling=True,
+        try_recover_truncated=False,
         acceptable_fraction=1.0,
+        dct_method="INTEGER_ACCURATE",
     ).numpy()
     window = decoded[sy - y0 : sy - y0 + sh, sx - x0 : sx - x0 + sw]
 
