@@ -12,7 +12,6 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from cropshard.pipeline.assemble import EncodeSources
 from cropshard.transforms.crop import CropSpec
@@ -33,8 +32,8 @@ from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 
 from tests import imagegen, rastergen
+from tests.beam_local import local_test_pipeline
 
-TestPipeline.__test__ = False  # a Beam class, not a pytest test class
 SPLITS = (("train", 0.6), ("validation", 0.2), ("test", 0.2))
 SPEC = ExampleSpec(
     crop=CropSpec("grid", size=(16, 16)), channels=4, encoding="raw", split_fractions=SPLITS, split_names=("train", "validation", "test"),
@@ -144,7 +143,7 @@ def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rast
     def reasons(lines):
         return sorted((Path(r.path).name, r.reason, r.message.split(" (")[0]) for r in map(Rejection.from_json, lines))
 
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         ids = p | "Labels" >> beam.Create([{}])
         out = p | beam.Create(sources) | EncodeSources(SPEC, ids, spread=spread)
         for split, records in expected.items():

@@ -11,7 +11,6 @@ import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from cropshard.reader import integrity
 from cropshard.reader.crc32c import crc32c
@@ -38,7 +37,7 @@ from cropshard.transforms.sharding import (
     stable_layout,
 )
 
-TestPipeline.__test__ = False
+from tests.beam_local import local_test_pipeline
 
 
 def part(name: str, records: int, size: int) -> PartInfo:
@@ -150,7 +149,7 @@ def test_assemble_renames_a_whole_part_and_copies_ranges(tmp_path: Path, compres
 def test_write_without_grouping_end_to_end(tmp_path: Path, num_shards: int, target: int) -> None:
     records = [bytes([i % 256]) * 40 for i in range(50)]
     temp = tmp_path / "out" / "beam-temp-train-x"
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         files = p | beam.Create(records) | WriteShardsWithoutGrouping(
             str(tmp_path / "out" / "train"), ".tfrecord", str(temp), CompressionTypes.UNCOMPRESSED, num_shards, target
         )
@@ -258,7 +257,7 @@ def test_a_part_shorter_than_its_locators_is_an_error(tmp_path: Path) -> None:
 
 def build_stable(tmp_path: Path, name: str, records: list[bytes], num_shards: int, target: int, compression: str) -> dict[str, bytes]:
     out = tmp_path / name
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         _ = p | beam.Create(records, reshuffle=True) | WriteStableShards(
             str(out / "train"), ".tfrecord", str(out / "beam-temp-train-x"), compression, num_shards, target
         )
@@ -341,7 +340,7 @@ def run_records(rng: np.random.Generator) -> list[tuple[str, int, bytes]]:
 
 def build_runs(tmp_path: Path, name: str, elements: list, compression: str = CompressionTypes.UNCOMPRESSED) -> dict[str, bytes]:
     out = tmp_path / name
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         _ = p | beam.Create(elements, reshuffle=False) | WriteStableShards(
             str(out / "train"), ".tfrecord", str(out / "beam-temp-train-x"), compression, 0, 2000
         )

@@ -8,7 +8,6 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 from cropshard.reader import metadata, schema, shard_index
 from cropshard.transforms.crop import CropSpec
@@ -21,8 +20,7 @@ from cropshard.transforms.types import ImageSource
 from cropshard.transforms.write import DatasetFacts, DescribeShards, ShardLayout, WriteDatasetInfo, WriteSplit
 
 from tests import imagegen
-
-TestPipeline.__test__ = False  # a Beam class, not a pytest test class
+from tests.beam_local import local_test_pipeline
 
 
 def reasons(lines):
@@ -40,7 +38,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_match_images_labels_from_parent_folder(tree):
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         found = p | MatchImages([f"{tree}/**"])
         assert_that(
             found["sources"] | beam.Map(lambda s: (s.key, s.label, s.split)),
@@ -50,7 +48,7 @@ def test_match_images_labels_from_parent_folder(tree):
 
 
 def test_match_images_splits_from_folders_rejects_unknown(tree):
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         found = p | MatchImages([f"{tree}/**"], split_names=("train", "test"))
         assert_that(
             found["sources"] | beam.Map(lambda s: (s.key, s.label, s.split)),
@@ -60,7 +58,7 @@ def test_match_images_splits_from_folders_rejects_unknown(tree):
 
 
 def test_match_images_overlapping_globs_read_each_file_once(tree):
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         found = p | MatchImages([f"{tree}/**", f"{tree}/train/**/*.jpg"])
         assert_that(found["sources"] | beam.Map(lambda s: s.path) | beam.combiners.Count.Globally(), equal_to([4]))
 
@@ -69,7 +67,7 @@ def test_match_images_overlapping_globs_read_each_file_once(tree):
 def test_bucketed_listing_finds_each_file_once_with_its_root(tree, buckets):
     # Overlapping globs whose roots differ: the first pattern's root (and so key and label) wins.
     patterns = [f"{tree}/train/**", f"{tree}/**", f"{tree}/missing.jpg"]
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         found = p | MatchImages(patterns, buckets=buckets, split_names=None)
         assert_that(
             found["sources"] | beam.Map(lambda s: (s.key, s.label)),
@@ -95,7 +93,7 @@ def test_read_manifest_csv_and_jsonl_with_bad_rows(tree, tmp_path, buckets):
     jsonl_path.write_text(
         json.dumps({"path": "images/test/dog/c.jpg", "label": 3, "split": "train", "box": [0, 0, 5, 5]}) + "\n" + "{not json\n"
     )
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         csv_manifest = ReadManifest(str(csv_path), split_names=("train", "test"), buckets=buckets)
         csv_rows = p | "Csv" >> csv_manifest
         assert_that(p | "CsvLabels" >> csv_manifest.labels_only(), equal_to(["cat", "dog"]), label="CsvLabelNames")
@@ -135,7 +133,7 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         assert (record.label, record.label_text, record.format, record.height, record.width) == (0, "cat", "png", 32, 32)
         np.testing.assert_array_equal(np.asarray(__import__("PIL.Image").Image.open(__import__("io").BytesIO(record.encoded))), expected)
 
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         labels = p | "Labels" >> beam.Create([{"cat": 0}])
         out = p | beam.Create(sources) | beam.ParDo(ImagesToExamples(spec), label_ids=beam.pvalue.AsSingleton(labels)).with_outputs(
             "train", "test", REJECTED, IMAGES_WRITTEN
@@ -165,7 +163,7 @@ def test_drop_duplicates_keeps_smallest_key(tmp_path):
     copy.write_bytes(first.read_bytes())
     other = imagegen.save(tmp_path / "c.jpg", imagegen.photo(20, 20, 8))
     sources = [ImageSource(str(p), str(p.relative_to(tmp_path)), "", None) for p in (copy, first, other)]
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         out = p | beam.Create(sources) | DropDuplicates()
         assert_that(out["sources"] | beam.Map(lambda s: s.key), equal_to(["a/x.jpg", "c.jpg"]))
         assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("y.jpg", "duplicate")]), label="Dups")
@@ -173,7 +171,7 @@ def test_drop_duplicates_keeps_smallest_key(tmp_path):
 
 def test_write_split_and_describe_shards(tmp_path):
     records = [schema.encode_example(schema.ImageRecord(bytes([i]), "raw", 1, 1, 1, -1, "", f"f{i}", (0, 0, 1, 1), "0")) for i in range(25)]
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         files = p | beam.Create(records) | WriteSplit(str(tmp_path), "train", ShardLayout(num_shards=3), compression="gzip")
         described = files | DescribeShards("train", "gzip")
         assert_that(described | beam.Map(lambda kv: (kv[0], kv[1].file)), equal_to([("train", f"train-0000{i}-of-00003.tfrecord.gz") for i in range(3)]))
@@ -198,16 +196,16 @@ def test_write_dataset_info_refuses_counts_that_do_not_reconcile(tmp_path):
             "rejected_files": p | "RejectedFiles" >> beam.Create(["rejected.jsonl"]),
         } | WriteDatasetInfo(str(tmp_path), facts)
 
-    with TestPipeline() as p:
+    with local_test_pipeline() as p:
         assert_that(build(p, 3), is_not_empty())
     info = metadata.DatasetInfo.from_json((tmp_path / metadata.INFO_FILENAME).read_text())
     assert (info.num_inputs, info.num_images_written, info.rejected, info.labels) == (3, 2, {"too_small": 1}, ("a", "b"))
     assert (tmp_path / "labels.txt").read_text() == "a\nb\n"
     (tmp_path / metadata.INFO_FILENAME).unlink()
-    with pytest.raises(Exception, match="do not reconcile"), TestPipeline() as p:
+    with pytest.raises(Exception, match="do not reconcile"), local_test_pipeline() as p:
         build(p, 4)
     assert not (tmp_path / metadata.INFO_FILENAME).exists()
     # 3 images written but the shard list only describes 2 records: an incomplete shard list
-    with pytest.raises(Exception, match="shard list is incomplete"), TestPipeline() as p:
+    with pytest.raises(Exception, match="shard list is incomplete"), local_test_pipeline() as p:
         build(p, 4, images_written=3)
     assert not (tmp_path / metadata.INFO_FILENAME).exists()
