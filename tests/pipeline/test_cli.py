@@ -230,7 +230,7 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.slow  # a 300-image build in a child process, interrupted
 def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
-    for i in range(300):
+    for i in range(600):
         imagegen.save(tmp_path / "in" / f"class_{i % 3}" / f"img_{i:03d}.jpg", imagegen.photo(240, 320, seed=i), quality=90)
     out = tmp_path / "out"
     proc = subprocess.Popen([str(CROPSHARD), "build", f"--input={tmp_path / 'in'}", f"--output={out}", "--crop=random", "--size=96",
