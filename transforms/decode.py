@@ -86,6 +86,15 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise Rejected("decode_error", f"header gives an empty size {width}x{height}")
     if width * height > max_pixels:
         raise Rejected("too_many_pixels", f"{width}x{height} = {width * height} pixels exceeds --max_pixels {max_pixels}")
+    frame = jpeg_window.jpeg_frame_or_none(data) if img.format == "JPEG" else None
+    if frame is not None and frame.arithmetic:
+        # Pillow feeds libjpeg 64 KiB at a time, and libjpeg's arithmetic decoder cannot suspend
+        # for more input: every arithmetic-coded JPEG over 64 KiB failed, "broken data stream".
+        # The bytes are in memory already: hand them over in one block. A file cut short fails
+        # with the same words, so it is named here.
+        if not _has_end_marker(data):
+            raise Rejected("truncated", "arithmetic-coded JPEG without its end marker (EOI): the file is cut short")
+        img.decodermaxblock = max(img.decodermaxblock, len(data))
     return img
 
 
@@ -269,7 +278,10 @@ def stream_crops(
         cuts = (Crop(_cut_stored(stored, box, orientation, _output_size(spec, box), channels), box_in_source(box, work_shape, source_shape)) for box in boxes)
         return Decoded(crops=cuts, path=PATH_PILLOW, **info)
 
-    use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and img.format == "JPEG"
+    # Not on lossless JPEGs: there is no DCT to scale, and libjpeg-turbo 3 asked to scale one
+    # aborted the worker ("double free or corruption") or failed with "broken data stream".
+    frame = jpeg_window.jpeg_frame_or_none(data) if img.format == "JPEG" else None
+    use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and frame is not None and frame.scalable
     full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None, wide_bits=wide_bits)
     del img  # with in-place orientation, `full` may be the only copy left
     if full.size != (work_shape[1], work_shape[0]):

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 from cropshard.reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
+from cropshard.transforms.jpeg_window import jpeg_frame_or_none
 from PIL import Image
 
 ENCODINGS = ("raw", "jpeg", "png", "original")
@@ -29,16 +30,20 @@ def encode_pixels(pixels: np.ndarray, encoding: str, jpeg_quality: int = 90) -> 
     raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
 
-def verbatim_format(img: Image.Image, orientation: int, channels: int) -> str | None:
-    """For `--encoding original`: the format to store the source bytes as, or None when they
-    need re-encoding (orientation to apply, alpha, palette, 16-bit, CMYK, or a channel change)."""
+def verbatim_format(img: Image.Image, orientation: int, channels: int, data: bytes) -> str | None:
+    """For `--encoding original`: the format to store the source bytes `data` as, or None when they
+    need re-encoding (orientation to apply, alpha, palette, 16-bit, CMYK, a channel change, or a
+    JPEG coding that not every reader decodes)."""
     if orientation != 1 or "transparency" in img.info:
         return None
     wanted_mode = "RGB" if channels == 3 else "L"
     if img.mode != wanted_mode:
         return None
     if img.format == "JPEG":
-        return FORMAT_JPEG
+        # Huffman-coded DCT only: TensorFlow's libjpeg-turbo (reader.load, TFDS) has no lossless
+        # mode, and Pillow (PyTorch loaders) fails on arithmetic-coded JPEGs over 64 KiB.
+        frame = jpeg_frame_or_none(data)
+        return FORMAT_JPEG if frame is not None and frame.huffman_dct else None
     if img.format == "PNG":
         # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
         rawmode = img.tile[0][3] if img.tile and isinstance(img.tile[0][3], str) else ""
@@ -47,6 +52,10 @@ def verbatim_format(img: Image.Image, orientation: int, channels: int) -> str | 
     return None
 
 
-def reencode_format(source_format: str) -> str:
-    """`original` re-encodes lossy sources as JPEG and everything else losslessly as PNG."""
-    return FORMAT_JPEG if source_format == "JPEG" else FORMAT_PNG
+def reencode_format(source_format: str, data: bytes) -> str:
+    """`original` re-encodes lossy sources (`data`, of Pillow's `source_format`) as JPEG and
+    everything else, lossless JPEGs included, losslessly as PNG."""
+    if source_format != "JPEG":
+        return FORMAT_PNG
+    frame = jpeg_frame_or_none(data)
+    return FORMAT_PNG if frame is not None and frame.lossless else FORMAT_JPEG

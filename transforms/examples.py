@@ -127,10 +127,10 @@ def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     decoded = decode_crops(data, spec.crop, source.key, spec.channels, None, spec.max_pixels)
     (crop,) = decoded.crops
     height, width = crop.pixels.shape[:2]
-    image_format = verbatim_format(img, decoded.orientation, spec.channels)
+    image_format = verbatim_format(img, decoded.orientation, spec.channels, data)
     encoded = data
     if image_format is None:
-        image_format = reencode_format(decoded.source_format)
+        image_format = reencode_format(decoded.source_format, data)
         encoded, image_format = encode_pixels(crop.pixels, image_format, spec.jpeg_quality)
     return schema.encode_example(
         schema.ImageRecord(encoded, image_format, height, width, spec.channels, label_id, source.label, source.path, (0, 0, height, width), digest)

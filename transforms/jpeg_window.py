@@ -28,6 +28,7 @@ How it stays identical:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from types import ModuleType
 
@@ -69,12 +70,62 @@ def _tensorflow() -> ModuleType:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+# Arithmetic-coded frames: SOF9-11 (sequential, progressive, lossless) and hierarchical SOF13-15.
+_ARITHMETIC_SOF_MARKERS = frozenset((0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+# Sequential and progressive DCT frames, Huffman or arithmetic: what libjpeg can downscale in the
+# DCT domain (Pillow's draft). Lossless frames have no DCT; libjpeg supports no hierarchical ones.
+_SCALABLE_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC9, 0xCA))
+# Huffman-coded DCT frames (baseline, extended, progressive): what every JPEG decoder reads.
+_HUFFMAN_DCT_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2))
+_LOSSLESS_SOF_MARKERS = frozenset((0xC3, 0xC7, 0xCB, 0xCF))
+
+
+@dataclasses.dataclass(frozen=True)
+class JpegFrame:
+    """A JPEG's frame header (its SOF segment): size, components and the coding process."""
+
+    width: int
+    height: int
+    components: int
+    marker: int  # the SOFn marker byte, 0xC0..0xCF
+
+    @property
+    def arithmetic(self) -> bool:
+        return self.marker in _ARITHMETIC_SOF_MARKERS
+
+    @property
+    def scalable(self) -> bool:
+        return self.marker in _SCALABLE_SOF_MARKERS
+
+    @property
+    def huffman_dct(self) -> bool:
+        return self.marker in _HUFFMAN_DCT_SOF_MARKERS
+
+    @property
+    def lossless(self) -> bool:
+        return self.marker in _LOSSLESS_SOF_MARKERS
+
+
 def jpeg_header(data: bytes) -> tuple[int, int, int]:
     """(width, height, components) from the JPEG's SOF segment, without decoding.
 
     Cheaper than opening the image with Pillow or running a TF op; raises ValueError for
     data that is not a JPEG or has no frame header.
     """
+    frame = jpeg_frame(data)
+    return frame.width, frame.height, frame.components
+
+
+def jpeg_frame_or_none(data: bytes) -> JpegFrame | None:
+    """`jpeg_frame`, or None for data that is not a JPEG or has no frame header."""
+    try:
+        return jpeg_frame(data)
+    except ValueError:
+        return None
+
+
+def jpeg_frame(data: bytes) -> JpegFrame:
+    """The JPEG's frame header, without decoding; ValueError for data that is not a JPEG or has none."""
     if data[:2] != b"\xff\xd8":
         raise ValueError("not a JPEG (no SOI marker)")
     i, n = 2, len(data)
@@ -94,7 +145,7 @@ def jpeg_header(data: bytes) -> tuple[int, int, int]:
                 break
             height = int.from_bytes(data[i + 5 : i + 7], "big")
             width = int.from_bytes(data[i + 7 : i + 9], "big")
-            return width, height, data[i + 9]
+            return JpegFrame(width, height, data[i + 9], marker)
         if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
             break
         i += 2 + length

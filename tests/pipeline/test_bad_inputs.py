@@ -38,6 +38,7 @@ pytestmark = pytest.mark.slow  # builds over hundreds of hostile files
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "BAD_INPUTS.md"
+JPEG_FIXTURES = REPO / "tests" / "data" / "jpeg"
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 CROP = (64, 64)
@@ -232,6 +233,16 @@ def _save_photo(seed: int, fmt: str, size: tuple[int, int] = SIZE, **kwargs) -> 
     return make
 
 
+def _fixture(name: str) -> Callable[[Path], None]:
+    """Copy a file of tests/data/jpeg (made by tools this project does not install: its README)."""
+    return lambda path: write(path, (JPEG_FIXTURES / name).read_bytes())
+
+
+def _twin_center(name: str) -> Callable[[Path], np.ndarray]:
+    """The Pillow reference of a fixture's Huffman twin, which holds the same DCT coefficients."""
+    return lambda path: pillow_center(JPEG_FIXTURES / name)
+
+
 def _bytes(data: bytes | Callable[[], bytes]) -> Callable[[Path], None]:
     return lambda path: write(path, data() if callable(data) else data)
 
@@ -343,6 +354,12 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("CMYK JPEG", "Pillow, mode CMYK (Adobe APP14, transform 0)", "formats/cmyk.jpg", WRITTEN, cmyk_jpeg, pillow_center),
     Case("YCCK JPEG", "CMYK JPEG holding YCbCr+K, APP14 transform byte patched to 2; Pillow reads it as CMYK", "formats/ycck.jpg", WRITTEN,
          ycck_jpeg, pillow_center, _check_ycck, "Pillow reference (Pillow reads CMYK within 6 levels of the CMYK it was made from)"),
+    Case("Arithmetic-coded JPEG (over 64 KiB, EXIF orientation 6)", "jpegtran -arithmetic of a Pillow JPEG", "formats/arithmetic.jpg", WRITTEN,
+         _fixture("arithmetic.jpg"), _twin_center("huffman.jpg"), check="Pillow reference of its Huffman twin (same DCT coefficients)"),
+    Case("Progressive arithmetic-coded JPEG", "jpegtran -arithmetic -progressive of a Pillow JPEG", "formats/arithmetic_progressive.jpg", WRITTEN,
+         _fixture("arithmetic_progressive.jpg"), _twin_center("huffman.jpg"), check="Pillow reference of its Huffman twin (same DCT coefficients)"),
+    Case("Lossless JPEG (SOF3)", "imagecodecs (libjpeg-turbo 3.1), lossless=True", "formats/lossless.jpg", WRITTEN, _fixture("lossless.jpg"), pillow_center),
+    Case("12-bit JPEG", "imagecodecs (libjpeg-turbo 3.1), bitspersample=12", "formats/twelve_bit.jpg", "decode_error", _fixture("twelve_bit.jpg")),
     Case("16-bit greyscale PNG", "Pillow, mode I;16", "formats/grey16.png", WRITTEN, gray16_png, top_byte_center,
          check="Pillow's 16-bit values >> 8"),
     Case("16-bit RGB PNG", "assembled chunk by chunk (bit depth 16, colour type 2)", "formats/rgb16.png", WRITTEN, rgb16_png, pillow_center, _check_rgb16,
@@ -599,6 +616,27 @@ for name in ("bomb.png", "bomb.jpg"):
     # Without the guard: no pixels come out (allocation refused or the tiny body runs out).
     for name in ("bomb.png", "bomb.jpg"):
         assert f"{name} 10000000000 decoded" not in lines, proc.stdout
+
+
+# --- JPEG codings through the whole-image decode ------------------------------------------------
+
+
+@pytest.mark.parametrize("crop", [("--crop=grid", "--size=64x64"), ("--crop=center", "--size=64x64", "--resize=100")], ids=["grid", "resize"])
+def test_jpeg_codings_build_through_the_whole_image_decode(tmp_path: Path, crop: tuple[str, ...]) -> None:
+    # Centre crops (the folder build) decode JPEG windows with TensorFlow; grid crops and --resize
+    # decode whole images with Pillow, which rejected arithmetic-coded JPEGs over 64 KiB ("broken
+    # data stream") and, asked to downscale a lossless JPEG, aborted the worker: the build died.
+    names = ("huffman.jpg", "arithmetic.jpg", "arithmetic_progressive.jpg", "lossless_grey.jpg", "twelve_bit.jpg")
+    for name in names:
+        write(tmp_path / "in" / name, (JPEG_FIXTURES / name).read_bytes())
+    run([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", *crop, "--label_from=none", *IN_PROCESS], command_line=[])
+    built = read_back(tmp_path / "out")
+    assert_reconciled(built)
+    assert [(Path(r["path"]).name, r["reason"]) for r in built.rejected] == [("twelve_bit.jpg", "decode_error")]
+    crops = {name: sorted((tuple(r.crop_box), r.encoded) for r in built.records if Path(r.filename).name == name) for name in names[:4]}
+    assert len(crops["huffman.jpg"]) == (48 if crop[0] == "--crop=grid" else 1)  # 420x560 displayed: 6 x 8 tiles
+    assert crops["arithmetic.jpg"] == crops["huffman.jpg"] == crops["arithmetic_progressive.jpg"]  # same coefficients
+    assert crops["lossless_grey.jpg"]
 
 
 # --- --small pad: the small inputs written instead of rejected ----------------------------------
@@ -870,6 +908,17 @@ Notes
 - A file with a known signature (JPEG, PNG, GIF, TIFF, WebP) whose header fails to parse is `decode_error`;
   `not_an_image` means no format recognises the bytes.
 - Corrupt bytes inside JPEG scan data are usually undetectable: libjpeg warns and decodes garbage, which is written.
+- Arithmetic-coded JPEGs (SOF9/SOF10): Pillow feeds libjpeg 64 KiB at a time, which libjpeg's arithmetic decoder cannot
+  take, so every one over 64 KiB failed ("broken data stream") with grid crops, `--resize` or `--crop none` (centre
+  crops decode the window with TensorFlow and wrote them). cropshard now hands Pillow the whole file at once; one cut
+  short is `truncated`. Lossless JPEGs (SOF3) have no DCT to downscale: `--resize` asked Pillow to, and libjpeg-turbo
+  aborted the worker ("double free or corruption"), which failed the whole build; they are now decoded in full. The
+  grid and `--resize` builds of these files are `test_jpeg_codings_build_through_the_whole_image_decode`.
+- `--encoding original` keeps only Huffman-coded DCT JPEGs verbatim (what every reader decodes): TensorFlow's
+  libjpeg-turbo, behind `reader.load` and TFDS, has no lossless mode (a lossless JPEG stored verbatim broke
+  `reader.load` at its first batch), and Pillow fails on large arithmetic-coded ones. Those are re-encoded: lossless
+  JPEGs as PNG (nothing lost), arithmetic ones as JPEG at `--jpeg_quality`.
+- 12-bit JPEGs are `decode_error`: neither Pillow nor TensorFlow here decodes 12-bit samples.
 - `--dedup` with a manifest: the file with the smallest key survives with all of its rows' distinct boxes (several objects
   in one image are not duplicates), in the split of its first row; repeated rows, rows of that file in another split and
   byte-identical copies are rejected as `duplicate`.

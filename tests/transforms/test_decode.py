@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +117,78 @@ def test_window_path_matches_pillow_path_on_a_progressive_jpeg(tmp_path):
     for a, b in zip(fast.crops, slow.crops, strict=True):
         assert a.source_box == b.source_box
         np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+# --- JPEG coding processes beyond baseline and progressive Huffman (tests/data/jpeg/README.md) ---
+
+JPEG_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "jpeg"
+CODEC_SPECS = {
+    "center": CropSpec("center", size=(64, 64)),
+    "random": CropSpec("random", size=(50, 70), crops_per_image=3),
+    "grid": CropSpec("grid", size=(48, 48)),
+    "none": CropSpec("none"),
+    "resize": CropSpec("center", size=(64, 64), resize=100),  # JPEG: draft() scales the DCT first
+}
+
+
+def fixture(name: str) -> bytes:
+    return (JPEG_FIXTURES / name).read_bytes()
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("strategy", sorted(CODEC_SPECS))
+@pytest.mark.parametrize(
+    "arithmetic, huffman",
+    [("arithmetic.jpg", "huffman.jpg"), ("arithmetic_progressive.jpg", "huffman.jpg"), ("arithmetic_grey.jpg", "huffman_grey.jpg")],
+)
+def test_arithmetic_coded_jpegs_give_their_huffman_twins_pixels(arithmetic, huffman, strategy, channels):
+    # Pillow feeds libjpeg 64 KiB at a time, which libjpeg's arithmetic decoder cannot take: the
+    # colour files (over 64 KiB) were written by window crops (TensorFlow decodes them) and
+    # rejected, "broken data stream", by every other strategy. The twins hold the same DCT
+    # coefficients (jpegtran -arithmetic), so every pixel must be the same, --resize's draft too.
+    ours = decode_crops(fixture(arithmetic), CODEC_SPECS[strategy], key="k", channels=channels)
+    reference = decode_crops(fixture(huffman), CODEC_SPECS[strategy], key="k", channels=channels)
+    assert ours.source_format == "JPEG" and ours.orientation == reference.orientation
+    ours_crops, reference_crops = list(ours.crops), list(reference.crops)
+    assert len(ours_crops) == len(reference_crops) > 0
+    for a, b in zip(ours_crops, reference_crops, strict=True):
+        assert a.source_box == b.source_box
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def test_a_truncated_arithmetic_jpeg_is_rejected_as_truncated():
+    data = fixture("arithmetic.jpg")
+    for spec in (CODEC_SPECS["center"], CODEC_SPECS["grid"]):
+        with pytest.raises(Rejected) as err:
+            decode_crops(data[: len(data) // 2], spec, key="k")
+        assert err.value.reason == "truncated" and "cut short" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["lossless.jpg", "lossless_grey.jpg"])
+def test_lossless_jpegs_decode_whole_when_resized(name):
+    # --resize used Pillow's draft() on every JPEG; asked to scale a lossless (SOF3) JPEG, which
+    # has no DCT, libjpeg-turbo 3 aborted the worker ("double free or corruption") or failed
+    # with "broken data stream". 120x160 -> 60x80 is half: draft would have scaled.
+    code = (
+        "from cropshard.transforms.crop import CropSpec; from cropshard.transforms.decode import decode_crops;"
+        f" decode_crops(open({str(JPEG_FIXTURES / name)!r}, 'rb').read(), CropSpec('center', size=(48, 48), resize=60), key='k')"
+    )
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0, f"the decode ended its process with {alone.returncode}: {alone.stderr[-800:]}"
+    decoded = decode_crops(fixture(name), CropSpec("center", size=(48, 48), resize=60), key="k")
+    assert decoded.path == PATH_PILLOW
+    full = Image.open(io.BytesIO(fixture(name))).convert("RGB").resize((80, 60), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(decoded.crops[0].pixels, np.asarray(full)[6:54, 16:64])
+
+
+def test_lossless_jpeg_holds_the_pixels_it_was_made_from():
+    # The window path's TensorFlow decoder has no lossless support: the Pillow path decodes it.
+    decoded = decode_crops(fixture("lossless.jpg"), CODEC_SPECS["center"], key="k")
+    stored = np.asarray(Image.open(io.BytesIO(fixture("huffman.jpg"))).convert("RGB"))[:120, :160]  # as made (README)
+    np.testing.assert_array_equal(decoded.crops[0].pixels, imagegen.center_crop(stored, 64, 64))
+
+
+def test_a_twelve_bit_jpeg_is_rejected_with_the_reason():
+    with pytest.raises(Rejected) as err:
+        decode_crops(fixture("twelve_bit.jpg"), CODEC_SPECS["center"], key="k")
+    assert err.value.reason == "decode_error" and "12-bit" in err.value.message

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.examples import ExampleSpec, check_local_file, image_to_records, label_map, read_bytes
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import ImageSource
+from PIL import Image
 
 from tests import imagegen
 
@@ -57,3 +61,30 @@ def test_image_to_records_one_record_per_crop(tmp_path):
     assert {(r.label, r.label_text, r.filename, r.format, r.height, r.width) for r in decoded} == {(4, "cat", str(path), "raw", 20, 30)}
     pixels = np.frombuffer(decoded[3].encoded, np.uint8).reshape(20, 30, 3)
     np.testing.assert_array_equal(pixels, imagegen.reference_pixels(path)[20:40, 30:60])
+
+
+JPEG_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "jpeg"
+
+
+@pytest.mark.parametrize(
+    "name, stored_format, verbatim",
+    [("huffman_grey.jpg", "jpeg", True), ("arithmetic_grey.jpg", "jpeg", False), ("lossless_grey.jpg", "png", False)],
+)
+def test_original_keeps_only_the_jpegs_every_reader_decodes(name, stored_format, verbatim):
+    # TensorFlow's libjpeg-turbo (reader.load, TFDS) has no lossless mode, and Pillow (PyTorch
+    # loaders) fails on arithmetic-coded JPEGs over 64 KiB: a lossless JPEG stored verbatim built
+    # fine and broke reader.load at its first batch. Those are re-encoded, lossless ones as PNG.
+    data = (JPEG_FIXTURES / name).read_bytes()
+    spec = ExampleSpec(crop=CropSpec("none"), channels=1, encoding="original")
+    (record,), _ = image_to_records(data, ImageSource(name, name, "", None), spec, label_id=-1)
+    decoded = schema.decode_example(record)
+    assert decoded.format == stored_format and (decoded.encoded == data) == verbatim
+    if stored_format == "jpeg":  # what reader.load decodes with
+        pixels = tf.io.decode_jpeg(decoded.encoded, channels=1, dct_method="INTEGER_ACCURATE").numpy()
+    else:
+        pixels = tf.io.decode_png(decoded.encoded, channels=1).numpy()
+    reference = np.asarray(Image.open(io.BytesIO(data)))[..., None]
+    if stored_format == "png" or verbatim:
+        np.testing.assert_array_equal(pixels, reference)
+    else:  # the arithmetic JPEG, re-encoded at --jpeg_quality 90
+        assert np.abs(pixels.astype(int) - reference).mean() < 2.0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cropshard.transforms.jpeg_window import decode_jpeg_window, fast_path_applies, jpeg_header
+from cropshard.transforms.jpeg_window import decode_jpeg_window, fast_path_applies, jpeg_frame, jpeg_header
 from cropshard.transforms.orientation import exif_orientation, oriented_size
 from PIL import Image, ImageOps
 
@@ -188,6 +188,24 @@ def test_exif_orientation_and_header() -> None:
     assert exif_orientation(_saved(Image.fromarray(_pixels(8, 8, 0)), "JPEG")) == 1
     with pytest.raises(ValueError):
         jpeg_header(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    "name, marker, arithmetic, scalable",
+    [
+        ("huffman.jpg", 0xC0, False, True),  # baseline
+        ("arithmetic.jpg", 0xC9, True, True),  # jpegtran -arithmetic
+        ("arithmetic_progressive.jpg", 0xCA, True, True),
+        ("lossless.jpg", 0xC3, False, False),  # no DCT to scale
+        ("twelve_bit.jpg", 0xC1, False, True),  # extended sequential, 12-bit samples
+    ],
+)
+def test_jpeg_frame_names_the_coding_process(name: str, marker: int, arithmetic: bool, scalable: bool) -> None:
+    data = (Path(__file__).resolve().parents[1] / "data" / "jpeg" / name).read_bytes()
+    frame = jpeg_frame(data)
+    assert (frame.marker, frame.arithmetic, frame.scalable) == (marker, arithmetic, scalable)
+    assert jpeg_header(data) == (frame.width, frame.height, frame.components)
+    assert jpeg_frame(jpeg(1, 2, True)).marker == 0xC2  # Pillow's progressive
 
 
 def test_bad_arguments() -> None:
