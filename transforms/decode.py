@@ -45,6 +45,10 @@ PATH_WINDOW = "window"
 PATH_PILLOW = "pillow"
 PATH_DRAFT = "pillow_draft"
 
+# Formats Pillow decodes by running another program on the file: never done for an input (a
+# hostile .eps named .jpg would reach Ghostscript, whose PostScript sandbox has been escaped).
+_RENDERED_BY_ANOTHER_PROGRAM = {"EPS": "EPS is PostScript, which Pillow renders by running Ghostscript; cropshard does not run it on inputs"}
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -81,6 +85,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise Rejected("not_an_image", f"no image format recognises these {len(data)} bytes") from err
     except Exception as err:  # noqa: BLE001 - any header parse failure is this file's problem
         raise _decode_rejection(err) from err
+    if img.format in _RENDERED_BY_ANOTHER_PROGRAM:
+        raise Rejected("decode_error", _RENDERED_BY_ANOTHER_PROGRAM[img.format])
     width, height = img.size
     if width < 1 or height < 1:
         raise Rejected("decode_error", f"header gives an empty size {width}x{height}")

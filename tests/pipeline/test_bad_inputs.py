@@ -400,6 +400,7 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("JPEG with a flipped byte in its scan data", "one byte XOR 0x55 two thirds into the file", "broken/bitflip.jpg", WRITTEN, _flipped_scan_byte,
          pillow_center, check="Pillow reference (garbled there too: libjpeg only warns about corrupt scan data, nothing can tell)"),
     Case("PNG with a corrupt header", "valid PNG with its IHDR CRC flipped", "broken/bad_crc.png", "decode_error", _bad_crc_png),
+    Case("EPS (PostScript) named .jpg", "Pillow, format EPS", "broken/vector.jpg", "decode_error", lambda p: write(p, encode(photo_img(12), "EPS"))),
     Case("Unreadable file (mode 000)", "chmod 000; the build runs as uid nobody", "broken/no_permission.jpg", "unreadable", _chmod_000),
     Case("Unreadable folder (mode 000)", "folder with one JPEG, chmod 000", "broken/locked_folder", "unreadable", _unreadable_dir),
     Case("Named pipe (FIFO) called .jpg", "os.mkfifo; opening it would block forever", "broken/pipe.jpg", "unreadable", _fifo),
@@ -919,6 +920,8 @@ Notes
   `reader.load` at its first batch), and Pillow fails on large arithmetic-coded ones. Those are re-encoded: lossless
   JPEGs as PNG (nothing lost), arithmetic ones as JPEG at `--jpeg_quality`.
 - 12-bit JPEGs are `decode_error`: neither Pillow nor TensorFlow here decodes 12-bit samples.
+- EPS is `decode_error` whatever the file's name: Pillow renders PostScript by running Ghostscript, which cropshard never
+  runs on an input (hostile PostScript has escaped Ghostscript's sandbox).
 - `--dedup` with a manifest: the file with the smallest key survives with all of its rows' distinct boxes (several objects
   in one image are not duplicates), in the split of its first row; repeated rows, rows of that file in another split and
   byte-identical copies are rejected as `duplicate`.

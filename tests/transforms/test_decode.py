@@ -192,3 +192,18 @@ def test_a_twelve_bit_jpeg_is_rejected_with_the_reason():
     with pytest.raises(Rejected) as err:
         decode_crops(fixture("twelve_bit.jpg"), CODEC_SPECS["center"], key="k")
     assert err.value.reason == "decode_error" and "12-bit" in err.value.message
+
+
+def test_eps_is_never_handed_to_ghostscript(monkeypatch):
+    # Pillow renders EPS by running Ghostscript on the file; a hostile .eps named .jpg must not get there.
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("Ghostscript was run on an input")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    buffer = io.BytesIO()
+    Image.fromarray(imagegen.photo(H, W, 3)).save(buffer, format="EPS")
+    with pytest.raises(Rejected) as err:
+        decode_crops(buffer.getvalue(), CropSpec("center", size=(64, 64)), key="k")
+    assert err.value.reason == "decode_error" and "does not run it" in err.value.message
