@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,17 @@ def truncated_jpeg(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def corrupt_png_pixels(png: bytes) -> bytes:
+    """`png` with 16 bytes of its first IDAT's compressed data zeroed halfway in, and that chunk's
+    CRC made right again: only the zlib stream is broken (Pillow: "broken data stream")."""
+    start = png.index(b"IDAT") + 4
+    length = int.from_bytes(png[start - 8 : start - 4], "big")
+    body = bytearray(png[start : start + length])
+    body[length // 2 : length // 2 + 16] = bytes(16)
+    crc = zlib.crc32(b"IDAT" + bytes(body)).to_bytes(4, "big")
+    return png[:start] + bytes(body) + crc + png[start + length + 4 :]
 
 
 def broken_files(folder: Path) -> dict[str, str]:

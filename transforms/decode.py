@@ -260,6 +260,11 @@ def stream_crops(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     img = open_image(data, max_pixels)
+    if img.format == "PNG":
+        # Pillow's getexif() decodes a PNG whole to look for an eXIf chunk after its pixels, inside
+        # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
+        # there, and the next load() returned the rows decoded so far, which were written as data.
+        _load(img)
     orientation = exif_orientation(img)
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)

@@ -400,6 +400,8 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("JPEG with a flipped byte in its scan data", "one byte XOR 0x55 two thirds into the file", "broken/bitflip.jpg", WRITTEN, _flipped_scan_byte,
          pillow_center, check="Pillow reference (garbled there too: libjpeg only warns about corrupt scan data, nothing can tell)"),
     Case("PNG with a corrupt header", "valid PNG with its IHDR CRC flipped", "broken/bad_crc.png", "decode_error", _bad_crc_png),
+    Case("PNG with corrupt compressed pixels", "16 bytes of the IDAT's zlib stream zeroed, chunk CRC fixed", "broken/bad_zlib.png", "decode_error",
+         lambda p: write(p, imagegen.corrupt_png_pixels(encode(photo_img(98), "PNG")))),
     Case("EPS (PostScript) named .jpg", "Pillow, format EPS", "broken/vector.jpg", "decode_error", lambda p: write(p, encode(photo_img(12), "EPS"))),
     Case("Unreadable file (mode 000)", "chmod 000; the build runs as uid nobody", "broken/no_permission.jpg", "unreadable", _chmod_000),
     Case("Unreadable folder (mode 000)", "folder with one JPEG, chmod 000", "broken/locked_folder", "unreadable", _unreadable_dir),
@@ -920,6 +922,9 @@ Notes
   `reader.load` at its first batch), and Pillow fails on large arithmetic-coded ones. Those are re-encoded: lossless
   JPEGs as PNG (nothing lost), arithmetic ones as JPEG at `--jpeg_quality`.
 - 12-bit JPEGs are `decode_error`: neither Pillow nor TensorFlow here decodes 12-bit samples.
+- A PNG whose compressed pixels are corrupt is `decode_error`. It used to be written half decoded: Pillow decodes a PNG
+  to look for EXIF after its pixels, the orientation lookup swallowed that error, and the next load returned the rows
+  decoded so far.
 - EPS is `decode_error` whatever the file's name: Pillow renders PostScript by running Ghostscript, which cropshard never
   runs on an input (hostile PostScript has escaped Ghostscript's sandbox).
 - `--dedup` with a manifest: the file with the smallest key survives with all of its rows' distinct boxes (several objects

@@ -207,3 +207,17 @@ def test_eps_is_never_handed_to_ghostscript(monkeypatch):
     with pytest.raises(Rejected) as err:
         decode_crops(buffer.getvalue(), CropSpec("center", size=(64, 64)), key="k")
     assert err.value.reason == "decode_error" and "does not run it" in err.value.message
+
+
+def test_a_png_with_corrupt_pixel_data_is_rejected_not_half_written():
+    # Pillow's getexif() decodes a PNG to look for EXIF after its pixels; the orientation lookup
+    # swallowed the decode error, and the next load() gave the rows decoded so far: written as data.
+    buffer = io.BytesIO()
+    Image.fromarray(imagegen.photo(H, W, 5)).save(buffer, format="PNG")
+    data = imagegen.corrupt_png_pixels(buffer.getvalue())
+    with pytest.raises(OSError):
+        Image.open(io.BytesIO(data)).load()  # really corrupt
+    for spec in (CropSpec("center", size=(64, 64)), CropSpec("none"), CropSpec("center", size=(64, 64), resize=100)):
+        with pytest.raises(Rejected) as err:
+            list(decode_crops(data, spec, key="k").crops)
+        assert err.value.reason == "decode_error", err.value
