@@ -190,7 +190,8 @@ class DecodeConfig:
       with_metadata: add a third element, a dict: filename, label_text, sha256,
         source_crop_box (where the stored image sits in its source), crop_window ([y, x, h, w]
         of the stored image actually used) and flipped; for raster datasets also geo_crs and
-        geo_transform (the stored chip's, 6 float64 in GDAL order). Keras would read a third element as
+        geo_transform (the stored chip's, 6 float64 in GDAL order; NaN for a record whose source
+        was not georeferenced, with geo_crs '', e.g. a photo built beside GeoTIFFs). Keras would read a third element as
         sample weights, so keep it for inspection.
       dct_method: the JPEG IDCT. "INTEGER_ACCURATE" (default) gives the pixels the writer
         verified, as Pillow and DALI's CPU decoder do; "INTEGER_FAST" or "" (TensorFlow's own

@@ -161,9 +161,17 @@ def _decode_stage(
 def dataset_normalization(meta: DatasetInfo) -> Normalization:
     """normalize='dataset': the train split's per-band mean and std (stored units) from the metadata."""
     stats = (meta.raster or {}).get("stats") or {}
-    split = stats.get("train") or next(iter(stats.values()), None)
+    name = "train" if "train" in stats else next(iter(stats), None)
+    split = stats.get(name) if name else None
     if not split or not split.get("std"):
         raise DatasetError("normalize='dataset' needs the per-band statistics of a raster dataset (raster.stats in cropshard.json)")
+    examples = meta.splits[name].num_examples if name in meta.splits else None
+    if "images" in split and examples is not None and split["images"] != examples:
+        # A build of photos beside rasters: only the raster chips have statistics.
+        raise DatasetError(
+            f"normalize='dataset': the {name} split's statistics cover {split['images']} of its {examples} examples"
+            " (the raster chips; its other images are photos); pass normalize=(mean, std) instead"
+        )
     std = [s if s > 0 else 1.0 for s in split["std"]]  # a constant band: centred, not scaled
     return Normalization("dataset", tuple(split["mean"]), tuple(std))
 

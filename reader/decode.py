@@ -30,6 +30,7 @@ any other window and then resized to crop_size (`resize_window`).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,9 @@ _RESIZED_ATTEMPTS = 10  # window draws per image before the fallback, as in Ince
 _PARSED_KEYS = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.IMAGE_HEIGHT, schema.IMAGE_WIDTH, schema.LABEL)
 _META_KEYS = (schema.FILENAME, schema.LABEL_TEXT, schema.CROP_BOX, schema.SOURCE_SHA256)
 _GEO_KEYS = (schema.GEO_CRS, schema.GEO_TRANSFORM)  # raster datasets: the metadata georeferences each chip
+# The geo_transform of a record that has none: a photo built into a raster dataset (an 8-bit
+# image beside 16-bit or multi-band TIFFs) is not georeferenced, and its row must still batch.
+_NO_TRANSFORM = struct.pack("<6d", *[math.nan] * 6)
 # normalize='unit' (and mean/std) divide integer samples by their type's maximum; float32 is not scaled.
 UNIT_SCALE = {"uint8": 255.0, "uint16": 65535.0, "int16": 32767.0, "float32": 1.0}
 # Per-example values parse_batch adds next to the parsed features.
@@ -188,7 +192,9 @@ def _metadata(parsed: dict[str, Any], y: Any, x: Any, h: Any, w: Any, flipped: A
     if geo:
         # The stored chip's CRS and transform; a reader sub-crop or flip is in crop_window/flipped.
         meta["geo_crs"] = parsed[schema.GEO_CRS]
-        transform = tf.io.decode_raw(parsed[schema.GEO_TRANSFORM], tf.float64)
+        packed = parsed[schema.GEO_TRANSFORM]
+        packed = tf.where(tf.strings.length(packed) == len(_NO_TRANSFORM), packed, _NO_TRANSFORM)
+        transform = tf.io.decode_raw(packed, tf.float64)
         meta["geo_transform"] = tf.reshape(transform, tf.concat([tf.shape(parsed[schema.GEO_CRS]), [6]], axis=0))
     return meta
 

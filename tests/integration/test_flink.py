@@ -475,7 +475,7 @@ def test_flink_raster_build_matches_direct_runner(flink_cluster: FlinkCluster, t
     assert info.num_examples + sum(raster["chips_skipped"].values()) == 36 + 9  # every chip of a (6x6) and b (3x3): stored or counted
     # Per-band statistics per split, from Beam combiners on both runners: present and equal.
     assert set(raster["stats"]) == {name for name, split in info.splits.items() if split.num_examples} and raster["stats"] == reference.raster["stats"]
-    assert all(len(stats["mean"]) == 4 and stats["pixels"] == info.splits[split].num_examples * 64 * 64 for split, stats in raster["stats"].items())
+    assert all(len(stats["mean"]) == 4 and stats["pixels"] == info.splits[split].num_examples * 64 * 64 and stats["images"] == info.splits[split].num_examples for split, stats in raster["stats"].items())
 
     # Each chip: the source's window read by rasterio, its own transform and CRS, in one split per 256 m block.
     split_of_block: dict[tuple[int, int], set[str]] = {}

@@ -121,7 +121,7 @@ def test_split_by_block_spreads_one_orthophoto_over_every_split(tmp_path: Path) 
         stored = np.stack([img for img, _ in reader.load(str(out), split=split, batch_size=None, shuffle=False, normalize="none").as_numpy_iterator()])
         stats = info.raster["stats"][split]
         values = stored.reshape(-1, 3).astype(np.float64)
-        assert stats["pixels"] == values.shape[0]
+        assert (stats["images"], stats["pixels"]) == (len(stored), values.shape[0])
         np.testing.assert_allclose(stats["mean"], values.mean(axis=0), rtol=1e-6)
         np.testing.assert_allclose(stats["std"], values.std(axis=0), rtol=1e-5)
         assert stats["min"] == values.min(axis=0).tolist() and stats["max"] == values.max(axis=0).tolist()
@@ -293,3 +293,29 @@ def test_float32_and_int16_keep_through_the_reader(tmp_path: Path, dtype: str) -
     unit, _ = next(iter(reader.load(str(out), batch_size=1, shuffle=False, normalize="unit")))
     scale = 1.0 if dtype == "float32" else 32767.0
     np.testing.assert_allclose(unit.numpy()[0], image.astype(np.float32) / scale, rtol=1e-6)
+
+
+def test_photos_beside_rasters_read_with_metadata_and_no_partial_dataset_statistics(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    imagegen.save(inputs / "a_photo.png", imagegen.photo(48, 48))
+    imagegen.save(inputs / "b_photo.jpg", imagegen.photo(48, 48, seed=1))
+    scene = rastergen.write_raster(inputs / "scene.tif", rastergen.multispectral(64, 64, bands=3, high=4096))
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "center", "--size", "32x32", "--to_uint8", "bits:12",
+                 "--encoding", "png", "--label_from", "none")
+    assert (info.num_examples, info.raster["num_rasters"], info.raster["stats"]["train"]["images"]) == (3, 1, 1)
+
+    # Unbatched and batched: the photos' rows carry no georeferencing (NaN, '') and still batch with the chip's.
+    rows = {meta["filename"].decode(): meta for _, _, meta in
+            reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()}
+    _, _, batch = next(reader.load(str(out), batch_size=3, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator())
+    assert batch["geo_transform"].shape == (3, 6)
+    with rasterio.open(scene) as ds:
+        y, x, h, w = (int(v) for v in rows[str(scene)]["source_crop_box"])
+        assert tuple(rows[str(scene)]["geo_transform"]) == ds.window_transform(Window(x, y, w, h)).to_gdal()
+    for name in ("a_photo.png", "b_photo.jpg"):
+        meta = rows[str(inputs / name)]
+        assert np.isnan(meta["geo_transform"]).all() and meta["geo_crs"] == b""
+    # The train statistics describe the one raster chip, not the photos: 'dataset' refuses them.
+    with pytest.raises(reader.DatasetError, match="cover 1 of its 3 examples"):
+        reader.load(str(out), normalize="dataset")

@@ -128,12 +128,24 @@ def test_band_selection_orders_bands_and_mismatches_are_rejected(tmp_path: Path)
     np.testing.assert_array_equal(pixels_of(record), np.moveaxis(data[[3, 1, 0], 24:56, 24:56], 0, -1))
     for raster, channels, message in (
         (RasterSpec(bands=(5,), dtype="uint16"), 1, "asks for band 5"),
-        (RasterSpec(dtype="uint16"), 3, "has 4 bands and the dataset 3"),
+        (RasterSpec(dtype="uint16"), 3, r"has 4 bands and the dataset 3 \(--channels 3\); choose 3 of them with --bands"),
+        (RasterSpec(dtype="uint16"), 5, "has 4 bands and the dataset 5 .* build 4-band rasters with --bands 1,2,3,4$"),
         (RasterSpec(bands=(1,), dtype="int16"), 1, "samples are uint16"),
     ):
         with pytest.raises(Rejected, match=message) as err, open_job(source(path), path.read_bytes()[:64], crop, raster, channels, 10**9):
             pass
         assert err.value.reason == "band_mismatch"
+
+
+def test_a_single_band_raster_in_a_three_channel_build_names_the_options_that_fit(tmp_path: Path) -> None:
+    path = rastergen.write_raster(tmp_path / "pan.tif", rastergen.multispectral(64, 64, bands=1))
+    with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], CropSpec("center", size=(32, 32)), RasterSpec(dtype="uint16"), 3, 10**9):
+        pass
+    assert err.value.reason == "band_mismatch"
+    assert err.value.message == "the raster has 1 band and the dataset 3 (--channels 3); build 1-band rasters with --channels 1, or repeat the band with --bands 1,1,1"
+    for fix in ((None, 1), ((1, 1, 1), 3)):  # both suggestions open it
+        with open_job(source(path), path.read_bytes()[:64], CropSpec("center", size=(32, 32)), RasterSpec(bands=fix[0], dtype="uint16"), fix[1], 10**9):
+            pass
 
 
 def test_eleven_bit_nbits_file_converts_with_its_histogram_spread(tmp_path: Path) -> None:
@@ -473,10 +485,10 @@ def test_uint8_band_stats_from_the_histogram_equal_numpy(bands: int) -> None:
     combine = CombineBandStats()
     merged = combine.extract_output(combine.merge_accumulators([combine.add_input(None, p) for p in partials]))
     values = np.concatenate([c.reshape(-1, bands) for c in chips_in]).astype(np.float64)
-    assert merged["pixels"] == len(values)
+    assert (merged["images"], merged["pixels"]) == (len(chips_in), len(values))
     assert merged["min"] == values.min(axis=0).tolist() and merged["max"] == values.max(axis=0).tolist()
     np.testing.assert_allclose(merged["mean"], values.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(merged["std"], values.std(axis=0), atol=1e-5)
     assert merged["p2"] == np.percentile(values, 2, axis=0, method="inverted_cdf").tolist()
     empty = BandStats.empty("uint8", bands).summary()
-    assert empty["pixels"] == 0 and empty["min"] == [np.inf] * bands and empty["max"] == [-np.inf] * bands
+    assert empty["images"] == empty["pixels"] == 0 and empty["min"] == [np.inf] * bands and empty["max"] == [-np.inf] * bands

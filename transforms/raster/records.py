@@ -217,14 +217,20 @@ class RasterJob:
         return winner, spec.names[winner], None
 
 
+def band_count_mismatch(count: int, channels: int) -> str:
+    """Why a raster of `count` bands does not fit a dataset of `channels`, and what to pass."""
+    have = f"the raster has {count} band{'s' if count != 1 else ''} and the dataset {channels} (--channels {channels})"
+    if count < channels:
+        repeat = ",".join(["1"] * channels) if count == 1 else None
+        hint = f"build {count}-band rasters with --channels {count}" if count in (1, 3) else f"build {count}-band rasters with --bands {','.join(str(b) for b in range(1, count + 1))}"
+        return f"{have}; {hint}" + (f", or repeat the band with --bands {repeat}" if repeat else "")
+    return f"{have}; choose {channels} of them with --bands (1-based, e.g. --bands {','.join(str(b) for b in range(1, channels + 1))})"
+
+
 def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> tuple[int, ...]:
     if bands is None:
         if dataset.count != channels:
-            raise Rejected(
-                "band_mismatch",
-                f"the raster has {dataset.count} bands and the dataset {channels} (--channels {channels});"
-                f" choose {channels} of them with --bands (1-based, e.g. --bands {','.join(str(b) for b in range(1, channels + 1))})",
-            )
+            raise Rejected("band_mismatch", band_count_mismatch(dataset.count, channels))
         return tuple(range(1, channels + 1))
     missing = [band for band in bands if band > dataset.count]
     if missing:

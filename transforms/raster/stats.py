@@ -52,6 +52,7 @@ class BandStats:
     lows: np.ndarray
     highs: np.ndarray
     histogram: np.ndarray | None  # (bands, bins) int64, None for float32
+    images: int = 0  # chips added: what the statistics cover, against the split's example count
 
     @classmethod
     def empty(cls, dtype: str, bands: int) -> BandStats:
@@ -93,6 +94,7 @@ class BandStats:
         squares stay < 2**48)."""
         values = pixels.reshape(-1, pixels.shape[-1])
         self.count += values.shape[0]
+        self.images += 1
         if self._from_histogram:
             self.histogram += uint8_histograms(values)
             return
@@ -114,14 +116,14 @@ class BandStats:
         histogram = None if self.histogram is None else self.histogram + other.histogram
         return BandStats(
             self.dtype, self.count + other.count, self.sums + other.sums, self.sum_squares + other.sum_squares,
-            np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram,
+            np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram, self.images + other.images,
         )
 
     def summary(self) -> dict[str, Any]:
         mean = self.total / max(self.count, 1)
         std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - mean * mean, 0.0))
         out = {
-            "pixels": int(self.count), "mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
+            "images": int(self.images), "pixels": int(self.count), "mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
             "min": self.low.tolist(), "max": self.high.tolist(),
         }
         if self.histogram is not None:
