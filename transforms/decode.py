@@ -147,7 +147,7 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
     - alpha (RGBA, LA, PA, palette or RGB/L with a transparency key) is composited on black;
     - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the --to_uint8 bits rule with
       `wide_bits` significant bits: v >> (wide_bits - 8), by default the top byte (v >> 8), the
-      same rule Pillow applies to 16-bit RGB PNGs; float images in [0, 1] are scaled by 255;
+      same rule Pillow applies to 16-bit RGB PNGs; float images by `float_to_uint8`;
     - CMYK, YCbCr, 1-bit and palette images use Pillow's conversions.
     """
     target = "RGB" if channels == 3 else "L"
@@ -155,9 +155,7 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
     if mode in _SIXTEEN_BIT_MODES:
         img = Image.fromarray(raster_convert.to_uint8(np.asarray(img), wide_bits), "L")
     elif mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
-        img = Image.fromarray(np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8), "L")
+        img = Image.fromarray(float_to_uint8(np.asarray(img, dtype=np.float64)), "L")
     elif mode in _ALPHA_MODES or (mode in ("P", "RGB", "L") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -190,10 +188,47 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
     return to_output_mode(img, channels, wide_bits)
 
 
+def float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float greyscale (PFM, FITS, SPIDER) -> uint8: values within [0, 1] are scaled by 255, values
+    within [0, 255] rounded. `check_float_range` has rejected every image this would clip."""
+    scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def check_float_range(values: np.ndarray, kind: str) -> None:
+    """Rejected unless `float_to_uint8` keeps the image: NaN or infinite samples, or values
+    outside both [0, 1] and [0, 255], are band_mismatch (uint8 has no value for them: clipping
+    would destroy them); varying values that would become (nearly) one grey level are
+    range_collapsed."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise Rejected("band_mismatch", f"this {kind} image has {int(values.size - finite.sum())} NaN or infinite samples, which uint8 cannot hold")
+    if not values.size:
+        return
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 255.0:
+        raise Rejected(
+            "band_mismatch",
+            f"this {kind} image's values {low:g}..{high:g} fit neither [0, 1] nor [0, 255], so uint8 would clip them;"
+            " convert it to 8 or 16 bits, or to a float32 GeoTIFF for --dtype keep",
+        )
+    converted = float_to_uint8(values)
+    levels = int(converted.max()) - int(converted.min())
+    if high > low and levels < raster_convert.COLLAPSE_LEVELS:
+        raise Rejected(
+            "range_collapsed",
+            f"this {kind} image's values {low:g}..{high:g} become {converted.min()}..{converted.max()} of 0..255"
+            f" ({'scaled by 255: they are within [0, 1]' if high <= 1.0 else 'rounded'}): (nearly) one grey level",
+        )
+
+
 def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     """For 16/32-bit greyscale: the bits the uint8 rule uses (`bits:N`, else 16), after checking
     that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise.
+    Float images are checked by `check_float_range`.
     Photos have no dataset statistics: with --to_uint8 minmax|percentile they use `bits` (16)."""
+    if img.mode == "F":
+        check_float_range(np.asarray(_load(img), dtype=np.float64), f"{img.format or ''} float".strip())
     if rule.needs_dataset_range:
         rule = raster_convert.DEFAULT_RULE
     bits = rule.bits or 16

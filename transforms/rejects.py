@@ -24,7 +24,7 @@ REASONS = {
     "bad_manifest_row": "a manifest row is malformed (missing path, bad box, unknown split, bad JSON)",
     "unknown_split": "the split folder is not one of the declared --split names",
     "duplicate": "--dedup: byte-identical to another input, which was kept",
-    "band_mismatch": "a raster's band count or sample type cannot match the dataset's (--bands, --channels, --dtype); never padded",
+    "band_mismatch": "a raster's band count or sample type cannot match the dataset's (--bands, --channels, --dtype), or a float image's values do not fit uint8; never padded or clipped",
     "range_collapsed": "--dtype uint8: the --to_uint8 rule would map the raster's varying values to (nearly) one grey level",
     "raster_reference": "a GDAL VRT/XML file (whatever its name): it would read other files or URLs",
     "label_raster_missing": "--label_raster: the image's class map does not exist or cannot be read",

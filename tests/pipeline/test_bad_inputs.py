@@ -211,6 +211,16 @@ def _twelve_bit_grey_png(path: Path) -> None:
     Image.fromarray(values).save(path, format="PNG")
 
 
+def _float_pfm(scale: float, nan: bool = False) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        values = imagegen.photo(*SIZE, seed=30)[:, :, 0].astype(np.float32) / 255 * scale
+        if nan:
+            values[::7, ::5] = np.nan
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values, "F").save(path, format="PPM")  # mode F: Pillow writes a PFM
+    return make
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One input: what it is, how the test makes it, and what must come out."""
@@ -345,6 +355,8 @@ RASTER_CASES: tuple[Case, ...] = (
          _geotiff(_photo_bands(27).astype(np.float32) / 255)),
     Case("GDAL VRT named .tif", "VRT XML pointing at /etc/hostname", "rasters/innocent.tif", "raster_reference", _vrt_named_tif),
     Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
+    Case("Float PFM with values beyond 255 (radiance)", "Pillow, mode F, values 0..1000", "rasters/radiance.pfm", "band_mismatch", _float_pfm(1000.0)),
+    Case("Float PFM with NaN samples", "Pillow, mode F, values 0..1, NaN every 7th row and 5th column", "rasters/holes.pfm", "band_mismatch", _float_pfm(1.0, nan=True)),
 )
 
 FOLDER_CASES: tuple[Case, ...] = (

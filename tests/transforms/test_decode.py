@@ -221,3 +221,34 @@ def test_a_png_with_corrupt_pixel_data_is_rejected_not_half_written():
         with pytest.raises(Rejected) as err:
             list(decode_crops(data, spec, key="k").crops)
         assert err.value.reason == "decode_error", err.value
+
+
+def _pfm(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), "F").save(buffer, format="PPM")  # mode F saves as PFM
+    return buffer.getvalue()
+
+
+FLOATS = np.random.default_rng(4).random((48, 40))
+
+
+@pytest.mark.parametrize("values, expected", [
+    (FLOATS, np.rint(FLOATS.astype(np.float32) * 255.0)),  # [0, 1]: scaled by 255
+    (FLOATS * 200.0, np.rint((FLOATS * 200.0).astype(np.float32))),  # [0, 255]: rounded
+])
+def test_float_images_within_a_uint8_range_convert_exactly(values, expected):
+    (crop,) = decode_crops(_pfm(values), CropSpec("none"), key="k", channels=1).crops
+    np.testing.assert_array_equal(crop.pixels[..., 0], expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("values, reason, message", [
+    (FLOATS * 1000.0, "band_mismatch", "fit neither"),  # was clipped: mostly 255
+    (FLOATS - 0.5, "band_mismatch", "fit neither"),  # was clipped: the negative half 0
+    (np.where(FLOATS > 0.99, np.nan, FLOATS), "band_mismatch", "NaN or infinite"),  # NaN was 0
+    (FLOATS * 0.02, "range_collapsed", "one grey level"),  # 0..5 of 0..255
+])
+def test_float_images_uint8_cannot_hold_are_rejected(values, reason, message):
+    for spec in (CropSpec("none"), CropSpec("center", size=(32, 32)), CropSpec("center", size=(16, 16), resize=24)):
+        with pytest.raises(Rejected, match=message) as err:
+            list(decode_crops(_pfm(values), spec, key="k").crops)
+        assert err.value.reason == reason
