@@ -291,9 +291,11 @@ def describe(path: str, info: DatasetInfo, label_counts: dict[str, Counter] | No
     lines.append("")
 
     lines.append("schema       tf.train.Example features")
-    for key, spec in info.schema.get("features", {}).items():
+    features = info.schema.get("features", {})
+    width = max([22] + [len(key) + 2 for key in features])  # raster keys are longer: image/segmentation/encoded
+    for key, spec in features.items():
         dims = spec.get("shape") or []
-        lines.append(f"  {key:<22}{spec.get('dtype', '?')}{'[' + ','.join(map(str, dims)) + ']' if dims else ''}")
+        lines.append(f"  {key:<{width}}{spec.get('dtype', '?')}{'[' + ','.join(map(str, dims)) + ']' if dims else ''}")
     for key in ("raw_layout", "crop_box"):
         if key in info.schema:
             lines.append(f"  {key.replace('_', ' ')}: {info.schema[key]}")

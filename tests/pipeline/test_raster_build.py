@@ -319,3 +319,7 @@ def test_photos_beside_rasters_read_with_metadata_and_no_partial_dataset_statist
     # The train statistics describe the one raster chip, not the photos: 'dataset' refuses them.
     with pytest.raises(reader.DatasetError, match="cover 1 of its 3 examples"):
         reader.load(str(out), normalize="dataset")
+    # cropshard inspect lists the raster schema's longer keys in their own column.
+    from cropshard.tools.inspect import describe
+
+    assert "  image/segmentation/encoded  bytes\n" in describe(str(out), info, None)
