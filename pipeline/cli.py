@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -55,6 +56,19 @@ def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
     return result.info, result.wall_seconds
 
 
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): \S")  # 'pkg.mod.SomeError: message'
+
+
+def failure_line(err: BaseException) -> str:
+    """The one line a failed job shows: the outermost exception that the runner's error text
+    quotes (a traceback with chained causes ends with it: cropshard's own message, naming the
+    file), else the text's first line, with the runner's '[while running ...]' suffix dropped."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [""]
+    raised = [line for line in lines if _RAISED.match(line)]
+    line = raised[-1] if raised else f"{type(err).__name__}: {lines[0]}"
+    return re.sub(r" \[while running '[^']*'\]$", "", line)[:400]
+
+
 def run_build(argv: Sequence[str], log_path: str | None) -> int:
     """The build, each way it can end as one line on stderr and its exit status."""
     from cropshard.pipeline.build import BuildFailed, execute, prepare  # Beam: imported only to build
@@ -76,9 +90,7 @@ def run_build(argv: Sequence[str], log_path: str | None) -> int:
             return EXIT_FAILED
         except Exception as err:  # the job failed: its traceback goes to the log, one line to the terminal
             _FAILURES.error("build failed", exc_info=True)
-            lines = str(err).strip().splitlines() or [""]
-            print(f"cropshard build: failed: {type(err).__name__}: {lines[0][:300]}"
-                  f"{f' (traceback in {log_path})' if log_path else ''}", file=sys.stderr)
+            print(f"cropshard build: failed: {failure_line(err)}{f' (traceback in {log_path})' if log_path else ''}", file=sys.stderr)
             return EXIT_FAILED
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)

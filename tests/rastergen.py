@@ -107,3 +107,17 @@ def write_category_table(
     sidecar = path.with_name(path.name + ".aux.xml")
     assert sidecar.exists(), f"GDAL wrote no {sidecar.name}"
     return sidecar
+
+
+def damage_tile(path: Path, out: Path, row: int = 0, col: int = 0) -> Path:
+    """A copy of the tiled GeoTIFF `path` at `out` whose band-1 tile (row, col) holds bytes
+    deflate cannot inflate; header, georeferencing and every other tile intact."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1))
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 64] = b"\xff" * 64
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bytes(data))
+    return out

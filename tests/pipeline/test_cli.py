@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from cropshard.pipeline.build import count_manifest_rows, prepare, shards_text
 from cropshard.reader import metadata
 from cropshard.transforms.write import FAILED_FILENAME, ShardLayout
 
-from tests import imagegen
+from tests import imagegen, rastergen
 
 REPO = Path(__file__).resolve().parents[2]
 CROPSHARD = REPO / ".venv" / "bin" / "cropshard"
@@ -214,6 +215,23 @@ def test_a_rejected_share_over_the_limit_fails_after_writing_rejected_jsonl(imag
     assert code == 0, err
     assert "inputs 7 = 6 images written + 1 rejected" in stdout
     assert metadata.load_info(str(tmp_path / "lenient")).num_rejected == 1
+
+
+def test_a_raster_damaged_past_its_first_chip_fails_the_build_naming_the_file(tmp_path: Path, capsys) -> None:
+    # 2048 px with a 2x overview, so the checks before the first chip read the overview and the
+    # damage shows only while chipping, after chips of the source were emitted: the build stops.
+    # Its one line is cropshard's message (file, rows, GDAL's cause), not the first line of the
+    # traceback a worker process sends back, which was GDAL's alone and named no file.
+    scene = rastergen.write_raster(tmp_path / "scene.tif", rastergen.multispectral(2048, 2048, bands=1), block=256, overviews=(2,))
+    broken = rastergen.damage_tile(scene, tmp_path / "in" / "broken.tif", row=5, col=3)
+    out = tmp_path / "out"
+    code, err, _ = cropshard(capsys, "build", f"--input={broken.parent}", f"--output={out}", "--crop=grid", "--size=256x256",
+                             "--channels=1", "--to_uint8=bits:11", "--label_from=none",
+                             "--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=1", "--progress=off")
+    assert code == 1
+    assert re.match(rf"cropshard build: failed: RuntimeError: {re.escape(str(broken))}: task \d+ of \d+ \(rows \d+-\d+\) failed after \d+ chips: ", err[-1]), err[-1]
+    assert "(cause: " in err[-1] and "[while running" not in err[-1]
+    assert not (out / metadata.INFO_FILENAME).exists()
 
 
 def test_max_rejected_fraction_must_be_a_fraction(images: Path, tmp_path: Path, capsys) -> None:

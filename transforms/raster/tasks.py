@@ -133,6 +133,15 @@ def rejected_task(task: RasterTask, stage: str, err: Rejected) -> tuple[str, Tas
     return task.source.path, TaskOutcome("", "", len(task.boxes), 0, task.tasks, rejection=rejection)
 
 
+def with_root_cause(err: BaseException) -> str:
+    """'Read failed. See previous exception for details. (cause: TIFFFillTile:Read error at row
+    512, ...)': rasterio's read errors say what failed only in the GDAL error they chain."""
+    root = err
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    return f"{err}" if root is err else f"{err} (cause: {root})"
+
+
 def chip_task(
     task: RasterTask, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None,
     split: str, label_id: int, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int,
@@ -149,7 +158,7 @@ def chip_task(
         if emitted or task.tasks > 1:
             rows = f"rows {task.boxes[0][0]}-{task.boxes[-1][0] + task.boxes[-1][2]}"
             raise RuntimeError(
-                f"{task.source.path}: task {task.index + 1} of {task.tasks} ({rows}) failed after {emitted} chips: {err};"
+                f"{task.source.path}: task {task.index + 1} of {task.tasks} ({rows}) failed after {emitted} chips: {with_root_cause(err)};"
                 " the source was planned whole, so the build stops instead of writing it in part"
             ) from err
         yield TASK_OUTCOMES, rejected_task(task, "decode", err if isinstance(err, Rejected) else Rejected("decode_error", f"{type(err).__name__}: {err}"))
