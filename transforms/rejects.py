@@ -26,6 +26,7 @@ REASONS = {
     "duplicate": "--dedup: byte-identical to another input, which was kept",
     "band_mismatch": "a raster's band count or sample type cannot match the dataset's (--bands, --channels, --dtype), or a float image's values do not fit uint8; never padded or clipped",
     "range_collapsed": "--dtype uint8: the --to_uint8 rule would map the raster's varying values to (nearly) one grey level",
+    "gdal_sidecar": "a GDAL sidecar beside its raster (x.tif.ovr overviews, x.tif.msk mask, x.tif.aux.xml): part of that raster, not an image",
     "raster_reference": "a GDAL VRT/XML file (whatever its name): it would read other files or URLs",
     "label_raster_missing": "--label_raster: the image's class map does not exist or cannot be read",
     "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), or is not a GeoTIFF",
@@ -49,6 +50,7 @@ REMEDIES = {
     "label_names_mismatch": "name the classes with --label_names classes.csv (it wins over the class maps' own tables)",
     "band_mismatch": "--bands B,B,... (1-based) to choose as many bands as --channels, or --dtype for the sample type; rejected.jsonl has each file's bands and type",
     "range_collapsed": "--to_uint8 bits:N with the sources' real bit depth (rejected.jsonl names it), or --dtype keep",
+    "gdal_sidecar": "narrow --input to the rasters, e.g. '**/*.tif' (cropshard reads each raster from its own bytes)",
     "no_valid_chips": "a higher --max_nodata, or a --split_by block larger than the chips",
 }
 

@@ -211,6 +211,28 @@ def _twelve_bit_grey_png(path: Path) -> None:
     Image.fromarray(values).save(path, format="PNG")
 
 
+def _gdal_sidecar(suffix: str) -> Callable[[Path], None]:
+    """A sidecar GDAL writes beside a GeoTIFF (gdaladdo -ro: .ovr; an external mask: .msk), made for
+    a copy of the GeoTIFF and moved to `path` (beside the case's own rasters/rgb_utm.tif)."""
+
+    def make(path: Path) -> None:
+        import rasterio
+        from rasterio.enums import Resampling
+
+        from tests import rastergen
+
+        with tempfile.TemporaryDirectory() as folder:
+            base = rastergen.write_raster(Path(folder) / "base.tif", _photo_bands(21))
+            with rasterio.Env(TIFF_USE_OVR=True, GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(base, "r+") as ds:
+                if suffix == ".ovr":
+                    ds.build_overviews([2], Resampling.average)
+                else:
+                    ds.write_mask(np.full((ds.height, ds.width), 255, np.uint8))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f"{base}{suffix}", path)
+    return make
+
+
 def _float_pfm(scale: float, nan: bool = False) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         values = imagegen.photo(*SIZE, seed=30)[:, :, 0].astype(np.float32) / 255 * scale
@@ -353,6 +375,10 @@ RASTER_CASES: tuple[Case, ...] = (
          _geotiff(np.concatenate([_photo_bands(24), _photo_bands(25), _photo_bands(26)[:2]]).astype(np.uint16))),
     Case("float32 GeoTIFF (3 bands)", "rasterio, float32 reflectances", "rasters/reflectance.tif", "band_mismatch",
          _geotiff(_photo_bands(27).astype(np.float32) / 255)),
+    Case("External overviews beside their GeoTIFF (gdaladdo -ro)", "rasterio build_overviews with TIFF_USE_OVR: a TIFF at half resolution",
+         "rasters/rgb_utm.tif.ovr", "gdal_sidecar", _gdal_sidecar(".ovr")),
+    Case("External mask beside its GeoTIFF", "rasterio write_mask with GDAL_TIFF_INTERNAL_MASK=NO: a 1-band TIFF", "rasters/rgb_utm.tif.msk",
+         "gdal_sidecar", _gdal_sidecar(".msk")),
     Case("GDAL VRT named .tif", "VRT XML pointing at /etc/hostname", "rasters/innocent.tif", "raster_reference", _vrt_named_tif),
     Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
     Case("Float PFM with values beyond 255 (radiance)", "Pillow, mode F, values 0..1000", "rasters/radiance.pfm", "band_mismatch", _float_pfm(1000.0)),

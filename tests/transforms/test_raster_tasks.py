@@ -119,6 +119,19 @@ def test_planning_rejects_before_any_task(rasters, tmp_path: Path) -> None:
         plan_source(source(three), SPEC, None)
 
 
+def test_gdal_sidecars_beside_their_raster_are_rejected_and_alone_are_inputs(rasters, tmp_path: Path) -> None:
+    scene = rastergen.write_raster(tmp_path / "scene.TIF", rastergen.multispectral(64, 64, bands=4))
+    for suffix in (".ovr", ".msk", ".aux.xml", ".OVR"):
+        sidecar = tmp_path / f"scene.TIF{suffix}"
+        sidecar.write_bytes(scene.read_bytes())  # a TIFF, as .ovr and .msk are
+        with pytest.raises(Rejected, match=f"of {scene}: part of that raster") as err:
+            plan_source(source(sidecar), SPEC, None)
+        assert err.value.reason == "gdal_sidecar"
+    alone = tmp_path / "other.tif.ovr"  # no other.tif: an input like any other file
+    alone.write_bytes(scene.read_bytes())
+    assert plan_source(source(alone), SPEC, None) is None  # not a raster extension: on to the photo path
+
+
 @pytest.mark.parametrize("spread", ["tasks", "all", "none"])  # local raster builds, Flink and Dataflow, local photo builds
 def test_encode_sources_on_beam_one_verdict_per_source_and_counts_reconcile(rasters, tmp_path: Path, spread: str) -> None:
     three = rastergen.write_raster(tmp_path / "three.tif", rastergen.multispectral(64, 64, bands=3))

@@ -42,6 +42,26 @@ SAFE_GDAL_OPTIONS: dict[str, str | int] = {
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 
 
+# GDAL's sidecar files of a raster `x.tif`: `x.tif.ovr` is a TIFF of downsampled copies of its
+# pixels (gdaladdo -ro), `x.tif.msk` a TIFF of its mask, `x.tif.aux.xml` its PAM metadata.
+# cropshard's GDAL reads none of them with the raster (SAFE_GDAL_OPTIONS); nor are they inputs.
+GDAL_SIDECARS = {".ovr": "external overviews", ".msk": "mask", ".aux.xml": "PAM metadata"}
+
+
+def refuse_sidecar(path: str) -> None:
+    """Rejected('gdal_sidecar') for a GDAL sidecar beside its raster: decoded as an image of its
+    own, an .ovr would add lower-resolution copies of the raster's area (hashed into any split:
+    leakage) and an .msk its mask as a photo."""
+    from apache_beam.io.filesystems import FileSystems
+
+    lower = path.lower()
+    for suffix, kind in GDAL_SIDECARS.items():
+        if lower.endswith(suffix) and len(path) > len(suffix):
+            raster = path[: -len(suffix)]
+            if FileSystems.exists(raster):
+                raise Rejected("gdal_sidecar", f"GDAL's {kind} of {raster}: part of that raster, not an image of its own")
+
+
 def is_raster_path(path: str) -> bool:
     """Inputs that may be rasters: by extension, so that photos are never opened twice."""
     return path.lower().endswith(RASTER_EXTENSIONS)

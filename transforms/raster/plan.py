@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
 from cropshard.transforms.examples import ExampleSpec, read_bytes
-from cropshard.transforms.raster.open_raster import is_raster_path
+from cropshard.transforms.raster.open_raster import is_raster_path, refuse_sidecar
 from cropshard.transforms.raster.records import HEAD_BYTES, file_sha256, open_job
 from cropshard.transforms.raster.tasks import RASTER_TASKS, RasterTask, plan_tasks
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, RejectionCounters, rejection_stage
@@ -24,7 +24,9 @@ PHOTOS = "photos"  # output tag: the sources that are not raster sources
 
 def plan_source(source: ImageSource, spec: ExampleSpec, ranges: Mapping | None) -> list[RasterTask] | None:
     """The tasks of a raster source, None for a photo (not a raster path, not a TIFF, or a
-    photo-like TIFF without raster options); Rejected with the reason it cannot be chipped."""
+    photo-like TIFF without raster options); Rejected with the reason it cannot be chipped, and
+    for a GDAL sidecar (every source passes here first)."""
+    refuse_sidecar(source.path)
     if spec.encoding == "original" or not is_raster_path(source.path):
         return None
     head = read_bytes(source.path, HEAD_BYTES)
@@ -57,7 +59,7 @@ class PlanRasters(beam.DoFn):
         try:
             tasks = plan_source(source, self._spec, ranges)
         except Rejected as err:
-            stage = "read" if err.reason in ("not_found", "unreadable") else rejection_stage(err.reason)
+            stage = "read" if err.reason in ("not_found", "unreadable", "gdal_sidecar") else rejection_stage(err.reason)
             self._rejected.inc(err.reason)
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
             return
