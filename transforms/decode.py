@@ -222,6 +222,22 @@ def check_float_range(values: np.ndarray, kind: str) -> None:
         )
 
 
+def wider_than_uint8(img: Image.Image) -> bool:
+    """Samples over 8 bits: 16/32-bit or float modes, or 16-bit RGB(A) that Pillow opens as 8-bit
+    modes (PNG, PPM: their raw mode says so)."""
+    if img.mode == "F" or img.mode in _SIXTEEN_BIT_MODES:
+        return True
+    args = img.tile[0][3] if img.tile else None
+    rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+    return ";16" in rawmode
+
+
+def refuse_wide_samples(img: Image.Image) -> None:
+    """A --dtype keep dataset of uint8 converts nothing: Rejected for samples over 8 bits."""
+    if wider_than_uint8(img):
+        raise Rejected("band_mismatch", f"this {img.format or ''} image's samples are wider than 8 bits; the dataset stores uint8 ({raster_convert.KEPT_NOTE})")
+
+
 def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     """For 16/32-bit greyscale: the bits the uint8 rule uses (`bits:N`, else 16), after checking
     that it does not collapse the image's range (Rejected('range_collapsed')); 16 otherwise.
@@ -280,7 +296,7 @@ def stream_crops(
     manifest_box: Box | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_window: bool = True,
-    wide_rule: raster_convert.Uint8Rule = raster_convert.DEFAULT_RULE,
+    wide_rule: raster_convert.Uint8Rule | None = raster_convert.DEFAULT_RULE,
 ) -> Decoded:
     """Like `decode_crops`, but `Decoded.crops` is an iterator that cuts each crop when asked.
 
@@ -290,11 +306,13 @@ def stream_crops(
     scan). Without resizing, the image also stays in its stored orientation and colour mode:
     each crop is cut from it, then converted and oriented (see `_cut_stored`), instead of
     transposing or converting a full copy. 16-bit greyscale is converted whole, once, by the
-    --to_uint8 rule `wide_rule` (after its collapse check).
+    --to_uint8 rule `wide_rule` (after its collapse check); None refuses samples wider than 8 bits.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     img = open_image(data, max_pixels)
+    if wide_rule is None:
+        refuse_wide_samples(img)  # before any load: loading drops the raw mode that tells 16-bit RGB
     if img.format == "PNG":
         # Pillow's getexif() decodes a PNG whole to look for an eXIf chunk after its pixels, inside
         # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
@@ -316,7 +334,7 @@ def stream_crops(
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
-    wide_bits = check_wide_range(img, wide_rule)
+    wide_bits = check_wide_range(img, wide_rule or raster_convert.DEFAULT_RULE)
     if work_shape == source_shape:
         stored = _load(img)
         if stored.mode == "F" or stored.mode in _SIXTEEN_BIT_MODES:  # F: scaled by the whole image's maximum

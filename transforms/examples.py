@@ -98,7 +98,7 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     # Crops are cut one at a time and their pixels dropped once encoded: with --crop grid on a
     # huge scan, holding them all would be a second copy of the decoded image. The records are
     # still collected so that an image is written whole or rejected, never half.
-    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=spec.raster.to_uint8)
+    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=None if spec.raster.kept else spec.raster.to_uint8)
     records = []
     for crop in decoded.crops:
         encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)

@@ -323,3 +323,27 @@ def test_photos_beside_rasters_read_with_metadata_and_no_partial_dataset_statist
     from cropshard.tools.inspect import describe
 
     assert "  image/segmentation/encoded  bytes\n" in describe(str(out), info, None)
+
+
+def test_dtype_keep_of_a_uint8_first_raster_converts_nothing(tmp_path: Path) -> None:
+    # keep resolved to uint8 had fallen back on the uint8 dataset's --to_uint8 rule: a uint16
+    # raster (and 16-bit photos) later in path order were converted instead of refused.
+    from cropshard.transforms.raster.records import png16
+
+    inputs = tmp_path / "in"
+    rastergen.write_raster(inputs / "0_pan.tif", rastergen.multispectral(64, 64, bands=1))  # first, but its band count is rejected
+    scene = rastergen.write_raster(inputs / "a.tif", rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8))
+    rastergen.write_raster(inputs / "b.tif", rastergen.multispectral(64, 64, bands=3, high=4096), nbits=12)
+    imagegen.save(inputs / "c_photo.png", imagegen.photo(48, 48))
+    (inputs / "d_grey16.png").write_bytes(png16(rastergen.multispectral(48, 48, bands=1, high=65536).transpose(1, 2, 0)))
+    (inputs / "e_rgb16.png").write_bytes(png16(rastergen.multispectral(48, 48, bands=3, high=65536).transpose(1, 2, 0)))
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "center", "--size", "32x32", "--dtype", "keep", "--label_from", "none")
+    assert rejected(out) == {"0_pan.tif": "band_mismatch", "b.tif": "band_mismatch", "d_grey16.png": "band_mismatch", "e_rgb16.png": "band_mismatch"}
+    lines = {Path(row["path"]).name: row["message"] for row in map(json.loads, (out / metadata.REJECTED_FILENAME).read_text().splitlines())}
+    assert all("--dtype keep" in lines[name] for name in ("b.tif", "d_grey16.png", "e_rgb16.png"))
+    assert (info.raster["dtype"], info.raster["to_uint8"], info.num_examples) == ("uint8", None, 2)
+    rows = {meta["filename"].decode(): (image, meta) for image, _, meta in
+            reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()}
+    image, meta = rows[str(scene)]
+    np.testing.assert_array_equal(image, window_read(str(scene), meta["source_crop_box"]))

@@ -31,6 +31,7 @@ from cropshard.transforms.rejects import Rejected
 
 KEPT_DTYPES = ("uint8", "uint16", "int16", "float32")
 DTYPE_CHOICES = ("uint8", "keep", "uint16", "int16", "float32")
+KEPT_NOTE = "--dtype keep: the type of its first raster in path order, never converted"
 COLLAPSE_LEVELS = 16  # fewer converted levels than this (of 256) is a collapsed range
 
 

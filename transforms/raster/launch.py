@@ -1,8 +1,8 @@
 """Launcher-side resolution, before the job starts, of what every worker needs first:
 
 - `--dtype keep`: a dataset has one sample type, and the reader needs it before reading any
-  record, so `keep` becomes the type of the first raster input (in path order); rasters of
-  another type are `band_mismatch`.
+  record, so `keep` becomes the type of the first raster input (in path order) whose bands fit;
+  sources of another type are `band_mismatch` (RasterSpec.kept: none is converted, even to uint8).
 - `--label_raster` without `--label_names`: the class names (the label map is a side input and
   the metadata's label list) are the category table of the first raster input's class map (in
   path order); class maps whose own table differs are `label_names_mismatch` (categories.py).
@@ -68,7 +68,9 @@ def first_raster_dtype(config: Any) -> str:
                 if not is_tiff(handle.read(8)):
                     continue
             with open_raster(path) as dataset:
-                if max(bands) <= dataset.count:
+                # A raster the build would reject for its band count does not set the type.
+                fits = max(bands) <= dataset.count if config.example.raster.bands else dataset.count == config.example.channels
+                if fits:
                     return dataset.dtypes[bands[0] - 1]
         except (OSError, Rejected):
             continue
@@ -87,7 +89,7 @@ def resolve_keep_dtype(config: Any) -> Any:
     if dtype not in KEPT_DTYPES:
         raise ValueError(f"--dtype keep: the first raster stores {dtype}, which cropshard does not store; supported: {list(KEPT_DTYPES)}")
     check_raster_encoding(config.example.encoding, dtype, config.example.channels)
-    example = dataclasses.replace(config.example, raster=dataclasses.replace(raster, dtype=dtype))
+    example = dataclasses.replace(config.example, raster=dataclasses.replace(raster, dtype=dtype, kept=True))
     return dataclasses.replace(config, example=example)
 
 

@@ -50,18 +50,19 @@ class RasterSpec:
     max_nodata: float | None = None  # skip chips with a larger nodata share
     split_block: float | None = None  # --split_by block:N
     labels: labels.LabelRasterSpec | None = None  # --label_raster and friends
+    kept: bool = False  # dtype resolved from --dtype keep: every source stored as it is, none converted
 
     @property
     def requested(self) -> bool:
         """Raster options given: every TIFF then takes the raster path, photo-like or not."""
         given = (self.bands, self.max_nodata, self.split_block, self.labels)
-        return any(value is not None for value in given) or self.dtype != "uint8"
+        return any(value is not None for value in given) or self.dtype != "uint8" or self.kept
 
     def to_dict(self) -> dict:
         return {
             "bands": list(self.bands) if self.bands else None,
             "dtype": self.dtype,
-            "to_uint8": str(self.to_uint8) if self.dtype == "uint8" else None,
+            "to_uint8": str(self.to_uint8) if self.dtype == "uint8" and not self.kept else None,
             "max_nodata": self.max_nodata,
             "split_by": f"block:{self.split_block:g}" if self.split_block else None,
             "split_block_units": chips.GEO_UNITS_NOTE if self.split_block else None,
@@ -251,9 +252,9 @@ def _nbits(dataset: Any, bands: Sequence[int]) -> str | None:
 
 def _converter(source_dtype: str, raster: RasterSpec, nbits: str | None, ranges: Mapping | None) -> convert.Converter | None:
     """How this source becomes the dataset's uint8, or None when samples are stored as they are."""
-    if raster.dtype != "uint8":
+    if raster.dtype != "uint8" or raster.kept:
         if source_dtype != raster.dtype:
-            raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} (--dtype)")
+            raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} ({convert.KEPT_NOTE if raster.kept else '--dtype'})")
         return None
     rule = raster.to_uint8
     if rule.needs_dataset_range:
