@@ -281,9 +281,10 @@ def decode_crops(
     manifest_box: Box | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_window: bool = True,
+    wide_rule: raster_convert.Uint8Rule | None = raster_convert.DEFAULT_RULE,
 ) -> Decoded:
     """Decode `data` and cut the crops that `spec` asks for. Raises `Rejected` with a reason."""
-    decoded = stream_crops(data, spec, key, channels, manifest_box, max_pixels, allow_window)
+    decoded = stream_crops(data, spec, key, channels, manifest_box, max_pixels, allow_window, wide_rule)
     decoded.crops = list(decoded.crops)
     return decoded
 

@@ -27,6 +27,7 @@ from cropshard.transforms.decode import DEFAULT_MAX_PIXELS, decode_crops, open_i
 from cropshard.transforms.encode import encode_pixels, reencode_format, verbatim_format
 from cropshard.transforms.listing import file_kind
 from cropshard.transforms.progress import ProgressWriter
+from cropshard.transforms.raster.convert import Uint8Rule
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.raster.tasks import TASK_OUTCOMES, RasterTask, chip_task, rejected_task
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, rejection_stage
@@ -90,6 +91,12 @@ def check_local_file(path: str) -> None:
         raise Rejected("unreadable", f"not a regular file ({file_kind(mode)})")
 
 
+def wide_rule(spec: ExampleSpec) -> Uint8Rule | None:
+    """How photos with samples over 8 bits become uint8: the --to_uint8 rule, or not at all (None)
+    in a --dtype keep dataset."""
+    return None if spec.raster.kept else spec.raster.to_uint8
+
+
 def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int) -> tuple[list[bytes], str]:
     """Serialized tf.train.Examples for one source image, and the decode path taken."""
     digest = hashlib.sha256(data).hexdigest()
@@ -98,7 +105,7 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
     # Crops are cut one at a time and their pixels dropped once encoded: with --crop grid on a
     # huge scan, holding them all would be a second copy of the decoded image. The records are
     # still collected so that an image is written whole or rejected, never half.
-    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=None if spec.raster.kept else spec.raster.to_uint8)
+    decoded = stream_crops(data, spec.crop, source.key, spec.channels, source.box, spec.max_pixels, wide_rule=wide_rule(spec))
     records = []
     for crop in decoded.crops:
         encoded, image_format = encode_pixels(crop.pixels, spec.encoding, spec.jpeg_quality)
@@ -124,7 +131,7 @@ def image_to_records(data: bytes, source: ImageSource, spec: ExampleSpec, label_
 
 def _original_record(data: bytes, source: ImageSource, spec: ExampleSpec, label_id: int, digest: str) -> bytes:
     img = open_image(data, spec.max_pixels)
-    decoded = decode_crops(data, spec.crop, source.key, spec.channels, None, spec.max_pixels)
+    decoded = decode_crops(data, spec.crop, source.key, spec.channels, None, spec.max_pixels, wide_rule=wide_rule(spec))
     (crop,) = decoded.crops
     height, width = crop.pixels.shape[:2]
     image_format = verbatim_format(img, decoded.orientation, spec.channels, data)

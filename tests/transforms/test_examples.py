@@ -88,3 +88,29 @@ def test_original_keeps_only_the_jpegs_every_reader_decodes(name, stored_format,
         np.testing.assert_array_equal(pixels, reference)
     else:  # the arithmetic JPEG, re-encoded at --jpeg_quality 90
         assert np.abs(pixels.astype(int) - reference).mean() < 2.0
+
+
+@pytest.mark.parametrize("encoding", ["raw", "original"])
+def test_wide_photos_follow_the_to_uint8_rule_and_keep_converts_none(encoding):
+    # --encoding original had decoded with the default rule whatever --to_uint8 said: the
+    # 'pass --to_uint8 bits:12' remedy of a 12-bit PNG's range_collapsed did not work there.
+    from cropshard.transforms.raster import convert
+    from cropshard.transforms.raster.records import RasterSpec
+
+    values = (np.arange(48 * 40).reshape(48, 40) * 2 % 4096).astype(np.uint16)  # 12 bits in a 16-bit PNG
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    source = ImageSource("grey12.png", "grey12.png", "", None)
+    twelve = ExampleSpec(crop=CropSpec("none"), channels=1, encoding=encoding, raster=RasterSpec(to_uint8=convert.parse_uint8_rule("bits:12")))
+    (record,), _ = image_to_records(buffer.getvalue(), source, twelve, label_id=-1)
+    stored = schema.decode_example(record)
+    pixels = (np.frombuffer(stored.encoded, np.uint8).reshape(stored.height, stored.width) if stored.format == "raw"
+              else tf.io.decode_png(stored.encoded, channels=1).numpy()[..., 0])
+    np.testing.assert_array_equal(pixels, (values >> 4).astype(np.uint8))
+    with pytest.raises(Rejected) as err:  # the default rule (16 bits) would leave 16 levels: refused
+        image_to_records(buffer.getvalue(), source, ExampleSpec(crop=CropSpec("none"), channels=1, encoding=encoding), label_id=-1)
+    assert err.value.reason == "range_collapsed"
+    kept = ExampleSpec(crop=CropSpec("none"), channels=1, encoding=encoding, raster=RasterSpec(kept=True))
+    with pytest.raises(Rejected, match="--dtype keep") as err:
+        image_to_records(buffer.getvalue(), source, kept, label_id=-1)
+    assert err.value.reason == "band_mismatch"
