@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 from cropshard.transforms import jpeg_window
 from cropshard.transforms.crop import CropSpec, box_in_source, fits, plan_boxes, working_shape
+from cropshard.transforms.encode import raw_mode
 from cropshard.transforms.orientation import (
     display_transpose,
     exif_orientation,
@@ -225,11 +226,7 @@ def check_float_range(values: np.ndarray, kind: str) -> None:
 def wider_than_uint8(img: Image.Image) -> bool:
     """Samples over 8 bits: 16/32-bit or float modes, or 16-bit RGB(A) that Pillow opens as 8-bit
     modes (PNG, PPM: their raw mode says so)."""
-    if img.mode == "F" or img.mode in _SIXTEEN_BIT_MODES:
-        return True
-    args = img.tile[0][3] if img.tile else None
-    rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
-    return ";16" in rawmode
+    return img.mode == "F" or img.mode in _SIXTEEN_BIT_MODES or ";16" in raw_mode(img)
 
 
 def refuse_wide_samples(img: Image.Image) -> None:

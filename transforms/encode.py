@@ -30,6 +30,15 @@ def encode_pixels(pixels: np.ndarray, encoding: str, jpeg_quality: int = 90) -> 
     raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
 
+def raw_mode(img: Image.Image) -> str:
+    """The raw mode Pillow decodes a not yet loaded image's samples from ('RGB;16B' for a 16-bit
+    RGB PNG that opens as mode RGB); '' when its tile does not say."""
+    args = img.tile[0][3] if img.tile else None
+    if isinstance(args, tuple) and args:
+        args = args[0]
+    return args if isinstance(args, str) else ""
+
+
 def verbatim_format(img: Image.Image, orientation: int, channels: int, data: bytes) -> str | None:
     """For `--encoding original`: the format to store the source bytes `data` as, or None when they
     need re-encoding (orientation to apply, alpha, palette, 16-bit, CMYK, a channel change, or a
@@ -44,11 +53,9 @@ def verbatim_format(img: Image.Image, orientation: int, channels: int, data: byt
         # mode, and Pillow (PyTorch loaders) fails on arithmetic-coded JPEGs over 64 KiB.
         frame = jpeg_frame_or_none(data)
         return FORMAT_JPEG if frame is not None and frame.huffman_dct else None
-    if img.format == "PNG":
-        # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
-        rawmode = img.tile[0][3] if img.tile and isinstance(img.tile[0][3], str) else ""
-        if rawmode in ("RGB", "L"):
-            return FORMAT_PNG
+    # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
+    if img.format == "PNG" and raw_mode(img) in ("RGB", "L"):
+        return FORMAT_PNG
     return None
 
 

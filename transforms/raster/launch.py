@@ -20,6 +20,7 @@ from typing import Any
 
 from cropshard.transforms.raster import categories, labels
 from cropshard.transforms.raster.open_raster import is_raster_path, is_tiff, open_raster
+from cropshard.transforms.raster.records import select_bands
 from cropshard.transforms.rejects import Rejected
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,17 +62,15 @@ def first_raster_dtype(config: Any) -> str:
     order among the first `_PROBE_LIMIT` listed (listing order is not stable on local disks)."""
     from apache_beam.io.filesystems import FileSystems
 
-    bands = config.example.raster.bands or (1,)
     for path, _ in sorted(itertools.islice(_candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         try:
             with FileSystems.open(path) as handle:
                 if not is_tiff(handle.read(8)):
                     continue
             with open_raster(path) as dataset:
-                # A raster the build would reject for its band count does not set the type.
-                fits = max(bands) <= dataset.count if config.example.raster.bands else dataset.count == config.example.channels
-                if fits:
-                    return dataset.dtypes[bands[0] - 1]
+                # The build's own band check: a raster it would reject for its bands does not set the type.
+                bands = select_bands(dataset, config.example.raster.bands, config.example.channels)
+                return dataset.dtypes[bands[0] - 1]
         except (OSError, Rejected):
             continue
     raise ValueError(f"--dtype keep takes the sample type of the first raster input, but none of the first {_PROBE_LIMIT} inputs is a readable GeoTIFF with those bands; name the type (--dtype uint16)")
