@@ -26,7 +26,7 @@ RESERVED_SPLIT_NAMES = (REJECTED, IMAGES_WRITTEN, RASTER_FACTS, RASTER_STATS, RA
 
 
 # The titles of the option groups of `cropshard build --help`, in the order it shows them.
-INPUTS, CROP, ENCODING, OUTPUT, RUNNER, RASTERS = "inputs", "crop", "encoding", "output", "runner", "rasters (GeoTIFF/COG, read with rasterio)"
+INPUTS, CROP, ENCODING, OUTPUT, RUNNER, RASTERS = "inputs", "crop", "encoding", "output", "runner", "rasters (GeoTIFF/COG and JPEG 2000, read with rasterio)"
 
 
 def _adder(parser, title: str):  # noqa: ANN001, ANN202 - Beam passes its own parser type
@@ -108,7 +108,7 @@ def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, h
         shown_default="off")
     add("--split_by", "Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).",
         default=None, metavar="block:N", shown_default="off")
-    add("--label_raster", "Each raster's class map (a GeoTIFF), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'."
+    add("--label_raster", "Each raster's class map (a GeoTIFF or JPEG 2000), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'."
         " Aligned onto the image's grid (nearest).", default=None, metavar="PATTERN", shown_default="off")
     add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
         default="majority", choices=raster_labels.LABEL_MODES)

@@ -41,6 +41,35 @@ def write_raster(
     return path
 
 
+def write_jp2(
+    path: Path,
+    data: np.ndarray,
+    crs: str | None = UTM13,
+    origin: tuple[float, float] = (487548.0, 4443554.0),
+    pixel: float = 2.0,
+    block: int = 64,
+    **options,
+) -> Path:
+    """Write `data` (bands, height, width) as a lossless, tiled JPEG 2000 with GDAL's
+    JP2OpenJPEG driver (GeoJP2 and GMLJP2 boxes when `crs` is given), as Sentinel-2 band files
+    come; returns `path`. GDAL's .aux.xml of the write is removed: inputs have none."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, height, width = data.shape
+    profile = dict(
+        driver="JP2OpenJPEG", width=width, height=height, count=count, dtype=str(data.dtype),
+        QUALITY=100, REVERSIBLE="YES", BLOCKXSIZE=block, BLOCKYSIZE=block, **options,
+    )
+    if crs is not None:
+        profile.update(crs=crs, transform=from_origin(*origin, pixel, pixel))
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(data)
+    Path(f"{path}.aux.xml").unlink(missing_ok=True)
+    return path
+
+
 def multispectral(height: int, width: int, bands: int = 8, high: int = 2048, seed: int = 0) -> np.ndarray:
     """uint16 bands with spatial structure (gradients plus noise) in 0..high-1."""
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Raster inputs on gs:// (the GCS API emulator, see tests/gcs_emulator.py): rasterio reads the
 objects through Beam's FileSystems (one file object per input, GDAL opens no URL), windowed,
-with --dtype keep resolved from a gs:// raster; chips equal rasterio window reads of the
-originals, and a VRT object named .tif is rejected."""
+with --dtype keep resolved from a gs:// raster; chips of GeoTIFFs and a JPEG 2000 equal rasterio
+window reads of the originals; a VRT object named .tif and a JPEG 2000 cut short are rejected."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ def test_raster_build_from_gs(gcs: GcsEmulator, tmp_path: Path) -> None:
     local = tmp_path / "rasters"
     first = rastergen.write_raster(local / "scene" / "a.tif", rastergen.multispectral(96, 80, bands=4, seed=3), overviews=(2,))
     rastergen.write_raster(local / "scene" / "b.tif", rastergen.multispectral(64, 64, bands=4, seed=4), crs="EPSG:3857", origin=(100.0, 900.0))
+    rastergen.write_jp2(local / "scene" / "c.jp2", rastergen.multispectral(64, 64, bands=4, seed=5), crs="EPSG:32633")
+    cut = rastergen.write_jp2(local / "scene" / "cut.jp2", rastergen.multispectral(64, 64, bands=4, seed=6))
+    cut.write_bytes(cut.read_bytes()[:-100])  # an interrupted upload: found through Beam's file object too
     (local / "scene" / "vrt.tif").write_text(f'<VRTDataset><VRTRasterBand><SimpleSource><SourceFilename>{first}</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>')
     uploaded = gcs.upload_tree(local, "gs://bucket/rasters")
     with open_raster(uploaded[str(first)]) as dataset:  # GDAL reads the object through Beam, not a URL
@@ -48,10 +51,10 @@ def test_raster_build_from_gs(gcs: GcsEmulator, tmp_path: Path) -> None:
          "--bands=1,2,3,4", "--dtype=keep", "--num_shards=1", *IN_PROCESS],
         command_line=["test"],
     ).info
-    assert info.raster["dtype"] == "uint16" and sorted(info.raster["crs_seen"]) == ["EPSG:32613", "EPSG:3857"]
-    assert info.rejected == {"raster_reference": 1} and info.num_images_written == 2
-    (line,) = read_text(f"{out}/{metadata.REJECTED_FILENAME}").splitlines()
-    assert Rejection.from_json(line).path == uploaded[str(local / "scene" / "vrt.tif")]
+    assert info.raster["dtype"] == "uint16" and sorted(info.raster["crs_seen"]) == ["EPSG:32613", "EPSG:32633", "EPSG:3857"]
+    assert info.rejected == {"raster_reference": 1, "truncated": 1} and info.num_images_written == 3
+    rejections = {Rejection.from_json(line).path: Rejection.from_json(line).reason for line in read_text(f"{out}/{metadata.REJECTED_FILENAME}").splitlines()}
+    assert rejections == {uploaded[str(local / "scene" / "vrt.tif")]: "raster_reference", uploaded[str(cut)]: "truncated"}
     originals = {url: path for path, url in uploaded.items()}
     seen = 0
     for shard in info.splits["train"].shards:
@@ -64,7 +67,7 @@ def test_raster_build_from_gs(gcs: GcsEmulator, tmp_path: Path) -> None:
             pixels = np.frombuffer(record.encoded, "<u2").reshape(h, w, 4)
             np.testing.assert_array_equal(pixels, expected)
             seen += 1
-    assert seen == info.num_examples == 3 * 2 + 2 * 2
+    assert seen == info.num_examples == 3 * 2 + 2 * 2 + 2 * 2
 
 
 def test_class_names_from_a_gs_class_maps_category_table(gcs: GcsEmulator, tmp_path: Path) -> None:

@@ -181,6 +181,19 @@ def _geotiff(data: np.ndarray, **profile) -> Callable[[Path], None]:
     return lambda path: rastergen.write_raster(path, data, **profile)
 
 
+def _jpeg2000(data: np.ndarray, cut: float | None = None, **options) -> Callable[[Path], None]:
+    """A lossless, tiled, georeferenced JPEG 2000 (GDAL's JP2OpenJPEG, as Sentinel-2 band files)
+    holding `data`; with `cut`, only that share of its bytes (an interrupted download)."""
+    from tests import rastergen
+
+    def make(path: Path) -> None:
+        rastergen.write_jp2(path, data, **options)
+        if cut is not None:
+            whole = path.read_bytes()
+            path.write_bytes(whole[: int(len(whole) * cut)])
+    return make
+
+
 def _photo_bands(seed: int) -> np.ndarray:
     return np.moveaxis(imagegen.photo(*SIZE, seed=seed), -1, 0)
 
@@ -380,6 +393,13 @@ RASTER_CASES: tuple[Case, ...] = (
     Case("External mask beside its GeoTIFF", "rasterio write_mask with GDAL_TIFF_INTERNAL_MASK=NO: a 1-band TIFF", "rasters/rgb_utm.tif.msk",
          "gdal_sidecar", _gdal_sidecar(".msk")),
     Case("GDAL VRT named .tif", "VRT XML pointing at /etc/hostname", "rasters/innocent.tif", "raster_reference", _vrt_named_tif),
+    Case("12-bit georeferenced JPEG 2000 (Sentinel-2-like band file)", "GDAL JP2OpenJPEG, 3 x uint16, NBITS=12, lossless, EPSG:32613",
+         "rasters/twelve_bit.jp2", WRITTEN, _jpeg2000(_photo_bands(31).astype(np.uint16) * 16, NBITS=12), raster_center(4),
+         check="rasterio window read >> 4 (the raster path: GDAL's JPEG 2000 driver, georeferenced)"),
+    Case("Georeferenced JPEG 2000 cut short", "GDAL JP2OpenJPEG, 3 x uint8, first 60% of its bytes", "rasters/cut.jp2", "truncated",
+         _jpeg2000(_photo_bands(32), cut=0.6)),
+    Case("Bare JPEG 2000 codestream cut short", "GDAL JP2OpenJPEG CODEC=J2K, 3 x uint16, first 60% of its bytes", "rasters/cut.j2k", "truncated",
+         _jpeg2000(_photo_bands(33).astype(np.uint16) * 256, cut=0.6, crs=None, CODEC="J2K")),
     Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
     Case("Float PFM with values beyond 255 (radiance)", "Pillow, mode F, values 0..1000", "rasters/radiance.pfm", "band_mismatch", _float_pfm(1000.0)),
     Case("Float PFM with NaN samples", "Pillow, mode F, values 0..1, NaN every 7th row and 5th column", "rasters/holes.pfm", "band_mismatch", _float_pfm(1.0, nan=True)),
@@ -969,9 +989,12 @@ Notes
   in one image are not duplicates), in the split of its first row; repeated rows, rows of that file in another split and
   byte-identical copies are rejected as `duplicate`.
 - An explicit local `--input` path that does not exist stops the launcher with an error (a typo, not a rejection).
-- `.tif`/`.tiff` inputs that are GeoTIFFs (a CRS, or not 8-bit 1- or 3-band) go through rasterio, opened only with the
-  GeoTIFF driver and never reading sidecar files; plain 8-bit photo TIFFs stay on Pillow (orientation, pages, fax
-  compression as above). A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`
+- `.tif`/`.tiff` inputs that are GeoTIFFs, and `.jp2`/`.j2k` inputs that are georeferenced or wider JPEG 2000 (a CRS,
+  or not 8-bit 1- or 3-band), go through rasterio, opened only with the driver their first bytes call for (GeoTIFF,
+  JP2OpenJPEG) and never reading sidecar files; plain 8-bit photo TIFFs and JPEG 2000s stay on Pillow (orientation,
+  pages, fax compression as above). A JPEG 2000 cut short (a box past the end of the file, or a codestream without its
+  end marker) is rejected `truncated` before GDAL opens it: GDAL reads its header and first resolution levels without
+  complaint, so the damage would otherwise show only while chipping. A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`
   whatever its name, before GDAL sees it.
 - Wider samples become uint8 by `--to_uint8 bits` (the top 8 of the bits the file declares: NBITS, else the sample
   size). A file that declares 16 bits but holds 11 (WorldView panchromatic) would come out near-black (values 0..7):

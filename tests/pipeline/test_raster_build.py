@@ -347,3 +347,48 @@ def test_dtype_keep_of_a_uint8_first_raster_converts_nothing(tmp_path: Path) -> 
             reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()}
     image, meta = rows[str(scene)]
     np.testing.assert_array_equal(image, window_read(str(scene), meta["source_crop_box"]))
+
+
+def test_jpeg2000_rasters_are_chipped_by_gdal_with_their_georeferencing(tmp_path: Path) -> None:
+    # Sentinel-2 band files (and many orthophotos) are JPEG 2000: they had gone to Pillow as
+    # photos, a 12-bit band by the 16-bit rule and without its CRS, and a 4-band file not at all.
+    inputs = tmp_path / "in"
+    band = rastergen.write_jp2(inputs / "T13_B11.jp2", rastergen.multispectral(96, 70, bands=1, high=4096, seed=1), NBITS=12)
+    other = rastergen.write_jp2(inputs / "T13_B12.jp2", rastergen.multispectral(64, 64, bands=1, high=4096, seed=2), crs="EPSG:32633", NBITS=12)
+    bare = rastergen.write_jp2(inputs / "bare.j2k", rastergen.multispectral(40, 40, bands=1, high=4096, seed=3), crs=None, CODEC="J2K")
+    out = tmp_path / "keep"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "grid", "--size", "32x32", "--channels", "1", "--dtype", "keep", "--label_from", "none")
+    assert (info.num_inputs, info.num_images_written, info.num_examples) == (3, 3, 3 * 2 + 2 * 2 + 1)
+    assert info.raster["dtype"] == "uint16" and info.raster["crs_seen"] == ["", "EPSG:32613", "EPSG:32633"]
+    seen = set()
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        path = meta["filename"].decode()
+        np.testing.assert_array_equal(image, window_read(path, meta["source_crop_box"]))
+        y, x, h, w = (int(v) for v in meta["source_crop_box"])
+        with rasterio.open(path) as ds:
+            if ds.crs is not None:
+                assert tuple(meta["geo_transform"]) == ds.window_transform(Window(x, y, w, h)).to_gdal()
+                assert meta["geo_crs"].decode() == f"EPSG:{ds.crs.to_epsg()}"
+        seen.add(Path(path).name)
+    assert seen == {band.name, other.name, bare.name}
+
+    # uint8 by the bits the file declares (JPEG 2000 precision, GDAL's NBITS): v >> 4, histogram kept.
+    out = tmp_path / "uint8"
+    build("--input", str(band), "--output", str(out), "--crop", "grid", "--size", "32x32", "--channels", "1", "--label_from", "none")
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        np.testing.assert_array_equal(image, (window_read(str(band), meta["source_crop_box"]) >> 4).astype(np.uint8))
+        assert len(np.unique(image)) > 50
+
+    # A georeferenced 3-band orthophoto (GDAL marks it greyscale: Pillow cannot decode it) and a
+    # JPEG 2000 photo (8-bit RGB, no CRS: still Pillow's) in one 3-channel build.
+    ortho = rastergen.write_jp2(inputs / "rgb" / "ortho.jp2", rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8))
+    photo = imagegen.save(inputs / "rgb" / "photo.jp2", imagegen.photo(48, 48))
+    out = tmp_path / "rgb"
+    info = build("--input", str(inputs / "rgb"), "--output", str(out), "--crop", "center", "--size", "32x32", "--label_from", "none")
+    assert (info.num_images_written, info.raster["num_rasters"]) == (2, 1)
+    rows = {meta["filename"].decode(): (image, meta) for image, _, meta in
+            reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()}
+    image, meta = rows[str(ortho)]
+    np.testing.assert_array_equal(image, window_read(str(ortho), meta["source_crop_box"]))
+    assert meta["geo_crs"] == b"EPSG:32613"
+    assert rows[str(photo)][1]["geo_crs"] == b""

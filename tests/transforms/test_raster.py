@@ -492,3 +492,41 @@ def test_uint8_band_stats_from_the_histogram_equal_numpy(bands: int) -> None:
     assert merged["p2"] == np.percentile(values, 2, axis=0, method="inverted_cdf").tolist()
     empty = BandStats.empty("uint8", bands).summary()
     assert empty["images"] == empty["pixels"] == 0 and empty["min"] == [np.inf] * bands and empty["max"] == [-np.inf] * bands
+
+
+def test_the_driver_is_chosen_from_the_first_bytes(tmp_path: Path) -> None:
+    from cropshard.transforms.raster.open_raster import GTIFF, JP2, SNIFF_BYTES, raster_driver
+
+    tif = rastergen.write_raster(tmp_path / "a.tif", rastergen.multispectral(16, 16, bands=1))
+    jp2 = rastergen.write_jp2(tmp_path / "a.jp2", rastergen.multispectral(16, 16, bands=1, high=256).astype(np.uint8))
+    j2k = rastergen.write_jp2(tmp_path / "a.j2k", rastergen.multispectral(16, 16, bands=1), crs=None, CODEC="J2K")
+    heads = {path.name: path.read_bytes()[:SNIFF_BYTES] for path in (tif, jp2, j2k)}
+    assert {name: raster_driver(head) for name, head in heads.items()} == {"a.tif": GTIFF, "a.jp2": JP2, "a.j2k": JP2}
+    assert raster_driver(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00") is None  # a JPEG is a photo
+    # A JPEG 2000 named .tif is opened by its bytes, never by its name.
+    renamed = tmp_path / "renamed.tif"
+    renamed.write_bytes(jp2.read_bytes())
+    with open_job(source(renamed), renamed.read_bytes()[:HEAD_BYTES], CropSpec("center", size=(8, 8)), RasterSpec(), 1, 10**9) as job:
+        assert job is not None and job.dataset.driver == JP2
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("cut.jp2", lambda data: data[: len(data) * 2 // 3]),  # the codestream box runs past the end
+        ("no_eoc.jp2", lambda data: data[:-2] + b"\x00\x00"),  # box lengths intact, end marker gone
+        ("header.jp2", lambda data: data[:40]),  # before the codestream box
+        ("cut.j2k", lambda data: data[: len(data) // 2]),
+    ],
+)
+def test_a_jpeg2000_cut_short_is_rejected_before_gdal_reads_it(tmp_path: Path, name: str, damage) -> None:
+    from cropshard.transforms.raster.open_raster import refuse_truncated_jpeg2000
+
+    whole = rastergen.write_jp2(tmp_path / f"whole{Path(name).suffix}", rastergen.multispectral(64, 64, bands=1), crs=None if name.endswith(".j2k") else rastergen.UTM13,
+                                **({"CODEC": "J2K"} if name.endswith(".j2k") else {}))
+    refuse_truncated_jpeg2000(str(whole))  # the intact file passes
+    broken = tmp_path / name
+    broken.write_bytes(damage(whole.read_bytes()))
+    with pytest.raises(Rejected) as caught:
+        refuse_truncated_jpeg2000(str(broken))
+    assert caught.value.reason == "truncated" and "cut short" in caught.value.message

@@ -1,4 +1,4 @@
-"""Aerial and satellite rasters (GeoTIFF / COG) through rasterio: every band and sample type,
+"""Aerial and satellite rasters (GeoTIFF / COG, JPEG 2000) through rasterio: every band and sample type,
 windowed reads, georeferenced chips and spatial-block splits. Pure functions, no Beam.
 
     open_raster.py  which files take this path, and opening them safely (GDAL kept to the input's bytes)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cropshard.transforms.raster import categories, labels
-from cropshard.transforms.raster.open_raster import is_raster_path, is_tiff, open_raster
+from cropshard.transforms.raster.open_raster import SNIFF_BYTES, is_raster_path, open_raster, raster_driver
 from cropshard.transforms.raster.records import select_bands
 from cropshard.transforms.rejects import Rejected
 
@@ -65,15 +65,16 @@ def first_raster_dtype(config: Any) -> str:
     for path, _ in sorted(itertools.islice(_candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         try:
             with FileSystems.open(path) as handle:
-                if not is_tiff(handle.read(8)):
-                    continue
-            with open_raster(path) as dataset:
+                driver = raster_driver(handle.read(SNIFF_BYTES))
+            if driver is None:
+                continue
+            with open_raster(path, driver) as dataset:
                 # The build's own band check: a raster it would reject for its bands does not set the type.
                 bands = select_bands(dataset, config.example.raster.bands, config.example.channels)
                 return dataset.dtypes[bands[0] - 1]
         except (OSError, Rejected):
             continue
-    raise ValueError(f"--dtype keep takes the sample type of the first raster input, but none of the first {_PROBE_LIMIT} inputs is a readable GeoTIFF with those bands; name the type (--dtype uint16)")
+    raise ValueError(f"--dtype keep takes the sample type of the first raster input, but none of the first {_PROBE_LIMIT} inputs is a readable GeoTIFF or JPEG 2000 with those bands; name the type (--dtype uint16)")
 
 
 def resolve_keep_dtype(config: Any) -> Any:

@@ -1,11 +1,14 @@
 """Which inputs are rasters, and opening them with GDAL kept to the input's own bytes.
 
 GDAL follows references: a VRT (an XML file, whatever its name) reads other files, sidecars
-(.ovr, .msk, .aux.xml, .tfw) are looked up next to a file, and /vsicurl/-style names reach the
-network. cropshard therefore opens rasters only with the GeoTIFF driver (which covers COG),
-never lists the input's folder (so no sidecar is found), reads georeferencing only from the
-file itself, and serves remote inputs (gs://) to GDAL through one Python file object from
-Beam's FileSystems that answers for that one object only: GDAL never opens a URL itself.
+(.ovr, .msk, .aux.xml, .tfw, .j2w) are looked up next to a file, and /vsicurl/-style names reach
+the network. cropshard therefore opens a raster only with the one driver its first bytes call
+for, GeoTIFF (which covers COG) for a TIFF and JP2OpenJPEG for JPEG 2000 (Sentinel-2's band
+files, many national orthophotos), never lists the input's folder (so no sidecar is found),
+reads georeferencing only from the file itself (GeoTIFF tags; GeoJP2 and GMLJP2 boxes, whose
+srsName GDAL resolves from EPSG codes, URNs or the file's own dictionary box, never a URL), and
+serves remote inputs (gs://) to GDAL through one Python file object from Beam's FileSystems
+that answers for that one object only: GDAL never opens a URL itself.
 The options are scoped (`rasterio.Env`) to each open, so nothing global is set. (A class map's
 `.aux.xml` category table is read by categories.py as data, never handed to GDAL.)
 """
@@ -19,8 +22,11 @@ from typing import Any
 
 from cropshard.transforms.rejects import Rejected
 
-RASTER_EXTENSIONS = (".tif", ".tiff", ".gtif", ".gtiff")
-ALLOWED_DRIVER = "GTiff"  # GeoTIFF and Cloud-Optimized GeoTIFF (a GeoTIFF layout)
+TIFF_EXTENSIONS = (".tif", ".tiff", ".gtif", ".gtiff")
+JPEG2000_EXTENSIONS = (".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx")
+RASTER_EXTENSIONS = TIFF_EXTENSIONS + JPEG2000_EXTENSIONS
+GTIFF, JP2 = "GTiff", "JP2OpenJPEG"  # GeoTIFF / Cloud-Optimized GeoTIFF; JPEG 2000 (JP2 boxes or a bare codestream)
+FORMAT_NAMES = {GTIFF: "GeoTIFF", JP2: "JPEG 2000"}
 
 # GDAL configuration for every open (see the module docstring for why).
 SAFE_GDAL_OPTIONS: dict[str, str | int] = {
@@ -40,6 +46,9 @@ SAFE_GDAL_OPTIONS: dict[str, str | int] = {
 }
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 signature box (ISO 15444-1 I.5.1)
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ: a bare JPEG 2000 codestream
+SNIFF_BYTES = len(_JP2_SIGNATURE)
 
 
 # GDAL's sidecar files of a raster `x.tif`: `x.tif.ovr` is a TIFF of downsampled copies of its
@@ -67,8 +76,14 @@ def is_raster_path(path: str) -> bool:
     return path.lower().endswith(RASTER_EXTENSIONS)
 
 
-def is_tiff(head: bytes) -> bool:
-    return head[:4] in _TIFF_MAGICS
+def raster_driver(head: bytes) -> str | None:
+    """The one GDAL driver a file is opened with, from its first SNIFF_BYTES bytes: GTIFF for
+    TIFF and BigTIFF, JP2 for JPEG 2000; None for anything else (a photo for Pillow)."""
+    if head[:4] in _TIFF_MAGICS:
+        return GTIFF
+    if head.startswith(_JP2_SIGNATURE) or head.startswith(_J2K_CODESTREAM):
+        return JP2
+    return None
 
 
 def refuse_references(head: bytes) -> None:
@@ -77,8 +92,52 @@ def refuse_references(head: bytes) -> None:
     if text[:11].lower() == b"<vrtdataset" or text[:5].lower() == b"<?xml":
         raise Rejected(
             "raster_reference",
-            "the file is GDAL XML (a VRT), which reads other files or URLs; cropshard opens only GeoTIFF/COG bytes",
+            "the file is GDAL XML (a VRT), which reads other files or URLs; cropshard opens only GeoTIFF/COG and JPEG 2000 bytes",
         )
+
+
+_EOC = b"\xff\xd9"  # a JPEG 2000 codestream's last marker
+
+
+def refuse_truncated_jpeg2000(path: str) -> None:
+    """Rejected('truncated') for a JPEG 2000 file cut short (an interrupted download): a box
+    that runs past the end of the file, or a codestream without its end marker (EOC). GDAL
+    reads the header and the first resolution levels of such a file without complaint, and the
+    damage would only show while chipping, by then failing the build (docs/BAD_INPUTS.md)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        size = handle.seek(0, os.SEEK_END)
+        end = size if not _box_header_at(handle, 0).startswith(_JP2_SIGNATURE[:8]) else _codestream_end(handle, size)
+        handle.seek(end - len(_EOC))
+        if handle.read(len(_EOC)) != _EOC:
+            raise Rejected("truncated", f"the JPEG 2000 codestream ends at byte {end} without its end marker (EOC): the file is cut short")
+
+
+def _box_header_at(handle: Any, offset: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(16)
+
+
+def _codestream_end(handle: Any, size: int) -> int:
+    """Where the JP2 file's contiguous codestream box (jp2c) ends, checking every top-level box
+    before it fits in the file's `size` bytes."""
+    offset = 0
+    while offset + 8 <= size:
+        header = _box_header_at(handle, offset)
+        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if length == 1:
+            length = int.from_bytes(header[8:16], "big")
+        elif length == 0:
+            length = size - offset  # the last box: to the end of the file
+        if length < 8 or offset + length > size:
+            name = kind.decode("latin-1")
+            raise Rejected("truncated", f"the JPEG 2000 box {name!r} at byte {offset} runs past the end of the file ({size} bytes): the file is cut short")
+        if kind == b"jp2c":
+            return offset + length
+        offset += length
+    raise Rejected("truncated", f"the JPEG 2000 file ({size} bytes) has no codestream box (jp2c): the file is cut short")
 
 
 def _only_this_object(path: str) -> Any:
@@ -95,19 +154,32 @@ def _only_this_object(path: str) -> Any:
 
 
 @contextlib.contextmanager
-def open_raster(path: str) -> Iterator[Any]:
-    """A rasterio dataset for `path` (local or gs://), opened only as GeoTIFF; `Rejected`
-    (`decode_error`) when GDAL cannot open it as one."""
+def open_raster(path: str, driver: str | None = None) -> Iterator[Any]:
+    """A rasterio dataset for `path` (local or gs://), opened only with `driver` (by default the
+    one its first bytes call for, see `raster_driver`); `Rejected` (`decode_error`) when GDAL
+    cannot open it so, or the file is no raster cropshard reads."""
     import rasterio
     from rasterio.errors import RasterioError
 
+    driver = driver or _sniffed_driver(path)
     with rasterio.Env(**SAFE_GDAL_OPTIONS):
         try:
             if "://" in path:
-                dataset = rasterio.open(path, driver=ALLOWED_DRIVER, opener=_only_this_object(path))
+                dataset = rasterio.open(path, driver=driver, opener=_only_this_object(path))
             else:
-                dataset = rasterio.open(os.path.abspath(path), driver=ALLOWED_DRIVER)
+                dataset = rasterio.open(os.path.abspath(path), driver=driver)
         except RasterioError as err:
-            raise Rejected("decode_error", f"GDAL cannot open it as GeoTIFF: {err}") from err
+            raise Rejected("decode_error", f"GDAL cannot open it as {FORMAT_NAMES[driver]}: {err}") from err
         with dataset:
             yield dataset
+
+
+def _sniffed_driver(path: str) -> str:
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        driver = raster_driver(handle.read(SNIFF_BYTES))
+    if driver is None:
+        raise Rejected("decode_error", f"neither TIFF nor JPEG 2000: the rasters cropshard reads are {', '.join(FORMAT_NAMES.values())}")
+    return driver

@@ -24,7 +24,13 @@ from cropshard.reader import schema
 from cropshard.transforms.crop import Box, CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
 from cropshard.transforms.raster import categories, chips, convert, labels
-from cropshard.transforms.raster.open_raster import is_tiff, open_raster, refuse_references
+from cropshard.transforms.raster.open_raster import (
+    JP2,
+    open_raster,
+    raster_driver,
+    refuse_references,
+    refuse_truncated_jpeg2000,
+)
 from cropshard.transforms.raster.stats import BandStats
 from cropshard.transforms.rejects import Rejected
 
@@ -37,7 +43,7 @@ SKIP_REASONS = {
     SKIP_LABEL_FRACTION: "--label_mode majority: the majority class covers less than --min_label_fraction of the chip",
 }
 PATH_RASTER = "rasterio"
-HEAD_BYTES = 64  # enough to tell a TIFF from GDAL XML
+HEAD_BYTES = 64  # enough to tell a TIFF or JPEG 2000 from GDAL XML
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,7 @@ def png16(pixels: np.ndarray) -> bytes:
 
 
 def photo_like(dataset: Any) -> bool:
-    """An 8-bit, 1- or 3-band TIFF without georeferencing: a scanned or camera photo, decoded by
+    """An 8-bit, 1- or 3-band TIFF or JPEG 2000 without georeferencing: a scanned or camera photo, decoded by
     Pillow as before (EXIF orientation, multi-page, 1-bit fax TIFFs)."""
     return dataset.crs is None and not dataset.gcps[0] and dataset.count in (1, 3) and set(dataset.dtypes) == {"uint8"}
 
@@ -272,18 +278,21 @@ def _converter(source_dtype: str, raster: RasterSpec, nbits: str | None, ranges:
 def open_job(
     source: Any, head: bytes, crop: CropSpec, raster: RasterSpec, channels: int, max_pixels: int, ranges: Mapping | None = None
 ) -> Iterator[RasterJob | None]:
-    """A checked RasterJob, or None when the file is a photo for the Pillow path (not a TIFF,
-    or a photo-like TIFF without raster options). `head`: the file's first HEAD_BYTES bytes.
+    """A checked RasterJob, or None when the file is a photo for the Pillow path (neither TIFF
+    nor JPEG 2000, or a photo-like one without raster options). `head`: the file's first HEAD_BYTES bytes.
     Rejected for unsafe or mismatching rasters."""
     refuse_references(head)
-    if not is_tiff(head):
+    driver = raster_driver(head)
+    if driver is None:
         yield None
         return
+    if driver == JP2:
+        refuse_truncated_jpeg2000(source.path)
     with contextlib.ExitStack() as stack:
         try:
-            dataset = stack.enter_context(open_raster(source.path))
+            dataset = stack.enter_context(open_raster(source.path, driver))
         except Rejected:
-            yield None  # a TIFF GDAL cannot open: the Pillow path gives the reason it always gave
+            yield None  # a TIFF or JPEG 2000 GDAL cannot open: the Pillow path gives the reason it always gave
             return
         if photo_like(dataset) and not raster.requested:
             yield None
@@ -319,10 +328,11 @@ def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, sta
     except Exception as err:  # noqa: BLE001 - local and remote filesystems raise their own types
         raise Rejected("label_raster_missing", f"no class map at {path}: {type(err).__name__}") from err
     refuse_references(head)
-    if not is_tiff(head):
-        raise Rejected("label_raster_mismatch", f"the class map {path} is not a GeoTIFF")
+    driver = raster_driver(head)
+    if driver is None:
+        raise Rejected("label_raster_mismatch", f"the class map {path} is neither a GeoTIFF nor a JPEG 2000 file")
     try:
-        label_dataset = stack.enter_context(open_raster(path))
+        label_dataset = stack.enter_context(open_raster(path, driver))
     except Rejected as err:
         raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
     categories.check_class_map_table(path, spec)
