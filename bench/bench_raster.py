@@ -83,11 +83,12 @@ import sys, time
 import numpy as np, rasterio, tensorflow as tf
 from rasterio.windows import Window
 from cropshard.reader import schema
+from cropshard.transforms.raster.open_raster import GDAL_CACHE_BYTES
 path, out, chip = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.monotonic()
 count = 0
 # The same GDAL block cache bound as cropshard's (open_raster.SAFE_GDAL_OPTIONS), for equal memory.
-with rasterio.Env(GDAL_CACHEMAX=128), rasterio.open(path) as ds, tf.io.TFRecordWriter(out) as writer:
+with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(path) as ds, tf.io.TFRecordWriter(out) as writer:
     for y in range(0, ds.height - chip + 1, chip):
         for x in range(0, ds.width - chip + 1, chip):
             window = Window(x, y, chip, chip)

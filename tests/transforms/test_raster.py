@@ -510,6 +510,17 @@ def test_the_driver_is_chosen_from_the_first_bytes(tmp_path: Path) -> None:
         assert job is not None and job.dataset.driver == JP2
 
 
+def test_gdal_block_cache_holds_tiles_while_chips_are_cut(tmp_path: Path) -> None:
+    # rasterio hands an int GDAL_CACHEMAX to GDAL as bytes: 128 meant a 128-byte cache, so every
+    # chip smaller than a tile decoded its whole tile again.
+    from cropshard.transforms.raster.open_raster import open_raster
+    from rasterio._env import get_gdal_config
+
+    tif = rastergen.write_raster(tmp_path / "a.tif", rastergen.multispectral(16, 16, bands=1))
+    with open_raster(str(tif)):
+        assert get_gdal_config("GDAL_CACHEMAX") >= 64 * 2**20
+
+
 @pytest.mark.parametrize(
     ("name", "damage"),
     [

@@ -28,6 +28,10 @@ RASTER_EXTENSIONS = TIFF_EXTENSIONS + JPEG2000_EXTENSIONS
 GTIFF, JP2 = "GTiff", "JP2OpenJPEG"  # GeoTIFF / Cloud-Optimized GeoTIFF; JPEG 2000 (JP2 boxes or a bare codestream)
 FORMAT_NAMES = {GTIFF: "GeoTIFF", JP2: "JPEG 2000"}
 
+# Bytes: rasterio hands an int straight to GDALSetCacheMax64 (GDAL reads small numbers as MiB
+# only in its string form, which rasterio does not accept), so 128 here was a 128-byte cache.
+GDAL_CACHE_BYTES = 128 * 2**20
+
 # GDAL configuration for every open (see the module docstring for why).
 SAFE_GDAL_OPTIONS: dict[str, str | int] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no folder listing, so no sidecar file is found
@@ -41,8 +45,9 @@ SAFE_GDAL_OPTIONS: dict[str, str | int] = {
     # GDAL's block cache defaults to 5% of RAM and fills with every tile read, so a process's
     # memory would grow with the raster up to that share; a grid pass re-reads a tile row only
     # while its chips are cut, which 128 MiB holds for rows of 512-pixel tiles 16000 columns
-    # wide in 16 bands (or 250000 columns in one).
-    "GDAL_CACHEMAX": 128,  # MiB (rasterio passes it to GDALSetCacheMax, so an int)
+    # wide in 16 bands (or 250000 columns in one). Without the cache every chip smaller than a
+    # tile decodes its whole tile again (a single-tile JPEG 2000 once per chip).
+    "GDAL_CACHEMAX": GDAL_CACHE_BYTES,
 }
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
