@@ -398,7 +398,8 @@ RASTER_CASES: tuple[Case, ...] = (
          check="rasterio window read >> 4 (the raster path: GDAL's JPEG 2000 driver, georeferenced)"),
     Case("Georeferenced JPEG 2000 cut short", "GDAL JP2OpenJPEG, 3 x uint8, first 60% of its bytes", "rasters/cut.jp2", "truncated",
          _jpeg2000(_photo_bands(32), cut=0.6)),
-    Case("Bare JPEG 2000 codestream cut short", "GDAL JP2OpenJPEG CODEC=J2K, 3 x uint16, first 60% of its bytes", "rasters/cut.j2k", "truncated",
+    Case("Bare JPEG 2000 codestream cut short (no georeferencing: a photo)", "GDAL JP2OpenJPEG CODEC=J2K, 3 x uint16, first 60% of its bytes",
+         "rasters/cut.j2k", "decode_error",
          _jpeg2000(_photo_bands(33).astype(np.uint16) * 256, cut=0.6, crs=None, CODEC="J2K")),
     Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
     Case("Float PFM with values beyond 255 (radiance)", "Pillow, mode F, values 0..1000", "rasters/radiance.pfm", "band_mismatch", _float_pfm(1000.0)),
@@ -428,6 +429,12 @@ FOLDER_CASES: tuple[Case, ...] = (
          check="Pillow reference (alpha on black)"),
     Case("RGBA PNG", "Pillow, mode RGBA, alpha ramp", "formats/rgba.png", WRITTEN, lambda p: write(p, encode(with_alpha(5), "PNG")), pillow_center,
          check="Pillow reference (alpha on black)"),
+    Case("RGBA TIFF", "Pillow, mode RGBA, alpha ramp (GDAL: 4 bands, the last alpha)", "formats/rgba.tif", WRITTEN,
+         lambda p: write(p, encode(with_alpha(34), "TIFF")), pillow_center, check="Pillow reference (alpha on black)"),
+    Case("LA TIFF (grey + alpha)", "Pillow, mode LA, alpha ramp (GDAL: 2 bands, the last alpha)", "formats/la.tif", WRITTEN,
+         lambda p: write(p, encode(with_alpha(35).convert("LA"), "TIFF")), pillow_center, check="Pillow reference (alpha on black)"),
+    Case("RGBA JPEG 2000", "Pillow, mode RGBA, alpha ramp", "formats/rgba.jp2", WRITTEN,
+         lambda p: write(p, encode(with_alpha(36), "JPEG2000")), pillow_center, check="Pillow reference (alpha on black)"),
     Case("Animated GIF (3 frames)", "Pillow, save_all", "formats/animated.gif", WRITTEN, animated_gif, pillow_center, _check_first_frame,
          "Pillow reference == frame 0 (!= frame 1)"),
     Case("Multi-page TIFF (3 pages)", "Pillow, save_all", "formats/multipage.tif", WRITTEN, multipage_tiff, pillow_center, _check_first_page,
@@ -989,12 +996,13 @@ Notes
   in one image are not duplicates), in the split of its first row; repeated rows, rows of that file in another split and
   byte-identical copies are rejected as `duplicate`.
 - An explicit local `--input` path that does not exist stops the launcher with an error (a typo, not a rejection).
-- `.tif`/`.tiff` inputs that are GeoTIFFs, and `.jp2`/`.j2k` inputs that are georeferenced or wider JPEG 2000 (a CRS,
-  or not 8-bit 1- or 3-band), go through rasterio, opened only with the driver their first bytes call for (GeoTIFF,
-  JP2OpenJPEG) and never reading sidecar files; plain 8-bit photo TIFFs and JPEG 2000s stay on Pillow (orientation,
-  pages, fax compression as above). A JPEG 2000 cut short (a box past the end of the file, or a codestream without its
-  end marker) is rejected `truncated` before GDAL opens it: GDAL reads its header and first resolution levels without
-  complaint, so the damage would otherwise show only while chipping. A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`
+- `.tif`/`.tiff` inputs that are GeoTIFFs (a CRS, or not 8-bit grey/RGB with or without alpha) and georeferenced
+  `.jp2`/`.j2k` inputs go through rasterio, opened only with the driver their first bytes call for (GeoTIFF,
+  JP2OpenJPEG) and never reading sidecar files; photo TIFFs (alpha composited on black) and JPEG 2000s without
+  georeferencing stay on Pillow (orientation, pages, fax compression as above). A JPEG 2000 raster cut short (a box,
+  header segment or tile-part that runs past the end of the file, or no end marker after the last tile-part) is
+  rejected `truncated` before it is chipped: GDAL reads its header and first resolution levels without complaint, so
+  the damage would otherwise show only while chipping. A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`
   whatever its name, before GDAL sees it.
 - Wider samples become uint8 by `--to_uint8 bits` (the top 8 of the bits the file declares: NBITS, else the sample
   size). A file that declares 16 bits but holds 11 (WorldView panchromatic) would come out near-black (values 0..7):

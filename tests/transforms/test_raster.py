@@ -521,23 +521,41 @@ def test_gdal_block_cache_holds_tiles_while_chips_are_cut(tmp_path: Path) -> Non
         assert get_gdal_config("GDAL_CACHEMAX") >= 64 * 2**20
 
 
+def _open_ended(jp2: bytes) -> bytes:
+    """The JP2 with its codestream box's length set to 0 (it runs to the end of the file)."""
+    offset = 0
+    while jp2[offset + 4 : offset + 8] != b"jp2c":
+        offset += int.from_bytes(jp2[offset : offset + 4], "big")
+    return jp2[:offset] + bytes(4) + jp2[offset + 4 :]
+
+
 @pytest.mark.parametrize(
-    ("name", "damage"),
+    ("name", "damage", "cut"),
     [
-        ("cut.jp2", lambda data: data[: len(data) * 2 // 3]),  # the codestream box runs past the end
-        ("no_eoc.jp2", lambda data: data[:-2] + b"\x00\x00"),  # box lengths intact, end marker gone
-        ("header.jp2", lambda data: data[:40]),  # before the codestream box
-        ("cut.j2k", lambda data: data[: len(data) // 2]),
+        ("cut.jp2", lambda data: data[: len(data) * 2 // 3], True),  # the codestream box runs past the end
+        ("header.jp2", lambda data: data[:40], True),  # the file ends before the codestream box
+        ("open_ended_cut.jp2", lambda data: _open_ended(data)[: len(data) * 2 // 3], True),  # a tile-part runs past the end
+        ("cut.j2k", lambda data: data[: len(data) // 2], True),
+        ("main_header_cut.j2k", lambda data: data[:60], True),
+        ("open_ended.jp2", _open_ended, False),
+        ("no_eoc.j2k", lambda data: data[:-2], True),  # every tile-part whole, but openjpeg fails on the last tile
+        ("trailing_byte.j2k", lambda data: data + b"\x00", False),  # Pillow's 9bit.j2k has one after its EOC
     ],
 )
-def test_a_jpeg2000_cut_short_is_rejected_before_gdal_reads_it(tmp_path: Path, name: str, damage) -> None:
+def test_a_jpeg2000_cut_short_is_rejected_before_chipping(tmp_path: Path, name: str, damage, cut: bool) -> None:
     from cropshard.transforms.raster.open_raster import refuse_truncated_jpeg2000
 
-    whole = rastergen.write_jp2(tmp_path / f"whole{Path(name).suffix}", rastergen.multispectral(64, 64, bands=1), crs=None if name.endswith(".j2k") else rastergen.UTM13,
-                                **({"CODEC": "J2K"} if name.endswith(".j2k") else {}))
+    bare = name.endswith(".j2k")
+    whole = rastergen.write_jp2(tmp_path / f"whole{Path(name).suffix}", rastergen.multispectral(64, 64, bands=1), block=32,
+                                crs=None if bare else rastergen.UTM13, **({"CODEC": "J2K"} if bare else {}))
     refuse_truncated_jpeg2000(str(whole))  # the intact file passes
-    broken = tmp_path / name
-    broken.write_bytes(damage(whole.read_bytes()))
+    damaged = tmp_path / name
+    damaged.write_bytes(damage(whole.read_bytes()))
+    if not cut:
+        refuse_truncated_jpeg2000(str(damaged))
+        with rasterio.open(damaged) as ds:  # and GDAL reads every pixel of it
+            np.testing.assert_array_equal(ds.read(), rasterio.open(whole).read())
+        return
     with pytest.raises(Rejected) as caught:
-        refuse_truncated_jpeg2000(str(broken))
+        refuse_truncated_jpeg2000(str(damaged))
     assert caught.value.reason == "truncated" and "cut short" in caught.value.message

@@ -101,48 +101,86 @@ def refuse_references(head: bytes) -> None:
         )
 
 
-_EOC = b"\xff\xd9"  # a JPEG 2000 codestream's last marker
+_SOT = b"\xff\x90"  # start of a tile-part, whose header gives the tile-part's length (Psot)
+_EOC = b"\xff\xd9"  # end of the codestream
 
 
 def refuse_truncated_jpeg2000(path: str) -> None:
-    """Rejected('truncated') for a JPEG 2000 file cut short (an interrupted download): a box
-    that runs past the end of the file, or a codestream without its end marker (EOC). GDAL
-    reads the header and the first resolution levels of such a file without complaint, and the
-    damage would only show while chipping, by then failing the build (docs/BAD_INPUTS.md)."""
+    """Rejected('truncated') for a JPEG 2000 file cut short (an interrupted download): a box, a
+    header marker segment or a tile-part whose declared length runs past the end of the file.
+    GDAL opens such a file and reads its first resolution levels without complaint, so the damage
+    would only show while chipping, by then failing the build (docs/BAD_INPUTS.md). A JP2 whose
+    codestream box declares its length needs only the box headers read; a bare codestream, or a
+    box that runs to the end of the file, has its tile-part headers walked (12 bytes each)."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         size = handle.seek(0, os.SEEK_END)
-        end = size if not _box_header_at(handle, 0).startswith(_JP2_SIGNATURE[:8]) else _codestream_end(handle, size)
-        handle.seek(end - len(_EOC))
-        if handle.read(len(_EOC)) != _EOC:
-            raise Rejected("truncated", f"the JPEG 2000 codestream ends at byte {end} without its end marker (EOC): the file is cut short")
+        start, declared = 0, False
+        if _read_at(handle, 0, len(_JP2_SIGNATURE)) == _JP2_SIGNATURE:
+            start, declared = _codestream_box(handle, size)
+        if not declared:
+            _walk_tile_parts(handle, start, size)
 
 
-def _box_header_at(handle: Any, offset: int) -> bytes:
+def _read_at(handle: Any, offset: int, count: int) -> bytes:
     handle.seek(offset)
-    return handle.read(16)
+    return handle.read(count)
 
 
-def _codestream_end(handle: Any, size: int) -> int:
-    """Where the JP2 file's contiguous codestream box (jp2c) ends, checking every top-level box
-    before it fits in the file's `size` bytes."""
+def _cut_short(what: str, offset: int, length: int, size: int) -> Rejected:
+    return Rejected("truncated", f"the JPEG 2000 {what} at byte {offset} ({length} bytes) runs past the end of the file ({size} bytes): the file is cut short")
+
+
+def _codestream_box(handle: Any, size: int) -> tuple[int, bool]:
+    """(where the JP2 file's codestream box's contents start, whether the box declares its
+    length), every top-level box before it checked to fit in the file's `size` bytes."""
     offset = 0
     while offset + 8 <= size:
-        header = _box_header_at(handle, offset)
-        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        header = _read_at(handle, offset, 16)
+        length, kind, skip = int.from_bytes(header[:4], "big"), header[4:8], 8
         if length == 1:
-            length = int.from_bytes(header[8:16], "big")
-        elif length == 0:
-            length = size - offset  # the last box: to the end of the file
-        if length < 8 or offset + length > size:
-            name = kind.decode("latin-1")
-            raise Rejected("truncated", f"the JPEG 2000 box {name!r} at byte {offset} runs past the end of the file ({size} bytes): the file is cut short")
+            length, skip = int.from_bytes(header[8:16], "big"), 16
+        declared = length != 0
+        length = length if declared else size - offset  # 0: the last box, to the end of the file
+        if length < skip or offset + length > size:
+            raise _cut_short(f"box {kind.decode('latin-1')!r}", offset, length, size)
         if kind == b"jp2c":
-            return offset + length
+            return offset + skip, declared
         offset += length
-    raise Rejected("truncated", f"the JPEG 2000 file ({size} bytes) has no codestream box (jp2c): the file is cut short")
+    raise Rejected("truncated", f"the JPEG 2000 file ({size} bytes) ends before its codestream box (jp2c): the file is cut short")
+
+
+def _walk_tile_parts(handle: Any, offset: int, size: int) -> None:
+    """Follow a codestream's main header marker segments, then its tile-parts, by their lengths."""
+    offset += 2  # SOC
+    while True:  # the main header, up to the first tile-part
+        header = _read_at(handle, offset, 4)
+        if len(header) < 4:
+            raise _cut_short("main header", offset, 4, size)
+        if header[:2] == _SOT:
+            break
+        length = int.from_bytes(header[2:4], "big")
+        if offset + 2 + length > size:
+            raise _cut_short(f"marker segment {header[:2].hex()}", offset, 2 + length, size)
+        offset += 2 + length
+    while True:
+        header = _read_at(handle, offset, 12)
+        if not header:  # openjpeg fails on the last tile without it
+            raise Rejected("truncated", f"the JPEG 2000 codestream ends at byte {size}, after a whole tile-part, without its end marker (EOC): the file is cut short")
+        if header[:2] != _SOT:
+            return  # EOC, or other bytes after the last tile-part: the decoder judges those
+        if len(header) < 12:
+            raise _cut_short("tile-part header", offset, 12, size)
+        length = int.from_bytes(header[6:10], "big")  # Psot; 0: this last tile-part runs to EOC
+        if length == 0:
+            if _read_at(handle, size - len(_EOC), len(_EOC)) != _EOC:
+                raise Rejected("truncated", "the JPEG 2000 codestream's last tile-part runs to its end marker (EOC), which is missing: the file is cut short")
+            return
+        if offset + length > size:
+            raise _cut_short("tile-part", offset, length, size)
+        offset += length
 
 
 def _only_this_object(path: str) -> Any:

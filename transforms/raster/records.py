@@ -122,9 +122,17 @@ def png16(pixels: np.ndarray) -> bytes:
 
 
 def photo_like(dataset: Any) -> bool:
-    """An 8-bit, 1- or 3-band TIFF or JPEG 2000 without georeferencing: a scanned or camera photo, decoded by
-    Pillow as before (EXIF orientation, multi-page, 1-bit fax TIFFs)."""
-    return dataset.crs is None and not dataset.gcps[0] and dataset.count in (1, 3) and set(dataset.dtypes) == {"uint8"}
+    """A file without georeferencing that is a scanned or camera photo, decoded by Pillow as
+    before (EXIF orientation, multi-page, 1-bit fax TIFFs, alpha composited on black as for
+    PNG): any JPEG 2000, and an 8-bit grey or RGB TIFF, with or without an alpha band."""
+    from rasterio.enums import ColorInterp
+
+    if dataset.crs is not None or dataset.gcps[0]:
+        return False
+    if dataset.driver == JP2:
+        return True
+    alpha = dataset.count in (2, 4) and dataset.colorinterp[-1] == ColorInterp.alpha
+    return (dataset.count in (1, 3) or alpha) and set(dataset.dtypes) == {"uint8"}
 
 
 class RasterJob:
@@ -286,8 +294,6 @@ def open_job(
     if driver is None:
         yield None
         return
-    if driver == JP2:
-        refuse_truncated_jpeg2000(source.path)
     with contextlib.ExitStack() as stack:
         try:
             dataset = stack.enter_context(open_raster(source.path, driver))
@@ -297,6 +303,8 @@ def open_job(
         if photo_like(dataset) and not raster.requested:
             yield None
             return
+        if driver == JP2:
+            refuse_truncated_jpeg2000(source.path)
         label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
         yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
 
