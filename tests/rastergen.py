@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,62 +13,52 @@ UTM13 = "EPSG:32613"
 def write_raster(
     path: Path,
     data: np.ndarray,
-    crs: str | None = UTM13,
-    origin: tuple[float, float] = (487548.0, 4443554.0),
-    pixel: float = 2.0,
     nodata: float | None = None,
     overviews: tuple[int, ...] = (),
     block: int = 64,
     compress: str = "deflate",
     **profile,
 ) -> Path:
-    """Write `data` (bands, height, width) as a tiled GeoTIFF; returns `path`."""
-    import rasterio
+    """Write `data` (bands, height, width) as a tiled GeoTIFF (georeferenced as `profile`'s crs,
+    origin and pixel say, see `_create`); returns `path`."""
     from rasterio.enums import Resampling
-    from rasterio.transform import from_origin
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count, height, width = data.shape
-    options = dict(
-        driver="GTiff", width=width, height=height, count=count, dtype=str(data.dtype), tiled=True,
-        blockxsize=block, blockysize=block, compress=compress, nodata=nodata, **profile,
-    )
-    if crs is not None:
-        options.update(crs=crs, transform=from_origin(*origin, pixel, pixel))
-    with rasterio.open(path, "w", **options) as dataset:
+    options = dict(driver="GTiff", tiled=True, blockxsize=block, blockysize=block, compress=compress, nodata=nodata)
+    with _create(path, data, **options, **profile) as dataset:
         dataset.write(data)
         if overviews:
             dataset.build_overviews(list(overviews), Resampling.average)
     return path
 
 
-def write_jp2(
+def write_jp2(path: Path, data: np.ndarray, block: int = 64, **profile) -> Path:
+    """Write `data` (bands, height, width) as a lossless, tiled JPEG 2000 with GDAL's
+    JP2OpenJPEG driver (GeoJP2 and GMLJP2 boxes when georeferenced), as Sentinel-2 band files
+    come; returns `path`. GDAL's .aux.xml of the write is removed: inputs have none."""
+    with _create(path, data, driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES", BLOCKXSIZE=block, BLOCKYSIZE=block, **profile) as dataset:
+        dataset.write(data)
+    Path(f"{path}.aux.xml").unlink(missing_ok=True)
+    return path
+
+
+def _create(
     path: Path,
     data: np.ndarray,
     crs: str | None = UTM13,
     origin: tuple[float, float] = (487548.0, 4443554.0),
     pixel: float = 2.0,
-    block: int = 64,
     **options,
-) -> Path:
-    """Write `data` (bands, height, width) as a lossless, tiled JPEG 2000 with GDAL's
-    JP2OpenJPEG driver (GeoJP2 and GMLJP2 boxes when `crs` is given), as Sentinel-2 band files
-    come; returns `path`. GDAL's .aux.xml of the write is removed: inputs have none."""
+) -> Any:
+    """A rasterio dataset open for writing `data`'s shape and type at `path`, in `crs` with its
+    top-left corner at `origin` and square pixels of `pixel` map units (no CRS: none)."""
     import rasterio
     from rasterio.transform import from_origin
 
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = data.shape
-    profile = dict(
-        driver="JP2OpenJPEG", width=width, height=height, count=count, dtype=str(data.dtype),
-        QUALITY=100, REVERSIBLE="YES", BLOCKXSIZE=block, BLOCKYSIZE=block, **options,
-    )
     if crs is not None:
-        profile.update(crs=crs, transform=from_origin(*origin, pixel, pixel))
-    with rasterio.open(path, "w", **profile) as dataset:
-        dataset.write(data)
-    Path(f"{path}.aux.xml").unlink(missing_ok=True)
-    return path
+        options.update(crs=crs, transform=from_origin(*origin, pixel, pixel))
+    return rasterio.open(path, "w", width=width, height=height, count=count, dtype=str(data.dtype), **options)
 
 
 def multispectral(height: int, width: int, bands: int = 8, high: int = 2048, seed: int = 0) -> np.ndarray:
