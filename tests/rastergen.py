@@ -17,13 +17,17 @@ def write_raster(
     overviews: tuple[int, ...] = (),
     block: int = 64,
     compress: str = "deflate",
+    tiled: bool = True,
     **profile,
 ) -> Path:
-    """Write `data` (bands, height, width) as a tiled GeoTIFF (georeferenced as `profile`'s crs,
-    origin and pixel say, see `_create`); returns `path`."""
+    """Write `data` (bands, height, width) as a GeoTIFF of `block`² tiles (`tiled=False`: strips,
+    `blockysize` rows each), georeferenced as `profile`'s crs, origin and pixel say (see
+    `_create`); returns `path`."""
     from rasterio.enums import Resampling
 
-    options = dict(driver="GTiff", tiled=True, blockxsize=block, blockysize=block, compress=compress, nodata=nodata)
+    options = dict(driver="GTiff", tiled=tiled, compress=compress, nodata=nodata)
+    if tiled:
+        options.update(blockxsize=block, blockysize=block)
     with _create(path, data, **options, **profile) as dataset:
         dataset.write(data)
         if overviews:

@@ -181,6 +181,17 @@ def _geotiff(data: np.ndarray, **profile) -> Callable[[Path], None]:
     return lambda path: rastergen.write_raster(path, data, **profile)
 
 
+def _geotiff_cut(data: np.ndarray) -> Callable[[Path], None]:
+    """A tiled GeoTIFF of `data` of which only the first 70% of the bytes arrived."""
+    from tests import rastergen
+
+    def make(path: Path) -> None:
+        rastergen.write_raster(path, data, block=32)
+        whole = path.read_bytes()
+        path.write_bytes(whole[: int(len(whole) * 0.7)])
+    return make
+
+
 def _jpeg2000(data: np.ndarray, cut: float | None = None, **options) -> Callable[[Path], None]:
     """A lossless, tiled, georeferenced JPEG 2000 (GDAL's JP2OpenJPEG, as Sentinel-2 band files)
     holding `data`; with `cut`, only that share of its bytes (an interrupted download)."""
@@ -396,6 +407,8 @@ RASTER_CASES: tuple[Case, ...] = (
     Case("12-bit georeferenced JPEG 2000 (Sentinel-2-like band file)", "GDAL JP2OpenJPEG, 3 x uint16, NBITS=12, lossless, EPSG:32613",
          "rasters/twelve_bit.jp2", WRITTEN, _jpeg2000(_photo_bands(31).astype(np.uint16) * 16, NBITS=12), raster_center(4),
          check="rasterio window read >> 4 (the raster path: GDAL's JPEG 2000 driver, georeferenced)"),
+    Case("GeoTIFF cut short (an interrupted download)", "rasterio, 3 bands, tiled 32, first 70% of its bytes", "rasters/cut.tif", "truncated",
+         _geotiff_cut(_photo_bands(37))),
     Case("Georeferenced JPEG 2000 cut short", "GDAL JP2OpenJPEG, 3 x uint8, first 60% of its bytes", "rasters/cut.jp2", "truncated",
          _jpeg2000(_photo_bands(32), cut=0.6)),
     Case("Bare JPEG 2000 codestream cut short (no georeferencing: a photo)", "GDAL JP2OpenJPEG CODEC=J2K, 3 x uint16, first 60% of its bytes",
@@ -1021,7 +1034,10 @@ Notes
   about 256 chips) is rejected `decode_error` if the damaged tile is in its first chip; otherwise, and for any task of a
   raster split into several tasks (whose other tasks may have written chips already), the task fails: the runner
   retries the bundle and then fails the build with the source's path and the rows of the task, rather than publish
-  the raster in part (tests/transforms/test_raster_tasks.py).
+  the raster in part (tests/transforms/test_raster_tasks.py). A raster cut short (an interrupted download or copy) is
+  not damage of that kind: a full-resolution tile or strip whose recorded bytes end past the end of the file (TIFF), or
+  a box or tile-part that does (JPEG 2000), is found from the file's own offsets before the first chip and the source
+  is rejected `truncated`.
 """
 
 

@@ -559,3 +559,31 @@ def test_a_jpeg2000_cut_short_is_rejected_before_chipping(tmp_path: Path, name: 
     with pytest.raises(Rejected) as caught:
         refuse_truncated_jpeg2000(str(damaged))
     assert caught.value.reason == "truncated" and "cut short" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "profile"),
+    [
+        ("tiled.tif", {"block": 32}),
+        ("striped.tif", {"tiled": False, "blockysize": 8}),
+        ("band_interleaved.tif", {"block": 32, "interleave": "band"}),
+        ("bigtiff.tif", {"block": 32, "BIGTIFF": "YES"}),
+    ],
+)
+def test_a_geotiff_cut_short_is_rejected_before_chipping(tmp_path: Path, name: str, profile: dict) -> None:
+    # An interrupted download keeps its header and first tiles: GDAL opens it and previews it
+    # without complaint, and the build failed while chipping (the source planned whole).
+    data = rastergen.multispectral(96, 96, bands=3, high=256).astype(np.uint8)
+    whole = rastergen.write_raster(tmp_path / f"whole_{name}", data, **profile)
+    cut = tmp_path / name
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.7)])
+    crop, raster = CropSpec("grid", size=(32, 32)), RasterSpec()
+    for path, expected in ((whole, None), (cut, "truncated")):
+        try:
+            with open_job(source(path), path.read_bytes()[:HEAD_BYTES], crop, raster, 3, 10**9) as job:
+                assert job is not None
+            reason = None
+        except Rejected as err:
+            reason, message = err.reason, err.message
+        assert reason == expected, (path.name, reason)
+    assert "cut short" in message and "past the end of the file" in message

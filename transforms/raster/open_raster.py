@@ -101,15 +101,47 @@ def refuse_references(head: bytes) -> None:
         )
 
 
+def refuse_truncated(dataset: Any, path: str) -> None:
+    """Rejected('truncated') for a raster cut short (an interrupted download or copy), before it is
+    chipped: GDAL opens such a file and reads its header and preview without complaint, and the
+    missing tiles would only show while chipping, by then failing the whole build
+    (docs/BAD_INPUTS.md)."""
+    if dataset.driver == JP2:
+        refuse_truncated_jpeg2000(path)
+    else:
+        refuse_truncated_tiff(dataset, path)
+
+
+def refuse_truncated_tiff(dataset: Any, path: str) -> None:
+    """Rejected('truncated') for a TIFF one of whose full-resolution tiles or strips (its
+    TileOffsets/StripOffsets and byte counts, which GDAL reports as BLOCK_OFFSET/BLOCK_SIZE, a few
+    microseconds a block) ends past the end of the file; sparse blocks (offset 0) are absent by design."""
+    from apache_beam.io.filesystems import FileSystems
+    from rasterio.enums import Interleaving
+
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    bands = [1] if dataset.count == 1 or dataset.interleaving == Interleaving.pixel else range(1, dataset.count + 1)
+    for band in bands:
+        block_height, block_width = dataset.block_shapes[band - 1]
+        for row in range(-(-dataset.height // block_height)):
+            for col in range(-(-dataset.width // block_width)):
+                offset = int(dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band) or 0)
+                length = int(dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band) or 0)
+                if offset and offset + length > size:
+                    raise Rejected(
+                        "truncated",
+                        f"band {band}'s block (row {row}, column {col}) of the TIFF lies at bytes {offset}..{offset + length},"
+                        f" past the end of the file ({size} bytes): the file is cut short",
+                    )
+
+
 _SOT = b"\xff\x90"  # start of a tile-part, whose header gives the tile-part's length (Psot)
 _EOC = b"\xff\xd9"  # end of the codestream
 
 
 def refuse_truncated_jpeg2000(path: str) -> None:
-    """Rejected('truncated') for a JPEG 2000 file cut short (an interrupted download): a box, a
-    header marker segment or a tile-part whose declared length runs past the end of the file.
-    GDAL opens such a file and reads its first resolution levels without complaint, so the damage
-    would only show while chipping, by then failing the build (docs/BAD_INPUTS.md). A JP2 whose
+    """Rejected('truncated') for a JPEG 2000 file cut short: a box, a header marker segment or a
+    tile-part whose declared length runs past the end of the file. A JP2 whose
     codestream box declares its length needs only the box headers read; a bare codestream, or a
     box that runs to the end of the file, has its tile-part headers walked (12 bytes each)."""
     from apache_beam.io.filesystem import CompressionTypes

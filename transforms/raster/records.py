@@ -29,7 +29,7 @@ from cropshard.transforms.raster.open_raster import (
     open_raster,
     raster_driver,
     refuse_references,
-    refuse_truncated_jpeg2000,
+    refuse_truncated,
 )
 from cropshard.transforms.raster.stats import BandStats
 from cropshard.transforms.rejects import Rejected
@@ -303,8 +303,7 @@ def open_job(
         if photo_like(dataset) and not raster.requested:
             yield None
             return
-        if driver == JP2:
-            refuse_truncated_jpeg2000(source.path)
+        refuse_truncated(dataset, source.path)
         label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
         yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges)
 
