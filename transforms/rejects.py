@@ -29,7 +29,7 @@ REASONS = {
     "gdal_sidecar": "a GDAL sidecar beside its raster (x.tif.ovr overviews, x.tif.msk mask, x.tif.aux.xml): part of that raster, not an image",
     "raster_reference": "a GDAL VRT/XML file (whatever its name): it would read other files or URLs",
     "label_raster_missing": "--label_raster: the image's class map does not exist or cannot be read",
-    "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), or is neither a GeoTIFF nor a JPEG 2000",
+    "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), is cut short, or is neither a GeoTIFF nor a JPEG 2000",
     "label_names_mismatch": "--label_raster without --label_names: the class map's own category table (.aux.xml) is missing, unusable, or names other classes than the dataset's",
     "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",

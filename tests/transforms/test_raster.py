@@ -438,8 +438,11 @@ def test_class_map_outside_the_image_or_missing_is_rejected(tmp_path: Path) -> N
     image = rastergen.write_raster(tmp_path / "scene.tif", rastergen.multispectral(64, 64, bands=1))
     rastergen.write_raster(tmp_path / "far.tif", _class_map(64, 64)[None], origin=(100000.0, 100000.0))
     rastergen.write_raster(tmp_path / "nocrs.tif", _class_map(50, 50)[None], crs=None)
+    whole = rastergen.write_raster(tmp_path / "whole.tif", _class_map(64, 64)[None], block=16).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: len(whole) * 2 // 3])  # a class map cut short
     crop = CropSpec("center", size=(16, 16))
-    for name, reason in (("far.tif", "label_raster_mismatch"), ("nocrs.tif", "label_raster_mismatch"), ("gone.tif", "label_raster_missing")):
+    cases = (("far.tif", "label_raster_mismatch"), ("nocrs.tif", "label_raster_mismatch"), ("cut.tif", "label_raster_mismatch"), ("gone.tif", "label_raster_missing"))
+    for name, reason in cases:
         spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec("{dir}/" + name, "majority", 0.0, CLASSES))
         with pytest.raises(Rejected) as err, open_job(source(image), image.read_bytes()[:64], crop, spec, 1, 10**9):
             pass

@@ -340,6 +340,7 @@ def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, sta
         raise Rejected("label_raster_mismatch", f"the class map {path} is neither a GeoTIFF nor a JPEG 2000 file")
     try:
         label_dataset = stack.enter_context(open_raster(path, driver))
+        refuse_truncated(label_dataset, path)
     except Rejected as err:
         raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
     categories.check_class_map_table(path, spec)
