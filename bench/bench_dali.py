@@ -202,43 +202,43 @@ def build_dataset(path: str, height: int, width: int, distinct: int, count: int,
 
 
 def reader_rate(path: str, options: dict[str, Any], threads: int, seconds: float, warmup: int) -> dict[str, float]:
-    import tensorflow as tf
     from cropshard import reader
 
     data = reader.load(path, batch_size=BATCH, repeat=True, normalize="none", shuffle_buffer=SHUFFLE, **options)
-    tf_options = tf.data.Options()
-    tf_options.threading.private_threadpool_size = threads
-    iterator = iter(data.with_options(tf_options))
-    for _ in range(warmup):
-        next(iterator)
-    count, start, cpu = 0, time.perf_counter(), _cpu_seconds()
-    while time.perf_counter() - start < seconds:
-        images, _labels = next(iterator)
-        count += int(images.shape[0])
-    elapsed = time.perf_counter() - start
-    return {"rate": count / elapsed, "cpu_us": (_cpu_seconds() - cpu) / count * 1e6, "shape": list(images.shape[1:])}
+    return timed_batches(data, threads, seconds, warmup)
 
 
 def records_alone(path: str, threads: int, seconds: float = 2.0) -> dict[str, float]:
     """CPU us per record of the reader's own record stream alone (shards interleaved, checked
     and shuffled as reader.load reads them, batched): no parsing, no decode. Added to the ops
     alone, it is the CPU any reader of these shards built on tf.data's TFRecord reading pays."""
-    import tensorflow as tf
     from cropshard import reader
     from cropshard.reader import records
 
     meta = reader.info(path)
     read = reader.ReadConfig(repeat=True, shuffle_buffer=SHUFFLE)
     stream = records.record_stream(path, meta.split("train").shards, meta.compression, read).batch(BATCH)
+    return {"cpu_us": timed_batches(stream, threads, seconds, SHUFFLE // BATCH + 2)["cpu_us"]}  # warm-up fills the shuffle buffer
+
+
+def timed_batches(dataset: Any, threads: int, seconds: float, warmup: int) -> dict[str, Any]:
+    """Images (or records) per second and CPU us per item of iterating `dataset` for `seconds`
+    after `warmup` batches, on a private tf.data pool of `threads`; batches are tensors or
+    tuples whose first element is the batch."""
+    import tensorflow as tf
+
     tf_options = tf.data.Options()
     tf_options.threading.private_threadpool_size = threads
-    iterator = iter(stream.with_options(tf_options))
-    for _ in range(SHUFFLE // BATCH + 2):  # fill the shuffle buffer
+    iterator = iter(dataset.with_options(tf_options))
+    for _ in range(warmup):
         next(iterator)
     count, start, cpu = 0, time.perf_counter(), _cpu_seconds()
     while time.perf_counter() - start < seconds:
-        count += int(next(iterator).shape[0])
-    return {"cpu_us": (_cpu_seconds() - cpu) / count * 1e6}
+        batch = next(iterator)
+        items = batch[0] if isinstance(batch, tuple) else batch
+        count += int(items.shape[0])
+    elapsed = time.perf_counter() - start
+    return {"rate": count / elapsed, "cpu_us": (_cpu_seconds() - cpu) / count * 1e6, "shape": list(items.shape[1:])}
 
 
 def ops_alone(path: str, options: dict[str, Any], seconds: float = 2.0, draws: int = 1024) -> dict[str, float]:
