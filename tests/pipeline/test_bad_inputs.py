@@ -181,28 +181,21 @@ def _geotiff(data: np.ndarray, **profile) -> Callable[[Path], None]:
     return lambda path: rastergen.write_raster(path, data, **profile)
 
 
-def _geotiff_cut(data: np.ndarray) -> Callable[[Path], None]:
-    """A tiled GeoTIFF of `data` of which only the first 70% of the bytes arrived."""
+def _jpeg2000(data: np.ndarray, **options) -> Callable[[Path], None]:
+    """A lossless, tiled, georeferenced JPEG 2000 (GDAL's JP2OpenJPEG, as Sentinel-2 band files) holding `data`."""
     from tests import rastergen
 
-    def make(path: Path) -> None:
-        rastergen.write_raster(path, data, block=32)
+    return lambda path: rastergen.write_jp2(path, data, **options)
+
+
+def _cut_short(make: Callable[[Path], None], share: float) -> Callable[[Path], None]:
+    """The file `make` writes, of which only the first `share` of the bytes arrived (an interrupted download)."""
+
+    def cut(path: Path) -> None:
+        make(path)
         whole = path.read_bytes()
-        path.write_bytes(whole[: int(len(whole) * 0.7)])
-    return make
-
-
-def _jpeg2000(data: np.ndarray, cut: float | None = None, **options) -> Callable[[Path], None]:
-    """A lossless, tiled, georeferenced JPEG 2000 (GDAL's JP2OpenJPEG, as Sentinel-2 band files)
-    holding `data`; with `cut`, only that share of its bytes (an interrupted download)."""
-    from tests import rastergen
-
-    def make(path: Path) -> None:
-        rastergen.write_jp2(path, data, **options)
-        if cut is not None:
-            whole = path.read_bytes()
-            path.write_bytes(whole[: int(len(whole) * cut)])
-    return make
+        path.write_bytes(whole[: int(len(whole) * share)])
+    return cut
 
 
 def _photo_bands(seed: int) -> np.ndarray:
@@ -408,12 +401,12 @@ RASTER_CASES: tuple[Case, ...] = (
          "rasters/twelve_bit.jp2", WRITTEN, _jpeg2000(_photo_bands(31).astype(np.uint16) * 16, NBITS=12), raster_center(4),
          check="rasterio window read >> 4 (the raster path: GDAL's JPEG 2000 driver, georeferenced)"),
     Case("GeoTIFF cut short (an interrupted download)", "rasterio, 3 bands, tiled 32, first 70% of its bytes", "rasters/cut.tif", "truncated",
-         _geotiff_cut(_photo_bands(37))),
+         _cut_short(_geotiff(_photo_bands(37), block=32), 0.7)),
     Case("Georeferenced JPEG 2000 cut short", "GDAL JP2OpenJPEG, 3 x uint8, first 60% of its bytes", "rasters/cut.jp2", "truncated",
-         _jpeg2000(_photo_bands(32), cut=0.6)),
+         _cut_short(_jpeg2000(_photo_bands(32)), 0.6)),
     Case("Bare JPEG 2000 codestream cut short (no georeferencing: a photo)", "GDAL JP2OpenJPEG CODEC=J2K, 3 x uint16, first 60% of its bytes",
          "rasters/cut.j2k", "decode_error",
-         _jpeg2000(_photo_bands(33).astype(np.uint16) * 256, cut=0.6, crs=None, CODEC="J2K")),
+         _cut_short(_jpeg2000(_photo_bands(33).astype(np.uint16) * 256, crs=None, CODEC="J2K"), 0.6)),
     Case("16-bit greyscale PNG holding 12-bit values", "Pillow, mode I;16, values 0..4080", "rasters/camera12.png", "range_collapsed", _twelve_bit_grey_png),
     Case("Float PFM with values beyond 255 (radiance)", "Pillow, mode F, values 0..1000", "rasters/radiance.pfm", "band_mismatch", _float_pfm(1000.0)),
     Case("Float PFM with NaN samples", "Pillow, mode F, values 0..1, NaN every 7th row and 5th column", "rasters/holes.pfm", "band_mismatch", _float_pfm(1.0, nan=True)),
