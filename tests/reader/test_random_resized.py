@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from cropshard import reader  # noqa: E402
 from cropshard.reader import schema  # noqa: E402
-from cropshard.reader.decode import random_resized_windows  # noqa: E402
+from cropshard.reader.decode import random_resized_windows, resize_window  # noqa: E402
 
 DEFAULTS = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)}
 
@@ -109,6 +109,32 @@ def test_windows_depend_only_on_the_seed() -> None:
     a, b = sample([375] * 64, [500] * 64, (9, 9), flip=True), sample([375] * 64, [500] * 64, (9, 9), flip=True)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, sample([375] * 64, [500] * 64, (9, 10), flip=True))
+
+
+# ---- the resize: exactly tf.image.resize's samples -----------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_resize_window_gives_tf_image_resize_samples_bit_for_bit(dtype: type) -> None:
+    # resize_window computes ScaleAndTranslate's two passes as two row passes; any change in
+    # which products are summed, or in what order, shows here as a differing float sample.
+    rng = np.random.default_rng(5)
+    shapes = [((1, 1), (224, 224)), ((1, 700), (3, 2)), ((480, 1), (7, 224)), ((224, 224), (224, 224))]
+    shapes += [((int(h), int(w)), (224, 224)) for h, w in rng.integers(2, 900, (12, 2))]
+    shapes += [((int(h), int(w)), (int(a), int(b))) for h, w, a, b in rng.integers(1, 500, (12, 4))]
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    for i, ((height, width), size) in enumerate(shapes):
+        channels = (1, 3, 4, 13)[i % 4]
+        if info is None:
+            image = rng.normal(0.0, 100.0, (height, width, channels)).astype(dtype)
+        else:
+            image = rng.integers(info.min, info.max, (height, width, channels), endpoint=True).astype(dtype)
+        expected = tf.image.resize(image, size, method="bilinear", antialias=True)
+        if info is not None:
+            expected = tf.clip_by_value(tf.round(expected), float(info.min), float(info.max))
+        got = resize_window(tf.constant(image), size)
+        assert got.dtype == dtype and got.shape == (*size, channels)
+        assert np.array_equal(got.numpy(), tf.cast(expected, dtype).numpy()), ((height, width), size, channels)
 
 
 # ---- through reader.load: exact pixels ---------------------------------------------------------
