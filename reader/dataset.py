@@ -22,7 +22,7 @@ from typing import Any
 from . import decode, records, schema
 from .config import DEFAULT_RATIO, DEFAULT_SCALE, DecodeConfig, Normalization, ReadConfig, check_channels
 from .corruption import CorruptionReport
-from .metadata import DatasetError, DatasetInfo, load_info
+from .metadata import DatasetError, DatasetInfo, SplitInfo, load_info
 
 __all__ = ["CorruptionReport", "DecodeConfig", "ReadConfig", "as_numpy", "info", "load"]
 
@@ -98,11 +98,12 @@ def load(
     read = _config(ReadConfig, read_config, arguments)
     image = _config(DecodeConfig, decode_config, arguments)
     meta = load_info(path)
-    shards = meta.split(split).shards
+    split_info = meta.split(split)
+    shards = split_info.shards
     check_against_dataset(path, meta, image, batch_size)
     records.check_shards_exist(path, shards)
     stream = records.record_stream(path, shards, meta.compression, read)
-    out = _decode_stage(stream, meta, image, read, batch_size, drop_remainder)
+    out = _decode_stage(stream, meta, split_info, image, read, batch_size, drop_remainder)
     return _with_options(out.prefetch(tf.data.AUTOTUNE), read)
 
 
@@ -142,13 +143,20 @@ def check_against_dataset(path: str, meta: DatasetInfo, image: DecodeConfig, bat
 
 
 def _decode_stage(
-    stream: Any, meta: DatasetInfo, image: DecodeConfig, read: ReadConfig, batch_size: int | None, drop_remainder: bool
+    stream: Any,
+    meta: DatasetInfo,
+    split: SplitInfo,
+    image: DecodeConfig,
+    read: ReadConfig,
+    batch_size: int | None,
+    drop_remainder: bool,
 ) -> Any:
     import tensorflow as tf
 
     formats = tuple(f for f in schema.IMAGE_FORMATS if f in meta.image_formats)
     fixed_shape = tuple(meta.image_shape) if meta.image_shape else None
-    route_class = decode.ROUTES[decode.choose_route(batch_size, formats, fixed_shape, image.window)]
+    record_bytes = split.num_bytes / split.num_examples if split.num_examples else 0.0
+    route_class = decode.ROUTES[decode.choose_route(batch_size, formats, fixed_shape, image.window, record_bytes)]
     route = route_class(
         image, fixed_shape=fixed_shape, channels=int(meta.channels), formats=formats, dtype=meta.dtype, geo=meta.raster is not None, mask=meta.label_mode == "mask",
         norm=dataset_normalization(meta) if image.normalization.mode == "dataset" else None,

@@ -1,6 +1,6 @@
 """The decode stage of `reader.load`: serialized records -> (image, label[, metadata]) elements.
 
-Three routes, chosen by `choose_route` from the dataset's metadata:
+Four routes, chosen by `choose_route` from the dataset's metadata:
 
 * `FixedRawRoute` — fixed-shape `raw` images (pre-cropped datasets). Each record is parsed and
   decoded in a parallel map (`parse_single_example` + `decode_raw`, while the record is still in
@@ -9,16 +9,19 @@ Three routes, chosen by `choose_route` from the dataset's metadata:
   shuffled, 1.0x unshuffled, against 0.64-0.75x for batch -> parse_example -> decode_raw, whose
   batching of 150 KB strings is one more serial copy (bench/RESULTS.md).
 * `FixedSizeRoute` — every other batch of fixed-size output (pre-cropped JPEG/PNG, and full
-  images cut or resized to a window): one vectorised `tf.io.parse_example` per batch, then the
-  images are decoded one by one with `tf.map_fn` inside that same parallel map call
-  (per-element overhead matters; batches in flight keep the cores busy).
+  images cut or resized to a window) from small records: one vectorised `tf.io.parse_example`
+  per batch, then the images are decoded one by one with `tf.map_fn` inside that same parallel
+  map call (per-element overhead matters; batches in flight keep the cores busy).
+* `PerImageRoute` — the same output from large records (`PER_IMAGE_RECORD_BYTES` on average):
+  each record parsed and decoded in a per-record parallel map, the decoded windows batched.
 * `FullImageRoute` — unbatched reading (full images of their own size): `parse_example` over
   blocks of `_PARSE_BATCH` records, unbatched, and each image decoded in a per-image parallel map.
 
 JPEG crops use `tf.image.decode_and_crop_jpeg`, which decodes only the window (a big win for
 baseline JPEGs; progressive JPEGs must be decoded whole, so they gain little). Random windows
-are drawn per batch from a stateless seed taken from `tf.data.Dataset.random` (so a seed gives
-the same crops however many threads run), then travel with each image.
+are drawn per batch (per record in PerImageRoute) from a stateless seed taken from
+`tf.data.Dataset.random` (so a seed gives the same crops however many threads run), then travel
+with each image.
 
 Images smaller than the crop window (full-image datasets only; pre-cropped ones are checked up
 front) are not upscaled: the window is clamped to the image and the result is zero-padded
@@ -57,20 +60,32 @@ _PACKED_WINDOW = "_window"  # the int window keys stacked, in FixedSizeRoute's p
 ROUTE_FIXED_RAW = "fixed-raw"
 ROUTE_FIXED_SIZE = "fixed-size"
 ROUTE_FULL_IMAGE = "full-image"
+ROUTE_PER_IMAGE = "per-image"
+PER_IMAGE_RECORD_BYTES = 128 << 10  # mean record size from which batches are decoded per image (choose_route)
 
 
 def choose_route(
-    batch_size: int | None, formats: tuple[str, ...], fixed_shape: tuple[int, ...] | None, window: tuple[int, int] | None = None
+    batch_size: int | None,
+    formats: tuple[str, ...],
+    fixed_shape: tuple[int, ...] | None,
+    window: tuple[int, int] | None = None,
+    record_bytes: float = 0.0,
 ) -> str:
     """Which decode route serves a dataset of `formats` and `fixed_shape` read in batches of
-    `batch_size`, cut (or resized) to `window`. Batches of fixed-size output, full images with a
-    window included, decode inside the batch's own call: against the per-image map of
-    FullImageRoute, 1.06-1.18x the images/s on 500x375 JPEGs with 224 crops, 1.08x with
-    random-resized crops of 512 px JPEGs, 0.96x on 8 MP photos (bench/RESULTS.md)."""
+    `batch_size`, cut (or resized) to `window`, from records of `record_bytes` on average.
+
+    Batches of fixed-size output decode inside the batch's own call (FixedSizeRoute) when records
+    are small: against a per-image map, 8% less CPU per image on 38 KB records of 500x375 JPEGs
+    with 224 crops, and about even at 147 KB. From `PER_IMAGE_RECORD_BYTES` up each record is
+    parsed and decoded on its own (PerImageRoute): a batch of large records is copied whole by
+    every batch-wide step, and on 583 KB and 1.4 MB records (2048x1536 and 8 MP JPEGs) the
+    per-image map spends 13% and 16% less CPU per image (bench/RESULTS.md)."""
     if batch_size is None or (fixed_shape is None and window is None):
         return ROUTE_FULL_IMAGE
     if fixed_shape is not None and formats == (schema.FORMAT_RAW,):
         return ROUTE_FIXED_RAW
+    if record_bytes >= PER_IMAGE_RECORD_BYTES:
+        return ROUTE_PER_IMAGE
     return ROUTE_FIXED_SIZE
 
 
@@ -531,13 +546,13 @@ def _unpacked(element: dict[str, Any]) -> dict[str, Any]:
 
 class FullImageRoute(_ParsedRoute):
     """Unbatched reading: parse in blocks, unbatch, decode each image in a parallel map. Batched
-    reading always has a fixed output shape and takes FixedSizeRoute (`choose_route`)."""
+    reading always has a fixed output shape and takes FixedSizeRoute or PerImageRoute (`choose_route`)."""
 
     def build(self, records: Any, seeds: Any, batch_size: int | None, drop_remainder: bool, deterministic: bool) -> Any:
         import tensorflow as tf
 
         if batch_size is not None:
-            raise ValueError(f"FullImageRoute yields single images; batch_size {batch_size} is FixedSizeRoute's (see choose_route)")
+            raise ValueError(f"FullImageRoute yields single images; batch_size {batch_size} is for the batched routes (see choose_route)")
         blocks = records.batch(
             _PARSE_BATCH,
             drop_remainder=False,
@@ -553,4 +568,31 @@ class FullImageRoute(_ParsedRoute):
         return self.output_parsed(self.image_one(ex), ex)
 
 
-ROUTES = {ROUTE_FIXED_RAW: FixedRawRoute, ROUTE_FIXED_SIZE: FixedSizeRoute, ROUTE_FULL_IMAGE: FullImageRoute}
+class PerImageRoute(FullImageRoute):
+    """Fixed-size batches from large records: each record parsed, its window drawn and its image
+    decoded in one parallel map call, then batched. Only the small decoded windows are batched;
+    the record is copied once, by its parse."""
+
+    def build(self, records: Any, seeds: Any, batch_size: int | None, drop_remainder: bool, deterministic: bool) -> Any:
+        import tensorflow as tf
+
+        if batch_size is None:
+            raise ValueError("PerImageRoute yields batches; unbatched reading is FullImageRoute's (see choose_route)")
+        images = _parallel_map(tf.data.Dataset.zip((records, seeds)), self.decode_record, deterministic)
+        return images.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+    def decode_record(self, record: Any, seed: Any) -> Any:
+        """One record, with its own stateless seed, -> (image, label[, metadata])."""
+        import tensorflow as tf
+
+        # A batch of one, squeezed: Squeeze shares the parsed buffers, where indexing would copy the image bytes.
+        ex = {key: tf.squeeze(value, axis=0) for key, value in self.parse_batch(record[None], seed).items()}
+        return self.decode_one(ex)
+
+
+ROUTES = {
+    ROUTE_FIXED_RAW: FixedRawRoute,
+    ROUTE_FIXED_SIZE: FixedSizeRoute,
+    ROUTE_FULL_IMAGE: FullImageRoute,
+    ROUTE_PER_IMAGE: PerImageRoute,
+}

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from cropshard import reader
 from cropshard.pipeline.build import BuildFailed, run
-from cropshard.reader import metadata
+from cropshard.reader import decode, metadata
 from rasterio.windows import Window
 
 from tests import imagegen, rastergen
@@ -162,7 +162,7 @@ def test_stable_raster_shards_are_the_same_in_process_and_on_two_workers(tmp_pat
     assert len(chips) == 640 and len({tuple(box) for box in chips}) == 320  # every chip once per raster
 
 
-def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> None:
+def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(9)
     values = np.kron(rng.choice([1, 2, 3], size=(10, 10)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 80x80 class map
     image = rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8)
@@ -191,6 +191,13 @@ def test_label_rasters_majority_and_mask_through_the_reader(tmp_path: Path) -> N
     out = tmp_path / "mask"
     info = build(*common, "--output", str(out), "--label_mode", "mask")
     assert info.num_examples == 16
+    for per_image_from in (decode.PER_IMAGE_RECORD_BYTES, 0):  # both batched routes: FixedSizeRoute, PerImageRoute
+        monkeypatch.setattr(decode, "PER_IMAGE_RECORD_BYTES", per_image_from)
+        check_masks(out, image, aligned)
+
+
+def check_masks(out: Path, image: np.ndarray, aligned: np.ndarray) -> None:
+    """Random crops of a mask dataset, flipped: each image and mask the same window of the raster and class map."""
     batches = reader.load(str(out), batch_size=4, shuffle=False, crop="random", crop_size=12, flip=True, seed=5, normalize="none", with_metadata=True)
     for images, masks, meta in batches.as_numpy_iterator():
         assert masks.shape == (4, 12, 12, 1) and masks.dtype == np.uint8

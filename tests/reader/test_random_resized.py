@@ -183,7 +183,7 @@ def check_against_reference(
     assert sorted(seen) == sorted(by_name), "every example once"
 
 
-def test_full_images_match_the_reference(full_jpeg_ds: tuple[str, dict]) -> None:
+def test_full_images_match_the_reference(full_jpeg_ds: tuple[str, dict], batched_route: str) -> None:
     path, splits = full_jpeg_ds
     data = reader.load(
         path,

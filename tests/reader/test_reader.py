@@ -101,7 +101,7 @@ def test_precropped_exact_pixels_and_labels(fixture: str, request: pytest.Fixtur
         assert {tuple(b) for b in meta["source_crop_box"]} == {s.record.crop_box for s in stored}
 
 
-def test_precropped_jpeg_equals_decoded_jpeg(jpeg_ds: tuple[str, dict]) -> None:
+def test_precropped_jpeg_equals_decoded_jpeg(jpeg_ds: tuple[str, dict], batched_route: str) -> None:
     path, splits = jpeg_ds
     images, labels, meta = collect(reader.load(path, batch_size=4, normalize="none", with_metadata=True))
     by_name = fx.by_filename(splits["train"])
@@ -146,7 +146,7 @@ def test_center_subcrop_of_precropped_raw(raw_ds: tuple[str, dict]) -> None:
 
 
 @pytest.mark.parametrize("crop", ["random", "center"])
-def test_full_images_cropped_on_the_fly_are_exact_windows(crop: str, full_ds: tuple[str, dict]) -> None:
+def test_full_images_cropped_on_the_fly_are_exact_windows(crop: str, full_ds: tuple[str, dict], batched_route: str) -> None:
     path, splits = full_ds
     data = reader.load(
         path, batch_size=4, crop=crop, crop_size=32, flip=crop == "random", seed=7, normalize="none", with_metadata=True

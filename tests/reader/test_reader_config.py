@@ -152,6 +152,13 @@ def test_choose_route() -> None:
     assert decode.choose_route(32, (jpeg, png), None, (16, 16)) == decode.ROUTE_FIXED_SIZE
     assert decode.choose_route(32, (raw,), None, (16, 16)) == decode.ROUTE_FIXED_SIZE
     assert decode.choose_route(None, (jpeg,), None, (16, 16)) == decode.ROUTE_FULL_IMAGE
+    # ... and per image once records are large on average; fixed-shape raw and unbatched reading stay.
+    large = decode.PER_IMAGE_RECORD_BYTES
+    assert decode.choose_route(32, (jpeg,), None, (16, 16), large - 1) == decode.ROUTE_FIXED_SIZE
+    assert decode.choose_route(32, (jpeg,), None, (16, 16), large) == decode.ROUTE_PER_IMAGE
+    assert decode.choose_route(32, (jpeg,), (24, 20, 3), None, large) == decode.ROUTE_PER_IMAGE
+    assert decode.choose_route(32, (raw,), (24, 20, 3), None, large) == decode.ROUTE_FIXED_RAW
+    assert decode.choose_route(None, (jpeg,), None, (16, 16), large) == decode.ROUTE_FULL_IMAGE
 
 
 def test_fixed_raw_needs_a_second_pass_only_when_asked() -> None:
