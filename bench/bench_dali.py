@@ -396,12 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_dali_venv(args.dali_venv)
     load_before = os.getloadavg()[0]
     rows = bench(args, python)
-    text = report(args, rows, dali_version(python), (load_before, os.getloadavg()[0]))
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+    publish(report(args, rows, dali_version(python), (load_before, os.getloadavg()[0])), args.results)
     return 0
+
+
+def publish(text: str, results: str) -> None:
+    """Print a report and append it to the results file (none: '')."""
+    print(text)
+    if results:
+        with open(results, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
 
 
 if __name__ == "__main__":

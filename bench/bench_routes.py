@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         default = "per-image" if kib * 1024 >= default_threshold else "fixed-size"
         lines.append(f"| {spec[1]}x{spec[0]} | {kib:.0f} | {fixed:.0f} | {per_image:.0f} | {per_image / fixed:.2f}x | {default} |")
         print(lines[-1], {route: [round(v) for v in values] for route, values in cpu.items()}, file=sys.stderr)
-    text = "\n".join([*lines, ""])
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+    bench_dali.publish("\n".join([*lines, ""]), args.results)
     return 0
 
 
