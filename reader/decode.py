@@ -174,7 +174,7 @@ def resize_window(image: Any, size: tuple[int, int]) -> Any:
 
     The samples are exactly `tf.image.resize(image, size, 'bilinear', antialias=True)`'s, at about
     half its CPU: that op (ScaleAndTranslate) sums rows first, in a vectorised loop, then columns,
-    in a scalar loop over each pixel's channels that costs twice the rest of its work. Here both
+    in a scalar loop over each pixel's channels that is most of its cost. Here both
     passes are its row pass (`_resize_rows`), the second on the transposed intermediate, so each
     output sample is the same float sum of the same products in the same order.
     """
