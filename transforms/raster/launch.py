@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cropshard.transforms.raster import categories, labels
-from cropshard.transforms.raster.open_raster import SNIFF_BYTES, is_raster_path, open_raster, raster_driver
+from cropshard.transforms.raster.open_raster import is_raster_path, open_raster
 from cropshard.transforms.raster.records import select_bands
 from cropshard.transforms.rejects import Rejected
 
@@ -60,15 +60,9 @@ def _candidate_paths(config: Any) -> Iterator[tuple[str, str | None]]:
 def first_raster_dtype(config: Any) -> str:
     """Sample type of the first band the build would store from the first raster input, in path
     order among the first `_PROBE_LIMIT` listed (listing order is not stable on local disks)."""
-    from apache_beam.io.filesystems import FileSystems
-
     for path, _ in sorted(itertools.islice(_candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         try:
-            with FileSystems.open(path) as handle:
-                driver = raster_driver(handle.read(SNIFF_BYTES))
-            if driver is None:
-                continue
-            with open_raster(path, driver) as dataset:
+            with open_raster(path) as dataset:  # Rejected when its first bytes are neither TIFF nor JPEG 2000
                 # The build's own band check: a raster it would reject for its bands does not set the type.
                 bands = select_bands(dataset, config.example.raster.bands, config.example.channels)
                 return dataset.dtypes[bands[0] - 1]
