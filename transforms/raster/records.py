@@ -316,13 +316,17 @@ def open_planned_job(
     class map, only `boxes` to chip."""
     with contextlib.ExitStack() as stack:
         dataset = stack.enter_context(open_raster(source.path))
-        label_grid = open_label_grid(source, dataset, raster.labels, stack) if raster.labels else None
+        label_grid = open_label_grid(source, dataset, raster.labels, stack, planned=True) if raster.labels else None
         yield RasterJob(dataset, source, crop, raster, channels, max_pixels, label_grid, ranges, boxes)
 
 
-def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack) -> labels.LabelGrid:
+def open_label_grid(
+    source: Any, dataset: Any, spec: labels.LabelRasterSpec, stack: contextlib.ExitStack, *, planned: bool = False
+) -> labels.LabelGrid:
     """The image's class map (the manifest row's label_raster, else --label_raster's pattern),
-    opened as safely as images and aligned to its grid."""
+    opened as safely as images and aligned to its grid. `planned`: open_job already found it
+    whole for this source, so a task reopening it does not walk its blocks again (as the image's
+    own truncation check runs once, in open_job)."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
@@ -340,7 +344,8 @@ def open_label_grid(source: Any, dataset: Any, spec: labels.LabelRasterSpec, sta
         raise Rejected("label_raster_mismatch", f"the class map {path} is neither a GeoTIFF nor a JPEG 2000 file")
     try:
         label_dataset = stack.enter_context(open_raster(path, driver))
-        refuse_truncated(label_dataset, path)
+        if not planned:
+            refuse_truncated(label_dataset, path)
     except Rejected as err:
         raise Rejected("label_raster_mismatch", f"the class map {path}: {err.message}") from err
     categories.check_class_map_table(path, spec)
