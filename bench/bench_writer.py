@@ -287,6 +287,33 @@ def cpu_seconds(fn, *args) -> float:  # noqa: ANN001 - any of the timed loops
     return time.process_time() - start
 
 
+def cpu_split(fn, *args) -> tuple[float, float]:  # noqa: ANN001 - any of the timed loops
+    """(user, system) CPU seconds of this process (all threads) that fn(*args) takes: the kernel's
+    share (page-cache writes, page faults) apart from the work done in user space."""
+    start = os.times()
+    fn(*args)
+    end = os.times()
+    return end.user - start.user, end.system - start.system
+
+
+def page_cache_write_us(scratch: Path, records: int = 2000, size: int = 150_000) -> float:
+    """CPU microseconds to write one `size`-byte record into a new file (os.write, page cache
+    only): what each write of a record costs the kernel on this machine at this moment. On a VM
+    that hands free memory back to its host, first-touched pages make this swing several-fold."""
+    path = cleared(scratch / "write_probe.bin")
+    record = os.urandom(size)
+    start = time.process_time()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for _ in range(records):
+            os.write(fd, record)
+    finally:
+        os.close(fd)
+    spent = time.process_time() - start
+    cleared(path)
+    return spent / records * 1e6
+
+
 def bench_overhead(scratch: Path, small: int = 200, large: int = 2200, crop: int = 224, rounds: int = 7) -> str:
     """Per-image overhead on ImageNet-sized JPEGs, one worker: the pipeline's marginal cost
     (T(large) - T(small)) / (large - small) against the decode limit and the naive loop over the
@@ -300,52 +327,71 @@ def bench_overhead(scratch: Path, small: int = 200, large: int = 2200, crop: int
     cropshard_loop(files[:20], scratch / "warm.tfrecord", crop)  # imports, TF op registration
     build_seconds(f"{few}/*", scratch / "out_few", one_worker, True, crop)  # warm-up
     load_before = os.getloadavg()[0]
-    measured: dict[str, list[float]] = {"naive": [], "limit": [], "limit_fast": [], "fn": [], "pipeline": [], "pipeline_rc": []}
+    probe_before = page_cache_write_us(scratch)
+    keys = ("naive", "limit", "limit_fast", "fn", "pipeline", "pipeline_rc")
+    measured: dict[str, list[float]] = {key: [] for key in keys}  # user + system CPU per image
+    user: dict[str, list[float]] = {key: [] for key in keys}  # user CPU only
     runner_chosen = [*one_worker, "--shard_contents=runner-chosen"]
+
+    def add(key: str, seconds: tuple[float, float], images: int) -> None:
+        measured[key].append(sum(seconds) / images)
+        user[key].append(seconds[0] / images)
+
     for _ in range(rounds):
-        measured["naive"].append(cpu_seconds(naive_loop, files, cleared(scratch / "naive.tfrecord"), crop) / len(files))
-        measured["limit"].append(cpu_seconds(decode_limit, files, crop) / len(files))
-        measured["limit_fast"].append(cpu_seconds(decode_limit, files, crop, True) / len(files))
-        measured["fn"].append(cpu_seconds(cropshard_loop, files, cleared(scratch / "ours.tfrecord"), crop) / len(files))
+        add("naive", cpu_split(naive_loop, files, cleared(scratch / "naive.tfrecord"), crop), len(files))
+        add("limit", cpu_split(decode_limit, files, crop), len(files))
+        add("limit_fast", cpu_split(decode_limit, files, crop, True), len(files))
+        add("fn", cpu_split(cropshard_loop, files, cleared(scratch / "ours.tfrecord"), crop), len(files))
         for key, extra in (("pipeline", one_worker), ("pipeline_rc", runner_chosen)):
-            t_few = cpu_seconds(build_seconds, f"{few}/*", cleared(scratch / "out_few"), extra, True, crop)
-            t_many = cpu_seconds(build_seconds, f"{many}/*", cleared(scratch / "out_many"), extra, True, crop)
-            measured[key].append((t_many - t_few) / (large - small))
+            t_few = cpu_split(build_seconds, f"{few}/*", cleared(scratch / "out_few"), extra, True, crop)
+            t_many = cpu_split(build_seconds, f"{many}/*", cleared(scratch / "out_many"), extra, True, crop)
+            add(key, (t_many[0] - t_few[0], t_many[1] - t_few[1]), large - small)
+    probe_after = page_cache_write_us(scratch)
 
-    def ms(key: str) -> str:
-        return f"{statistics.median(measured[key]) * 1e3:.3f}"
+    def ms(key: str, table: dict[str, list[float]] = measured) -> str:
+        return f"{statistics.median(table[key]) * 1e3:.3f}"
 
-    def ratio(side: str, base: str) -> str:
-        rounds_ = [s / b for s, b in zip(measured[side], measured[base], strict=True)]
+    def ratio(side: str, base: str, table: dict[str, list[float]] = measured) -> str:
+        rounds_ = [s / b for s, b in zip(table[side], table[base], strict=True)]
         return f"{statistics.median(rounds_):.2f}x ({', '.join(f'{r:.2f}' for r in rounds_)})"
 
+    columns = ("naive", "limit", "limit_fast", "fn", "pipeline", "pipeline_rc")
     return "\n".join(
         [
             f"Per-image overhead, ImageNet-sized JPEGs ({source}), {crop}x{crop} centre crops, raw encoding, one worker"
             f" (ms of process CPU time per image: wall time means little on a shared machine). Pipeline: marginal cost between a {small}- and a {large}-image build (in-process"
             f" DirectRunner in_memory, 1 worker); loops: the same {large - small} files; {rounds} rounds round-robin."
-            f" Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores (shared machine).",
+            f" Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores (shared machine)."
+            f" Writing one 150 KB record into the page cache cost {probe_before:.0f} us of CPU before the rounds and {probe_after:.0f} us after.",
             "",
-            "| naive loop | decode limit | decode limit, fast path | cropshard fn | cropshard pipeline | pipeline, runner-chosen shards |",
-            "|---|---|---|---|---|---|",
-            f"| {ms('naive')} | {ms('limit')} | {ms('limit_fast')} | {ms('fn')} | {ms('pipeline')} | {ms('pipeline_rc')} |",
+            "| CPU per image (ms) | naive loop | decode limit | decode limit, fast path | cropshard fn | cropshard pipeline | pipeline, runner-chosen shards |",
+            "|---|---|---|---|---|---|---|",
+            f"| user + system | {' | '.join(ms(key) for key in columns)} |",
+            f"| user only | {' | '.join(ms(key, user) for key in columns)} |",
             "",
-            "| ratio (median of rounds; per round) | value |",
-            "|---|---|",
-            f"| pipeline / limit | {ratio('pipeline', 'limit')} |",
-            f"| pipeline / limit, fast path | {ratio('pipeline', 'limit_fast')} |",
-            f"| pipeline / naive | {ratio('pipeline', 'naive')} |",
-            f"| pipeline, runner-chosen shards / limit | {ratio('pipeline_rc', 'limit')} |",
-            f"| pipeline, runner-chosen shards / naive | {ratio('pipeline_rc', 'naive')} |",
-            f"| fn / limit | {ratio('fn', 'limit')} |",
-            f"| fn / naive | {ratio('fn', 'naive')} |",
+            "| ratio (median of rounds; per round) | user + system CPU | user CPU only |",
+            "|---|---|---|",
+            *(
+                f"| {label} | {ratio(side, base)} | {ratio(side, base, user)} |"
+                for label, side, base in (
+                    ("pipeline / limit", "pipeline", "limit"),
+                    ("pipeline / limit, fast path", "pipeline", "limit_fast"),
+                    ("pipeline / naive", "pipeline", "naive"),
+                    ("pipeline, runner-chosen shards / limit", "pipeline_rc", "limit"),
+                    ("pipeline, runner-chosen shards / naive", "pipeline_rc", "naive"),
+                    ("fn / limit", "fn", "limit"),
+                    ("fn / naive", "fn", "naive"),
+                )
+            ),
             "",
             "ms per image: medians over the rounds. decode limit: read + header size + the op called with Python bytes, a list and its"
             " defaults (its Python fallback, as the issue measured it); fast path: the same decode called the cheapest way"
             " (tensor inputs, acceptable_fraction=1.0), as the writer calls it. Neither limit writes anything; the naive loop"
             " and cropshard write every 150 KB record to a TFRecord file. The pipeline builds with the default stable shard contents"
             " (each record written to a part, then copied into its shard in key order); the last column with"
-            " --shard_contents runner-chosen (each record written once, as the naive loop does).",
+            " --shard_contents runner-chosen (each record written once, as the naive loop does). System CPU is mostly the"
+            " kernel copying records into the page cache, whose price per page is the machine's (the probe above); user CPU is"
+            " the work of the code itself.",
             "Targets: pipeline / limit <= 1.15, pipeline / naive <= 1.0.",
         ]
     )
@@ -364,9 +410,10 @@ print("FROM", examples.__file__, flush=True)
 for line in sys.stdin:
     glob, output, *extra = line.split()
     shutil.rmtree(output, ignore_errors=True)
-    start = time.process_time()
+    start = os.times()
     run([f"--input={glob}", f"--output={output}", *extra], command_line=[])
-    print("CPU", time.process_time() - start, flush=True)
+    end = os.times()
+    print("CPU", end.user - start.user, end.system - start.system, flush=True)
 """
 
 
@@ -384,10 +431,12 @@ class BuildServer:
                 return line[len(prefix) + 1 :].strip()
         raise RuntimeError(f"build server exited ({self._proc.wait()})")
 
-    def cpu_seconds(self, glob: str, output: Path, extra: list[str]) -> float:
+    def cpu_seconds(self, glob: str, output: Path, extra: list[str]) -> tuple[float, float]:
+        """(user, system) CPU seconds of one build."""
         self._proc.stdin.write(" ".join([glob, str(output), *extra]) + "\n")
         self._proc.stdin.flush()
-        return float(self._answer("CPU"))
+        user, system = self._answer("CPU").split()
+        return float(user), float(system)
 
     def close(self) -> None:
         self._proc.stdin.close()
@@ -421,7 +470,8 @@ def bench_ab(scratch: Path, rev: str, small: int = 200, large: int = 2200, crop:
     sides = {"baseline": BuildServer(baseline, scratch), "this tree": BuildServer(None, scratch)}
     if not sides["baseline"].source.startswith(str(baseline)) or not sides["this tree"].source.startswith(str(REPO)):
         raise RuntimeError(f"the build servers import the wrong trees: {sides['baseline'].source}, {sides['this tree'].source}")
-    measured: dict[str, list[float]] = {name: [] for name in sides}
+    measured: dict[str, list[float]] = {name: [] for name in sides}  # user + system CPU per image
+    user: dict[str, list[float]] = {name: [] for name in sides}  # user CPU only
     try:
         for server in sides.values():  # warm-up: the first build of a process pays its lazy imports
             server.cpu_seconds(f"{few}/*", scratch / "ab_out", extra)
@@ -430,11 +480,15 @@ def bench_ab(scratch: Path, rev: str, small: int = 200, large: int = 2200, crop:
                 server = sides[name]
                 t_few = server.cpu_seconds(f"{few}/*", scratch / "ab_out", extra)
                 t_many = server.cpu_seconds(f"{many}/*", scratch / "ab_out", extra)
-                measured[name].append((t_many - t_few) / (large - small))
+                measured[name].append((sum(t_many) - sum(t_few)) / (large - small))
+                user[name].append((t_many[0] - t_few[0]) / (large - small))
     finally:
         for server in sides.values():
             server.close()
-    ratios = [new / old for new, old in zip(measured["this tree"], measured["baseline"], strict=True)]
+    def ratios(table: dict[str, list[float]]) -> str:
+        values = [new / old for new, old in zip(table["this tree"], table["baseline"], strict=True)]
+        return f"{statistics.median(values):.3f}x (per round {', '.join(f'{r:.3f}' for r in values)})"
+
     git = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s", rev], check=True, capture_output=True, text=True).stdout.strip()
     head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     return "\n".join(
@@ -444,11 +498,15 @@ def bench_ab(scratch: Path, rev: str, small: int = 200, large: int = 2200, crop:
             f" (CPU(T{large}) - CPU(T{small})) / {large - small}), {rounds} rounds, the sides alternating."
             f" Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores.",
             "",
-            "| side | ms per image (median) | per round |",
-            "|---|---|---|",
-            *(f"| {name} | {statistics.median(v) * 1e3:.3f} | {', '.join(f'{x * 1e3:.3f}' for x in v)} |" for name, v in measured.items()),
+            "| side | CPU | ms per image (median) | per round |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {kind} | {statistics.median(table[name]) * 1e3:.3f} | {', '.join(f'{x * 1e3:.3f}' for x in table[name])} |"
+                for kind, table in (("user + system", measured), ("user only", user))
+                for name in sides
+            ),
             "",
-            f"this tree / baseline: {statistics.median(ratios):.3f}x (per round {', '.join(f'{r:.3f}' for r in ratios)}).",
+            f"this tree / baseline: user + system CPU {ratios(measured)}; user CPU only {ratios(user)}.",
         ]
     )
 
