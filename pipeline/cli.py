@@ -97,7 +97,8 @@ def run_build(argv: Sequence[str], log_path: str | None) -> int:
         return EXIT_INTERRUPTED
 
 
-def build_command(argv: Sequence[str]) -> int:
+def build_command(argv: Sequence[str], exiting: bool = False) -> int:
+    """`cropshard build`; `exiting`: this process ends when the command returns (see main)."""
     if "-h" in argv or "--help" in argv or "--help-beam" in argv:
         with warnings.catch_warnings():  # Google's import-time FutureWarnings are not help
             warnings.simplefilter("ignore")
@@ -108,19 +109,25 @@ def build_command(argv: Sequence[str]) -> int:
     from cropshard.pipeline.console import quiet_output
 
     with quiet_output("build", verbose="--verbose" in argv) as console:
-        return run_build(argv, console.log_path)
+        code = run_build(argv, console.log_path)
+        if code == EXIT_INTERRUPTED and exiting:
+            console.keep_until_exit()
+        return code
 
 
-def compare_command(argv: Sequence[str]) -> int:
+def compare_command(argv: Sequence[str], exiting: bool = False) -> int:
+    """`cropshard compare`; `exiting` as for build_command."""
     from cropshard.pipeline.console import quiet_output
 
-    with quiet_output("compare", verbose="--verbose" in argv):
+    with quiet_output("compare", verbose="--verbose" in argv) as console:
         from cropshard.tools.compare.cli import main as compare_main
 
         try:
             return compare_main(argv, build=build_for_compare)
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
+            if exiting:
+                console.keep_until_exit()
             return EXIT_INTERRUPTED
 
 
@@ -144,19 +151,24 @@ def unknown_command_message(argv: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. Without `argv` it is this process's entry point (`cropshard`, `python -m
+    cropshard.pipeline`), which exits when it returns: after Ctrl-C, build and compare then leave
+    the output redirected to the log (Console.keep_until_exit); called with `argv`, everything is
+    restored as it was."""
+    exiting = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return EXIT_OK
     command, rest = argv[0], argv[1:]
     if command == "build":
-        return build_command(rest)
+        return build_command(rest, exiting)
     if command == "demo-images":
         return demo_images_main(rest)
     if command == "inspect":
         return inspect_command(rest)
     if command == "compare":
-        return compare_command(rest)
+        return compare_command(rest, exiting)
     print(unknown_command_message(argv), file=sys.stderr)
     return EXIT_USAGE
 

@@ -60,6 +60,15 @@ def _remove_old_logs(folder: str) -> None:
 class Console:
     stream: TextIO  # the terminal's stderr: progress and cropshard's messages
     log_path: str | None  # where everything else went; None with --verbose
+    restore: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack, repr=False)
+
+    def keep_until_exit(self) -> None:
+        """Leave the output redirected when the command returns, for a process about to exit after
+        Ctrl-C: Beam's runner threads and its worker subprocesses, stopped by the same signal, die
+        after the command has returned (the launcher's threads as the interpreter shuts down), and
+        their tracebacks go to the log as the rest of Beam's output did, not to the terminal after
+        cropshard's last line."""
+        self.restore.pop_all()
 
 
 def _configure_logging(console_stream: TextIO, log_stream: TextIO | None) -> list[logging.Handler]:
@@ -121,7 +130,9 @@ def quiet_output(command: str, verbose: bool) -> Iterator[Console]:
             stack.callback(setattr, threading, "excepthook", saved_hook)
             console = Console(terminal, log_path)
         stack.callback(_remove, _configure_logging(console.stream, log))
-        yield console
+        console.restore = stack.pop_all()  # undone on leaving the block, unless keep_until_exit()
+        with console.restore:
+            yield console
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:

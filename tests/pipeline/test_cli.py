@@ -4,6 +4,7 @@ output, and the help texts."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -246,7 +247,16 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmp_path)}  # the log file goes below tmp_path
 
 
-@pytest.mark.slow  # a 300-image build in a child process, interrupted
+def temp_bytes(out: Path) -> int:
+    """Bytes in Beam's temp files under `out` (a part can be renamed into place between the listing and its stat)."""
+    total = 0
+    for path in glob.glob(f"{out}/beam-temp-*/*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.path.getsize(path)
+    return total
+
+
+@pytest.mark.slow  # a 600-image build in a child process, interrupted
 def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
     for i in range(600):
         imagegen.save(tmp_path / "in" / f"class_{i % 3}" / f"img_{i:03d}.jpg", imagegen.photo(240, 320, seed=i), quality=90)
@@ -255,9 +265,11 @@ def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Pa
                              "--crops_per_image=4", "--direct_num_workers=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=subprocess_env(tmp_path), start_new_session=True, text=True)
     deadline = time.monotonic() + 240
-    while not glob.glob(f"{out}/beam-temp-*/*"):
+    # Interrupted mid-write (16 of the ~67 MB of records in part files): the workers die in
+    # the middle of their bundles, and the launcher's Beam threads after the command has returned.
+    while temp_bytes(out) < 16 * 2**20:
         assert proc.poll() is None, f"build ended ({proc.returncode}) before it was interrupted:\n{proc.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no shard temp files within 240 s"
+        assert time.monotonic() < deadline, "not 16 MiB of shard temp files within 240 s"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
     stdout, stderr = proc.communicate(timeout=120)
@@ -337,3 +349,44 @@ def test_the_log_file_falls_back_to_the_temp_dir_when_the_log_folder_is_not_ours
     monkeypatch.setattr(console.os, "makedirs", refuse)
     path = Path(console.new_log_path("build"))
     assert path.parent == tmp_path and path.name.startswith("cropshard-build-") and path.exists()
+
+
+# A process that ends right after the command returns, as `cropshard build` does after Ctrl-C:
+# threads that die after the return (Beam's, as the interpreter shuts down) and writes to
+# descriptor 2 must reach the log, not the terminal after cropshard's last line.
+_AFTER_RETURN = """
+import logging, os, sys, threading
+from cropshard.pipeline.console import quiet_output
+
+with quiet_output("build", verbose=False) as console:
+    print("interrupted", file=sys.stderr)
+    if sys.argv[1] == "keep":
+        console.keep_until_exit()
+    log_path = console.log_path
+print("LOG", log_path)
+
+def dies() -> None:
+    raise RuntimeError("Worker subprocess exited with return code -2")
+
+thread = threading.Thread(target=dies, name="run_worker")
+thread.start()
+thread.join()
+logging.getLogger("apache_beam.runners.worker.data_plane").error("Failed to read inputs in the data plane.")
+os.write(2, b"written to descriptor 2\\n")
+"""
+
+
+@pytest.mark.slow  # fresh interpreters
+@pytest.mark.parametrize("keep", [True, False])
+def test_after_keep_until_exit_what_dies_after_the_command_goes_to_the_log(tmp_path: Path, keep: bool) -> None:
+    done = subprocess.run([sys.executable, "-c", _AFTER_RETURN, "keep" if keep else "restore"], capture_output=True, text=True,
+                          env=subprocess_env(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr
+    log = Path(done.stdout.split("LOG ", 1)[1].strip()).read_text()
+    late = ("Worker subprocess exited with return code -2", "Failed to read inputs in the data plane.", "written to descriptor 2")
+    if keep:
+        assert done.stderr.splitlines() == ["interrupted"]
+        assert all(text in log for text in late), log
+    else:  # the command's usual exit: everything restored, so the same lines reach the terminal
+        assert done.stderr.splitlines()[0] == "interrupted"
+        assert all(text in done.stderr for text in late), done.stderr
