@@ -400,6 +400,11 @@ RASTER_CASES: tuple[Case, ...] = (
     Case("12-bit georeferenced JPEG 2000 (Sentinel-2-like band file)", "GDAL JP2OpenJPEG, 3 x uint16, NBITS=12, lossless, EPSG:32613",
          "rasters/twelve_bit.jp2", WRITTEN, _jpeg2000(_photo_bands(31).astype(np.uint16) * 16, NBITS=12), raster_center(4),
          check="rasterio window read >> 4 (the raster path: GDAL's JPEG 2000 driver, georeferenced)"),
+    Case("3-band JPEG 2000 without georeferencing, bands not marked RGB (GDAL's default)",
+         "GDAL JP2OpenJPEG, 3 x uint8, no CRS: a greyscale colour space Pillow cannot decode", "rasters/scan_grey3.jp2", WRITTEN,
+         _jpeg2000(_photo_bands(38), crs=None), raster_center(), check="rasterio window read (the raster path, on the pixel grid)"),
+    Case("4-band JPEG 2000 without georeferencing (RGB + near-infrared)", "GDAL JP2OpenJPEG, 4 x uint8, no CRS, no band marked alpha",
+         "rasters/rgbn.jp2", "band_mismatch", _jpeg2000(np.concatenate([_photo_bands(39), _photo_bands(40)[:1]]), crs=None)),
     Case("GeoTIFF cut short (an interrupted download)", "rasterio, 3 bands, tiled 32, first 70% of its bytes", "rasters/cut.tif", "truncated",
          _cut_short(_geotiff(_photo_bands(37), block=32), 0.7)),
     Case("Georeferenced JPEG 2000 cut short", "GDAL JP2OpenJPEG, 3 x uint8, first 60% of its bytes", "rasters/cut.jp2", "truncated",
@@ -1005,7 +1010,10 @@ Notes
 - `.tif`/`.tiff` inputs that are GeoTIFFs (a CRS, or not 8-bit grey/RGB with or without alpha) and georeferenced
   `.jp2`/`.j2k` inputs go through rasterio, opened only with the driver their first bytes call for (GeoTIFF,
   JP2OpenJPEG) and never reading sidecar files; photo TIFFs (alpha composited on black) and JPEG 2000s without
-  georeferencing stay on Pillow (orientation, pages, fax compression as above). A JPEG 2000 raster cut short (a box,
+  georeferencing stay on Pillow (orientation, pages, fax compression as above), except JPEG 2000s Pillow cannot decode
+  (over 4 components, or 3 in a greyscale colour space as GDAL writes them) or would misread (a fourth band not
+  marked alpha, which Pillow composites as alpha): those take the raster path on the pixel grid instead of being
+  rejected `decode_error` or flattened. A JPEG 2000 raster cut short (a box,
   header segment or tile-part that runs past the end of the file, or no end marker after the last tile-part) is
   rejected `truncated` before it is chipped: GDAL reads its header and first resolution levels without complaint, so
   the damage would otherwise show only while chipping. A GDAL VRT is XML that makes GDAL read other files or URLs: rejected `raster_reference`

@@ -390,12 +390,17 @@ def test_jpeg2000_rasters_are_chipped_by_gdal_with_their_georeferencing(tmp_path
     # JPEG 2000 photo (8-bit RGB, no CRS: still Pillow's) in one 3-channel build.
     ortho = rastergen.write_jp2(inputs / "rgb" / "ortho.jp2", rastergen.multispectral(64, 64, bands=3, high=256).astype(np.uint8))
     photo = imagegen.save(inputs / "rgb" / "photo.jp2", imagegen.photo(48, 48))
+    # The same GDAL-written file without georeferencing: not a decode_error, a chip on the pixel grid.
+    scan = rastergen.write_jp2(inputs / "rgb" / "scan.jp2", rastergen.multispectral(64, 64, bands=3, high=256, seed=5).astype(np.uint8), crs=None)
     out = tmp_path / "rgb"
     info = build("--input", str(inputs / "rgb"), "--output", str(out), "--crop", "center", "--size", "32x32", "--label_from", "none")
-    assert (info.num_images_written, info.raster["num_rasters"]) == (2, 1)
+    assert (info.num_images_written, info.raster["num_rasters"], info.num_rejected) == (3, 2, 0)
     rows = {meta["filename"].decode(): (image, meta) for image, _, meta in
             reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()}
     image, meta = rows[str(ortho)]
     np.testing.assert_array_equal(image, window_read(str(ortho), meta["source_crop_box"]))
     assert meta["geo_crs"] == b"EPSG:32613"
     assert rows[str(photo)][1]["geo_crs"] == b""
+    image, meta = rows[str(scan)]
+    np.testing.assert_array_equal(image, window_read(str(scan), meta["source_crop_box"]))
+    assert meta["geo_crs"] == b"" and tuple(meta["geo_transform"]) == (16.0, 1.0, 0.0, 16.0, 0.0, 1.0)

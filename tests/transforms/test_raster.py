@@ -11,13 +11,16 @@ import rasterio
 from cropshard.reader import schema
 from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.raster import chips, convert
+from cropshard.transforms.raster.open_raster import jp2_header
 from cropshard.transforms.raster.records import (
+    ENUMCS_GREYSCALE,
     HEAD_BYTES,
     RasterSpec,
     encode_chip,
     open_job,
     parse_bands,
     parse_split_by,
+    pillow_decodes_jpeg2000,
 )
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import ImageSource
@@ -300,6 +303,54 @@ def test_photo_like_tiff_goes_to_pillow_unless_raster_options_are_given(tmp_path
     jpeg_named_tif.write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))
     with open_job(source(jpeg_named_tif), jpeg_named_tif.read_bytes()[:64], crop, RasterSpec(), 3, 10**9) as job:
         assert job is None
+
+
+def test_jpeg2000_that_pillow_cannot_decode_goes_to_the_raster_path_on_the_pixel_grid(tmp_path: Path) -> None:
+    # GDAL writes a 3-band JP2 whose bands are not marked red, green, blue in a greyscale colour
+    # space, which Pillow refuses ("broken data stream"), and Pillow identifies 1-4 components only
+    rgb = rastergen.multispectral(48, 48, bands=5, high=256, seed=3).astype(np.uint8)
+    grey3 = rastergen.write_jp2(tmp_path / "grey3.jp2", rgb[:3], crs=None)
+    (tmp_path / "grey3.j2w").write_text("2.0\n0\n0\n-2.0\n500000\n4000000\n")  # sidecars stay unread
+    (tmp_path / "grey3.jp2.aux.xml").write_text("<PAMDataset><SRS>EPSG:4326</SRS><GeoTransform>9, 2, 0, 9, 0, -2</GeoTransform></PAMDataset>")
+    records, _ = job_records(grey3, CropSpec("center", size=(16, 16)), RasterSpec(), 3)
+    (_, record), = records
+    assert np.array_equal(pixels_of(record), reference_window(grey3, (16, 16, 16, 16)))
+    assert record.geo_crs == "" and record.geo_transform == (16.0, 1.0, 0.0, 16.0, 0.0, 1.0)  # not stale memory
+    for bands in (4, 5):  # Pillow would take a fourth band GDAL does not mark as alpha for alpha; a fifth, nothing
+        path = rastergen.write_jp2(tmp_path / f"bands{bands}.jp2", rgb[:bands], crs=None)
+        records, _ = job_records(path, CropSpec("center", size=(16, 16)), RasterSpec(), bands)
+        assert np.array_equal(pixels_of(records[0][1]), reference_window(path, (16, 16, 16, 16)))
+
+
+def test_jpeg2000_that_pillow_decodes_stays_on_the_pillow_path(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = np.moveaxis(rastergen.multispectral(32, 32, bands=4, high=256, seed=4).astype(np.uint8), 0, -1)
+    Image.fromarray(data[..., :3]).save(tmp_path / "pillow.jp2")
+    Image.fromarray(data, "RGBA").save(tmp_path / "alpha.jp2")  # its header marks the fourth band as opacity
+    Image.fromarray(data[..., :3]).save(tmp_path / "bare.j2k")  # a codestream: no header box
+    crop = CropSpec("center", size=(8, 8))
+    for path, channels in ((tmp_path / "alpha.jp2", 4), (tmp_path / "pillow.jp2", 3), (tmp_path / "bare.j2k", 3)):
+        with Image.open(path) as image:
+            image.load()  # the premise: Pillow decodes it
+        with open_job(source(path), path.read_bytes()[:HEAD_BYTES], crop, RasterSpec(), channels, 10**9) as job:
+            assert job is None, path.name
+
+
+def test_jp2_header_reads_components_and_colour_space(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = rastergen.multispectral(16, 16, bands=3, high=256).astype(np.uint8)
+    assert jp2_header(str(rastergen.write_jp2(tmp_path / "g.jp2", data, crs=None))) == (3, ENUMCS_GREYSCALE)
+    Image.fromarray(np.moveaxis(data, 0, -1)).save(tmp_path / "p.jp2")
+    assert jp2_header(str(tmp_path / "p.jp2")) == (3, 16)  # sRGB
+    Image.fromarray(np.moveaxis(data, 0, -1)).save(tmp_path / "c.j2k")
+    assert jp2_header(str(tmp_path / "c.j2k")) is None
+    signature = (tmp_path / "p.jp2").read_bytes()[:12]
+    (tmp_path / "cut.jp2").write_bytes(signature + b"\x00\x00\x00\x2djp2h")  # header box cut short
+    assert jp2_header(str(tmp_path / "cut.jp2")) is None
+    assert not pillow_decodes_jpeg2000(3, (3, ENUMCS_GREYSCALE)) and not pillow_decodes_jpeg2000(5, None)
+    assert pillow_decodes_jpeg2000(3, None) and pillow_decodes_jpeg2000(4, (4, ENUMCS_GREYSCALE)) and pillow_decodes_jpeg2000(1, (1, 17))
 
 
 # --- encoding and schema ------------------------------------------------------------------------

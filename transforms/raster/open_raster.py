@@ -36,7 +36,11 @@ GDAL_CACHE_BYTES = 128 * 2**20
 SAFE_GDAL_OPTIONS: dict[str, str | int] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no folder listing, so no sidecar file is found
     "GDAL_PAM_ENABLED": "NO",  # no .aux.xml read or written
-    "GDAL_GEOREF_SOURCES": "INTERNAL",  # georeferencing from the file's own tags, not .tfw/.aux.xml
+    # Georeferencing from the file's own tags, never a world file (.tfw/.j2w); PAM is listed but
+    # disabled above, so no .aux.xml is read either. With INTERNAL alone, a JPEG 2000 without
+    # georeferencing left GDAL's geotransform unset and rasterio returned stale memory as its
+    # transform; listing PAM lets GDAL fall back to the pixel grid as it does for TIFFs.
+    "GDAL_GEOREF_SOURCES": "INTERNAL,PAM",
     "GDAL_VRT_ENABLE_PYTHON": "NO",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".cropshard-no-network",  # /vsicurl/ would match nothing
     "GDAL_HTTP_MAX_RETRY": "0",
@@ -154,6 +158,47 @@ def refuse_truncated_jpeg2000(path: str) -> None:
             start, declared = _codestream_box(handle, size)
         if not declared:
             _walk_tile_parts(handle, start, size)
+
+
+def jp2_header(path: str) -> tuple[int, int | None] | None:
+    """(components, enumerated colour space or None) from a JP2 file's header box (jp2h: its
+    ihdr and first colr box, ISO 15444-1 I.5.3), or None for a bare codestream or a file whose
+    header box is missing or malformed (the decoder then judges it). A colour space given as an
+    ICC profile (colr method 2) is None. Reads the box headers before jp2h and jp2h itself."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if _read_at(handle, 0, len(_JP2_SIGNATURE)) != _JP2_SIGNATURE:
+            return None
+        offset = len(_JP2_SIGNATURE)
+        while offset + 8 <= size:
+            length, kind = int.from_bytes(_read_at(handle, offset, 4), "big"), handle.read(4)
+            if kind == b"jp2h":
+                return _parse_jp2h(_read_at(handle, offset + 8, min(length - 8, _JP2H_MAX_BYTES))) if length > 8 else None
+            if kind == b"jp2c" or length < 8:  # the codestream, or a box length this walk does not follow
+                return None
+            offset += length
+    return None
+
+
+_JP2H_MAX_BYTES = 1 << 20  # a header box carries an ICC profile at most; never read a codestream's worth
+
+
+def _parse_jp2h(content: bytes) -> tuple[int, int | None] | None:
+    components, colour_space, offset = None, None, 0
+    while offset + 8 <= len(content):
+        length, kind = int.from_bytes(content[offset : offset + 4], "big"), content[offset + 4 : offset + 8]
+        body = content[offset + 8 : offset + length] if length >= 8 else b""
+        if kind == b"ihdr" and len(body) >= 10:
+            components = int.from_bytes(body[8:10], "big")
+        elif kind == b"colr" and colour_space is None and len(body) >= 7 and body[0] == 1:
+            colour_space = int.from_bytes(body[3:7], "big")
+        if length < 8:
+            break
+        offset += length
+    return None if components is None else (components, colour_space)
 
 
 def _read_at(handle: Any, offset: int, count: int) -> bytes:

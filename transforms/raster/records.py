@@ -26,6 +26,7 @@ from cropshard.transforms.encode import encode_pixels
 from cropshard.transforms.raster import categories, chips, convert, labels
 from cropshard.transforms.raster.open_raster import (
     JP2,
+    jp2_header,
     open_raster,
     raster_driver,
     refuse_references,
@@ -121,18 +122,37 @@ def png16(pixels: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(body, 3)) + chunk(b"IEND", b"")
 
 
-def photo_like(dataset: Any) -> bool:
+def photo_like(dataset: Any, path: str) -> bool:
     """A file without georeferencing that is a scanned or camera photo, decoded by Pillow as
     before (EXIF orientation, multi-page, 1-bit fax TIFFs, alpha composited on black as for
-    PNG): any JPEG 2000, and an 8-bit grey or RGB TIFF, with or without an alpha band."""
+    PNG): a grey or RGB JPEG 2000, with or without an alpha band, that Pillow decodes
+    (`pillow_decodes_jpeg2000`), and an 8-bit grey or RGB TIFF, with or without an alpha band."""
     from rasterio.enums import ColorInterp
 
     if dataset.crs is not None or dataset.gcps[0]:
         return False
-    if dataset.driver == JP2:
-        return True
+    # Pillow takes a 2- or 4-band image as grey or RGB plus alpha and composites it on black: a
+    # fourth band the file does not mark as alpha (near-infrared) must not be flattened that way.
     alpha = dataset.count in (2, 4) and dataset.colorinterp[-1] == ColorInterp.alpha
-    return (dataset.count in (1, 3) or alpha) and set(dataset.dtypes) == {"uint8"}
+    if not (dataset.count in (1, 3) or alpha):
+        return False
+    if dataset.driver == JP2:
+        return pillow_decodes_jpeg2000(dataset.count, jp2_header(path))
+    return set(dataset.dtypes) == {"uint8"}
+
+
+ENUMCS_GREYSCALE = 17  # a JP2 colr box's enumerated colour space (ISO 15444-1 Table I.10)
+
+
+def pillow_decodes_jpeg2000(components: int, header: tuple[int, int | None] | None) -> bool:
+    """Whether Pillow decodes a JPEG 2000 of `components` components with this JP2 `header`
+    (jp2_header; None for a bare codestream). Pillow identifies 1 to 4 components only, and its
+    decoder has no unpacker for 3 components in a greyscale colour space: what GDAL writes for
+    a 3-band image whose bands are not marked red, green, blue. GDAL reads both, so those go to
+    the raster path instead of being rejected."""
+    if components > 4:
+        return False
+    return header is None or header != (3, ENUMCS_GREYSCALE)
 
 
 class RasterJob:
@@ -300,7 +320,7 @@ def open_job(
         except Rejected:
             yield None  # a TIFF or JPEG 2000 GDAL cannot open: the Pillow path gives the reason it always gave
             return
-        if photo_like(dataset) and not raster.requested:
+        if photo_like(dataset, source.path) and not raster.requested:
             yield None
             return
         refuse_truncated(dataset, source.path)
