@@ -110,3 +110,18 @@ def class_tree(root: Path, per_class: int = 4, size: tuple[int, int] = (180, 240
 
 def file_bytes(path: str | os.PathLike) -> bytes:
     return Path(path).read_bytes()
+
+
+def scan_starts(data: bytes) -> list[int]:
+    """Offsets of a Pillow JPEG's scan headers (no thumbnail, so every 0xFF 0xDA is one)."""
+    starts, at = [], data.find(b"\xff\xda")
+    while at >= 0:
+        starts.append(at)
+        at = data.find(b"\xff\xda", at + 2)
+    return starts
+
+
+def ended_after(data: bytes, scans: int) -> bytes:
+    """`data` ending (EOI) after its first `scans` scans: a legal progressive JPEG that never
+    brings its coefficients to full precision."""
+    return data[: scan_starts(data)[scans]] + b"\xff\xd9"

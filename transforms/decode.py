@@ -403,7 +403,7 @@ def _window_path_applies(
 ) -> bool:
     if spec.strategy in ("none", "grid") or work_shape != source_shape:
         return False
-    if not jpeg_window.fast_path_applies(img) or not _has_end_marker(data):
+    if not jpeg_window.fast_path_applies(img) or not _has_end_marker(data) or not jpeg_window.scans_complete(data):
         return False
     if not all(fits(box, *source_shape) for box in boxes):
         return False

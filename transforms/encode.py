@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 from cropshard.reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
-from cropshard.transforms.jpeg_window import jpeg_frame_or_none
+from cropshard.transforms.jpeg_window import jpeg_frame_or_none, scans_complete
 from PIL import Image
 
 ENCODINGS = ("raw", "jpeg", "png", "original")
@@ -50,9 +50,11 @@ def verbatim_format(img: Image.Image, orientation: int, channels: int, data: byt
         return None
     if img.format == "JPEG":
         # Huffman-coded DCT only: TensorFlow's libjpeg-turbo (reader.load, TFDS) has no lossless
-        # mode, and Pillow (PyTorch loaders) fails on arithmetic-coded JPEGs over 64 KiB.
+        # mode, and Pillow (PyTorch loaders) fails on arithmetic-coded JPEGs over 64 KiB. And
+        # complete scans only: the reader's crops decode a window, which differs from the full
+        # decode of a progressive JPEG that ends before its last scans (scans_complete).
         frame = jpeg_frame_or_none(data)
-        return FORMAT_JPEG if frame is not None and frame.huffman_dct else None
+        return FORMAT_JPEG if frame is not None and frame.huffman_dct and scans_complete(data) else None
     # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
     if img.format == "PNG" and raw_mode(img) in ("RGB", "L"):
         return FORMAT_PNG
@@ -61,8 +63,9 @@ def verbatim_format(img: Image.Image, orientation: int, channels: int, data: byt
 
 def reencode_format(source_format: str, data: bytes) -> str:
     """`original` re-encodes lossy sources (`data`, of Pillow's `source_format`) as JPEG and
-    everything else, lossless JPEGs included, losslessly as PNG."""
+    everything else losslessly as PNG: lossless JPEGs, and progressive JPEGs that end before
+    their last scans (their pixels are the full decode's, which a JPEG window would not give)."""
     if source_format != "JPEG":
         return FORMAT_PNG
     frame = jpeg_frame_or_none(data)
-    return FORMAT_PNG if frame is not None and frame.lossless else FORMAT_JPEG
+    return FORMAT_PNG if frame is not None and (frame.lossless or not scans_complete(data)) else FORMAT_JPEG

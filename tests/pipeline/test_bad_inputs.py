@@ -420,6 +420,10 @@ RASTER_CASES: tuple[Case, ...] = (
 FOLDER_CASES: tuple[Case, ...] = (
     Case("Baseline JPEG (control)", "Pillow, quality 90", "formats/baseline.jpg", WRITTEN, _save_photo(1, "JPEG", quality=90), pillow_center),
     Case("Progressive JPEG", "Pillow, progressive=True", "formats/progressive.jpg", WRITTEN, _save_photo(2, "JPEG", progressive=True, quality=90), pillow_center),
+    Case("Progressive JPEG that ends after 3 of its 10 scans", "Pillow, progressive=True, EOI after the third scan (a legal file)",
+         "formats/progressive_ended_early.jpg", WRITTEN,
+         lambda p: write(p, imagegen.ended_after(encode(photo_img(41), "JPEG", progressive=True, quality=90), 3)), pillow_center,
+         check="Pillow reference (a window decode would differ: libjpeg smooths the missing coefficients from neighbouring blocks)"),
     Case("Greyscale JPEG", "Pillow, mode L", "formats/grey.jpg", WRITTEN, lambda p: write(p, encode(photo_img(3).convert("L"), "JPEG")), pillow_center),
     Case("CMYK JPEG", "Pillow, mode CMYK (Adobe APP14, transform 0)", "formats/cmyk.jpg", WRITTEN, cmyk_jpeg, pillow_center),
     Case("YCCK JPEG", "CMYK JPEG holding YCbCr+K, APP14 transform byte patched to 2; Pillow reads it as CMYK", "formats/ycck.jpg", WRITTEN,

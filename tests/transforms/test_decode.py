@@ -119,6 +119,22 @@ def test_window_path_matches_pillow_path_on_a_progressive_jpeg(tmp_path):
         np.testing.assert_array_equal(a.pixels, b.pixels)
 
 
+@pytest.mark.parametrize("subsampling", [0, 2], ids=["444", "420"])
+@pytest.mark.parametrize("scans", [1, 4, 9])
+def test_a_progressive_jpeg_that_ends_before_its_last_scans_is_decoded_whole(subsampling, scans):
+    # A legal file (EOI after `scans` of its 10 scans): libjpeg estimates the coefficients it lacks
+    # from neighbouring blocks, which a window decode does not have at its edges (up to 30 levels off).
+    buffer = io.BytesIO()
+    Image.fromarray(imagegen.photo(H, W, 12)).save(buffer, format="JPEG", quality=90, progressive=True, subsampling=subsampling)
+    data = imagegen.ended_after(buffer.getvalue(), scans)
+    spec = CropSpec("random", size=(21, 37), crops_per_image=4)
+    got = decode_crops(data, spec, key="p")
+    assert got.path == PATH_PILLOW
+    reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    for crop in got.crops:
+        np.testing.assert_array_equal(crop.pixels, window(reference, crop.source_box))
+
+
 # --- JPEG coding processes beyond baseline and progressive Huffman (tests/data/jpeg/README.md) ---
 
 JPEG_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "jpeg"

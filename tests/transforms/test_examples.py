@@ -90,6 +90,21 @@ def test_original_keeps_only_the_jpegs_every_reader_decodes(name, stored_format,
         assert np.abs(pixels.astype(int) - reference).mean() < 2.0
 
 
+def test_original_stores_a_progressive_jpeg_that_ends_early_as_its_full_decode():
+    # The reader crops a stored JPEG by decoding a window, which for a progressive JPEG ending
+    # before its last scans differs from the full decode (block smoothing): stored as PNG instead.
+    buffer = io.BytesIO()
+    Image.fromarray(imagegen.photo(60, 80, 13)).save(buffer, format="JPEG", quality=90, progressive=True)
+    data = imagegen.ended_after(buffer.getvalue(), 3)
+    spec = ExampleSpec(crop=CropSpec("none"), encoding="original")
+    (record,), _ = image_to_records(data, ImageSource("p.jpg", "p.jpg", "", None), spec, label_id=-1)
+    decoded = schema.decode_example(record)
+    assert decoded.format == "png"
+    np.testing.assert_array_equal(tf.io.decode_png(decoded.encoded, channels=3).numpy(), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    (complete,), _ = image_to_records(buffer.getvalue(), ImageSource("q.jpg", "q.jpg", "", None), spec, label_id=-1)
+    assert schema.decode_example(complete).encoded == buffer.getvalue()  # a whole progressive JPEG stays verbatim
+
+
 @pytest.mark.parametrize("encoding", ["raw", "original"])
 def test_wide_photos_follow_the_to_uint8_rule_and_keep_converts_none(encoding):
     # --encoding original had decoded with the default rule whatever --to_uint8 said: the

@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cropshard.transforms.jpeg_window import decode_jpeg_window, fast_path_applies, jpeg_frame, jpeg_header
+from cropshard.transforms.jpeg_window import (
+    decode_jpeg_window,
+    fast_path_applies,
+    jpeg_frame,
+    jpeg_header,
+    scans_complete,
+)
 from cropshard.transforms.orientation import exif_orientation, oriented_size
 from PIL import Image, ImageOps
+
+from tests.imagegen import ended_after, scan_starts
 
 ORIENTATIONS = range(1, 9)
 STORED_H, STORED_W = 257, 381  # not multiples of 8 or 16: partial edge blocks/iMCUs
@@ -206,6 +214,23 @@ def test_jpeg_frame_names_the_coding_process(name: str, marker: int, arithmetic:
     assert (frame.marker, frame.arithmetic, frame.scalable) == (marker, arithmetic, scalable)
     assert jpeg_header(data) == (frame.width, frame.height, frame.components)
     assert jpeg_frame(jpeg(1, 2, True)).marker == 0xC2  # Pillow's progressive
+
+
+@pytest.mark.parametrize("mode, subsampling", [("RGB", 0), ("RGB", 1), ("RGB", 2), ("L", 2)])
+def test_scans_complete_tells_a_progressive_jpeg_that_ends_early(mode: str, subsampling: int) -> None:
+    full, baseline = make_jpeg(subsampling=subsampling, progressive=True, mode=mode), make_jpeg(subsampling=subsampling, mode=mode)
+    assert scans_complete(full) and scans_complete(baseline)
+    assert len(scan_starts(full)) > 2
+    for scans in range(1, len(scan_starts(full))):
+        assert not scans_complete(ended_after(full, scans)), scans
+    # An EXIF thumbnail (a complete baseline JPEG inside APP1, before the frame) is not a scan.
+    thumbnail = make_jpeg(size=(16, 16))
+    app1 = b"\xff\xe1" + (2 + 6 + len(thumbnail)).to_bytes(2, "big") + b"Exif\x00\x00" + thumbnail
+    early = ended_after(full, 1)
+    assert not scans_complete(early[:2] + app1 + early[2:])
+    arithmetic = (Path(__file__).resolve().parents[1] / "data" / "jpeg" / "arithmetic_progressive.jpg").read_bytes()
+    assert scans_complete(arithmetic) and not scans_complete(ended_after(arithmetic, 2))
+    assert not scans_complete(b"not a jpeg") and not scans_complete(full[: scan_starts(full)[1] + 5])
 
 
 def test_bad_arguments() -> None:
