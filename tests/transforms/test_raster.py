@@ -146,6 +146,9 @@ def test_a_single_band_raster_in_a_three_channel_build_names_the_options_that_fi
         pass
     assert err.value.reason == "band_mismatch"
     assert err.value.message == "the raster has 1 band and the dataset 3 (--channels 3); build 1-band rasters with --channels 1, or repeat the band with --bands 1,1,1"
+    with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], CropSpec("center", size=(32, 32)), RasterSpec(bands=(1, 2, 3), dtype="uint16"), 3, 10**9):
+        pass
+    assert err.value.message == "--bands 1,2,3 asks for band 2; the raster has 1 band"
     for fix in ((None, 1), ((1, 1, 1), 3)):  # both suggestions open it
         with open_job(source(path), path.read_bytes()[:64], CropSpec("center", size=(32, 32)), RasterSpec(bands=fix[0], dtype="uint16"), fix[1], 10**9):
             pass

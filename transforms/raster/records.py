@@ -269,7 +269,7 @@ def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> 
         return tuple(range(1, channels + 1))
     missing = [band for band in bands if band > dataset.count]
     if missing:
-        raise Rejected("band_mismatch", f"--bands {','.join(map(str, bands))} asks for band {missing[0]}; the raster has {dataset.count} bands")
+        raise Rejected("band_mismatch", f"--bands {','.join(map(str, bands))} asks for band {missing[0]}; the raster has {dataset.count} band{'s' if dataset.count != 1 else ''}")
     return bands
 
 
