@@ -30,7 +30,8 @@ that is the same on every runner, so with stable contents ImagesToExamples emits
 parts of its own, rolled at the target size; the run's shards are its records in position order
 cut by that same rule (`plan_run_shards`), so a part that already holds exactly one such piece
 (the fused local and Flink case: one task, one bundle, in order) is renamed, and only a run whose
-records were split over bundles is copied. A split's run shards come first, ordered by run, then
+records were split over bundles is copied. Pieces far below the target (a task of small chips)
+are packed with the next runs' into target-size shards, copied, rather than each made a shard. A split's run shards come first, ordered by run, then
 the shards of its photos:
 
     parts ─ ToList ─ StableLayout (run shards; cut points of the photos' keys) ─ RunShards ─ AssembleRunShard (rename, or copy)
@@ -398,9 +399,10 @@ Span = tuple[str, int, int]  # (part path, offset, frame size): one record's fra
 
 @dataclasses.dataclass(frozen=True)
 class RunShard:
-    """Stable shard `piece` of raster task `run`: `part` when one part file holds exactly its
-    records' frames in order (then renamed, not copied), else those frames as `spans` to copy
-    (kept only then: the layout is a side input of every assembler)."""
+    """Stable shard `piece` of raster task `run` (for packed short pieces: the run and piece it
+    starts with): `part` when one part file holds exactly its records' frames in order (then
+    renamed, not copied), else those frames as `spans` to copy (kept only then: the layout is a
+    side input of every assembler)."""
 
     run: str
     piece: int
@@ -419,28 +421,65 @@ def whole_part_of(spans: Sequence[Span], parts: dict[str, PartInfo]) -> str | No
     return path if parts[path].num_records == len(spans) else None
 
 
+# A run's piece shorter than this share of the target is packed with the next runs' short pieces
+# (copied): a raster task of small chips (256 JPEG chips of 64x64: under 1 MB) would otherwise
+# be a shard of its own, and a large raster thousands of them. Longer pieces stay shards of their
+# own, renamed from their part when it holds them in order (a task of 256x256 RGB chips: ~50 MB).
+PACKED_PIECE_FRACTION = 4
+
+
 def plan_run_shards(parts: Sequence[PartInfo], part_bytes: int) -> list[RunShard]:
     """The stable shards of the run parts of one split, ordered by run then piece: each run's
     records in position order, cut after the record that brings a piece to `part_bytes` (WriteParts'
-    rule), whichever parts and bundles the records arrived in."""
+    rule), whichever parts and bundles the records arrived in. A run's last piece, when under
+    part_bytes / PACKED_PIECE_FRACTION, is packed with the following runs' short last pieces, in
+    run order, into shards cut by the same rule."""
     by_run: dict[str, list[PartInfo]] = collections.defaultdict(list)
     for part in parts:
         by_run[part.run].append(part)
-    shards = []
+    every_part = {part.path: part for part in parts}
+    shards: list[RunShard] = []
+    packed = _Piece()
     for run in sorted(by_run):
-        runs_parts = {part.path: part for part in by_run[run]}
         # Equal positions only come from one task listed twice: identical chips, so any order of them gives the same bytes.
         entries = sorted((int(key), part.path, int(offset)) for part in by_run[run] for key, offset in part.located())
-        piece: list[Span] = []
-        size = pieces = 0
-        for index, (key, path, offset) in enumerate(entries):
-            piece.append((path, offset, frame_size(key)))
-            size += frame_size(key)
-            if size >= part_bytes or index == len(entries) - 1:
-                part = whole_part_of(piece, runs_parts)
-                shards.append(RunShard(run, pieces, () if part else tuple(piece), part))
-                piece, size, pieces = [], 0, pieces + 1
+        piece, pieces = _Piece(), 0
+        for key, path, offset in entries:
+            if piece.add(run, pieces, (path, offset, frame_size(key))) >= part_bytes:
+                shards.append(piece.shard(every_part))
+                piece, pieces = _Piece(), pieces + 1
+        if not piece.spans:
+            continue
+        if piece.size >= part_bytes // PACKED_PIECE_FRACTION:
+            shards.append(piece.shard(every_part))
+            continue
+        for span in piece.spans:
+            if packed.add(run, pieces, span) >= part_bytes:
+                shards.append(packed.shard(every_part))
+                packed = _Piece()
+    if packed.spans:
+        shards.append(packed.shard(every_part))
     return shards
+
+
+class _Piece:
+    """The frames of one run shard being planned; named after the run and piece it starts with."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.size = 0
+        self.first: tuple[str, int] = ("", 0)
+
+    def add(self, run: str, piece: int, span: Span) -> int:
+        if not self.spans:
+            self.first = (run, piece)
+        self.spans.append(span)
+        self.size += span[2]
+        return self.size
+
+    def shard(self, parts: dict[str, PartInfo]) -> RunShard:
+        part = whole_part_of(self.spans, parts)
+        return RunShard(*self.first, () if part else tuple(self.spans), part)
 
 
 @dataclasses.dataclass(frozen=True)

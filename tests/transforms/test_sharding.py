@@ -320,6 +320,26 @@ def test_run_shards_are_each_run_in_position_order_cut_at_the_target() -> None:
     assert plan_run_shards([], part_bytes=size) == []
 
 
+def test_short_run_pieces_are_packed_into_target_size_shards_in_run_order() -> None:
+    # Raster tasks of small chips: each run far below the target had been a shard of its own.
+    size = 10 + FRAME_OVERHEAD
+    small = [run_part(f"/{run}", run, [0, 1, 2], 10) for run in ("c", "a", "b", "d")]  # 3 records each
+    shards = plan_run_shards(small, part_bytes=20 * size)
+    assert len(shards) == 1 and shards[0].part is None and (shards[0].run, shards[0].piece) == ("a", 0)
+    assert shards[0].spans == tuple((f"/{run}", i * size, size) for run in "abcd" for i in range(3))
+    packed = plan_run_shards(small, part_bytes=13 * size)  # 12 records: under the target, one shard
+    assert [len(shard.spans) for shard in packed] == [12]
+    packed = plan_run_shards([*small, run_part("/e", "e", [0, 1, 2], 10)], part_bytes=13 * size)
+    assert [len(shard.spans) for shard in packed] == [13, 2] and packed[1].spans[0] == ("/e", size, size)
+    # One short run alone is still its part, renamed; a long run keeps its renamed pieces and
+    # packs only its short end, here with the next run.
+    assert [s.part for s in plan_run_shards(small[:1], part_bytes=20 * size)] == ["/c"]
+    long = [run_part("/l1", "l", list(range(20)), 10), run_part("/l2", "l", [20], 10)]
+    mixed = plan_run_shards([*long, run_part("/m", "m", [0, 1], 10)], part_bytes=20 * size)
+    assert [(s.run, s.piece, s.part) for s in mixed] == [("l", 0, "/l1"), ("l", 1, None)]
+    assert mixed[1].spans == (("/l2", 0, size), ("/m", 0, size), ("/m", size, size))
+
+
 def test_stable_layout_puts_run_shards_first_and_photo_shards_only_when_needed() -> None:
     size = 10 + FRAME_OVERHEAD
     runs = [run_part("/r", "r", [0, 1, 2], 10)]
@@ -362,8 +382,11 @@ def read_shards(directory: Path, compression: str = CompressionTypes.UNCOMPRESSE
 
 
 def expected_run_shards(records: list[tuple[str, int, bytes]], part_bytes: int) -> list[list[bytes]]:
-    """Each run's records in position order, cut after the record that brings a shard to part_bytes."""
-    shards = []
+    """Each run's records in position order, cut after the record that brings a shard to part_bytes;
+    a run's last piece under a quarter of part_bytes is packed, in run order, with the next runs'
+    short last pieces into shards cut the same way."""
+    shards: list[list[bytes]] = []
+    packed, packed_size = [], 0
     for run in sorted({run for run, _, _ in records}):
         piece, size = [], 0
         for _, _, record in sorted(r for r in records if r[0] == run):
@@ -372,26 +395,43 @@ def expected_run_shards(records: list[tuple[str, int, bytes]], part_bytes: int) 
             if size >= part_bytes:
                 shards.append(piece)
                 piece, size = [], 0
-        if piece:
+        if piece and size >= part_bytes // 4:
             shards.append(piece)
+            continue
+        for record in piece:
+            packed.append(record)
+            packed_size += len(record) + FRAME_OVERHEAD
+            if packed_size >= part_bytes:
+                shards.append(packed)
+                packed, packed_size = [], 0
+    if packed:
+        shards.append(packed)
     return shards
+
+
+def runs_in(shard: list[bytes], records: list[tuple[str, int, bytes]]) -> set[str]:
+    run_of = {record: run for run, _, record in records}
+    return {run_of[record] for record in shard}
 
 
 def test_run_shards_are_renamed_parts_and_the_same_when_runs_arrive_interleaved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cropshard.transforms import sharding
 
-    records = run_records(np.random.default_rng(5))
+    records = run_records(np.random.default_rng(7))  # two runs end short: packed together
     photos = [b"photo-%d" % i for i in range(7)]
     copies: list[int] = []
     real_copy = sharding.copy_spans
     monkeypatch.setattr(sharding, "copy_spans", lambda spans, *args: copies.append(1) or real_copy(spans, *args))
     in_order = build_runs(tmp_path, "a", records + photos)
-    assert len(copies) == 1  # only the photos' shard (key order); every run shard was a renamed part
+    expected = expected_run_shards(records, 2000)
+    packed = sum(len(runs_in(shard, records)) > 1 for shard in expected)
+    assert packed >= 1  # short run ends of several runs share a shard (copied)
+    assert len(copies) == 1 + packed  # and the photos' shard (key order); every other run shard was a renamed part
     interleaved = records[20:40] + [r for pair in zip(records[:20], records[40:], strict=True) for r in pair]
     assert build_runs(tmp_path, "b", photos[::-1] + interleaved) == in_order
     assert len(copies) > 2  # runs r1 and r3 arrived interleaved: their shards were copied, to the same bytes
     shards = read_shards(tmp_path / "a")
-    assert shards[:-1] == expected_run_shards(records, 2000) and len(shards[:-1]) > 3
+    assert shards[:-1] == expected and len(shards[:-1]) > 3
     assert sorted(shards[-1]) == sorted(photos)
 
 
