@@ -81,6 +81,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as err:
         fmt = sniff_format(data)
+        if fmt in _NO_DECODER:  # an image, in a format Pillow here does not read
+            raise Rejected("decode_error", _NO_DECODER[fmt]) from err
         if fmt is not None:  # a real PNG/JPEG/... whose header is corrupt, not some other file
             raise Rejected("decode_error", f"{fmt} signature, but the header cannot be parsed: {_header_error(data, fmt)}") from err
         raise Rejected("not_an_image", f"no image format recognises these {len(data)} bytes") from err
@@ -116,10 +118,24 @@ _SIGNATURES = (
 )
 
 
+# ISO base media files (an `ftyp` box first) whose major brand is HEIF's: iPhone and many Android
+# photos. Pillow reads AVIF (brand avif, tried first by Image.open) but has no HEVC decoder.
+_HEIF_BRANDS = frozenset((b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"))
+_JPEG_XL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")  # bare codestream, container
+_NO_DECODER = {
+    "HEIF": "HEIF/HEIC image (HEVC-coded, as phones save photos): no decoder for it here (Pillow reads AVIF, not HEIC); convert the files, e.g. to JPEG, before the build",
+    "JPEG XL": "JPEG XL image: no decoder for it here; convert the files, e.g. to PNG or JPEG, before the build",
+}
+
+
 def sniff_format(data: bytes) -> str | None:
     """The format the file's magic bytes announce, or None."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIF"
+    if data.startswith(_JPEG_XL_SIGNATURES):
+        return "JPEG XL"
     return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
 
 

@@ -461,6 +461,10 @@ FOLDER_CASES: tuple[Case, ...] = (
          check="the image as displayed, exactly (Pillow orients TIFFs itself while loading; was rotated twice)"),
     Case("WebP", "Pillow, quality 90", "formats/photo.webp", WRITTEN, _save_photo(7, "WEBP", quality=90), pillow_center),
     Case("BMP", "Pillow", "formats/photo.bmp", WRITTEN, _save_photo(8, "BMP"), pillow_center),
+    Case("AVIF", "Pillow, quality 90", "formats/photo.avif", WRITTEN, _save_photo(42, "AVIF", quality=90), pillow_center),
+    Case("HEIC photo (as iPhones save them)", "an ISO media file of brand heic (ftyp, then mdat)", "formats/phone.heic", "decode_error",
+         _bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic\x00\x00\x00\x08mdat")),
+    Case("JPEG XL", "a JPEG XL codestream's signature and header bytes", "formats/photo.jxl", "decode_error", _bytes(b"\xff\x0a\xfa\x7f\x01\x90" + bytes(40))),
     *(
         Case(f"EXIF orientation {o}", "JPEG with the pixels stored transformed and the tag set", f"orientation/exif_{o}.jpg", WRITTEN,
              _orientation(o), pillow_center, _check_orientation(o), "Pillow reference (exif_transpose); PSNR > 30 vs the image as displayed")

@@ -210,6 +210,32 @@ def test_a_twelve_bit_jpeg_is_rejected_with_the_reason():
     assert err.value.reason == "decode_error" and "12-bit" in err.value.message
 
 
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00\x08mdat"  # an iPhone photo's first boxes
+
+
+@pytest.mark.parametrize(
+    "data, named",
+    [
+        (HEIC_HEAD, "HEIF/HEIC image"),
+        (HEIC_HEAD.replace(b"ftypheic", b"ftypmif1"), "HEIF/HEIC image"),  # HEIF's container brand; AVIF's plugin passes it on
+        (b"\xff\x0a\xfa\x7f\x01\x90" + bytes(40), "JPEG XL image"),  # a bare codestream
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(40), "JPEG XL image"),  # the container
+    ],
+)
+def test_photo_formats_without_a_decoder_are_named_not_called_non_images(data, named):
+    with pytest.raises(Rejected) as err:
+        decode_crops(data, CropSpec("center", size=(8, 8)), key="k")
+    assert err.value.reason == "decode_error" and err.value.message.startswith(named), err.value.message
+
+
+def test_avif_is_decoded(tmp_path):
+    pixels = imagegen.photo(40, 48, 3)
+    path = tmp_path / "a.avif"
+    Image.fromarray(pixels).save(path, quality=100)
+    got = decode_crops(path.read_bytes(), CropSpec("center", size=(16, 16)), key="k")
+    np.testing.assert_array_equal(got.crops[0].pixels, window(np.asarray(Image.open(path).convert("RGB")), (12, 16, 16, 16)))
+
+
 def test_eps_is_never_handed_to_ghostscript(monkeypatch):
     # Pillow renders EPS by running Ghostscript on the file; a hostile .eps named .jpg must not get there.
     from PIL import EpsImagePlugin
