@@ -124,6 +124,16 @@ def read_info(output: str) -> metadata.DatasetInfo:
         return metadata.DatasetInfo.from_json(handle.read().decode("utf-8"), source=path)
 
 
+def published(output: str) -> bool:
+    """Whether `output` holds a complete dataset: its cropshard.json, written last, is there and
+    reads (a build never starts on an output that has one: see write.prepare_output)."""
+    try:
+        read_info(output)
+    except Exception:  # noqa: BLE001 - missing, refused or cut short: not published
+        return False
+    return True
+
+
 def is_dry_run(options: PipelineOptions) -> bool:
     """Beam's --dry_run (TestOptions) as DataflowRunner reads it: an untyped flag, so any value,
     even `--dry_run=False`, counts as set."""

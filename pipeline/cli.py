@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 COMMANDS = ("build", "inspect", "compare", "demo-images")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INTERRUPTED = "interrupted: nothing published; rerun with --overwrite"
+# Ctrl-C in the last moments, after the job wrote cropshard.json (last): the dataset is whole.
+INTERRUPTED_AFTER_PUBLISHING = "interrupted after the dataset was published: {output} is complete"
 _FAILURES = logging.getLogger("failures")  # not under "cropshard": quiet runs send it to the log file only
 
 USAGE = f"""usage: cropshard {{{','.join(COMMANDS)}}} ...
@@ -71,11 +73,11 @@ def failure_line(err: BaseException) -> str:
 
 def run_build(argv: Sequence[str], log_path: str | None) -> int:
     """The build, each way it can end as one line on stderr and its exit status."""
-    from cropshard.pipeline.build import BuildFailed, execute, prepare  # Beam: imported only to build
+    from cropshard.pipeline.build import BuildFailed, execute, prepare, published  # Beam: imported only to build
     from cropshard.transforms.worker import freeze_start_up_objects
 
     freeze_start_up_objects()
-
+    prepared = None
     try:
         try:
             prepared = prepare(argv)
@@ -93,7 +95,8 @@ def run_build(argv: Sequence[str], log_path: str | None) -> int:
             print(f"cropshard build: failed: {failure_line(err)}{f' (traceback in {log_path})' if log_path else ''}", file=sys.stderr)
             return EXIT_FAILED
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        done = prepared is not None and not prepared.dry_run and published(prepared.config.output)
+        print(INTERRUPTED_AFTER_PUBLISHING.format(output=prepared.config.output) if done else INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
