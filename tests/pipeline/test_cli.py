@@ -278,13 +278,20 @@ def temp_bytes(out: Path) -> int:
     return total
 
 
+def foreground_signals() -> None:
+    """In the child: Ctrl-C's default action, as a terminal's foreground job has it. A suite run as
+    a background job (`make test &`, nohup) hands its children SIGINT ignored, and Python then
+    never installs its handler: the build ran to the end through every interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_mid_write(inputs: Path, out: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, str, float]:
     """A multi-worker build of `inputs`, sent Ctrl-C once 16 of its ~67 MB of records are in part
     files: the workers die in the middle of their bundles, and the launcher's Beam threads after
     the command has returned. The process, its stdout and stderr, and when Ctrl-C was sent."""
     proc = subprocess.Popen([str(CROPSHARD), "build", f"--input={inputs}", f"--output={out}", "--crop=random", "--size=96",
                              "--crops_per_image=4", "--direct_num_workers=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, start_new_session=True, text=True)
+                            env=env, start_new_session=True, text=True, preexec_fn=foreground_signals)
     deadline = time.monotonic() + 240
     while temp_bytes(out) < 16 * 2**20:
         assert proc.poll() is None, f"build ended ({proc.returncode}) before it was interrupted:\n{proc.stderr.read()[-3000:]}"
