@@ -161,7 +161,8 @@ def _decode_rejection(err: BaseException) -> Rejected:
 def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Image.Image:
     """Convert any Pillow mode to 'RGB' (channels=3) or 'L' (channels=1).
 
-    - alpha (RGBA, LA, PA, palette or RGB/L with a transparency key) is composited on black;
+    - alpha (RGBA, LA, PA, palette or 1-bit/L/RGB/16-bit grey with a transparency key) is
+      composited on black;
     - 16-bit and 32-bit integer greyscale is scaled to 8 bits by the --to_uint8 bits rule with
       `wide_bits` significant bits: v >> (wide_bits - 8), by default the top byte (v >> 8), the
       same rule Pillow applies to 16-bit RGB PNGs; float images by `float_to_uint8`;
@@ -170,10 +171,15 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
     target = "RGB" if channels == 3 else "L"
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        img = Image.fromarray(raster_convert.to_uint8(np.asarray(img), wide_bits), "L")
+        values = np.asarray(img)
+        pixels = np.array(raster_convert.to_uint8(values, wide_bits))
+        key = img.info.get("transparency")
+        if isinstance(key, int):  # a PNG tRNS key on 16-bit grey: those pixels are transparent, so black
+            pixels[values == key] = 0
+        img = Image.fromarray(pixels, "L")
     elif mode == "F":
         img = Image.fromarray(float_to_uint8(np.asarray(img, dtype=np.float64)), "L")
-    elif mode in _ALPHA_MODES or (mode in ("P", "RGB", "L") and "transparency" in img.info):
+    elif mode in _ALPHA_MODES or (mode in ("P", "RGB", "L", "1") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(black, rgba).convert("RGB")

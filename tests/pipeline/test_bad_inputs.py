@@ -90,6 +90,28 @@ def gray16_png(path: Path) -> np.ndarray:
     return wide
 
 
+KEY16 = 40000  # the tRNS key of the 16-bit grey PNG below
+
+
+def gray16_keyed_png(path: Path) -> None:
+    wide = np.asarray(Image.open(io.BytesIO(encode(photo_img(43).convert("L"), "PNG")))).astype(np.uint16) * 257
+    wide[::3, ::5] = KEY16
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(wide).save(path, format="PNG", transparency=KEY16)
+
+
+def keyed_center(path: Path) -> np.ndarray:
+    """Reference for a transparency key: Pillow's pixels, those equal to the key black (16-bit
+    grey: the top byte; Pillow's own I;16 -> RGBA conversion makes every pixel transparent)."""
+    img = Image.open(path)
+    if img.mode == "I;16":
+        wide = np.asarray(img).astype(np.uint16)
+        grey = np.where(wide == img.info["transparency"], 0, wide >> 8).astype(np.uint8)
+        return imagegen.center_crop(np.repeat(grey[..., None], 3, axis=2), *CROP)
+    rgba = np.asarray(img.convert("RGBA")).astype(np.uint32)
+    return imagegen.center_crop(((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8), *CROP)
+
+
 def bomb_png() -> bytes:
     """A PNG whose header claims 60000x60000 RGB (10.8 GB decoded) over a few bytes of data."""
     return png_from_parts(60000, 60000, 8, 2, zlib.compress(b"\0" * 64))
@@ -440,6 +462,11 @@ FOLDER_CASES: tuple[Case, ...] = (
          "Pillow reference == the 16-bit source >> 8"),
     Case("Palette PNG with transparency", "Pillow, mode P, tRNS entry 5", "formats/palette_trns.png", WRITTEN, palette_with_transparency, pillow_center,
          check="Pillow reference (alpha on black)"),
+    Case("1-bit PNG with a transparency key", "Pillow, mode 1, transparency=1 (white is transparent)", "formats/one_bit_keyed.png", WRITTEN,
+         lambda p: write(p, encode(photo_img(44).convert("1"), "PNG", transparency=1)), keyed_center,
+         check="Pillow's RGBA composited on black (white pixels black: the key had been ignored)"),
+    Case("16-bit grey PNG with a transparency key", f"Pillow, mode I;16, transparency={KEY16} on every 3rd row's 5th pixel", "formats/grey16_keyed.png",
+         WRITTEN, gray16_keyed_png, keyed_center, check="Pillow's 16-bit values >> 8, key pixels black (the key had been ignored)"),
     Case("LA PNG (grey + alpha)", "Pillow, mode LA, alpha ramp", "formats/la.png", WRITTEN, lambda p: write(p, encode(with_alpha(4).convert("LA"), "PNG")), pillow_center,
          check="Pillow reference (alpha on black)"),
     Case("RGBA PNG", "Pillow, mode RGBA, alpha ramp", "formats/rgba.png", WRITTEN, lambda p: write(p, encode(with_alpha(5), "PNG")), pillow_center,

@@ -210,6 +210,24 @@ def test_a_twelve_bit_jpeg_is_rejected_with_the_reason():
     assert err.value.reason == "decode_error" and "12-bit" in err.value.message
 
 
+def test_a_transparency_key_on_one_bit_and_sixteen_bit_grey_pngs_is_composited_on_black():
+    # Both kept their transparent pixels' value (white, say) where every other kind of alpha is
+    # composited on black: PngSuite's tbwn0g16 and Pillow's 1_trns.png came out white.
+    rng = np.random.default_rng(4)
+    bits = rng.integers(0, 2, (24, 24)).astype(bool)
+    one_bit = io.BytesIO()
+    Image.fromarray(bits).convert("1").save(one_bit, "PNG", transparency=1)  # white is transparent
+    got = decode_crops(one_bit.getvalue(), CropSpec("none"), key="k").crops[0].pixels
+    np.testing.assert_array_equal(got, np.zeros((24, 24, 3), np.uint8))
+    values = rng.integers(0, 65536, (24, 24)).astype(np.uint16)
+    values[::3, ::5] = 40000
+    grey16 = io.BytesIO()
+    Image.fromarray(values).save(grey16, "PNG", transparency=40000)
+    assert Image.open(io.BytesIO(grey16.getvalue())).mode == "I;16"
+    got = decode_crops(grey16.getvalue(), CropSpec("none"), key="k", channels=1).crops[0].pixels[..., 0]
+    np.testing.assert_array_equal(got, np.where(values == 40000, 0, values >> 8).astype(np.uint8))
+
+
 HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00\x08mdat"  # an iPhone photo's first boxes
 
 
