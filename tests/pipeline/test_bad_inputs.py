@@ -412,6 +412,8 @@ RASTER_CASES: tuple[Case, ...] = (
          "range_collapsed", _geotiff(_photo_bands(23).astype(np.uint16) * 8)),
     Case("8-band multispectral GeoTIFF (uint16)", "rasterio, 8 bands (dataset: --channels 3, no --bands)", "rasters/eight_band.tif", "band_mismatch",
          _geotiff(np.concatenate([_photo_bands(24), _photo_bands(25), _photo_bands(26)[:2]]).astype(np.uint16))),
+    Case("Signed GeoTIFF a quarter below zero (int16, a coastal DEM)", "rasterio, 3 x int16, values -2000..5650", "rasters/dem_int16.tif",
+         "band_mismatch", _geotiff(_photo_bands(45).astype(np.int16) * 30 - 2000)),
     Case("float32 GeoTIFF (3 bands)", "rasterio, float32 reflectances", "rasters/reflectance.tif", "band_mismatch",
          _geotiff(_photo_bands(27).astype(np.float32) / 255)),
     Case("External overviews beside their GeoTIFF (gdaladdo -ro)", "rasterio build_overviews with TIFF_USE_OVR: a TIFF at half resolution",

@@ -177,6 +177,29 @@ def test_sixteen_bit_declared_eleven_bit_data_is_rejected_not_black(tmp_path: Pa
     assert all(pixels_of(r).max() > 150 for _, r in records)
 
 
+def test_signed_data_with_a_real_share_of_negatives_is_rejected_not_cut_in_half(tmp_path: Path) -> None:
+    # The bits rule maps negatives to 0: a signed raster centred on zero (Pillow's 8bit.s.tif, a
+    # DEM below sea level) had half its samples written black.
+    crop = CropSpec("grid", size=(32, 32))
+    values = rastergen.multispectral(64, 64, bands=1, high=8000, seed=2).astype(np.int16) - 2000  # about a quarter negative
+    dem = rastergen.write_raster(tmp_path / "dem.tif", values)
+    with pytest.raises(Rejected) as err, open_job(source(dem), dem.read_bytes()[:64], crop, RasterSpec(), 1, 10**9):
+        pass
+    assert err.value.reason == "band_mismatch"
+    assert err.value.message.startswith("--to_uint8 bits (15 bits) maps this int16 source's negative values (")
+    assert err.value.message.endswith(f"down to {values.min()}) to 0; stretch it with --to_uint8 minmax or percentile:2,98, or store it with --dtype keep")
+    centred = rastergen.write_raster(tmp_path / "centred.tif", (rastergen.multispectral(64, 64, bands=1, high=256, seed=3).astype(np.int16) - 128).astype(np.int8))
+    with pytest.raises(Rejected, match=r"percentile:2,98$"), open_job(source(centred), centred.read_bytes()[:64], crop, RasterSpec(), 1, 10**9):
+        pass  # int8 is not a type --dtype keep stores: not offered
+    noise = values.copy()
+    noise[noise < 0] = 500
+    noise[0, 0, :20] = -3  # reflectance-like: a few small negatives (under 1% of the samples) become 0
+    path = rastergen.write_raster(tmp_path / "noise.tif", noise)
+    records, _ = job_records(path, crop, RasterSpec(), 1)
+    (_, first), *_ = records
+    assert pixels_of(first)[0, :20, 0].tolist() == [0] * 20
+
+
 def test_resize_reads_through_overviews_and_scales_the_transform(tmp_path: Path) -> None:
     data = rastergen.multispectral(512, 384, bands=3)
     path = rastergen.write_raster(tmp_path / "ov.tif", data, overviews=(2, 4))

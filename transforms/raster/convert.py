@@ -4,7 +4,9 @@
 `--dtype uint8` converts by the rule `--to_uint8`, recorded in the metadata:
 
 - `bits` keeps the top 8 of the file's significant bits: v >> (bits - 8), with `bits` from the
-  file (GDAL's NBITS, i.e. TIFF BitsPerSample; 16 for uint16, 15 for int16, negatives -> 0);
+  file (GDAL's NBITS, i.e. TIFF BitsPerSample; 16 for uint16, 15 for int16); negative samples
+  become 0, and a signed source with more than NEGATIVE_SHARE of its valid samples negative (a
+  DEM below sea level, SAR, centred data) is rejected `band_mismatch` rather than cut in half;
   for a 16-bit file that is the top byte, the rule 16-bit photos always had;
 - `bits:N` the same with N given, for files that declare 16 bits but hold fewer (the WorldView
   panchromatic TIFFs declare 16 and hold 11: `bits:11`);
@@ -140,6 +142,11 @@ def dataset_range(rule: Uint8Rule, low: Sequence[float], high: Sequence[float], 
     return [float(v) for v in percentile(lo)], [float(v) for v in percentile(hi)]
 
 
+# The bits rule maps negative samples to 0: noise around zero (reflectance) may be, a real share of
+# the data may not (`RangeTracker.check`).
+NEGATIVE_SHARE = 0.01
+
+
 class RangeTracker:
     """Source and converted value ranges over one source's chips, for the collapse check."""
 
@@ -148,10 +155,14 @@ class RangeTracker:
         self.source_max: float | None = None
         self.out_min = 255
         self.out_max = 0
+        self.samples = 0
+        self.negatives = 0
 
     def add(self, source: np.ndarray, converted: np.ndarray) -> None:
         if not source.size:
             return
+        self.samples += source.size
+        self.negatives += int(np.count_nonzero(source < 0)) if source.dtype.kind in "if" else 0
         low, high = source.min(), source.max()
         self.source_min = low if self.source_min is None else min(self.source_min, low)
         self.source_max = high if self.source_max is None else max(self.source_max, high)
@@ -159,7 +170,15 @@ class RangeTracker:
         self.out_max = max(self.out_max, int(converted.max()))
 
     def check(self, rule: Uint8Rule, bits: int | None, dtype: str) -> None:
-        """Rejected('range_collapsed') when varying values became (nearly) one grey level."""
+        """Rejected('range_collapsed') when varying values became (nearly) one grey level, and
+        Rejected('band_mismatch') when the bits rule would zero a real share of negative samples."""
+        if bits is not None and self.negatives > NEGATIVE_SHARE * self.samples:
+            keep = ", or store it with --dtype keep" if dtype in KEPT_DTYPES else ""
+            raise Rejected(
+                "band_mismatch",
+                f"--to_uint8 {rule} ({bits} bits) maps this {dtype} source's negative values ({self.negatives / self.samples:.0%}"
+                f" of its samples, down to {self.source_min}) to 0; stretch it with --to_uint8 minmax or percentile:2,98{keep}",
+            )
         if self.source_min is None or self.source_max == self.source_min:
             return  # a constant source stays constant under any rule: nothing collapsed
         if self.out_max - self.out_min >= COLLAPSE_LEVELS:
