@@ -172,7 +172,7 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(img)
-        pixels = np.array(raster_convert.to_uint8(values, wide_bits))
+        pixels = raster_convert.to_uint8(values, wide_bits)  # a new array
         key = img.info.get("transparency")
         if isinstance(key, int):  # a PNG tRNS key on 16-bit grey: those pixels are transparent, so black
             pixels[values == key] = 0

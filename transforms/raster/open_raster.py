@@ -172,14 +172,11 @@ def jp2_header(path: str) -> tuple[int, int | None] | None:
         size = handle.seek(0, os.SEEK_END)
         if _read_at(handle, 0, len(_JP2_SIGNATURE)) != _JP2_SIGNATURE:
             return None
-        offset = len(_JP2_SIGNATURE)
-        while offset + 8 <= size:
-            length, kind = int.from_bytes(_read_at(handle, offset, 4), "big"), handle.read(4)
+        for kind, offset, skip, length, _ in _top_level_boxes(handle, size):
             if kind == b"jp2h":
-                return _parse_jp2h(_read_at(handle, offset + 8, min(length - 8, _JP2H_MAX_BYTES))) if length > 8 else None
-            if kind == b"jp2c" or length < 8:  # the codestream, or a box length this walk does not follow
+                return _parse_jp2h(_read_at(handle, offset + skip, min(length - skip, _JP2H_MAX_BYTES))) if length > skip else None
+            if kind == b"jp2c" or length < skip:  # the codestream, or a box length this walk does not follow
                 return None
-            offset += length
     return None
 
 
@@ -213,6 +210,18 @@ def _cut_short(what: str, offset: int, length: int, size: int) -> Rejected:
 def _codestream_box(handle: Any, size: int) -> tuple[int, bool]:
     """(where the JP2 file's codestream box's contents start, whether the box declares its
     length), every top-level box before it checked to fit in the file's `size` bytes."""
+    for kind, offset, skip, length, declared in _top_level_boxes(handle, size):
+        if length < skip or offset + length > size:
+            raise _cut_short(f"box {kind.decode('latin-1')!r}", offset, length, size)
+        if kind == b"jp2c":
+            return offset + skip, declared
+    raise Rejected("truncated", f"the JPEG 2000 file ({size} bytes) ends before its codestream box (jp2c): the file is cut short")
+
+
+def _top_level_boxes(handle: Any, size: int) -> Iterator[tuple[bytes, int, int, int, bool]]:
+    """(type, offset, header size, length, whether the length is declared) of a JP2 file's
+    top-level boxes, by their lengths: an extended length (XLBox) when LBox is 1, and to the end
+    of the file when it is 0. Stops at a length shorter than its header, after yielding it."""
     offset = 0
     while offset + 8 <= size:
         header = _read_at(handle, offset, 16)
@@ -221,12 +230,10 @@ def _codestream_box(handle: Any, size: int) -> tuple[int, bool]:
             length, skip = int.from_bytes(header[8:16], "big"), 16
         declared = length != 0
         length = length if declared else size - offset  # 0: the last box, to the end of the file
-        if length < skip or offset + length > size:
-            raise _cut_short(f"box {kind.decode('latin-1')!r}", offset, length, size)
-        if kind == b"jp2c":
-            return offset + skip, declared
+        yield kind, offset, skip, length, declared
+        if length < skip:
+            return
         offset += length
-    raise Rejected("truncated", f"the JPEG 2000 file ({size} bytes) ends before its codestream box (jp2c): the file is cut short")
 
 
 def _walk_tile_parts(handle: Any, offset: int, size: int) -> None:

@@ -150,9 +150,7 @@ def pillow_decodes_jpeg2000(components: int, header: tuple[int, int | None] | No
     decoder has no unpacker for 3 components in a greyscale colour space: what GDAL writes for
     a 3-band image whose bands are not marked red, green, blue. GDAL reads both, so those go to
     the raster path instead of being rejected."""
-    if components > 4:
-        return False
-    return header is None or header != (3, ENUMCS_GREYSCALE)
+    return components <= 4 and header != (3, ENUMCS_GREYSCALE)
 
 
 class RasterJob:
