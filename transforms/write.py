@@ -35,6 +35,8 @@ SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 FAILED_FILENAME = "build_failed.json"
 # Part size when only a shard count is given: parts are then split by records anyway.
 DEFAULT_PART_BYTES = 128 * 2**20
+# cropshard.json is written under this prefix, then renamed into place (publish_text).
+PARTIAL_PREFIX = ".partial-"
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -315,7 +317,7 @@ class _WriteDatasetInfo(beam.DoFn):
         write_text(join(self._output, metadata.LABELS_FILENAME), metadata.labels_text(labels))
         write_descriptions(self._output, info)
         info_path = join(self._output, metadata.INFO_FILENAME)
-        write_text(info_path, info.to_json())  # last: its presence marks the dataset complete
+        publish_text(info_path, info.to_json())  # last: its presence marks the dataset complete
         _LOGGER.info("wrote %s", info_path)
         yield info_path
 
@@ -358,6 +360,23 @@ def written_files(info: metadata.DatasetInfo) -> list[str]:
 def write_text(path: str, text: str) -> None:
     with FileSystems.create(path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(text.encode("utf-8"))
+
+
+def publish_text(path: str, text: str) -> None:
+    """`write_text` for the file whose presence marks the dataset complete: on a local or mounted
+    disk it is written beside its name and renamed into place, so a worker killed mid-write never
+    leaves a half-written cropshard.json that looks published (object stores such as gs:// make an
+    object visible only once it is fully written)."""
+    if "://" in path:
+        write_text(path, text)
+        return
+    partial = join(os.path.dirname(path), PARTIAL_PREFIX + os.path.basename(path))
+    try:
+        write_text(partial, text)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 class WriteDatasetInfo(beam.PTransform):
@@ -403,7 +422,8 @@ def dataset_files(output: str) -> list[str]:
         FAILED_FILENAME,
     )
     shards = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecord" + shard_index.INDEX_SUFFIX, "*.tfrecord.gz" + shard_index.INDEX_SUFFIX)
-    for pattern in (*shards, *names):
+    partial = (PARTIAL_PREFIX + metadata.INFO_FILENAME,)
+    for pattern in (*shards, *names, *partial):
         found.extend(m.path for m in FileSystems.match([join(output, pattern)])[0].metadata_list)
     return found
 

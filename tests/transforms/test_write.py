@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cropshard.reader import metadata, schema
+from cropshard.transforms import write
 from cropshard.transforms.rejects import REASONS, REMEDIES, rejection_summary
 from cropshard.transforms.write import (
     SHARD_TEMPLATE,
@@ -102,3 +103,28 @@ def test_rejection_summary_names_the_top_reasons_and_the_first_remedy() -> None:
     assert rejection_summary({"range_collapsed": 1}) == ("range_collapsed 1 (try: --to_uint8 bits:N with the sources' real bit depth"
                                                         " (rejected.jsonl names it), or --dtype keep)")
     assert "--bands B,B,..." in rejection_summary({"band_mismatch": 2}) and "--max_nodata" in rejection_summary({"no_valid_chips": 1})
+
+
+def test_publish_text_never_leaves_a_half_written_file_under_its_name(tmp_path, monkeypatch) -> None:
+    target = tmp_path / metadata.INFO_FILENAME
+    write.publish_text(str(target), '{"complete": true}\n')
+    assert json.loads(target.read_text()) == {"complete": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [metadata.INFO_FILENAME]
+
+    target.unlink()
+
+    def dies_mid_write(path: str, text: str) -> None:
+        with open(path, "w") as handle:
+            handle.write(text[:5])
+        raise OSError("worker killed")
+
+    monkeypatch.setattr(write, "write_text", dies_mid_write)
+    with pytest.raises(OSError, match="worker killed"):
+        write.publish_text(str(target), '{"complete": true}\n')
+    assert list(tmp_path.iterdir()) == []  # neither a truncated cropshard.json nor the partial file
+
+
+def test_overwrite_removes_a_partial_metadata_file(tmp_path) -> None:
+    (tmp_path / (write.PARTIAL_PREFIX + metadata.INFO_FILENAME)).write_text("{")
+    (tmp_path / "mine.txt").write_text("not the dataset's")
+    assert [p.rsplit("/", 1)[-1] for p in write.dataset_files(str(tmp_path))] == [write.PARTIAL_PREFIX + metadata.INFO_FILENAME]
