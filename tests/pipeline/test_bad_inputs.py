@@ -210,6 +210,16 @@ def _jpeg2000(data: np.ndarray, **options) -> Callable[[Path], None]:
     return lambda path: rastergen.write_jp2(path, data, **options)
 
 
+def _palette_geotiff(path: Path) -> None:
+    """A georeferenced class map: one uint8 band of indices with a colour table (as land-cover products ship)."""
+    import rasterio
+
+    classes = (_photo_bands(46)[:1] // 64).astype(np.uint8)
+    _geotiff(classes)(path)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.write_colormap(1, {0: (0, 90, 0, 255), 1: (200, 200, 0, 255), 2: (0, 0, 200, 255), 3: (160, 160, 160, 255)})
+
+
 def _cut_short(make: Callable[[Path], None], share: float) -> Callable[[Path], None]:
     """The file `make` writes, of which only the first `share` of the bytes arrived (an interrupted download)."""
 
@@ -414,6 +424,8 @@ RASTER_CASES: tuple[Case, ...] = (
          _geotiff(np.concatenate([_photo_bands(24), _photo_bands(25), _photo_bands(26)[:2]]).astype(np.uint16))),
     Case("Signed GeoTIFF a quarter below zero (int16, a coastal DEM)", "rasterio, 3 x int16, values -2000..5650", "rasters/dem_int16.tif",
          "band_mismatch", _geotiff(_photo_bands(45).astype(np.int16) * 30 - 2000)),
+    Case("Palette GeoTIFF (a land-cover class map) in an RGB build", "rasterio, 1 x uint8 class indices with a colour table, EPSG:32613",
+         "rasters/landcover_palette.tif", "band_mismatch", _palette_geotiff),
     Case("float32 GeoTIFF (3 bands)", "rasterio, float32 reflectances", "rasters/reflectance.tif", "band_mismatch",
          _geotiff(_photo_bands(27).astype(np.float32) / 255)),
     Case("External overviews beside their GeoTIFF (gdaladdo -ro)", "rasterio build_overviews with TIFF_USE_OVR: a TIFF at half resolution",

@@ -154,6 +154,20 @@ def test_a_single_band_raster_in_a_three_channel_build_names_the_options_that_fi
             pass
 
 
+def test_a_palette_raster_in_a_three_channel_build_says_its_band_holds_palette_indices(tmp_path: Path) -> None:
+    classes = (np.arange(64 * 64).reshape(1, 64, 64) % 5).astype(np.uint8)
+    path = rastergen.write_raster(tmp_path / "landcover.tif", classes)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.write_colormap(1, {value: (40 * value, 255 - 40 * value, 0, 255) for value in range(5)})
+    with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], CropSpec("center", size=(32, 32)), RasterSpec(), 3, 10**9):
+        pass
+    assert err.value.reason == "band_mismatch"
+    assert err.value.message.startswith("the raster has 1 band of palette indices")
+    assert "--channels 1 stores the indices" in err.value.message and "gdal_translate -expand rgb" in err.value.message
+    records, _ = job_records(path, CropSpec("center", size=(32, 32)), RasterSpec(), 1)  # the indices, as the message says
+    assert np.array_equal(pixels_of(records[0][1])[:, :, 0], classes[0, 16:48, 16:48])
+
+
 def test_eleven_bit_nbits_file_converts_with_its_histogram_spread(tmp_path: Path) -> None:
     data = rastergen.multispectral(128, 128, bands=1, high=2048)
     path = rastergen.write_raster(tmp_path / "pan11.tif", data, nbits=11)

@@ -250,9 +250,16 @@ class RasterJob:
         return winner, spec.names[winner], None
 
 
-def band_count_mismatch(count: int, channels: int) -> str:
-    """Why a raster of `count` bands does not fit a dataset of `channels`, and what to pass."""
+def band_count_mismatch(count: int, channels: int, palette: bool = False) -> str:
+    """Why a raster of `count` bands does not fit a dataset of `channels`, and what to pass;
+    `palette`: its one band holds colour-table indices, which the raster path stores as they are."""
     have = f"the raster has {count} band{'s' if count != 1 else ''} and the dataset {channels} (--channels {channels})"
+    if palette and count == 1:
+        return (
+            f"the raster has 1 band of palette indices (a colour table: a class map or an indexed-colour image) and the dataset"
+            f" {channels} (--channels {channels}); --channels 1 stores the indices (a class map also serves as --label_raster),"
+            " or expand the colours to RGB first (gdal_translate -expand rgb)"
+        )
     if count < channels:
         repeat = ",".join(["1"] * channels) if count == 1 else None
         hint = f"build {count}-band rasters with --channels {count}" if count in (1, 3) else f"build {count}-band rasters with --bands {','.join(str(b) for b in range(1, count + 1))}"
@@ -263,12 +270,18 @@ def band_count_mismatch(count: int, channels: int) -> str:
 def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> tuple[int, ...]:
     if bands is None:
         if dataset.count != channels:
-            raise Rejected("band_mismatch", band_count_mismatch(dataset.count, channels))
+            raise Rejected("band_mismatch", band_count_mismatch(dataset.count, channels, _palette(dataset)))
         return tuple(range(1, channels + 1))
     missing = [band for band in bands if band > dataset.count]
     if missing:
         raise Rejected("band_mismatch", f"--bands {','.join(map(str, bands))} asks for band {missing[0]}; the raster has {dataset.count} band{'s' if dataset.count != 1 else ''}")
     return bands
+
+
+def _palette(dataset: Any) -> bool:
+    from rasterio.enums import ColorInterp
+
+    return dataset.count == 1 and dataset.colorinterp[0] == ColorInterp.palette
 
 
 def _band_dtype(dataset: Any, bands: Sequence[int]) -> str:
