@@ -1,4 +1,4 @@
-"""The options of `reader.load`, grouped by the stage they steer (pure Python, no TensorFlow).
+"""The options of `reader.load`, grouped by the stage they steer (Python and NumPy, no TensorFlow).
 
 One rule decides where an option lives, as TFDS's `ReadConfig` does:
 
@@ -17,8 +17,11 @@ the checks that need the dataset (channel count, stored image size) happen in `l
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 from .corruption import CorruptionReport  # TensorFlow-free to import, like this module
 
@@ -69,16 +72,41 @@ def check_channels(norm: Normalization, channels: int) -> None:
             raise ValueError(f"normalize {name} needs 1 or {channels} values (one per channel), got {list(values)}")
 
 
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool (True is an int to Python, never a size or a seed here)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, optional: bool = False) -> None:
+    """`value` is an integer (>= `minimum` if given), or None when `optional`; ValueError otherwise."""
+    if value is None and optional:
+        return
+    if not is_int(value):
+        raise ValueError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def check_bool(name: str, value: Any, optional: bool = False) -> None:
+    """`value` is True or False (or None when `optional`): a string such as 'False' is truthy, so it is refused."""
+    if (value is None and optional) or isinstance(value, (bool, np.bool_)):
+        return
+    raise ValueError(f"{name} must be True or False{' or None' if optional else ''}, got {value!r}")
+
+
 def crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int]:
     """crop_size as (height, width): an int means a square."""
     if crop_size is None:
         raise ValueError("crop='random'|'center'|'random_resized' needs crop_size (an int or (height, width))")
-    if isinstance(crop_size, int):
-        size = (crop_size, crop_size)
+    if is_int(crop_size):
+        size = (int(crop_size), int(crop_size))
     else:
-        size = tuple(int(v) for v in crop_size)
-        if len(size) != 2:
+        if isinstance(crop_size, (str, bytes)) or not isinstance(crop_size, Iterable):
             raise ValueError(f"crop_size must be an int or (height, width), got {crop_size!r}")
+        size = tuple(crop_size)
+        if len(size) != 2 or not all(is_int(v) for v in size):
+            raise ValueError(f"crop_size must be an int or (height, width), got {crop_size!r}")
+        size = (int(size[0]), int(size[1]))
     if min(size) <= 0:
         raise ValueError(f"crop_size must be positive, got {crop_size!r}")
     return size[0], size[1]
@@ -148,6 +176,15 @@ class ReadConfig:
     read_buffer_bytes: int = 256 << 10
 
     def __post_init__(self) -> None:
+        for name in ("shuffle", "repeat"):
+            check_bool(name, getattr(self, name))
+        check_bool("deterministic", self.deterministic, optional=True)
+        check_int("seed", self.seed, optional=True)
+        for name in ("shuffle_buffer", "cycle_length"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("read_buffer_bytes", self.read_buffer_bytes, minimum=0)  # 0: TFRecordDataset's unbuffered read
+        check_int("num_shards", self.num_shards, minimum=1, optional=True)
+        check_int("index", self.index, optional=True)
         if self.on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be 'raise' or 'skip'; got {self.on_corrupt!r}")
         resolve_workers(self.input_context, self.num_shards, self.index)
@@ -208,6 +245,8 @@ class DecodeConfig:
     dct_method: str = "INTEGER_ACCURATE"
 
     def __post_init__(self) -> None:
+        for name in ("flip", "with_metadata"):
+            check_bool(name, getattr(self, name))
         if self.crop is not None and self.crop not in CROP_MODES:
             raise ValueError(f"crop must be None, 'random', 'center' or 'random_resized'; got {self.crop!r}")
         if self.crop is None and self.crop_size is not None:

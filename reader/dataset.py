@@ -20,7 +20,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import decode, records, schema
-from .config import DEFAULT_RATIO, DEFAULT_SCALE, DecodeConfig, Normalization, ReadConfig, check_channels
+from .config import (
+    DEFAULT_RATIO,
+    DEFAULT_SCALE,
+    DecodeConfig,
+    Normalization,
+    ReadConfig,
+    check_bool,
+    check_channels,
+    is_int,
+)
 from .corruption import CorruptionReport
 from .metadata import DatasetError, DatasetInfo, SplitInfo, load_info
 
@@ -93,8 +102,9 @@ def load(
     arguments = dict(locals())  # before anything else is bound: exactly the parameters
     import tensorflow as tf
 
-    if batch_size is not None and batch_size <= 0:
-        raise ValueError(f"batch_size must be positive or None, got {batch_size}")
+    if batch_size is not None and (not is_int(batch_size) or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    check_bool("drop_remainder", drop_remainder)
     read = _config(ReadConfig, read_config, arguments)
     image = _config(DecodeConfig, decode_config, arguments)
     meta = load_info(path)

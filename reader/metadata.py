@@ -255,7 +255,14 @@ def load_info(path: str) -> DatasetInfo:
                 path, LEGACY_INFO_FILENAME, INFO_FILENAME,
             )
             return DatasetInfo.from_json(text, source=legacy_path)
-    leftovers = [name for name in fs.listdir(path) if ".tfrecord" in name or name.startswith("beam-temp-")]
+    try:
+        names = fs.listdir(path)
+    except Exception as err:  # tf.io.gfile raises NotFoundError ("Could not find directory") when `path` is a file
+        raise DatasetError(
+            f"{path!r} cannot be listed as a directory ({str(err).strip() or type(err).__name__}): pass the dataset directory,"
+            f" the one that holds {INFO_FILENAME}, not a shard or other file in it"
+        ) from err
+    leftovers = [name for name in names if ".tfrecord" in name or name.startswith("beam-temp-")]
     tfds_only = fs.exists(legacy_path)  # TFDS's file without cropshard's: written by TFDS, or a build cut short
     if leftovers:
         other = ", or a dataset written by TFDS (read it with tfds.builder_from_directory)" if tfds_only else ""

@@ -39,6 +39,11 @@ def test_configs_are_frozen_and_default_to_loads_defaults() -> None:
         ({"normalize": "imagenet"}, "normalize must be"),
         ({"normalize": (0.5,)}, "normalize must be"),
         ({"normalize": ((0.5,), (0.0,))}, "std must be positive"),
+        ({"crop": "center", "crop_size": (224.7, 224)}, r"int or \(height, width\)"),  # never truncated to 224
+        ({"crop": "center", "crop_size": "224"}, r"int or \(height, width\)"),
+        ({"crop": "center", "crop_size": True}, r"int or \(height, width\)"),
+        ({"flip": "yes"}, "flip must be True or False, got 'yes'"),
+        ({"with_metadata": 1}, "with_metadata must be True or False"),
     ],
 )
 def test_decode_config_rejects(kwargs: dict, message: str) -> None:
@@ -58,6 +63,15 @@ def test_decode_config_rejects(kwargs: dict, message: str) -> None:
             {"input_context": tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0), "num_shards": 2},
             "either input_context or num_shards",
         ),
+        ({"shuffle": "False"}, "shuffle must be True or False, got 'False'"),  # a truthy string would shuffle
+        ({"repeat": 2}, "repeat must be True or False, got 2"),  # not two epochs
+        ({"deterministic": "no"}, "deterministic must be True or False or None"),
+        ({"seed": "1"}, "seed must be an int or None, got '1'"),
+        ({"seed": 1.5}, "seed must be an int or None"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer must be >= 1, got 0"),
+        ({"cycle_length": 0}, "cycle_length must be >= 1"),
+        ({"read_buffer_bytes": -1}, "read_buffer_bytes must be >= 0"),
+        ({"num_shards": 2.0, "index": 0}, "num_shards must be an int"),
     ],
 )
 def test_read_config_rejects(kwargs: dict, message: str) -> None:
@@ -76,6 +90,8 @@ def test_workers_and_order_guarantee() -> None:
 
 def test_crop_hw_and_normalization() -> None:
     assert config.crop_hw(7) == (7, 7) and config.crop_hw([5, 9]) == (5, 9)
+    assert config.crop_hw(np.int64(7)) == (7, 7) and config.crop_hw(np.array([5, 9])) == (5, 9)  # NumPy integers are ints
+    assert reader.ReadConfig(seed=np.int32(3), shuffle=np.bool_(False)).seed == 3
     assert config.parse_normalize("none") == config.Normalization("none")
     assert config.parse_normalize((0.5, [0.2, 0.25, 0.5])) == config.Normalization("meanstd", (0.5,), (0.2, 0.25, 0.5))
     config.check_channels(config.parse_normalize(((0.1, 0.2, 0.3), 0.5)), 3)
@@ -215,3 +231,13 @@ def test_normalize_images() -> None:
     np.testing.assert_allclose(decode.normalize_images(pixels, config.Normalization("unit")).numpy(), [[[[0, 0.2, 1]]]])
     standard = decode.normalize_images(pixels, config.Normalization("meanstd", (0.0, 0.2, 0.5), (1.0, 0.5, 0.25)))
     np.testing.assert_allclose(standard.numpy(), [[[[0, 0, 2]]]], atol=1e-6)
+
+
+def test_load_refuses_a_fractional_batch_and_a_file_for_the_dataset(raw_path: str) -> None:
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None, got 2.5"):
+        reader.load(raw_path, batch_size=2.5)
+    with pytest.raises(ValueError, match="drop_remainder must be True or False"):
+        reader.load(raw_path, drop_remainder="True")
+    shard = next(name for name in os.listdir(raw_path) if name.endswith(".tfrecord"))
+    with pytest.raises(reader.DatasetError, match="cannot be listed as a directory .*pass the dataset directory"):
+        reader.load(os.path.join(raw_path, shard))
