@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-from cropshard.transforms import jpeg_window
+from cropshard.transforms import jpeg_window, png_stream
 from cropshard.transforms.crop import CropSpec, box_in_source, fits, plan_boxes, working_shape
 from cropshard.transforms.encode import raw_mode
 from cropshard.transforms.orientation import (
@@ -338,6 +338,7 @@ def stream_crops(
         # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
         # there, and the next load() returned the rows decoded so far, which were written as data.
         _load(img)
+        _check_png_rows(data)
     orientation = exif_orientation(img)
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)
@@ -386,6 +387,18 @@ def _cut_oriented(
         yield Crop(_to_array(piece, channels), box_in_source(box, work_shape, source_shape))
 
 
+def _check_png_rows(data: bytes) -> None:
+    # Pillow ends a PNG's decode quietly when its zlib stream ends early and leaves the rows it
+    # never got zero: a black band, unless the stream is measured against the IHDR (png_stream).
+    expected, inflated = png_stream.image_data_bytes(data)
+    if inflated < expected:
+        raise Rejected(
+            "truncated",
+            f"PNG image data ends early: its IDAT stream holds {inflated} of the {expected} bytes of rows its header declares"
+            " (the rest would be black)",
+        )
+
+
 def _load(img: Image.Image) -> Image.Image:
     try:
         img.load()
@@ -425,7 +438,7 @@ def _window_path_applies(
 ) -> bool:
     if spec.strategy in ("none", "grid") or work_shape != source_shape:
         return False
-    if not jpeg_window.fast_path_applies(img) or not _has_end_marker(data) or not jpeg_window.scans_complete(data):
+    if not jpeg_window.fast_path_applies(img) or not _has_end_marker(data) or not jpeg_window.window_decodes_exactly(data):
         return False
     if not all(fits(box, *source_shape) for box in boxes):
         return False

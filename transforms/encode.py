@@ -6,7 +6,8 @@ import io
 
 import numpy as np
 from cropshard.reader.schema import FORMAT_JPEG, FORMAT_PNG, FORMAT_RAW
-from cropshard.transforms.jpeg_window import jpeg_frame_or_none, scans_complete
+from cropshard.transforms import png_stream
+from cropshard.transforms.jpeg_window import jpeg_frame_or_none, window_decodes_exactly
 from PIL import Image
 
 ENCODINGS = ("raw", "jpeg", "png", "original")
@@ -52,11 +53,12 @@ def verbatim_format(img: Image.Image, orientation: int, channels: int, data: byt
         # Huffman-coded DCT only: TensorFlow's libjpeg-turbo (reader.load, TFDS) has no lossless
         # mode, and Pillow (PyTorch loaders) fails on arithmetic-coded JPEGs over 64 KiB. And
         # complete scans only: the reader's crops decode a window, which differs from the full
-        # decode of a progressive JPEG that ends before its last scans (scans_complete).
+        # decode of a progressive JPEG that ends before its last scans (window_decodes_exactly).
         frame = jpeg_frame_or_none(data)
-        return FORMAT_JPEG if frame is not None and frame.huffman_dct and scans_complete(data) else None
-    # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored.
-    if img.format == "PNG" and raw_mode(img) in ("RGB", "L"):
+        return FORMAT_JPEG if frame is not None and frame.huffman_dct and window_decodes_exactly(data) else None
+    # A 16-bit PNG opens as mode RGB/L too; its raw mode says how many bits are stored. Pillow
+    # reads PNGs with a bad IDAT/IEND CRC or no IEND, which TensorFlow's libpng refuses.
+    if img.format == "PNG" and raw_mode(img) in ("RGB", "L") and png_stream.libpng_reads(data):
         return FORMAT_PNG
     return None
 
@@ -68,4 +70,4 @@ def reencode_format(source_format: str, data: bytes) -> str:
     if source_format != "JPEG":
         return FORMAT_PNG
     frame = jpeg_frame_or_none(data)
-    return FORMAT_PNG if frame is not None and (frame.lossless or not scans_complete(data)) else FORMAT_JPEG
+    return FORMAT_PNG if frame is not None and (frame.lossless or not window_decodes_exactly(data)) else FORMAT_JPEG

@@ -18,7 +18,7 @@ How it stays identical:
   (a 1-2 pixel wide crop makes libjpeg fall back to box upsampling); verified exact on all subsamplings, baseline and
   progressive, with odd and block-aligned offsets.
 * A progressive JPEG that ends before its last refinement scans is not windowed
-  (``scans_complete``): libjpeg then smooths the missing coefficients from neighbouring blocks,
+  (``window_decodes_exactly``): libjpeg then smooths the missing coefficients from neighbouring blocks,
   and a window's edge blocks lack them (up to ~30 levels off). Those take the full decode.
 * For ``channels=1`` on colour sources Pillow's ``convert("L")`` is
   ``(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`` on the decoded RGB; libjpeg's own
@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -93,6 +92,7 @@ class JpegFrame:
     height: int
     components: int
     marker: int  # the SOFn marker byte, 0xC0..0xCF
+    component_ids: tuple[int, ...] = ()
 
     @property
     def arithmetic(self) -> bool:
@@ -155,7 +155,8 @@ def _frame_and_end(data: bytes) -> tuple[JpegFrame, int]:
                 break
             height = int.from_bytes(data[i + 5 : i + 7], "big")
             width = int.from_bytes(data[i + 7 : i + 9], "big")
-            return JpegFrame(width, height, data[i + 9], marker), i + 2 + length
+            ids = tuple(data[i + 10 : min(i + 10 + 3 * data[i + 9], i + 2 + length, n) : 3])
+            return JpegFrame(width, height, data[i + 9], marker, ids), i + 2 + length
         if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
             break
         i += 2 + length
@@ -169,27 +170,34 @@ _PROGRESSIVE_SOF_MARKERS = frozenset((0xC2, 0xCA))
 _SMOOTHED_COEFFICIENTS = frozenset(range(10))
 
 
-def scans_complete(data: bytes) -> bool:
-    """Whether the JPEG's scans bring every coefficient libjpeg smooths to full precision.
+def window_decodes_exactly(data: bytes) -> bool:
+    """Whether a window decode of this JPEG gives the pixels of its full decode: its marker
+    structure is sound and its scans bring every coefficient libjpeg smooths to full precision.
 
-    Always true for a sequential JPEG. A progressive one can end (EOI) before its last
-    refinement scans: a legal file that every decoder shows, but libjpeg then estimates the
-    missing low-frequency coefficients from each block's neighbours (block smoothing, JPEG
-    Annex K.8), and a window decode, whose edge blocks have no neighbours, gives other pixels
-    than the full decode (up to ~30 levels, measured here). Those files take the full decode.
-    False for data without a frame header, or a progressive JPEG whose scan headers are cut.
+    * Structure (`_scan_headers`): libjpeg meets a marker inside a scan's entropy-coded data
+      (one byte turned 0xFF, a second JPEG appended to a cut one) with a warning only, and fills
+      the rest of the image with grey. The full decode (Pillow) raises "broken data stream"; a
+      window decode above the damage would not notice, so such files take the full decode.
+    * Scans: a progressive JPEG can end (EOI) before its last refinement scans, a legal file
+      that every decoder shows, but libjpeg then estimates the missing low-frequency
+      coefficients from each block's neighbours (block smoothing, JPEG Annex K.8), and a window
+      decode, whose edge blocks have no neighbours, gives other pixels than the full decode (up
+      to ~30 levels, measured here). A sequential JPEG must scan every component once.
+    False for data without a frame header too.
     """
     try:
         frame, at = _frame_and_end(data)
     except ValueError:
         return False
+    headers = _scan_headers(data, at, frame)
+    if headers is None:
+        return False
     if frame.marker not in _PROGRESSIVE_SOF_MARKERS:
-        return True
+        scanned = [component for header in headers for component in header[1 : 1 + 2 * header[0] : 2]]
+        return sorted(scanned) == sorted(frame.component_ids)
     known: dict[int, set[int]] = {}
-    for header in _scan_headers(data, at):
-        count = header[0] if header else 0
-        if len(header) < 1 + 2 * count + 3:
-            return False
+    for header in headers:
+        count = header[0]
         first, last, precision = header[1 + 2 * count], header[2 + 2 * count], header[3 + 2 * count] & 0x0F
         if precision == 0:  # this scan leaves coefficients first..last at full precision
             for component in header[1 : 1 + 2 * count : 2]:
@@ -197,26 +205,60 @@ def scans_complete(data: bytes) -> bool:
     return len(known) == frame.components and all(coefficients >= _SMOOTHED_COEFFICIENTS for coefficients in known.values())
 
 
-# The next marker with a length field: 0xFF, then a byte that is not a stuffed zero, TEM, an RSTn
-# or a fill byte (a run of fills matches at its last 0xFF), so entropy-coded data is skipped at C
-# speed (about 1 ms for a 2.9 MB progressive JPEG here; a group or a repeat made it 20x slower).
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd7\xff]")
+# The marker that ends a scan's entropy-coded data: 0xFF, then a byte that is not a stuffed zero,
+# an RSTn or a fill byte (a run of fills matches at its last 0xFF), so entropy-coded data is
+# skipped at C speed (about 1 ms for a 2.9 MB JPEG here; a group or a repeat made it 20x slower).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Segments libjpeg reads between the frame header and EOI (jdmarker.c read_markers): DHT, DAC,
+# DQT, DNL, DRI, APPn and COM. Anything else there (SOI, a second frame, TEM, RSTn outside a
+# scan, a reserved marker) is damage: libjpeg stops with "unknown marker" or warns.
+_TABLE_MARKERS = frozenset((0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE)) | frozenset(range(0xE0, 0xF0))
 
 
-def _scan_headers(data: bytes, at: int) -> Iterator[bytes]:
-    """The payload of each scan (SOS) header from offset `at` (a marker) to EOI or the end of
-    the data, stepping over every other segment by its length: an embedded thumbnail (in APP1,
-    before the frame) or a table's bytes are never taken for a scan."""
-    while (found := _NEXT_MARKER.search(data, at)) is not None:
-        marker, start = data[found.end() - 1], found.end()
+def _scan_headers(data: bytes, at: int, frame: JpegFrame) -> list[bytes] | None:
+    """The payload of each scan (SOS) header from offset `at` (just past the frame header) to
+    EOI, stepping over every table segment by its length and over each scan's entropy-coded
+    data to the marker that ends it; None when that walk finds anything but sound segments,
+    valid scan headers and an EOI (a cut file ends without one)."""
+    headers, n = [], len(data)
+    while at + 2 <= n and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
         if marker == 0xD9:  # EOI
-            return
-        length = int.from_bytes(data[start : start + 2], "big")
-        if length < 2:
-            return
+            return headers or None
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2 or at + 2 + length > n:
+            return None
         if marker == 0xDA:
-            yield data[start + 2 : start + length]
-        at = start + length
+            header = data[at + 4 : at + 2 + length]
+            if not _scan_header_valid(header, frame):
+                return None
+            headers.append(header)
+            found = _NEXT_MARKER.search(data, at + 2 + length)
+            if found is None:
+                return None
+            at = found.start()
+        elif marker in _TABLE_MARKERS:
+            at += 2 + length
+        else:
+            return None
+    return None
+
+
+def _scan_header_valid(header: bytes, frame: JpegFrame) -> bool:
+    """An SOS payload of 1-4 of the frame's components with a spectral range a decoder accepts
+    (sequential: 0..63, no approximation bits; progressive: DC alone or one component's AC band)."""
+    count = header[0] if header else 0
+    if not 1 <= count <= 4 or len(header) != 1 + 2 * count + 3:
+        return False
+    if not set(header[1 : 1 + 2 * count : 2]) <= set(frame.component_ids):
+        return False
+    first, last = header[1 + 2 * count], header[2 + 2 * count]
+    if frame.marker not in _PROGRESSIVE_SOF_MARKERS:
+        return frame.lossless or (first, last, header[3 + 2 * count]) == (0, 63, 0)
+    return first <= last <= 63 and (last == 0 if first == 0 else count == 1)
 
 
 def fast_path_applies(img: Image.Image) -> bool:

@@ -407,6 +407,20 @@ def _flipped_scan_byte(path: Path) -> None:
     write(path, bytes(data))
 
 
+def _marker_in_scan(path: Path) -> None:
+    data = bytearray(encode(photo_img(99), "JPEG", quality=90))
+    at = len(data) // 2
+    data[at : at + 2] = b"\xff\xc4"  # a byte turned 0xFF in the scan reads as a (DHT) marker there
+    write(path, bytes(data))
+
+
+def _taller_png(path: Path) -> None:
+    data = bytearray(encode(photo_img(96), "PNG"))
+    data[20:24] = struct.pack(">I", SIZE[0] + 40)  # IHDR height: 40 rows more than the IDAT holds
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    write(path, bytes(data))
+
+
 def _bad_crc_png(path: Path) -> None:
     data = bytearray(encode(photo_img(97), "PNG"))
     data[29] ^= 0xFF  # inside the IHDR chunk's CRC: the header no longer checks out
@@ -524,6 +538,10 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("HTML error page saved as .png", "an HTTP 404 body named .png", "broken/download.png", "not_an_image", _bytes(b"<html><body>404 Not Found</body></html>\n")),
     Case("JPEG with a flipped byte in its scan data", "one byte XOR 0x55 two thirds into the file", "broken/bitflip.jpg", WRITTEN, _flipped_scan_byte,
          pillow_center, check="Pillow reference (garbled there too: libjpeg only warns about corrupt scan data, nothing can tell)"),
+    Case("JPEG with a marker inside its scan data", "two bytes halfway through the scan set to 0xFF 0xC4 (Pillow: broken data stream)",
+         "broken/marker_in_scan.jpg", "decode_error", _marker_in_scan),
+    Case("PNG whose header declares more rows than its data holds", "IHDR height + 40, CRC fixed (Pillow loads it with black rows)",
+         "broken/taller.png", "truncated", _taller_png),
     Case("PNG with a corrupt header", "valid PNG with its IHDR CRC flipped", "broken/bad_crc.png", "decode_error", _bad_crc_png),
     Case("PNG with corrupt compressed pixels", "16 bytes of the IDAT's zlib stream zeroed, chunk CRC fixed", "broken/bad_zlib.png", "decode_error",
          lambda p: write(p, imagegen.corrupt_png_pixels(encode(photo_img(98), "PNG")))),
@@ -1036,6 +1054,8 @@ Notes
 - A file with a known signature (JPEG, PNG, GIF, TIFF, WebP) whose header fails to parse is `decode_error`;
   `not_an_image` means no format recognises the bytes.
 - Corrupt bytes inside JPEG scan data are usually undetectable: libjpeg warns and decodes garbage, which is written.
+  A damaged byte that reads as a marker there (0xFF and a marker code) is told: libjpeg would fill the rest of
+  the image grey, so such a file never takes the window decode, and the full decode rejects it (`decode_error`).
 - Arithmetic-coded JPEGs (SOF9/SOF10): Pillow feeds libjpeg 64 KiB at a time, which libjpeg's arithmetic decoder cannot
   take, so every one over 64 KiB failed ("broken data stream") with grid crops, `--resize` or `--crop none` (centre
   crops decode the window with TensorFlow and wrote them). cropshard now hands Pillow the whole file at once; one cut

@@ -312,3 +312,18 @@ def test_float_images_uint8_cannot_hold_are_rejected(values, reason, message):
         with pytest.raises(Rejected, match=message) as err:
             list(decode_crops(_pfm(values), spec, key="k").crops)
         assert err.value.reason == reason
+
+
+def test_a_jpeg_with_a_marker_inside_its_scan_data_is_rejected_as_the_full_decode_is_not_written_grey() -> None:
+    # One byte of scan data turned 0xFF (+ a marker code): libjpeg warns and fills the rest of the
+    # image grey; a window above the damage would not notice. Pillow's full decode raises.
+    buf = io.BytesIO()
+    Image.fromarray(imagegen.photo(240, 320, seed=4)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    at = len(data) // 2
+    damaged = data[:at] + b"\xff\xc4" + data[at + 2 :]
+    with pytest.raises(OSError):
+        Image.open(io.BytesIO(damaged)).load()  # the reference refuses it
+    with pytest.raises(Rejected) as err:
+        decode_crops(damaged, CropSpec("center", size=(64, 64)), key="k")
+    assert err.value.reason == "decode_error"

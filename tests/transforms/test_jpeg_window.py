@@ -9,6 +9,7 @@ orientation tag written by Pillow.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from functools import cache
@@ -21,7 +22,7 @@ from cropshard.transforms.jpeg_window import (
     fast_path_applies,
     jpeg_frame,
     jpeg_header,
-    scans_complete,
+    window_decodes_exactly,
 )
 from cropshard.transforms.orientation import exif_orientation, oriented_size
 from PIL import Image, ImageOps
@@ -217,20 +218,20 @@ def test_jpeg_frame_names_the_coding_process(name: str, marker: int, arithmetic:
 
 
 @pytest.mark.parametrize("mode, subsampling", [("RGB", 0), ("RGB", 1), ("RGB", 2), ("L", 2)])
-def test_scans_complete_tells_a_progressive_jpeg_that_ends_early(mode: str, subsampling: int) -> None:
+def test_window_decodes_exactly_tells_a_progressive_jpeg_that_ends_early(mode: str, subsampling: int) -> None:
     full, baseline = make_jpeg(subsampling=subsampling, progressive=True, mode=mode), make_jpeg(subsampling=subsampling, mode=mode)
-    assert scans_complete(full) and scans_complete(baseline)
+    assert window_decodes_exactly(full) and window_decodes_exactly(baseline)
     assert len(scan_starts(full)) > 2
     for scans in range(1, len(scan_starts(full))):
-        assert not scans_complete(ended_after(full, scans)), scans
+        assert not window_decodes_exactly(ended_after(full, scans)), scans
     # An EXIF thumbnail (a complete baseline JPEG inside APP1, before the frame) is not a scan.
     thumbnail = make_jpeg(size=(16, 16))
     app1 = b"\xff\xe1" + (2 + 6 + len(thumbnail)).to_bytes(2, "big") + b"Exif\x00\x00" + thumbnail
     early = ended_after(full, 1)
-    assert not scans_complete(early[:2] + app1 + early[2:])
+    assert not window_decodes_exactly(early[:2] + app1 + early[2:])
     arithmetic = (Path(__file__).resolve().parents[1] / "data" / "jpeg" / "arithmetic_progressive.jpg").read_bytes()
-    assert scans_complete(arithmetic) and not scans_complete(ended_after(arithmetic, 2))
-    assert not scans_complete(b"not a jpeg") and not scans_complete(full[: scan_starts(full)[1] + 5])
+    assert window_decodes_exactly(arithmetic) and not window_decodes_exactly(ended_after(arithmetic, 2))
+    assert not window_decodes_exactly(b"not a jpeg") and not window_decodes_exactly(full[: scan_starts(full)[1] + 5])
 
 
 def test_bad_arguments() -> None:
@@ -260,3 +261,41 @@ def test_decode_takes_tensorflows_fast_eager_path(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(gen_image_ops, "decode_and_crop_jpeg_eager_fallback", fallback)
     data = jpeg(1, 2, False)
     np.testing.assert_array_equal(decode_jpeg_window(data, (5, 7, 40, 50), 1, 3), reference(data, (5, 7, 40, 50), 3))
+
+
+def _entropy_damaged(data: bytes, share: float, marker: bytes) -> bytes:
+    """`data` with two bytes at `share` of its first scan's entropy-coded data turned into `marker`."""
+    sos = scan_starts(data)[0]
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, start).start()
+    at = start + int(share * (end - start - 2))
+    return data[:at] + marker + data[at + len(marker) :]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_marker_inside_the_entropy_coded_data_is_not_windowed(progressive: bool) -> None:
+    # libjpeg only warns on such a marker and fills the rest of the image grey; the full decode
+    # (Pillow) raises "broken data stream". So the window path must not take these files.
+    data = make_jpeg(progressive=progressive, size=(192, 256))
+    assert window_decodes_exactly(data)
+    damaged = {
+        "fake DHT": _entropy_damaged(data, 0.5, b"\xff\xc4"),
+        "fake SOI": _entropy_damaged(data, 0.3, b"\xff\xd8"),
+        "reserved marker": _entropy_damaged(data, 0.7, b"\xff\x55"),
+        "TEM": _entropy_damaged(data, 0.4, b"\xff\x01"),
+        "a cut JPEG, then another": data[: len(data) // 2] + make_jpeg(size=(64, 64), seed=5),
+        "no EOI": data[:-2],
+    }
+    for name, bad in damaged.items():
+        assert not window_decodes_exactly(bad), name
+    assert window_decodes_exactly(data + b"trailing junk after EOI")
+
+
+def test_scan_headers_must_name_frame_components_and_a_valid_spectral_range() -> None:
+    data = make_jpeg(size=(64, 64))
+    sos = scan_starts(data)[0]  # offset of the first SOS marker
+    count = data[sos + 4]
+    spectral = sos + 5 + 2 * count
+    assert window_decodes_exactly(data) and data[spectral : spectral + 3] == b"\x00\x3f\x00"
+    assert not window_decodes_exactly(data[:sos + 5] + b"\x09" + data[sos + 6 :])  # component 9 is not in the frame
+    assert not window_decodes_exactly(data[:spectral] + b"\x00\x20\x00" + data[spectral + 3 :])  # a sequential scan of 0..32 only
