@@ -19,6 +19,9 @@ from cropshard import reader
 from cropshard.reader.metadata import DatasetError, DatasetInfo
 
 RANDOM_WINDOW_COLOURS = ("#ffd400", "#00e5ff", "#ff3dd1")  # readable on forest, water and grey alike
+# Float nodata (NaN, inf): a colour rare in imagery and never made from a grey band, unlike
+# black, which the 2% stretch gives to the darkest valid pixels too.
+NODATA_COLOUR = (255, 0, 255)
 
 
 DISPLAY_MAX_SIDE = 1024  # samples are kept at most this large: a sheet cell is ~350 px, photos can be 12 MP
@@ -100,7 +103,12 @@ def choose_samples(items: Any, count: int, num_labels: int) -> list[Sample]:
 def display_pixels(image: np.ndarray, rgb: tuple[int, ...] | None) -> np.ndarray:
     """What the sheet shows: uint8 1- or 3-channel images as stored; with `rgb` (1-based stored
     bands as red, green, blue), or for samples wider than uint8, each shown band stretched from
-    its 2nd to its 98th percentile onto 0..255 (per image)."""
+    the 2nd to the 98th percentile of its finite values onto 0..255 (per image).
+
+    A pixel that is NaN or infinite in any shown band (float nodata) is drawn in NODATA_COLOUR,
+    magenta, so nodata stands apart from dark ground; a single-band image with such pixels is
+    shown as grey RGB to carry the colour. A chip with no finite value is all magenta.
+    """
     if rgb is not None:
         if max(rgb) > image.shape[-1]:
             raise ValueError(f"--rgb {','.join(map(str, rgb))}: the chips have {image.shape[-1]} bands")
@@ -110,9 +118,30 @@ def display_pixels(image: np.ndarray, rgb: tuple[int, ...] | None) -> np.ndarray
     if rgb is None and image.dtype == np.uint8:
         return image
     values = image.astype(np.float64)
-    low, high = np.percentile(values, 2, axis=(0, 1)), np.percentile(values, 98, axis=(0, 1))
+    finite = np.isfinite(values)
+    # Zeros in place of nodata keep the arithmetic warning-free; those pixels are painted over below.
+    values = np.where(finite, values, 0.0)
+    low, high = _stretch_limits(values, finite)
     scaled = (values - low) / np.where(high > low, high - low, 1.0)
-    return (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
+    shown = (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
+    nodata = ~finite.all(axis=-1)
+    if not nodata.any():
+        return shown
+    if shown.shape[-1] == 1:
+        shown = np.repeat(shown, 3, axis=-1)
+    shown[nodata] = NODATA_COLOUR
+    return shown
+
+
+def _stretch_limits(values: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per band, the 2nd and 98th percentiles of the finite values; (0, 1) for a band with none."""
+    bands = values.shape[-1]
+    low, high = np.zeros(bands), np.ones(bands)
+    for band in range(bands):
+        samples = values[..., band][finite[..., band]]
+        if samples.size:
+            low[band], high[band] = np.percentile(samples, (2, 98))
+    return low, high
 
 
 def _read_samples(path: str, split: str, scan: int, seed: int, rgb: tuple[int, ...] | None = None) -> Any:

@@ -10,8 +10,12 @@ record's metadata (no pixels) and reports:
 - identical sources across splits: the same `image/key/sha256` in two splits, for records
   without georeferencing (chips of one raster legitimately share it under `--split_by`).
 
-Overlaps are found with a uniform grid hash (cells as large as the largest footprint), so the
-cost is linear in the number of chips for chip-sized footprints.
+A map footprint is the parallelogram the chip's affine transform maps its pixel rectangle to
+(rotated or sheared rasters included); two overlap when their interiors meet, by more than a
+millionth of a pixel (TOUCH_TOLERANCE), so tiles sharing an edge after floating-point rounding
+are not reported. Candidate pairs come from a uniform grid hash of the bounding boxes (cells as
+large as the largest box), so the cost is linear in the number of chips for chip-sized
+footprints; only pairs whose boxes meet get the exact test (separating axes, vectorised).
 """
 
 from __future__ import annotations
@@ -23,18 +27,27 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from cropshard.reader import fileio, schema
 from cropshard.reader.metadata import COMPRESSION_GZIP, DatasetInfo, join
 
 Box = tuple[float, float, float, float]  # (min x, min y, max x, max y)
+Corners = tuple[tuple[float, float], ...]  # (x, y) of a convex footprint's vertices, in order around it
+
+# Overlaps no deeper than this fraction of a pixel count as touching: float64 transforms of
+# adjacent tiles (A * translation(512, 0)) rarely share an edge to the last bit, and a
+# millionth of a pixel is far above that rounding yet far below any real overlap.
+TOUCH_TOLERANCE = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
 class Footprint:
     split: str
     space: str  # 'crs:<CRS>' for map footprints, 'source:<file>' for pixel boxes
-    box: Box
+    box: Box  # bounding box; the footprint itself when `corners` is None
     filename: str
+    corners: Corners | None = None  # a map footprint's parallelogram (rotation and shear included)
+    pixel: float = 0.0  # shorter pixel side in map units: scales TOUCH_TOLERANCE (0: exact test)
 
 
 @dataclasses.dataclass
@@ -71,6 +84,20 @@ def footprint_box(transform: tuple[float, ...], height: int, width: int) -> Box:
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def footprint_corners(transform: tuple[float, ...], height: int, width: int) -> Corners:
+    """Map corners of a height x width chip with GDAL-order affine `transform`, in order around it."""
+    x0, a, b, y0, d, e = transform
+    return tuple((x0 + a * col + b * row, y0 + d * col + e * row) for col, row in ((0, 0), (width, 0), (width, height), (0, height)))
+
+
+def map_footprint(split: str, crs: str, transform: tuple[float, ...], height: int, width: int, filename: str) -> Footprint:
+    """The footprint of a georeferenced chip: its parallelogram, bounding box and pixel size."""
+    _, a, b, _, d, e = transform
+    pixel = min(math.hypot(a, d), math.hypot(b, e))  # lengths of one pixel's column and row steps
+    return Footprint(split, f"crs:{crs}", footprint_box(transform, height, width), filename,
+                     footprint_corners(transform, height, width), pixel)
+
+
 def _records(path: str, info: DatasetInfo) -> Iterator[tuple[str, dict[str, Any]]]:
     import tensorflow as tf
 
@@ -98,8 +125,8 @@ def footprints(path: str, info: DatasetInfo) -> tuple[list[Footprint], dict[str,
         transform = record[schema.GEO_TRANSFORM]
         crs = record[schema.GEO_CRS].decode("utf-8")
         if transform and crs:
-            box = footprint_box(struct.unpack("<6d", transform), int(record[schema.IMAGE_HEIGHT]), int(record[schema.IMAGE_WIDTH]))
-            found.append(Footprint(split, f"crs:{crs}", box, filename))
+            height, width = int(record[schema.IMAGE_HEIGHT]), int(record[schema.IMAGE_WIDTH])
+            found.append(map_footprint(split, crs, struct.unpack("<6d", transform), height, width, filename))
             continue
         y, x, h, w = (int(v) for v in record[schema.CROP_BOX])
         found.append(Footprint(split, f"source:{filename}", (x, y, x + w, y + h), filename))
@@ -117,23 +144,74 @@ def overlapping_pairs(items: list[Footprint]) -> list[tuple[Footprint, Footprint
     for group in by_space.values():
         if len({item.split for item in group}) < 2:
             continue
-        cell = max(max(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in group) or 1.0
-        grid: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, item in enumerate(group):
-            x0, y0, x1, y1 = item.box
-            for cx in range(math.floor(x0 / cell), math.floor(x1 / cell) + 1):
-                for cy in range(math.floor(y0 / cell), math.floor(y1 / cell) + 1):
-                    grid[(cx, cy)].append(index)
-        seen = set()
-        for members in grid.values():
-            for i, first in enumerate(members):
-                for second in members[i + 1 :]:
-                    a, b = group[first], group[second]
-                    key = (min(first, second), max(first, second))
-                    if a.split != b.split and key not in seen and _intersect(a.box, b.box):
-                        seen.add(key)
-                        pairs.append((a, b))
+        candidates = _box_candidates(group)
+        if not candidates:
+            continue
+        first, second = (np.array(side) for side in zip(*candidates, strict=True))
+        corners = np.array([_corners_of(item) for item in group], dtype=np.float64)
+        pixel = np.array([item.pixel for item in group], dtype=np.float64)
+        meet = interiors_meet(corners[first], corners[second], TOUCH_TOLERANCE * np.minimum(pixel[first], pixel[second]))
+        pairs += [(group[i], group[j]) for i, j, hit in zip(first, second, meet, strict=True) if hit]
     return pairs
+
+
+def _box_candidates(group: list[Footprint]) -> list[tuple[int, int]]:
+    """(i, j) index pairs in different splits whose bounding boxes' interiors intersect, each once."""
+    cell = max(max(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in group) or 1.0
+    grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, item in enumerate(group):
+        x0, y0, x1, y1 = item.box
+        for cx in range(math.floor(x0 / cell), math.floor(x1 / cell) + 1):
+            for cy in range(math.floor(y0 / cell), math.floor(y1 / cell) + 1):
+                grid[(cx, cy)].append(index)
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for members in grid.values():
+        for i, first in enumerate(members):
+            for second in members[i + 1 :]:
+                a, b = group[first], group[second]
+                key = (min(first, second), max(first, second))
+                if a.split != b.split and key not in seen and _intersect(a.box, b.box):
+                    seen.add(key)
+                    found.append((first, second))
+    return found
+
+
+def _corners_of(item: Footprint) -> Corners:
+    if item.corners is not None:
+        return item.corners
+    x0, y0, x1, y1 = item.box
+    return ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
+
+
+def interiors_meet(first: np.ndarray, second: np.ndarray, tolerance: np.ndarray | float = 0.0) -> np.ndarray:
+    """Per pair, whether two convex polygons ((n, k, 2) vertices in order) share positive area.
+
+    Separating-axis test: convex interiors are disjoint exactly when, along some edge normal of
+    either polygon, their projections overlap by nothing; an overlap of at most `tolerance` (map
+    units, per pair) counts as touching. Degenerate (zero-area) footprints meet nothing.
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    # Relative to one vertex: projecting raw ~1e6 m coordinates would cost digits the tolerance needs.
+    origin = first[:, :1, :]
+    first, second = first - origin, second - origin
+    tolerance = np.broadcast_to(np.asarray(tolerance, np.float64), first.shape[:1])
+    meet = (_area(first) > 0) & (_area(second) > 0)
+    for polygon in (first, second):
+        edges = np.roll(polygon, -1, axis=1) - polygon
+        length = np.hypot(edges[..., 0], edges[..., 1])
+        normals = np.stack([-edges[..., 1], edges[..., 0]], axis=-1) / np.where(length > 0, length, 1.0)[..., None]
+        for k in range(polygon.shape[1]):
+            axis = normals[:, k, None, :]
+            p, q = (first * axis).sum(-1), (second * axis).sum(-1)
+            depth = np.minimum(p.max(1), q.max(1)) - np.maximum(p.min(1), q.min(1))
+            meet &= (depth > tolerance) | (length[:, k] == 0)  # a zero-length edge has no normal to test
+    return meet
+
+
+def _area(polygon: np.ndarray) -> np.ndarray:
+    x, y = polygon[..., 0], polygon[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1))
 
 
 def _intersect(a: Box, b: Box) -> bool:

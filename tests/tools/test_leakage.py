@@ -1,22 +1,34 @@
 """`cropshard inspect --leakage` and `--rgb`: overlapping footprints across splits found (and
-absent with --split_by), identical photos across splits found; multiband contact sheets."""
+absent with --split_by), rotated tiles that only touch not reported, identical photos across
+splits found; multiband contact sheets, float nodata drawn in the nodata colour."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from cropshard.pipeline.build import run
-from cropshard.tools import inspect
-from cropshard.tools.contact_sheet import display_pixels
-from cropshard.tools.leakage import Footprint, find_leaks, footprint_box, overlapping_pairs
+from cropshard.tools import contact_sheet, inspect
+from cropshard.tools.contact_sheet import NODATA_COLOUR, display_pixels
+from cropshard.tools.leakage import (
+    Footprint,
+    find_leaks,
+    footprint_box,
+    interiors_meet,
+    map_footprint,
+    overlapping_pairs,
+)
 from cropshard.transforms.crop import hash_split
 
 from tests import imagegen, rastergen
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 HALVES = (("train", 0.5), ("test", 0.5))
+# 1 m pixels rotated by 30 degrees: the chips' bounding boxes overlap their neighbours' even where the chips only touch.
+ROTATED = Affine(0.86602540378, -0.5, 500000.0, -0.5, -0.86602540378, 4000000.0)
 
 
 def test_footprint_box_and_pairs() -> None:
@@ -28,6 +40,43 @@ def test_footprint_box_and_pairs() -> None:
     other_crs = Footprint("test", "crs:EPSG:2", (0.0, 0.0, 10.0, 10.0), "e")
     pairs = overlapping_pairs([a, b, touching, same_split, other_crs])
     assert sorted(tuple(sorted((p.filename, q.filename))) for p, q in pairs) == [("a", "b"), ("b", "d"), ("c", "d")]  # a, c only touch
+
+
+def _chips(split: str, tile: Affine, size: int = 512, chip: int = 256) -> list[Footprint]:
+    """The grid chips of a size x size tile with transform `tile`, named split:row,col."""
+    return [map_footprint(split, "EPSG:32632", (tile @ Affine.translation(col, row)).to_gdal(), chip, chip, f"{split}:{row},{col}")
+            for row in range(0, size, chip) for col in range(0, size, chip)]
+
+
+def _names(pairs: list[tuple[Footprint, Footprint]]) -> list[tuple[str, str]]:
+    return sorted(tuple(sorted((a.filename, b.filename))) for a, b in pairs)
+
+
+def test_rotated_chips_that_touch_are_not_an_overlap() -> None:
+    east = ROTATED @ Affine.translation(512, 0)
+    assert overlapping_pairs(_chips("train", ROTATED) + _chips("test", east)) == []
+    assert overlapping_pairs(_chips("train", ROTATED) + _chips("test", ROTATED @ Affine.translation(512, 512))) == []  # a corner
+    # Rounding in a stored transform (1e-9 m here) does not turn touching into overlapping.
+    nudged = Affine(east.a, east.b, east.c - 1e-9, east.d, east.e, east.f + 1e-9)
+    assert overlapping_pairs(_chips("train", ROTATED) + _chips("test", nudged)) == []
+
+
+def test_rotated_chips_overlapping_by_a_sliver_are_reported_pair_by_pair() -> None:
+    sliver = ROTATED @ Affine.translation(500, 0)  # 12 pixels of the next tile's left chips lie on this one's right chips
+    pairs = overlapping_pairs(_chips("train", ROTATED) + _chips("test", sliver))
+    assert _names(pairs) == [("test:0,0", "train:0,256"), ("test:256,0", "train:256,256")]
+    assert overlapping_pairs(_chips("train", ROTATED) + _chips("train", sliver)) == []  # one split: no leak
+
+
+def test_interiors_meet_by_separating_axes() -> None:
+    diamond = np.array([[[1.0, 0.0], [2.0, 1.0], [1.0, 2.0], [0.0, 1.0]]])
+    square = np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    assert interiors_meet(diamond, square).tolist() == [True]  # boxes and interiors overlap
+    assert interiors_meet(diamond, square + [1.5, 1.5]).tolist() == [False]  # boxes overlap, a diamond edge separates them
+    assert interiors_meet(diamond, diamond + [1.0, 1.0]).tolist() == [False]  # a shared edge
+    assert interiors_meet(square, square + [1.0 - 1e-9, 0.0], 1e-6).tolist() == [False]  # within the tolerance
+    assert interiors_meet(square, square + [1.0 - 1e-3, 0.0], 1e-6).tolist() == [True]
+    assert interiors_meet(square, np.array([[[0.0, 0.5], [1.0, 0.5], [1.0, 0.5], [0.0, 0.5]]])).tolist() == [False]  # zero area
 
 
 def _names_in_different_splits() -> tuple[str, str]:
@@ -79,6 +128,28 @@ def test_per_source_splits_of_overlapping_rasters_leak_and_split_by_does_not(ove
     assert inspect.main([safe, "--no-labels", "--contact-sheet", str(sheet)]) == 2  # 4 bands: --rgb needed
 
 
+def _write_rotated(path: Path, transform: Affine, seed: int) -> None:
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint16", crs="EPSG:32632", transform=transform) as out:
+        out.write(rastergen.multispectral(64, 64, bands=4, seed=seed))
+
+
+@pytest.mark.slow  # two real builds
+@pytest.mark.parametrize(("shift", "pairs"), [(64, 0), (60, 2)])  # the next tile east sharing an edge; overlapping by 4 pixels
+def test_rotated_rasters_leak_only_where_they_overlap(tmp_path: Path, shift: int, pairs: int, capsys) -> None:
+    first, second = _names_in_different_splits()
+    _write_rotated(tmp_path / "in" / first, ROTATED, seed=1)
+    _write_rotated(tmp_path / "in" / second, ROTATED @ Affine.translation(shift, 0), seed=2)
+    out = build(tmp_path, "out")
+    report = find_leaks(out, inspect.load_info(out))
+    assert report.examples == 8 and len(report.overlaps) == pairs
+    assert all(a.split != b.split and a.filename != b.filename for a, b in report.overlaps)
+    assert inspect.main([out, "--leakage", "--no-labels"]) == (1 if pairs else 0)
+    assert f"footprints overlapping across splits: {pairs} pairs" in capsys.readouterr().out
+
+
 @pytest.mark.slow  # a real build
 def test_the_same_photo_in_two_splits_is_reported(tmp_path: Path) -> None:
     pixels = imagegen.photo(80, 80, seed=3)
@@ -98,3 +169,51 @@ def test_display_pixels_stretch_and_band_choice() -> None:
     assert display_pixels(np.full((4, 4, 3), 7, np.uint8), None).max() == 7  # uint8 photos as stored
     with pytest.raises(ValueError, match="--rgb"):
         display_pixels(wide, None)
+
+
+def test_display_pixels_stretches_finite_values_and_marks_nan_nodata() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.random((16, 16, 3)).astype(np.float32)
+    holed = clean.copy()
+    holed[:4, :4, :] = np.nan  # a nodata corner, as a float32 raster with nodata NaN has
+    holed[8, 8, 1] = np.inf  # one band out suffices to mark the pixel
+    nodata = np.isnan(holed[..., 0]) | np.isinf(holed[..., 1])
+    shown = display_pixels(holed, (1, 2, 3))
+    assert (shown[nodata] == NODATA_COLOUR).all()
+    # The rest keeps the 2-98% stretch of each band's finite values: not black, the full 0..255 range.
+    finite = np.where(np.isfinite(holed), holed, np.nan).astype(np.float64)
+    low, high = np.nanpercentile(finite, 2, axis=(0, 1)), np.nanpercentile(finite, 98, axis=(0, 1))
+    expected = (np.clip((finite - low) / (high - low), 0, 1) * 255).round()
+    assert np.array_equal(shown[~nodata], expected[~nodata].astype(np.uint8))
+    assert shown[~nodata].min() == 0 and shown[~nodata].max() == 255
+    assert shown[~nodata].mean() > 64
+
+
+def test_display_pixels_all_nan_and_single_band_nodata() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" or invalid-value warnings either
+        blank = display_pixels(np.full((8, 8, 3), np.nan, np.float32), (1, 2, 3))
+    assert blank.dtype == np.uint8 and (blank == NODATA_COLOUR).all()
+    band = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8, 1)
+    band[0, 0, 0] = np.nan
+    grey = display_pixels(band, None)
+    assert grey.shape == (8, 8, 3) and tuple(grey[0, 0]) == NODATA_COLOUR  # grey RGB to carry the colour
+    assert (grey[1:, :, 0] == grey[1:, :, 2]).all() and grey[1:].max() == 255
+    assert display_pixels(band[1:], None).shape == (7, 8, 1)  # no nodata: one channel as before
+
+
+@pytest.mark.slow  # a real build
+def test_contact_sheet_of_float_chips_with_nan_nodata(tmp_path: Path) -> None:
+    data = rastergen.multispectral(64, 64, bands=3, seed=5).astype(np.float32) / 2048
+    data[:, :10, :10] = np.nan
+    rastergen.write_raster(tmp_path / "in" / "refl.tif", data, nodata=float("nan"))
+    out = str(tmp_path / "out")
+    run([f"--input={tmp_path / 'in'}", f"--output={out}", "--crop=grid", "--size=32x32", "--dtype=keep", "--max_nodata=0.2",
+         "--label_from=none", *IN_PROCESS], command_line=["test"])
+    samples = {s.source_box[:2]: s.image for s in contact_sheet._read_samples(out, "train", 4, seed=0, rgb=(1, 2, 3))}
+    corner = samples[(0, 0)]
+    assert (corner[:10, :10] == NODATA_COLOUR).all()
+    assert corner[10:].max() == 255 and corner[10:].mean() > 64  # the valid pixels are stretched, not black
+    sheet = tmp_path / "sheet.png"
+    assert inspect.main([out, "--no-labels", "--contact-sheet", str(sheet), "--rgb", "1,2,3", "--samples", "4"]) == 0
+    assert sheet.stat().st_size > 0
