@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -190,8 +191,32 @@ def dataset_normalization(meta: DatasetInfo) -> Normalization:
             f"normalize='dataset': the {name} split's statistics cover {split['images']} of its {examples} examples"
             " (the raster chips; its other images are photos); pass normalize=(mean, std) instead"
         )
-    std = [s if s > 0 else 1.0 for s in split["std"]]  # a constant band: centred, not scaled
-    return Normalization("dataset", tuple(split["mean"]), tuple(std))
+    mean, std = _finite_band_stats(name, split, int(meta.channels))
+    std = [s if s > 0 else 1.0 for s in std]  # a constant band: centred, not scaled
+    return Normalization("dataset", tuple(mean), tuple(std))
+
+
+def _finite_band_stats(name: str, split: dict[str, Any], channels: int) -> tuple[list[float], list[float]]:
+    """The split's per-band mean and std, or DatasetError: one NaN, infinite or missing value
+    would silently turn that band of every image NaN (a build before non-finite float samples
+    were left out of the statistics wrote NaN there, which Python's json still parses)."""
+    mean, std = split.get("mean"), split.get("std")
+    if not isinstance(mean, list) or not isinstance(std, list) or not len(mean) == len(std) == channels:
+        raise DatasetError(
+            f"normalize='dataset': the {name} split's statistics need a mean and a std for each of the {channels} channels;"
+            f" cropshard.json has mean {mean!r}, std {std!r}"
+        )
+
+    def usable(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    bad = [band for band, (m, s) in enumerate(zip(mean, std, strict=True)) if not (usable(m) and usable(s) and s >= 0)]
+    if bad:
+        raise DatasetError(
+            f"normalize='dataset': the {name} split's statistics are missing or not finite for band(s) {bad} (mean {mean}, std {std});"
+            " a band with no finite sample (all NaN or nodata) has none. Pass normalize=(mean, std) instead"
+        )
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 def _with_options(dataset: Any, read: ReadConfig) -> Any:

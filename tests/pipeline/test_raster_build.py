@@ -404,3 +404,25 @@ def test_jpeg2000_rasters_are_chipped_by_gdal_with_their_georeferencing(tmp_path
     image, meta = rows[str(scan)]
     np.testing.assert_array_equal(image, window_read(str(scan), meta["source_crop_box"]))
     assert meta["geo_crs"] == b"" and tuple(meta["geo_transform"]) == (16.0, 1.0, 0.0, 16.0, 0.0, 1.0)
+
+
+def test_float32_nan_nodata_gives_finite_strict_json_statistics(tmp_path: Path) -> None:
+    """NaN nodata in a float32 raster stays out of raster.stats (counted as `nonfinite`), so
+    cropshard.json is strict JSON and normalize='dataset' is NaN only where the chip is."""
+    data = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    data[:, :10, :10] = np.nan  # 100 nodata pixels in one corner: 10% of its 32x32 chip
+    rastergen.write_raster(tmp_path / "in" / "refl.tif", data, nodata=float("nan"))
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "grid", "--size", "32x32", "--dtype", "keep",
+                 "--max_nodata", "0.2", "--label_from", "none")
+    assert info.num_examples == 4
+    json.loads((out / "cropshard.json").read_text(), parse_constant=lambda name: pytest.fail(f"cropshard.json holds {name}"))
+    train = info.raster["stats"]["train"]
+    assert train["nonfinite"] == [100, 100, 100] and train["pixels"] == 64 * 64
+    values = np.moveaxis(data, 0, -1).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(train["mean"], np.nanmean(values, axis=0), atol=1e-6)
+    np.testing.assert_allclose(train["std"], np.nanstd(values, axis=0), atol=1e-5)
+    raw, _ = next(iter(reader.load(str(out), batch_size=4, shuffle=False, seed=0, normalize="none")))
+    normalized, _ = next(iter(reader.load(str(out), batch_size=4, shuffle=False, seed=0, normalize="dataset")))
+    np.testing.assert_array_equal(np.isnan(normalized.numpy()), np.isnan(raw.numpy()))
+    assert np.isnan(raw.numpy()).sum() == 300

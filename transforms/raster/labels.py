@@ -128,6 +128,17 @@ def _same_grid(labels: Any, image: Any) -> bool:
     return labels.shape == image.shape and labels.transform.almost_equals(image.transform) and labels.crs == image.crs
 
 
+def _ordered(bounds: Any) -> tuple[float, float, float, float]:
+    """(min x, min y, max x, max y) of rasterio bounds (left, bottom, right, top), whichever way
+    the grid runs: rasterio keeps a bottom-up raster's (positive y pixel size) bottom > top."""
+    left, bottom, right, top = (float(v) for v in bounds)
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def _rounded(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(v, 3) for v in bounds)
+
+
 def _aligned(labels: Any, image: Any, stack: Any) -> Any:
     """`labels` itself on the image's grid, or a nearest-neighbour WarpedVRT onto it."""
     from rasterio.enums import Resampling
@@ -142,10 +153,15 @@ def _aligned(labels: Any, image: Any, stack: Any) -> Any:
             f"the class map's grid ({labels.shape[0]}x{labels.shape[1]}) differs from the image's ({image.shape[0]}x{image.shape[1]})"
             " and one of them has no CRS to align them by",
         )
-    left, bottom, right, top = transform_bounds(labels.crs, image.crs, *labels.bounds)
-    ib = image.bounds
-    if left >= ib.right or right <= ib.left or bottom >= ib.top or top <= ib.bottom:
-        raise Rejected("label_raster_mismatch", f"the class map (bounds {tuple(round(v, 3) for v in (left, bottom, right, top))} in the image's CRS) does not overlap the image {tuple(ib)}")
+    # Both as (min x, min y, max x, max y): a bottom-up raster's bounds have bottom > top.
+    left, bottom, right, top = _ordered(transform_bounds(labels.crs, image.crs, *_ordered(labels.bounds)))
+    ileft, ibottom, iright, itop = _ordered(image.bounds)
+    if left >= iright or right <= ileft or bottom >= itop or top <= ibottom:
+        raise Rejected(
+            "label_raster_mismatch",
+            f"the class map (bounds {_rounded((left, bottom, right, top))} in the image's CRS) does not overlap the image"
+            f" {_rounded((ileft, ibottom, iright, itop))}",
+        )
     # Without a nodata value, an alpha band marks where the class map has no coverage.
     vrt = WarpedVRT(
         labels, crs=image.crs, transform=image.transform, width=image.width, height=image.height,

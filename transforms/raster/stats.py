@@ -4,8 +4,10 @@ Each raster source contributes one partial `BandStats` per split it wrote chips 
 sum of squares, min, max and a histogram per band); `CombineBandStats` merges them (Beam lifts
 the merge before the shuffle, so partials never travel one per chip). Integer samples are
 histogrammed exactly for uint8 and in 16-value bins for 16-bit types (percentiles to within
-16); float32 gets moments and extremes only. `summary()` is what cropshard.json records and
-what `reader.load(normalize='dataset')` uses.
+16); float32 gets moments and extremes only, of its finite samples: NaN and infinities (NaN is
+how float rasters mark nodata) are counted per band as `nonfinite`, never summed. `summary()` is
+what cropshard.json records (strict JSON: a band without samples has null statistics, never NaN
+or Infinity) and what `reader.load(normalize='dataset')` uses.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class BandStats:
     highs: np.ndarray
     histogram: np.ndarray | None  # (bands, bins) int64, None for float32
     images: int = 0  # chips added: what the statistics cover, against the split's example count
+    nonfinite: np.ndarray | None = None  # per band, int64: float samples left out (NaN, +-inf); None: none yet
 
     @classmethod
     def empty(cls, dtype: str, bands: int) -> BandStats:
@@ -98,7 +101,10 @@ class BandStats:
         if self._from_histogram:
             self.histogram += uint8_histograms(values)
             return
-        wide = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
+        if values.dtype.kind == "f":
+            self._add_float(values)
+            return
+        wide = values.astype(np.int64)
         self.sums += wide.sum(axis=0)
         self.sum_squares += np.einsum("ij,ij->j", wide, wide)
         self.lows = np.minimum(self.lows, values.min(axis=0))
@@ -108,27 +114,58 @@ class BandStats:
             for band in range(values.shape[1]):
                 self.histogram[band] += np.bincount((wide[:, band] - lowest) // width, minlength=bins)
 
+    def _add_float(self, values: np.ndarray) -> None:
+        """Float samples: only the finite ones count; one NaN (a nodata pixel) would otherwise
+        make the band's sums, and so every normalized pixel, NaN."""
+        wide = values.astype(np.float64)
+        finite = np.isfinite(wide)
+        lows, highs = values, values
+        if not finite.all():
+            self.nonfinite = self._nonfinite + np.count_nonzero(~finite, axis=0)
+            wide = np.where(finite, wide, 0.0)
+            lows, highs = np.where(finite, values, np.inf), np.where(finite, values, -np.inf)
+        self.sums += wide.sum(axis=0)
+        self.sum_squares += np.einsum("ij,ij->j", wide, wide)
+        self.lows = np.minimum(self.lows, lows.min(axis=0))
+        self.highs = np.maximum(self.highs, highs.max(axis=0))
+
+    @property
+    def _nonfinite(self) -> np.ndarray:
+        return self.nonfinite if self.nonfinite is not None else np.zeros(len(self.sums), np.int64)
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Per band, the samples the statistics cover: every pixel's but the non-finite ones."""
+        return self.count - self._nonfinite
+
     def merge(self, other: BandStats) -> BandStats:
         if other.count == 0:
             return self
         if self.count == 0:
             return other
         histogram = None if self.histogram is None else self.histogram + other.histogram
+        nonfinite = None if self.nonfinite is None and other.nonfinite is None else self._nonfinite + other._nonfinite
         return BandStats(
             self.dtype, self.count + other.count, self.sums + other.sums, self.sum_squares + other.sum_squares,
-            np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram, self.images + other.images,
+            np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram, self.images + other.images, nonfinite,
         )
 
     def summary(self) -> dict[str, Any]:
-        mean = self.total / max(self.count, 1)
-        std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - mean * mean, 0.0))
+        """Strict-JSON statistics: a band without samples (or whose moments overflow) gets null."""
+        samples = self.samples
+        present = samples > 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            mean = self.total / np.maximum(samples, 1)
+            std = np.sqrt(np.maximum(self.squares / np.maximum(samples, 1) - mean * mean, 0.0))
         out = {
-            "images": int(self.images), "pixels": int(self.count), "mean": mean.round(6).tolist(), "std": std.round(6).tolist(),
-            "min": self.low.tolist(), "max": self.high.tolist(),
+            "images": int(self.images), "pixels": int(self.count), "mean": _listed(mean.round(6), present),
+            "std": _listed(std.round(6), present), "min": _listed(self.low, present), "max": _listed(self.high, present),
         }
+        if self.dtype.startswith("float"):
+            out["nonfinite"] = self._nonfinite.tolist()
         if self.histogram is not None:
             for q in PERCENTILES:
-                out[f"p{q}"] = self.percentile(q).tolist()
+                out[f"p{q}"] = _listed(self.percentile(q), present)
         return out
 
     def percentile(self, q: float) -> np.ndarray:
@@ -140,6 +177,11 @@ class BandStats:
         cumulative = np.cumsum(self.histogram, axis=1)
         rank = np.ceil(q / 100 * cumulative[:, -1:]).clip(min=1)
         return (lowest + width * np.argmax(cumulative >= rank, axis=1)).astype(float)
+
+
+def _listed(values: np.ndarray, present: np.ndarray) -> list[float | None]:
+    """Per band as JSON numbers; None (null) for a band without samples or a non-finite value."""
+    return [float(v) if keep and np.isfinite(v) else None for v, keep in zip(values.tolist(), present.tolist(), strict=True)]
 
 
 class CombineBandStats(beam.CombineFn):
