@@ -73,7 +73,9 @@ def dataset_facts(config: BuildConfig, command_line: Sequence[str], layouts: Ite
         compression=config.compression,
         split_names=tuple(spec.split_names),
         command_line=tuple(command_line),
-        raster={**spec.raster.to_dict(), "requested": True, "channels": spec.channels} if spec.raster.requested else None,
+        # Always the build's own raster options: a --to_uint8 rule alone does not make `requested`
+        # (it changes no photo's path), yet it is how every wider raster found was converted.
+        raster={**spec.raster.to_dict(), "requested": spec.raster.requested, "channels": spec.channels},
         shard_contents=shard_contents(layouts),
     )
 

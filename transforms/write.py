@@ -194,7 +194,7 @@ class DatasetFacts:
     compression: str
     split_names: tuple[str, ...]
     command_line: tuple[str, ...]
-    # RasterSpec.to_dict() plus `requested` and `channels` when raster options were given, else None
+    # RasterSpec.to_dict() plus `requested` (raster options given) and `channels`; None: the defaults
     raster: Mapping[str, Any] | None = None
     shard_contents: str = metadata.SHARD_CONTENTS_RUNNER_CHOSEN
 
@@ -408,22 +408,27 @@ class WriteDatasetInfo(beam.PTransform):
         )
 
 
+# The metadata files a build writes in --output, beside its shards.
+DATASET_NAMES = (
+    metadata.INFO_FILENAME,
+    metadata.TFDS_INFO_FILENAME,
+    metadata.TFDS_FEATURES_FILENAME,
+    metadata.CROISSANT_FILENAME,
+    tfds_info.LABEL_NAMES_FILENAME,
+    metadata.LABELS_FILENAME,
+    metadata.REJECTED_FILENAME,
+    FAILED_FILENAME,
+)
+# A shard (or its index) as a build names it: `train-00000-of-00004.tfrecord[.gz][.idx]`.
+_SHARD_NAME = re.compile(r"[^/]+-\d{5,}-of-\d{5,}\.tfrecord(?:\.gz)?(?:" + re.escape(shard_index.INDEX_SUFFIX) + ")?")
+
+
 def dataset_files(output: str) -> list[str]:
     """Files a previous build left in `output` that `--overwrite` removes (nothing else is touched)."""
     found = []
-    names = (
-        metadata.INFO_FILENAME,
-        metadata.TFDS_INFO_FILENAME,
-        metadata.TFDS_FEATURES_FILENAME,
-        metadata.CROISSANT_FILENAME,
-        tfds_info.LABEL_NAMES_FILENAME,
-        metadata.LABELS_FILENAME,
-        metadata.REJECTED_FILENAME,
-        FAILED_FILENAME,
-    )
     shards = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecord" + shard_index.INDEX_SUFFIX, "*.tfrecord.gz" + shard_index.INDEX_SUFFIX)
     partial = (PARTIAL_PREFIX + metadata.INFO_FILENAME,)
-    for pattern in (*shards, *names, *partial):
+    for pattern in (*shards, *DATASET_NAMES, *partial):
         found.extend(m.path for m in FileSystems.match([join(output, pattern)])[0].metadata_list)
     return found
 
@@ -440,10 +445,35 @@ def remove_temp_dirs(output: str) -> int:
     return len(files)
 
 
+def not_a_dataset(output: str, existing: Sequence[str]) -> str | None:
+    """The first of `existing` (the files below `output`) that shows `output` holds no cropshard
+    dataset, or None when it holds one: published (cropshard.json, or a format-1 dataset_info.json),
+    refused (build_failed.json) or cut short (beam-temp-* folders, the partial cropshard.json, or
+    only files named as a build names them, a shard or rejected.jsonl among them)."""
+    names = [path[len(output):].lstrip("/") if path.startswith(output) else shard_file_name(path) for path in existing]
+    markers = {metadata.INFO_FILENAME, FAILED_FILENAME, PARTIAL_PREFIX + metadata.INFO_FILENAME}
+    if markers & set(names) or any(name.startswith("beam-temp-") for name in names):
+        return None
+    if metadata.LEGACY_INFO_FILENAME in names:
+        with FileSystems.open(join(output, metadata.LEGACY_INFO_FILENAME), compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            if metadata.is_legacy_info(handle.read().decode("utf-8", "replace")):
+                return None
+    foreign = [name for name in names if name not in DATASET_NAMES and not _SHARD_NAME.fullmatch(name)]
+    # Shards or rejected.jsonl, and nothing a build does not write: a build killed before it
+    # published (Ctrl-C removes the temp folders, not the shards already renamed into place).
+    cut_short = any(_SHARD_NAME.fullmatch(name) or name == metadata.REJECTED_FILENAME for name in names)
+    if not foreign and cut_short:
+        return None
+    return sorted(foreign or names)[0]
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse a non-empty output unless --overwrite; with it, remove the old cropshard.json (and a
-    format-1 dataset's dataset_info.json) first, so an interrupted overwrite never looks complete,
-    then old shards, their indexes, the other metadata and temp dirs."""
+    """Refuse a non-empty output unless --overwrite, and with it one that holds no cropshard dataset
+    (not_a_dataset: --overwrite must never delete another tool's files); with it, remove the old
+    cropshard.json (and a format-1 dataset's dataset_info.json) first, so an interrupted overwrite
+    never looks complete, then old shards, their indexes, the other metadata and temp dirs."""
+    if "://" not in output and os.path.lexists(output) and not os.path.isdir(output):
+        raise FileExistsError(f"--output {output} is a file, not a folder: pick an empty or new folder for the dataset")
     if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
             os.makedirs(output, exist_ok=True)
@@ -453,6 +483,10 @@ def prepare_output(output: str, overwrite: bool) -> None:
     existing = [m.path for m in FileSystems.match([join(output, "**")])[0].metadata_list]
     if not existing:
         return
+    foreign = not_a_dataset(output, existing)
+    if foreign is not None:
+        raise FileExistsError(f"output {output} is not empty ({len(existing)} files) and holds files that are not a cropshard dataset"
+                              f" (e.g. {foreign}): pick an empty or new --output (--overwrite replaces only a cropshard dataset)")
     if not overwrite:
         raise FileExistsError(f"output {output} is not empty ({len(existing)} files); pass --overwrite to replace the dataset there")
     markers = [join(output, metadata.INFO_FILENAME), join(output, metadata.LEGACY_INFO_FILENAME)]

@@ -29,6 +29,7 @@ def test_dataset_facts_of_a_fixed_size_build() -> None:
         compression="gzip",
         split_names=("train", "test"),
         command_line=("cropshard", "build", "--size=128x96"),
+        raster={**built.example.raster.to_dict(), "requested": False, "channels": 1},  # the defaults: no raster option given
         shard_contents="stable",
     )
     # One split with runner-chosen shards makes the dataset's contents runner-chosen.

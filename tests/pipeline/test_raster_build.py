@@ -426,3 +426,13 @@ def test_float32_nan_nodata_gives_finite_strict_json_statistics(tmp_path: Path) 
     normalized, _ = next(iter(reader.load(str(out), batch_size=4, shuffle=False, seed=0, normalize="dataset")))
     np.testing.assert_array_equal(np.isnan(normalized.numpy()), np.isnan(raw.numpy()))
     assert np.isnan(raw.numpy()).sum() == 300
+
+
+def test_cropshard_json_records_the_to_uint8_rule_given_alone(tmp_path: Path) -> None:
+    # --to_uint8 is the only raster option here (the README's panchromatic command): the raster
+    # section must still say bits:11, the rule every chip was converted by, not the default.
+    inputs = tmp_path / "in"
+    rastergen.write_raster(inputs / "pan.tif", rastergen.multispectral(64, 64, bands=1, high=2048))
+    info = build("--input", str(inputs), "--output", str(tmp_path / "out"), "--crop", "grid", "--size", "32x32", "--channels", "1",
+                 "--label_from", "none", "--to_uint8", "bits:11")
+    assert info.num_examples == 4 and info.raster["to_uint8"] == "bits:11"
