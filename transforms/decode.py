@@ -269,7 +269,7 @@ def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     bits = rule.bits or 16
     if img.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(_load(img))
-        tracker = raster_convert.RangeTracker()
+        tracker = raster_convert.RangeTracker(bits)
         tracker.add(wide, raster_convert.to_uint8(wide, bits))
         tracker.check(rule, bits, f"{img.format or ''} {img.mode}".strip())
     return bits

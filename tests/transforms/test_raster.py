@@ -214,6 +214,27 @@ def test_signed_data_with_a_real_share_of_negatives_is_rejected_not_cut_in_half(
     assert pixels_of(first)[0, :20, 0].tolist() == [0] * 20
 
 
+def test_a_bits_rule_narrower_than_the_data_is_rejected_not_saturated_white(tmp_path: Path) -> None:
+    # bits:12 on 14-bit values (NBITS=14): most samples exceed 4095 and would all be 255.
+    crop = CropSpec("grid", size=(32, 32))
+    values = (rastergen.multispectral(64, 64, bands=1, high=16000, seed=5) + 100).astype(np.uint16)
+    path = rastergen.write_raster(tmp_path / "b14.tif", values, nbits=14)
+    with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], crop, RasterSpec(to_uint8=convert.parse_uint8_rule("bits:12")), 1, 10**9):
+        pass
+    assert err.value.reason == "band_mismatch"
+    assert err.value.message.startswith("--to_uint8 bits:12 (12 bits) saturates this uint16 source: ")
+    assert err.value.message.endswith(f"(up to {values.max()}) and would all be 255; its values fit in 14 bits: pass --to_uint8 bits:14, or stretch it with minmax or percentile:2,98")
+    records, _ = job_records(path, crop, RasterSpec(to_uint8=convert.parse_uint8_rule("bits:14")), 1)  # the remedy opens it
+    assert len(records) == 4
+    fitting = values.copy()
+    fitting[fitting > 4095] = 4000
+    fitting[0, 0, :20] = 5000  # a few hot pixels (under 1% of the samples) saturate, as before
+    path = rastergen.write_raster(tmp_path / "b12.tif", fitting)
+    records, _ = job_records(path, crop, RasterSpec(to_uint8=convert.parse_uint8_rule("bits:12")), 1)
+    (_, first), *_ = records
+    assert pixels_of(first)[0, :20, 0].tolist() == [255] * 20
+
+
 def test_resize_reads_through_overviews_and_scales_the_transform(tmp_path: Path) -> None:
     data = rastergen.multispectral(512, 384, bands=3)
     path = rastergen.write_raster(tmp_path / "ov.tif", data, overviews=(2, 4))

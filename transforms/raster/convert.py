@@ -9,7 +9,8 @@
   DEM below sea level, SAR, centred data) is rejected `band_mismatch` rather than cut in half;
   for a 16-bit file that is the top byte, the rule 16-bit photos always had;
 - `bits:N` the same with N given, for files that declare 16 bits but hold fewer (the WorldView
-  panchromatic TIFFs declare 16 and hold 11: `bits:11`);
+  panchromatic TIFFs declare 16 and hold 11: `bits:11`); a source with more than SATURATED_SHARE
+  of its valid samples above N bits (which would all be 255) is rejected `band_mismatch`;
 - `minmax` and `percentile:LO,HI` stretch each band linearly from a low to a high value onto
   0..255 (clipped), those values being the band's minimum and maximum, or its LO-th and HI-th
   percentiles, over the whole dataset (per source sample type): a first pass of the build
@@ -129,7 +130,7 @@ class Converter:
 
     def check(self, values: np.ndarray, dtype: str) -> None:
         """Rejected('range_collapsed') when `values` (bands, n: a preview) would collapse."""
-        tracker = RangeTracker()
+        tracker = RangeTracker(self.bits)
         tracker.add(values, self.apply(values.T))
         tracker.check(self.rule, self.bits, dtype)
 
@@ -143,26 +144,32 @@ def dataset_range(rule: Uint8Rule, low: Sequence[float], high: Sequence[float], 
 
 
 # The bits rule maps negative samples to 0: noise around zero (reflectance) may be, a real share of
-# the data may not (`RangeTracker.check`).
+# the data may not (`RangeTracker.check`). Likewise for samples above the rule's bits, which all
+# become 255 (bits:12 on 14-bit data whitens most of the image).
 NEGATIVE_SHARE = 0.01
+SATURATED_SHARE = 0.01
 
 
 class RangeTracker:
     """Source and converted value ranges over one source's chips, for the collapse check."""
 
-    def __init__(self) -> None:
+    def __init__(self, bits: int | None = None) -> None:
+        self.bits = bits  # the bits rule's depth, None for a stretch: samples above it saturate
         self.source_min: float | None = None
         self.source_max: float | None = None
         self.out_min = 255
         self.out_max = 0
         self.samples = 0
         self.negatives = 0
+        self.saturated = 0
 
     def add(self, source: np.ndarray, converted: np.ndarray) -> None:
         if not source.size:
             return
         self.samples += source.size
         self.negatives += int(np.count_nonzero(source < 0)) if source.dtype.kind in "if" else 0
+        if self.bits is not None:
+            self.saturated += int(np.count_nonzero(source > (1 << self.bits) - 1))
         low, high = source.min(), source.max()
         self.source_min = low if self.source_min is None else min(self.source_min, low)
         self.source_max = high if self.source_max is None else max(self.source_max, high)
@@ -171,13 +178,22 @@ class RangeTracker:
 
     def check(self, rule: Uint8Rule, bits: int | None, dtype: str) -> None:
         """Rejected('range_collapsed') when varying values became (nearly) one grey level, and
-        Rejected('band_mismatch') when the bits rule would zero a real share of negative samples."""
+        Rejected('band_mismatch') when the bits rule would zero a real share of negative samples
+        or saturate a real share above its bits."""
         if bits is not None and self.negatives > NEGATIVE_SHARE * self.samples:
             keep = ", or store it with --dtype keep" if dtype in KEPT_DTYPES else ""
             raise Rejected(
                 "band_mismatch",
                 f"--to_uint8 {rule} ({bits} bits) maps this {dtype} source's negative values ({self.negatives / self.samples:.0%}"
                 f" of its samples, down to {self.source_min}) to 0; stretch it with --to_uint8 minmax or percentile:2,98{keep}",
+            )
+        if bits is not None and self.saturated > SATURATED_SHARE * self.samples:
+            needed = int(self.source_max).bit_length()
+            raise Rejected(
+                "band_mismatch",
+                f"--to_uint8 {rule} ({bits} bits) saturates this {dtype} source: {self.saturated / self.samples:.0%} of its samples"
+                f" exceed {(1 << bits) - 1} (up to {self.source_max}) and would all be 255; its values fit in {needed} bits:"
+                f" pass --to_uint8 bits:{needed}, or stretch it with minmax or percentile:2,98",
             )
         if self.source_min is None or self.source_max == self.source_min:
             return  # a constant source stays constant under any rule: nothing collapsed
