@@ -235,6 +235,44 @@ def test_a_bits_rule_narrower_than_the_data_is_rejected_not_saturated_white(tmp_
     assert pixels_of(first)[0, :20, 0].tolist() == [255] * 20
 
 
+def _patched_tiff_entry(path: Path, tag: int, count: int | None = None, value_index: int | None = None) -> None:
+    """Overwrite, in a little-endian classic TIFF's first IFD, `tag`'s count, or zero the
+    `value_index`-th entry of its array (the array must lie outside the entry)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for at in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd : ifd + 2])[0], 12):
+        if struct.unpack("<H", data[at : at + 2])[0] == tag:
+            if count is not None:
+                data[at + 4 : at + 8] = struct.pack("<I", count)
+            if value_index is not None:
+                size = {3: 2, 4: 4, 16: 8}[struct.unpack("<H", data[at + 2 : at + 4])[0]]  # SHORT, LONG or LONG8 entries
+                array = struct.unpack("<I", data[at + 8 : at + 12])[0]
+                data[array + size * value_index : array + size * (value_index + 1)] = bytes(size)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_tile_index_is_rejected_not_read_as_black_tiles(tmp_path: Path) -> None:
+    # libtiff ignores a TileByteCounts of the wrong length, and a tile with an offset but no bytes
+    # reads as zeros: GDAL served black chips from both, without an error.
+    crop = CropSpec("grid", size=(32, 32))
+    data = rastergen.multispectral(128, 128, bands=3, high=256).astype(np.uint8)
+    short = rastergen.write_raster(tmp_path / "short_index.tif", data, block=32)
+    _patched_tiff_entry(short, 325, count=1)
+    with pytest.raises(Rejected) as err, open_job(source(short), short.read_bytes()[:64], crop, RasterSpec(), 3, 10**9):
+        pass
+    assert (err.value.reason, err.value.message) == ("decode_error", "the TIFF's TileByteCounts lists 1 entries for its 16 blocks: the file's block index is damaged")
+    empty = rastergen.write_raster(tmp_path / "empty_tile.tif", data, block=32)
+    _patched_tiff_entry(empty, 325, value_index=5)
+    with pytest.raises(Rejected, match=r"block 5 of the TIFF.s 16 has an offset \(\d+\) but 0 bytes in its TileByteCounts"), open_job(
+        source(empty), empty.read_bytes()[:64], crop, RasterSpec(), 3, 10**9
+    ):
+        pass
+    intact = rastergen.write_raster(tmp_path / "intact.tif", data, block=32)
+    assert len(job_records(intact, crop, RasterSpec(), 3)[0]) == 16
+
+
 def test_resize_reads_through_overviews_and_scales_the_transform(tmp_path: Path) -> None:
     data = rastergen.multispectral(512, 384, bands=3)
     path = rastergen.write_raster(tmp_path / "ov.tif", data, overviews=(2, 4))

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from cropshard.transforms.rejects import Rejected
 
 TIFF_EXTENSIONS = (".tif", ".tiff", ".gtif", ".gtiff")
@@ -124,6 +126,7 @@ def refuse_truncated_tiff(dataset: Any, path: str) -> None:
     from rasterio.enums import Interleaving
 
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    refuse_damaged_block_index(path)
     bands = [1] if dataset.count == 1 or dataset.interleaving == Interleaving.pixel else range(1, dataset.count + 1)
     for band in bands:
         block_height, block_width = dataset.block_shapes[band - 1]
@@ -137,6 +140,89 @@ def refuse_truncated_tiff(dataset: Any, path: str) -> None:
                         f"band {band}'s block (row {row}, column {col}) of the TIFF lies at bytes {offset}..{offset + length},"
                         f" past the end of the file ({size} bytes): the file is cut short",
                     )
+
+
+# TIFF tags of the first (full-resolution) image's layout and block index.
+_WIDTH, _LENGTH, _SAMPLES, _ROWS_PER_STRIP, _PLANAR = 256, 257, 277, 278, 284
+_TILE_WIDTH, _TILE_LENGTH = 322, 323
+_INDEX_TAGS = {324: "TileOffsets", 325: "TileByteCounts", 273: "StripOffsets", 279: "StripByteCounts"}
+_MAX_IFD_ENTRIES = 4096
+_INT_TYPES = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8 (BigTIFF)
+
+
+def refuse_damaged_block_index(path: str) -> None:
+    """Rejected('decode_error') when the first IFD's TileOffsets/TileByteCounts (or strip
+    equivalents) list fewer entries than it has blocks, or a block with an offset but no bytes:
+    libtiff ignores a short list ("Incorrect count ... tag ignored") and GDAL takes an empty
+    entry for a sparse block, so both served zeros, a black chip. A sparse block proper has
+    offset 0 as well."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        try:
+            index = _block_index(handle)
+        except (ValueError, OSError, OverflowError, struct.error):  # offsets beyond any file
+            index = None
+    if index is None:
+        return  # not a TIFF this walk reads (GDAL judges it)
+    blocks, (offsets_name, offsets), (counts_name, counts) = index
+    for name, values in ((offsets_name, offsets), (counts_name, counts)):
+        if len(values) < blocks:  # libtiff trims a longer list
+            raise Rejected("decode_error", f"the TIFF's {name} lists {len(values)} entries for its {blocks} blocks: the file's block index is damaged")
+    empty = np.flatnonzero((offsets[:blocks] != 0) & (counts[:blocks] == 0))
+    if empty.size:
+        raise Rejected(
+            "decode_error",
+            f"block {int(empty[0])} of the TIFF's {blocks} has an offset ({int(offsets[empty[0]])}) but 0 bytes in its {counts_name}:"
+            " the file's block index is damaged",
+        )
+
+
+def _block_index(handle: Any) -> tuple[int, tuple[str, np.ndarray], tuple[str, np.ndarray]] | None:
+    """(blocks the first IFD's layout has, (name, offsets), (name, byte counts)) of a classic or
+    BigTIFF file, the arrays at most `blocks` long; None when the header or IFD cannot be read."""
+    head = _read_at(handle, 0, 16)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return None
+    big = struct.unpack(order + "H", head[2:4])[0] == 43
+    offset = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    count_format, entry_size, field = (order + "Q", 20, 8) if big else (order + "H", 12, 4)
+    raw_count = _read_at(handle, offset, struct.calcsize(count_format))
+    if len(raw_count) < struct.calcsize(count_format):
+        return None
+    table = _read_at(handle, offset + len(raw_count), min(struct.unpack(count_format, raw_count)[0], _MAX_IFD_ENTRIES) * entry_size)
+    tags, arrays = {}, {}
+    for at in range(0, len(table) - entry_size + 1, entry_size):
+        tag, kind = struct.unpack(order + "HH", table[at : at + 4])
+        count = struct.unpack(order + ("Q" if big else "I"), table[at + 4 : at + entry_size - field])[0]
+        value = table[at + entry_size - field : at + entry_size]
+        if kind in _INT_TYPES and count >= 1 and tag in _INDEX_TAGS:
+            arrays[tag] = (kind, count, value)
+        elif kind in _INT_TYPES and count >= 1 and struct.calcsize(_INT_TYPES[kind]) <= field:
+            tags[tag] = struct.unpack(order + _INT_TYPES[kind], value[: struct.calcsize(_INT_TYPES[kind])])[0]
+    width, height = tags.get(_WIDTH, 0), tags.get(_LENGTH, 0)
+    planes = tags.get(_SAMPLES, 1) if tags.get(_PLANAR, 1) == 2 else 1
+    if _TILE_WIDTH in tags and _TILE_LENGTH in tags:
+        blocks, names = -(-width // max(tags[_TILE_WIDTH], 1)) * -(-height // max(tags[_TILE_LENGTH], 1)) * planes, (324, 325)
+    else:
+        blocks, names = -(-height // max(min(tags.get(_ROWS_PER_STRIP, height), height), 1)) * planes, (273, 279)
+    if not all(name in arrays for name in names):
+        return None
+    read = [_index_array(handle, order, field, blocks, *arrays[name]) for name in names]
+    return blocks, (_INDEX_TAGS[names[0]], read[0]), (_INDEX_TAGS[names[1]], read[1])
+
+
+def _index_array(handle: Any, order: str, field: int, blocks: int, kind: int, count: int, value: bytes) -> np.ndarray:
+    """An offsets or byte-counts array: inline in its entry's value field, else at the offset there."""
+    dtype = np.dtype(order + _INT_TYPES[kind])
+    wanted = min(count, blocks)
+    if count * dtype.itemsize <= field:
+        raw = value[: wanted * dtype.itemsize]
+    else:
+        raw = _read_at(handle, struct.unpack(order + ("Q" if field == 8 else "I"), value)[0], wanted * dtype.itemsize)
+    return np.frombuffer(raw[: len(raw) // dtype.itemsize * dtype.itemsize], dtype)
 
 
 _SOT = b"\xff\x90"  # start of a tile-part, whose header gives the tile-part's length (Psot)
