@@ -25,11 +25,12 @@ from cropshard.pipeline.assemble import build_pipeline
 from cropshard.pipeline.options import BuildConfig, build_config
 from cropshard.pipeline.shards import plan_shards
 from cropshard.reader import metadata
-from cropshard.transforms.listing import count_inputs, iter_matches
+from cropshard.transforms.listing import check_explicit_paths, count_inputs, iter_matches
 from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.raster.launch import resolve_keep_dtype, resolve_label_names
-from cropshard.transforms.write import FAILED_FILENAME, ShardLayout, join, prepare_output, remove_temp_dirs
+from cropshard.transforms.raster.records import RasterSpec
+from cropshard.transforms.write import FAILED_FILENAME, ShardLayout, join, prepare_output, remove_temp_dirs, write_text
 
 _LOGGER = logging.getLogger("cropshard")
 
@@ -63,8 +64,27 @@ def shards_text(layouts: dict[str, ShardLayout]) -> str:
 def listing_buckets(options: PipelineOptions) -> int:
     """Buckets for listing the inputs (globs or manifest) on the local DirectRunner: a few per
     worker, so the workers' shares stay even (the runner hands each worker a fixed part of them)."""
-    workers = options.view_as(DirectOptions).direct_num_workers or 1
-    return 4 * max(1, workers)
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers == 0:  # the FnApiRunner's "one per core"
+        workers = os.cpu_count() or 1
+    return 4 * max(1, workers or 1)
+
+
+# Beam's runner names by the lower-case class name, as its create_runner resolves --runner:
+# `Direct`, `directrunner` and `DirectRunner` are one runner.
+_KNOWN_RUNNERS = {path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS}
+
+
+def runner_name(runner: str | None) -> str | None:
+    """The class name of the runner Beam runs for `--runner` (`direct` -> `DirectRunner`); an
+    unknown name (a qualified path of another class) as given; None for no --runner."""
+    if runner is None:
+        return None
+    lower = runner.lower()
+    path = _KNOWN_RUNNERS.get(lower) or _KNOWN_RUNNERS.get(lower + "runner")
+    if path is None and runner in StandardOptions.ALL_KNOWN_RUNNERS:
+        path = runner
+    return path.rsplit(".", 1)[-1] if path else runner
 
 
 def with_runner_defaults(argv: Sequence[str]) -> list[str]:
@@ -78,7 +98,7 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
         runner = argv[argv.index("--runner") + 1]
     if runner is None:
         argv.append("--runner=DirectRunner")
-    if runner in (None, "DirectRunner", "direct") and "--direct_running_mode" not in flags:
+    if is_local(runner) and "--direct_running_mode" not in flags:
         argv.append("--direct_running_mode=multi_processing")
         if "--direct_num_workers" not in flags:
             argv.append(f"--direct_num_workers={os.cpu_count() or 1}")
@@ -87,7 +107,7 @@ def with_runner_defaults(argv: Sequence[str]) -> list[str]:
         # cropshard's --output as --output_executable_path and the Flink job server would write a
         # jar there instead of running the job. An explicit empty value keeps it unset.
         argv.append("--output_executable_path=")
-    if (runner or "").endswith("DataflowRunner") and not flags & {"--save_main_session", "--no_save_main_session"}:
+    if (runner_name(runner) or "").endswith("DataflowRunner") and not flags & {"--save_main_session", "--no_save_main_session"}:
         # Every function the workers run lives in the installed packages (--setup_file); Beam 2.77
         # would otherwise pickle the launcher's __main__ (the CLI) for Dataflow with cloudpickle.
         argv.append("--no_save_main_session")
@@ -141,7 +161,8 @@ def is_dry_run(options: PipelineOptions) -> bool:
 
 
 def is_local(runner: str | None) -> bool:
-    return runner in ("DirectRunner", "direct", None)
+    """Whether the build runs on the launcher's machine: no --runner, or any name Beam reads as DirectRunner."""
+    return runner_name(runner) in ("DirectRunner", None)
 
 
 def local_runner(options: PipelineOptions) -> PipelineRunner:
@@ -160,41 +181,88 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
 
 
-def has_inputs(config: BuildConfig) -> bool:
-    """At least one input exists: one listing page, not the whole listing."""
-    if config.manifest:
-        return FileSystems.exists(config.manifest)
-    return any(next(iter_matches(pattern), None) is not None for pattern in config.inputs)
+def unmatched_patterns(config: BuildConfig) -> list[str]:
+    """The --input patterns that match nothing: one listing page each, not the whole listing."""
+    return [pattern for pattern in config.inputs if next(iter_matches(pattern), None) is None]
 
 
-def no_inputs_error(config: BuildConfig, manifest_exists: bool = True) -> FileNotFoundError:
+def no_inputs_error(config: BuildConfig, manifest_exists: bool = True, unmatched: Sequence[str] | None = None) -> FileNotFoundError:
+    """What matched nothing: the manifest, every pattern, or (`unmatched`) some of the patterns."""
+    unmatched = list(config.inputs) if unmatched is None else list(unmatched)
     # gs:// has no directories: without a wildcard, gs://bucket/images names one object.
-    bare = [p for p in config.inputs if "://" in p and not any(c in p for c in "*?[")]
+    bare = [p for p in unmatched if "://" in p and not any(c in p for c in "*?[")]
     hint = f"; a folder on gs:// needs a trailing / or /** (e.g. {bare[0]}/)" if bare else ""
     if config.manifest:
         return FileNotFoundError(f"--manifest {config.manifest} " + ("lists no inputs" if manifest_exists else "does not exist"))
-    return FileNotFoundError(f"no input files: {list(config.inputs)} matched nothing{hint}")
+    if len(unmatched) < len(config.inputs):  # the others match: this one would be dropped without a word
+        return FileNotFoundError(f"--input {unmatched[0]} matched nothing (every --input pattern must match a file){hint}")
+    return FileNotFoundError(f"no input files: {unmatched} matched nothing{hint}")
+
+
+def check_inputs_exist(config: BuildConfig) -> None:
+    """FileNotFoundError for a missing manifest or an --input pattern that matches nothing."""
+    if config.manifest:
+        if not FileSystems.exists(config.manifest):
+            raise no_inputs_error(config, manifest_exists=False)
+        return
+    check_explicit_paths(config.inputs)
+    unmatched = unmatched_patterns(config)
+    if unmatched:
+        raise no_inputs_error(config, unmatched=unmatched)
+
+
+def check_raster_options_apply(config: BuildConfig, local: bool) -> None:
+    """ValueError for raster options (--bands, --dtype, ...) on a build with no raster input:
+    they would change nothing but cropshard.json. Known only by looking at the inputs' names
+    (rasters are told by extension, transforms/raster/open_raster.py), so only where that is
+    cheap: on the local runner, which lists every input anyway, or for local inputs and manifests."""
+    given = raster_options_given(config.example.raster)
+    remote = any("://" in path for path in (*config.inputs, config.manifest or ""))
+    if not given or (remote and not local):
+        return
+    from cropshard.transforms.raster.launch import candidate_paths  # the launcher's one walk over raster inputs
+
+    if next(candidate_paths(config), None) is None:
+        raise ValueError(f"{given[0]} has no effect without raster inputs (GeoTIFF/COG or JPEG 2000), and no input is one: drop it")
+
+
+def raster_options_given(raster: RasterSpec) -> list[str]:
+    """The raster-only options a build sets, as typed (`--bands 3,2,1`), from its RasterSpec
+    (not --to_uint8: it also converts 16-bit greyscale photos, PNG or TIFF)."""
+    given = {
+        "--bands": ",".join(map(str, raster.bands)) if raster.bands else None,
+        "--dtype": raster.dtype if raster.dtype != RasterSpec.dtype else None,
+        "--max_nodata": f"{raster.max_nodata:g}" if raster.max_nodata is not None else None,
+        "--split_by": f"block:{raster.split_block:g}" if raster.split_block else None,
+    }
+    if raster.labels is not None:
+        given["--label_raster"] = raster.labels.pattern or "(the manifest's label_raster column)"
+    return [f"{flag} {value}" for flag, value in given.items() if value is not None]
+
+
+def check_local_options(options: PipelineOptions) -> None:
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise ValueError(f"--direct_num_workers must be 1 or more (0: one per core), got {workers}")
 
 
 def check_dry_run(runner: str | None) -> None:
     """A dry run only builds the job: it must not touch storage (no credentials needed, and with
     --overwrite it must not delete anything), so it neither checks --output nor lists inputs."""
-    if (runner or "").split(".")[-1] not in ("DataflowRunner", "TestDataflowRunner"):
+    if runner_name(runner) not in ("DataflowRunner", "TestDataflowRunner"):
         raise ValueError(f"--dry_run is only honoured by DataflowRunner; with {runner} the build would really run")
 
 
 def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
-    """Prepare --output and check the inputs exist; returns the matched (inputs, bytes) on the
-    local runner (its progress display needs the total), else None."""
+    """Check the inputs exist and the raster options apply, prepare --output; returns the matched
+    (inputs, bytes) on the local runner (its progress display needs the total), else None."""
+    check_inputs_exist(config)
+    check_raster_options_apply(config, local)
     prepare_output(config.output, config.overwrite)
     if not local:
         # Shards are sized from what the workers write: skip listing every input from the
         # launcher (~500 list requests for 500k objects on gs://).
-        if not has_inputs(config):
-            raise no_inputs_error(config, manifest_exists=False)
         return None
-    if config.manifest and not has_inputs(config):  # a missing manifest, said so before counting its rows
-        raise no_inputs_error(config, manifest_exists=False)
     matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
     if matched[0] == 0:
         raise no_inputs_error(config)
@@ -230,6 +298,8 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
     start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
     layouts = plan_shards(config, is_local(runner))  # before --output is touched: it can refuse the options
+    if is_local(runner):
+        check_local_options(options)
     dry_run = is_dry_run(options)
     if dry_run:
         check_dry_run(runner)
@@ -259,6 +329,10 @@ def execute(build: PreparedBuild) -> BuildResult:
             if not build.dry_run:
                 remove_temp_dirs(config.output)
             raise
+        except Exception as err:
+            if not build.dry_run:
+                record_failure(config.output, err)
+            raise
         finally:
             if monitor:
                 monitor.stop(final_line=finished)
@@ -266,6 +340,21 @@ def execute(build: PreparedBuild) -> BuildResult:
     if build.dry_run or options.view_as(StandardOptions).no_wait_until_finish:
         return BuildResult(None, seconds, config.output, pipeline.result, dry_run=build.dry_run)
     return BuildResult(read_info(config.output), seconds, config.output, pipeline.result)
+
+
+def record_failure(output: str, err: BaseException) -> None:
+    """After a failed job, what a refused build leaves: no Beam temp files, and build_failed.json
+    (write.py's format; no dataset_info: the job never counted) with the job's error, so the
+    folder says why and --overwrite knows it for a cropshard build. Best effort: the job's error
+    is what the caller reports, not a second one from here."""
+    from cropshard.pipeline.cli import failure_line
+
+    try:
+        remove_temp_dirs(output)
+        reason = f"the job failed: {failure_line(err)}"
+        write_text(join(output, FAILED_FILENAME), json.dumps({"reason": reason, "dataset_info": None}, indent=2) + "\n")
+    except Exception:  # noqa: BLE001 - e.g. no write access left to the output
+        _LOGGER.warning("could not record the failure in %s", output, exc_info=True)
 
 
 def run(argv: Sequence[str], command_line: Sequence[str] | None = None) -> BuildResult:

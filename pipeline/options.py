@@ -16,6 +16,8 @@ from cropshard.transforms.decode import DEFAULT_MAX_PIXELS
 from cropshard.transforms.encode import ENCODINGS
 from cropshard.transforms.examples import IMAGES_WRITTEN, ExampleSpec
 from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE
+from cropshard.transforms.listing import glob_root
+from cropshard.transforms.manifest import ManifestColumns, manifest_columns
 from cropshard.transforms.raster import convert as raster_convert
 from cropshard.transforms.raster import labels as raster_labels
 from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
@@ -167,10 +169,10 @@ def crop_spec(opts: CropshardOptions) -> CropSpec:
     """The crop options as a CropSpec, checked against --manifest and --size."""
     crop = CropSpec(
         strategy=opts.crop,
-        size=parse_size(opts.size) if opts.size else None,
+        size=option_size("--size", opts.size),
         box=parse_box(opts.box) if opts.box else None,
         crops_per_image=opts.crops_per_image,
-        stride=parse_size(opts.stride) if opts.stride else None,
+        stride=option_size("--stride", opts.stride),
         small=opts.small,
         resize=opts.resize,
         seed=opts.seed,
@@ -179,7 +181,21 @@ def crop_spec(opts: CropshardOptions) -> CropSpec:
         raise ValueError("--crop manifest needs --manifest with a box column")
     if opts.crop == "none" and opts.size:
         raise ValueError("--crop none keeps whole images; drop --size (use --resize to downscale)")
+    if opts.crop in ("box", "manifest") and opts.resize:
+        # The boxes are cut from the working image, so a resize would move and scale them.
+        raise ValueError(f"--resize cannot be combined with --crop {opts.crop}: the boxes are in source pixels (the EXIF-oriented"
+                         " image), and --size resizes each crop; drop --resize")
     return crop
+
+
+def option_size(flag: str, text: str | None) -> tuple[int, int] | None:
+    """parse_size of an HxW option's value, its errors naming the option (`--stride 0`)."""
+    if not text:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from err
 
 
 def parse_splits(text: str) -> tuple[tuple[tuple[str, float], ...] | None, tuple[str, ...]]:
@@ -209,7 +225,9 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     if not 1 <= opts.jpeg_quality <= 100:
         raise ValueError(f"--jpeg_quality must be 1..100, got {opts.jpeg_quality}")
     fractions, names = parse_splits(opts.split)
-    raster = raster_spec(opts, fractions)
+    columns = manifest_columns_of(opts.manifest)
+    check_manifest_columns(opts, fractions, columns)
+    raster = raster_spec(opts, fractions, columns)
     check_options_take_effect(opts, class_maps=raster.labels is not None)
     channels = len(raster.bands) if raster.bands else opts.channels
     check_raster_encoding(opts.encoding, raster.dtype, channels)
@@ -256,11 +274,28 @@ def check_output_outside_inputs(output: str, inputs: Sequence[str]) -> None:
     --output photos/ds` listed its temporary parts as images)."""
     from apache_beam.io.filesystem import FileSystem
 
+    real_output = real_path(output)
     for pattern in inputs:
-        matches = re.compile(FileSystem.translate_pattern(pattern)).fullmatch
-        if any(matches(f"{output}/{probe}") for probe in OUTPUT_PROBES):
-            raise ValueError(f"--output {output} is inside --input {pattern}: the build would list the files it writes as inputs; "
-                             "write the dataset outside the input folders")
+        # Given and real paths both: `--input link/** --output photos/ds` with link -> photos.
+        for out, pat in ((output, pattern), (real_output, real_pattern(pattern))):
+            matches = re.compile(FileSystem.translate_pattern(pat)).fullmatch
+            if any(matches(f"{out}/{probe}") for probe in OUTPUT_PROBES):
+                via = "" if (out, pat) == (output, pattern) else f" (through symbolic links: {out} is below {glob_root(pat)})"
+                raise ValueError(f"--output {output} is inside --input {pattern}{via}: the build would list the files it writes as inputs; "
+                                 "write the dataset outside the input folders")
+
+
+def real_path(path: str) -> str:
+    """os.path.realpath of a local path (symbolic links resolved); a gs:// path as it is."""
+    return path if "://" in path else os.path.realpath(path)
+
+
+def real_pattern(pattern: str) -> str:
+    """`pattern` with its fixed folder part (listing.glob_root) resolved by real_path."""
+    root = glob_root(pattern)
+    if "://" in pattern or not root:
+        return pattern
+    return real_path(root).rstrip("/") + "/" + pattern[len(root):]
 
 
 @functools.cache
@@ -284,6 +319,10 @@ def check_options_take_effect(opts: CropshardOptions, class_maps: bool) -> None:
         "crops_per_image": (opts.crop == "random", "--crop random"),
         "seed": (opts.crop == "random", "--crop random (it seeds the crop positions)"),
         "box": (opts.crop == "box", "--crop box"),
+        # crop.plan_boxes / working_shape: sized crops take every policy; boxes only pad (a box
+        # that starts inside the image); whole images none.
+        "small": (opts.crop in ("center", "random", "grid") or (opts.crop in ("box", "manifest") and opts.small == "pad"),
+                  "--crop center, random or grid (with --crop box or manifest only pad applies, to boxes past the image's edge)"),
         "jpeg_quality": (opts.encoding in ("jpeg", "original"), "--encoding jpeg (or original, for the images it re-encodes)"),
         "target_shard_mb": (opts.num_shards == 0, "shards by size (--num_shards N gives exactly N per split)"),
         "to_uint8": (opts.dtype == "uint8", "--dtype uint8 (it says how wider samples become 8-bit)"),
@@ -298,7 +337,7 @@ def check_options_take_effect(opts: CropshardOptions, class_maps: bool) -> None:
             raise ValueError(f"--{dest} {value} has no effect without {needs}: drop it, or add what it needs")
 
 
-def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
+def raster_spec(opts: CropshardOptions, fractions: tuple | None, columns: ManifestColumns | None = None) -> RasterSpec:
     """The raster options, validated."""
     bands = parse_bands(opts.bands) if opts.bands else None
     if bands and opts.channels != 3 and opts.channels != len(bands):
@@ -308,41 +347,89 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None) -> RasterSpec:
     split_block = parse_split_by(opts.split_by) if opts.split_by else None
     if split_block and fractions is None:
         raise ValueError("--split_by assigns chips to --split fractions (e.g. train=0.8,test=0.2), not to folder or manifest splits")
-    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block, label_raster_spec(opts))
+    return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block,
+                      label_raster_spec(opts, columns))
 
 
-def label_raster_spec(opts: CropshardOptions) -> raster_labels.LabelRasterSpec | None:
+def label_raster_spec(opts: CropshardOptions, columns: ManifestColumns | None = None) -> raster_labels.LabelRasterSpec | None:
     """--label_raster (or a manifest's label_raster column) and its options; reads the
     --label_names file (one small CSV). Without it the names are the class maps' own category
     tables, resolved before the job (transforms/raster/launch.py resolve_label_names)."""
-    if not opts.label_raster and not (opts.manifest and (opts.label_names or manifest_names_class_maps(opts.manifest))):
+    column = columns is not None and "label_raster" in columns.declared
+    if not opts.label_raster and not (opts.manifest and (opts.label_names or column)):
         if opts.label_names:
             raise ValueError("--label_names names the classes of class maps: give --label_raster, or a --manifest with a label_raster column")
         return None
+    if opts.label_raster:
+        check_label_raster_pattern(opts.label_raster)
     if not 0 <= opts.min_label_fraction <= 1:
         raise ValueError(f"--min_label_fraction is a share of the chip, 0..1; got {opts.min_label_fraction}")
     if not opts.label_names:
         return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, names_from_tables=True)
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(opts.label_names) as handle:
-        classes = raster_labels.parse_label_names(handle.read().decode("utf-8-sig"), opts.label_names)
+    classes = raster_labels.parse_label_names(read_label_names(opts.label_names), opts.label_names)
     names_from = f"--label_names file {opts.label_names}"
     return raster_labels.LabelRasterSpec(opts.label_raster, opts.label_mode, opts.min_label_fraction, classes, names_from)
 
 
-def manifest_names_class_maps(manifest: str) -> bool:
-    """A CSV/TSV manifest with a label_raster column (its header says so), or a JSONL manifest
-    with a label_raster key in any row. A missing manifest is reported where inputs are checked,
-    not here."""
-    from apache_beam.io.filesystems import FileSystems
-    from cropshard.transforms.manifest import jsonl_names_class_maps, manifest_kind, read_manifest_header
+LABEL_RASTER_FIELDS = ("dir", "stem", "name", "ext")  # what raster_labels.label_raster_path fills in
 
-    if not FileSystems.exists(manifest):
-        return False
-    if manifest_kind(manifest) == "csv":
-        return "label_raster" in read_manifest_header(manifest)
-    return jsonl_names_class_maps(manifest)
+
+def check_label_raster_pattern(pattern: str) -> None:
+    """ValueError naming --label_raster for a template label_raster_path cannot fill: an unknown
+    placeholder (a KeyError in every worker) or a stray brace."""
+    import string
+
+    allowed = " ".join(f"{{{field}}}" for field in LABEL_RASTER_FIELDS)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None]
+    except ValueError as err:
+        raise ValueError(f"--label_raster {pattern!r}: {err} (placeholders: {allowed}; a literal brace is doubled, {{{{ or }}}})") from err
+    unknown = [field for field in fields if field not in LABEL_RASTER_FIELDS]
+    if unknown:
+        raise ValueError(f"--label_raster {pattern!r}: unknown placeholder {{{unknown[0]}}} (use {allowed})")
+    try:
+        raster_labels.label_raster_path("/folder/image.tif", pattern)
+    except (ValueError, KeyError, IndexError, AttributeError) as err:  # a format spec or conversion it cannot apply
+        raise ValueError(f"--label_raster {pattern!r}: {type(err).__name__}: {err} (placeholders: {allowed})") from err
+
+
+def read_label_names(path: str) -> str:
+    """The --label_names file's text; ValueError naming the option and the file when it cannot be read as text."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--label_names {path}: not a UTF-8 text file (byte {err.object[err.start]:#04x} at offset {err.start});"
+                         " give a value,name CSV") from err
+    except OSError as err:  # Beam's BeamIOError (a missing file) is an OSError
+        raise ValueError(f"--label_names {path} cannot be read: {err}") from err
+
+
+def manifest_columns_of(manifest: str | None) -> ManifestColumns | None:
+    """manifest.manifest_columns of --manifest; None without one, or when it is missing (reported
+    where inputs are checked, not here)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not manifest or not FileSystems.exists(manifest):
+        return None
+    return manifest_columns(manifest)
+
+
+def check_manifest_columns(opts: CropshardOptions, fractions: tuple | None, columns: ManifestColumns | None) -> None:
+    """ValueError for a manifest column the build would not read: a split column with --split
+    fractions (the default included) put held-out rows into train; a box column without --crop
+    manifest was cut as centre crops."""
+    if columns is None:
+        return
+    if "split" in columns.filled and fractions is not None:
+        found = ",".join(columns.splits[:20]) + (",..." if len(columns.splits) > 20 else "")
+        raise ValueError(f"the manifest {opts.manifest} has a split column ({found}), which --split {opts.split} ignores:"
+                         f" pass --split {found} to use it, or drop the column for hash splits")
+    if "box" in columns.filled and opts.crop != "manifest":
+        raise ValueError(f"the manifest {opts.manifest} has a box column, which --crop {opts.crop} ignores: --crop manifest uses it"
+                         " (or drop the column)")
 
 
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:

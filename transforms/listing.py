@@ -198,17 +198,22 @@ def iter_owned(owners: PatternOwners, index: int, bucket: int = 0, buckets: int 
             yield entry
 
 
-def count_inputs(patterns: Iterable[str]) -> tuple[int, int]:
-    """(inputs, bytes) matched by `patterns`, for shard sizing and the progress total. Unlisted
-    entries are inputs too (they become rejections). An explicit local file path (no wildcard)
-    that does not exist is a typo, not a rejection: FileNotFoundError before anything runs.
-    (A remote one matches nothing; pipeline.build explains an empty match.)"""
-    files = total = 0
-    patterns = list(patterns)
-    owners = PatternOwners(patterns)
-    for index, pattern in enumerate(patterns):
+def check_explicit_paths(patterns: Iterable[str]) -> None:
+    """FileNotFoundError for an explicit local file path (no wildcard) that does not exist: a
+    typo, not a rejection. (A remote one matches nothing; pipeline.build explains an empty match.)"""
+    for pattern in patterns:
         if "://" not in pattern and not has_wildcard(pattern) and not os.path.lexists(pattern):
             raise FileNotFoundError(f"--input {pattern} does not exist")
+
+
+def count_inputs(patterns: Iterable[str]) -> tuple[int, int]:
+    """(inputs, bytes) matched by `patterns`, for shard sizing and the progress total. Unlisted
+    entries are inputs too (they become rejections); check_explicit_paths first."""
+    files = total = 0
+    patterns = list(patterns)
+    check_explicit_paths(patterns)
+    owners = PatternOwners(patterns)
+    for index in range(len(patterns)):
         for metadata in iter_owned(owners, index):
             files += 1
             total += metadata.size_in_bytes

@@ -8,10 +8,11 @@ a `bad_manifest_row` rejection, never a failed build.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -48,19 +49,64 @@ def read_manifest_header(path: str) -> list[str]:
     return header
 
 
-def jsonl_names_class_maps(path: str) -> bool:
-    """Whether any row of a JSONL manifest has a non-empty label_raster key (the launcher streams
-    the file once: rows may differ, and a key no option turned on must not be ignored)."""
+# The columns whose values the launcher looks at before the job (options.check_manifest_columns).
+CHECKED_COLUMNS = ("split", "box", "label_raster")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestColumns:
+    """What the launcher's one pass over a manifest found: `declared`, the CSV header's columns
+    or the keys a JSONL row gives a value; `filled`, those of CHECKED_COLUMNS some row gives a
+    value; `splits`, the split column's distinct values in order of first appearance."""
+
+    declared: frozenset[str]
+    filled: frozenset[str]
+    splits: tuple[str, ...]
+
+
+def _filled(value: object) -> bool:
+    return value is not None and str(value).strip() not in ("", "[]")
+
+
+def _csv_rows(path: str, header: Sequence[str]) -> Iterator[dict[str, str]]:
+    with FileSystems.open(path) as handle:
+        next(handle, None)  # the header
+        for line in handle:
+            values = next(csv.reader([line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=csv_delimiter(path)), [])
+            if len(values) == len(header):  # other rows are rejected with their reason when the job reads them
+                yield dict(zip(header, values, strict=True))
+
+
+def _jsonl_rows(path: str) -> Iterator[dict]:
     with FileSystems.open(path) as handle:
         for line in handle:
-            if b'"label_raster"' in line:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # the row is rejected with its reason when the job reads it
-                if isinstance(row, dict) and str(row.get("label_raster") or "").strip():
-                    return True
-    return False
+            if not any(f'"{key}"'.encode() in line for key in CHECKED_COLUMNS):
+                continue  # parse only the rows that can hold a checked key
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # the row is rejected with its reason when the job reads it
+            if isinstance(row, dict):
+                yield row
+
+
+def manifest_columns(path: str) -> ManifestColumns:
+    """The launcher's look at a manifest: a CSV's header (and, when it has a split or box column,
+    every row), or every JSONL row that names a checked key (rows may differ, and a key no option
+    turned on must not be ignored)."""
+    if manifest_kind(path) == "csv":
+        header = read_manifest_header(path)
+        rows: Iterable[Mapping] = _csv_rows(path, header) if {"split", "box"} & set(header) else ()
+    else:
+        header, rows = [], _jsonl_rows(path)
+    filled: set[str] = set()
+    splits: dict[str, None] = {}
+    for row in rows:
+        filled.update(key for key in CHECKED_COLUMNS if _filled(row.get(key)))
+        if _filled(row.get("split")):
+            splits.setdefault(str(row["split"]).strip())
+    declared = frozenset(header) if header else frozenset(filled)
+    return ManifestColumns(declared, frozenset(filled), tuple(splits))
 
 
 def parse_manifest_row(
@@ -95,7 +141,7 @@ def parse_manifest_row(
         if split not in split_names:
             raise Rejected("bad_manifest_row", f"unknown split {split!r}; declared splits are {list(split_names)}")
     elif split is not None:
-        split = None  # fractions in --split win; the column is ignored (documented)
+        split = None  # fractions in --split win (the launcher refuses a split column they would ignore)
     label = row.get("label")
     label = "" if label is None else str(label).strip()
     full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)

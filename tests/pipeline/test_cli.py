@@ -28,6 +28,7 @@ from cropshard.pipeline import cli
 from cropshard.pipeline.arguments import UsageError, check_build_arguments, glob_pattern_guess
 from cropshard.pipeline.build import count_manifest_rows, prepare, shards_text
 from cropshard.reader import metadata
+from cropshard.transforms.examples import ImagesToExamples
 from cropshard.transforms.write import FAILED_FILENAME, ShardLayout
 
 from tests import imagegen, rastergen
@@ -103,6 +104,18 @@ def test_inputs_that_match_nothing_are_a_usage_error(tmp_path: Path, capsys) -> 
     (tmp_path / "empty.csv").write_text("path,label\n\n")
     code, err, _ = cropshard(capsys, "build", f"--manifest={tmp_path}/empty.csv", f"--output={out}", "--size=32")
     assert code == 2 and err == [f"cropshard build: error: --manifest {tmp_path}/empty.csv lists no inputs"]
+
+
+def test_every_input_pattern_must_match_a_file(images: Path, tmp_path: Path, capsys) -> None:
+    # A pattern that matched nothing beside one that did was dropped: a whole class missing, no word.
+    out = tmp_path / "out"
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/cat/**", f"--input={images}/dgo/**", f"--output={out}", "--size=32")
+    assert code == 2 and err == [f"cropshard build: error: --input {images}/dgo/** matched nothing (every --input pattern must match a file)"]
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/cat/*.png,{images}/dog/*.jpeg", f"--output={out}", "--size=32")
+    assert code == 2 and err == [f"cropshard build: error: --input {images}/dog/*.jpeg matched nothing (every --input pattern must match a file)"]
+    assert not out.exists()  # refused before --output is touched
+    # A pattern whose files an earlier one already lists still matches them: not an error.
+    assert prepare([f"--input={images}/**", f"--input={images}/cat/**", f"--output={out}", "--size=32", *IN_PROCESS]).matched[0] == 6
 
 
 def test_a_bad_value_is_one_line(images: Path, tmp_path: Path, capsys) -> None:
@@ -233,11 +246,174 @@ def test_a_raster_damaged_past_its_first_chip_fails_the_build_naming_the_file(tm
     assert re.match(rf"cropshard build: failed: RuntimeError: {re.escape(str(broken))}: task \d+ of \d+ \(rows \d+-\d+\) failed after \d+ chips: ", err[-1]), err[-1]
     assert "(cause: " in err[-1] and "[while running" not in err[-1]
     assert not (out / metadata.INFO_FILENAME).exists()
+    # What the exit-status table promises: why, in build_failed.json, and no Beam temp folders left.
+    failed = json.loads((out / FAILED_FILENAME).read_text())
+    assert failed == {"reason": "the job failed: " + err[-1].split("failed: ", 1)[1].split(" (traceback in ")[0], "dataset_info": None}
+    assert not list(out.glob("beam-temp-*"))
+
+
+class FailingExamples(ImagesToExamples):
+    """Test-only: every element fails, so the job fails (not a refused dataset)."""
+
+    def process(self, source, label_ids):  # noqa: ANN001, ANN201
+        raise RuntimeError(f"injected failure at {source.key}")
+
+
+def test_a_failed_job_leaves_build_failed_json_and_no_temp_files(images: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    # A failed job left only Beam's temp folders: no word of why, although exit 1 promises one.
+    from cropshard.pipeline import assemble
+
+    monkeypatch.setattr(assemble, "ImagesToExamples", FailingExamples)
+    out = tmp_path / "out"
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", *IN_PROCESS)
+    assert code == 1 and re.match(r"cropshard build: failed: RuntimeError: injected failure at \w+/\w+\.\w+ ", err[-1]), err
+    reason = json.loads((out / FAILED_FILENAME).read_text())["reason"]
+    assert re.match(r"the job failed: RuntimeError: injected failure at \w+/\w+\.\w+$", reason), reason
+    assert not list(out.glob("beam-temp-*")) and not (out / metadata.INFO_FILENAME).exists()
+    monkeypatch.undo()
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", *IN_PROCESS)
+    assert code == 2 and err[-1].endswith("pass --overwrite to replace the dataset there")
+    code, err, stdout = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--overwrite", *IN_PROCESS)
+    assert code == 0 and "inputs 6 = 6 images written + 0 rejected" in stdout, err
+    assert not (out / FAILED_FILENAME).exists()
 
 
 def test_max_rejected_fraction_must_be_a_fraction(images: Path, tmp_path: Path, capsys) -> None:
     code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'o'}", "--size=8", "--max_rejected_fraction=5")
     assert code == 2 and err == ["cropshard build: error: --max_rejected_fraction must be 0..1, got 5.0"]
+
+
+# --- --output: what --overwrite may replace ---------------------------------------------------------
+
+
+def test_overwrite_refuses_a_folder_that_holds_no_cropshard_dataset(images: Path, tmp_path: Path, capsys) -> None:
+    # --overwrite deleted another tool's TFRecords and replaced the user's labels.txt.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "my_training_data.tfrecord").write_bytes(b"x")
+    (other / "labels.txt").write_text("cat\ndog\n")
+    for overwrite in ([], ["--overwrite"]):
+        code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={other}", "--size=32", *overwrite, *IN_PROCESS)
+        assert code == 2 and err == [f"cropshard build: error: output {other} is not empty (2 files) and holds files that are not a cropshard"
+                                     " dataset (e.g. my_training_data.tfrecord): pick an empty or new --output (--overwrite replaces only"
+                                     " a cropshard dataset)"]
+    assert sorted(p.name for p in other.iterdir()) == ["labels.txt", "my_training_data.tfrecord"]
+    assert (other / "labels.txt").read_text() == "cat\ndog\n"
+
+
+LEGACY_INFO = json.dumps({"format_version": 1, "cropshard_version": "0.2.0"})
+
+
+@pytest.mark.parametrize("left", [
+    {"cropshard.json": "{}", "notes.txt": "mine"},  # a published dataset (the user's own files stay)
+    {FAILED_FILENAME: "{}", "rejected.jsonl": ""},  # a refused or failed build
+    {"dataset_info.json": LEGACY_INFO, "train-00000-of-00001.tfrecord": ""},  # a format-1 dataset
+    {"beam-temp-train-1234/part-0": "", "notes.txt": "mine"},  # a build killed mid-write
+    {".partial-cropshard.json": "{"},  # killed while publishing
+    # Cut short after its shards were renamed into place (Ctrl-C removes only the temp folders).
+    {"train-00000-of-00002.tfrecord": "", "train-00000-of-00002.tfrecord.idx": "", "rejected.jsonl": ""},
+    {"rejected.jsonl": ""},
+], ids=lambda left: ",".join(left))
+def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: dict[str, str]) -> None:
+    from cropshard.transforms.write import prepare_output
+
+    out = tmp_path / "out"
+    for name, text in left.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(FileExistsError, match="pass --overwrite to replace the dataset there"):
+        prepare_output(str(out), overwrite=False)
+    prepare_output(str(out), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == (["notes.txt"] if "notes.txt" in left else [])
+
+
+@pytest.mark.parametrize("left", [
+    {"labels.txt": "cat\n"},  # a name a build writes, but no shard, rejected.jsonl or marker beside it
+    {"train-00000-of-00002.tfrecord": "", "notes.txt": "mine"},  # shards among other files: not ours to delete
+    {"dataset_info.json": json.dumps({"name": "tfds"}), "train.tfrecord-00000-of-00001": ""},  # TFDS's own dataset
+    {"sub/train-00000-of-00001.tfrecord": ""},
+], ids=lambda left: ",".join(left))
+def test_overwrite_refuses_folders_a_cropshard_build_did_not_leave(tmp_path: Path, left: dict[str, str]) -> None:
+    from cropshard.transforms.write import prepare_output
+
+    out = tmp_path / "out"
+    for name, text in left.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(FileExistsError, match=r"holds files that are not a cropshard dataset \(e.g. .+\): pick an empty or new --output"):
+        prepare_output(str(out), overwrite=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(left)
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_job(images: Path, tmp_path: Path, capsys) -> None:
+    # The job started, then failed (exit 1) on .../beam-temp-rejected-...: Not a directory.
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x\n")
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={afile}", "--size=32", *IN_PROCESS)
+    assert code == 2 and err == [f"cropshard build: error: --output {afile} is a file, not a folder: pick an empty or new folder for the dataset"]
+
+
+# --- options the local runner reads -----------------------------------------------------------------
+
+
+def test_negative_direct_num_workers_is_a_usage_error(images: Path, tmp_path: Path, capsys) -> None:
+    # It was an IndexError from inside Beam, exit 1; 0 is Beam's "one per core".
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'o'}", "--size=32", "--direct_num_workers=-1")
+    assert code == 2 and err == ["cropshard build: error: --direct_num_workers must be 1 or more (0: one per core), got -1"]
+    assert not (tmp_path / "o").exists()
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from cropshard.pipeline.build import listing_buckets
+
+    assert listing_buckets(PipelineOptions(["--direct_num_workers=0"])) == 4 * (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("name", ["Direct", "directrunner", "direct", "DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"])
+def test_every_name_beam_reads_as_direct_runner_takes_the_local_path(images: Path, tmp_path: Path, name: str) -> None:
+    # `--runner Direct` ran Beam's DirectRunner (Prism first), uncounted and with one in-memory worker.
+    from cropshard.pipeline.build import is_local, with_runner_defaults
+
+    argv = with_runner_defaults([f"--runner={name}"])
+    assert "--direct_running_mode=multi_processing" in argv and f"--direct_num_workers={os.cpu_count() or 1}" in argv
+    built = prepare([f"--input={images}/**", f"--output={tmp_path / 'o'}", "--size=32", f"--runner={name}", "--direct_running_mode=in_memory"])
+    assert built.local and built.matched[0] == 6
+    assert not is_local("PortableRunner") and not is_local("dataflow") and not is_local("BundleBasedDirectRunner")
+    assert "--no_save_main_session" in with_runner_defaults(["--runner=dataflow"])
+
+
+def test_raster_options_on_a_build_without_rasters_are_refused(images: Path, tmp_path: Path, capsys) -> None:
+    # --bands 3,2,1 on photos changed no pixel, yet cropshard.json recorded it.
+    out = tmp_path / "out"
+    for option in ("--bands=3,2,1", "--max_nodata=0.2", "--split_by=block:100", "--dtype=uint16"):
+        code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--split=train=1.0", option, *IN_PROCESS)
+        flag, value = option.split("=", 1)
+        assert code == 2 and err == [f"cropshard build: error: {flag} {value} has no effect without raster inputs (GeoTIFF/COG or JPEG 2000),"
+                                     " and no input is one: drop it"], err
+    assert not out.exists()
+    # --to_uint8 also converts 16-bit greyscale photos: never refused for want of rasters.
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from cropshard.pipeline.build import raster_options_given
+    from cropshard.pipeline.options import build_config as options_config
+
+    assert raster_options_given(options_config(PipelineOptions([f"--input={images}/**", f"--output={out}", "--size=32", "--to_uint8=bits:12"])).example.raster) == []
+    # A file named as a raster among the inputs: the options may apply (the job reads it).
+    from cropshard.pipeline.build import check_raster_options_apply
+
+    rasters = tmp_path / "rasters"
+    rasters.mkdir()
+    (rasters / "scene.TIF").write_bytes(b"")
+    options = [f"--input={images}/**", f"--input={rasters}/*", f"--output={out}", "--size=32", "--bands=1"]
+    check_raster_options_apply(prepare_config(options), local=True)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{images}/cat/0.png,cat\n")
+    with pytest.raises(ValueError, match="^--bands 1 has no effect without raster inputs"):
+        check_raster_options_apply(prepare_config([f"--manifest={manifest}", f"--output={out}", "--size=32", "--bands=1"]), local=True)
+
+
+def prepare_config(argv: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from cropshard.pipeline.options import build_config
+
+    return build_config(PipelineOptions(argv))
 
 
 @pytest.mark.parametrize("published", [False, True])

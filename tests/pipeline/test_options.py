@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -152,3 +153,91 @@ def test_an_output_the_inputs_would_list_is_refused(tmp_path) -> None:
     for inputs, output in ((["--input=/in/**/*.jpg"], "/in/ds"), (["--input=/in/*/*.png"], "/in/ds"), ([f"--input={photos}"], f"{photos}-ds"),
                            (["--input=gs://b/in/**"], "gs://b/ds")):
         assert config(f"--output={output}", *inputs, "--size=32").output == output
+
+
+def test_small_is_refused_where_no_crop_can_be_small() -> None:
+    # crop.plan_boxes: --crop none cuts the whole image; boxes only pad (upscale never reaches them).
+    for args in (["--crop=none", "--small=pad"], ["--crop=none", "--small=upscale"], ["--crop=box", "--box=0,0,8,8", "--small=upscale"],
+                 ["--crop=box", "--box=0,0,8,8", "--size=16", "--small=upscale"]):
+        with pytest.raises(ValueError, match=r"^--small \w+ has no effect without --crop center, random or grid .*: drop it"):
+            config("--output=/out", "--input=/in/**", *args)
+    assert config("--output=/out", "--input=/in/**", "--crop=box", "--box=0,0,8,8", "--small=pad").example.crop.small == "pad"
+    for crop in ("center", "random", "grid"):
+        assert config("--output=/out", "--input=/in/**", f"--crop={crop}", "--size=8", "--small=upscale").example.crop.small == "upscale"
+
+
+def test_resize_is_refused_with_boxes_in_source_pixels(tmp_path) -> None:
+    # Boxes were cut from the resized image: 4.7x the annotated area, or rejected as outside it.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path,label,box\na.jpg,cat,"0,0,8,8"\n')
+    for args in (["--input=/in/**", "--crop=box", "--box=0,0,8,8"], [f"--manifest={manifest}", "--crop=manifest", "--size=8"]):
+        with pytest.raises(ValueError, match=r"^--resize cannot be combined with --crop (box|manifest): the boxes are in source pixels .*--size resizes each crop"):
+            config("--output=/out", *args, "--resize=256")
+    assert config("--output=/out", "--input=/in/**", "--crop=center", "--size=8", "--resize=256").example.crop.resize == 256
+
+
+def test_size_errors_name_the_option() -> None:
+    with pytest.raises(ValueError, match=r"^--stride: size must be positive, got '0'$"):
+        config("--output=/out", "--input=/in/**", "--crop=grid", "--size=8", "--stride=0")
+    with pytest.raises(ValueError, match=r"^--size: size must look like HxW or N, got 'big'$"):
+        config("--output=/out", "--input=/in/**", "--size=big")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_manifest_column_the_build_would_not_read_is_refused(tmp_path, kind: str) -> None:
+    rows = [("a.jpg", "cat", "train", "0,0,8,8"), ("b.jpg", "dog", "test", "0,0,8,8"), ("c.jpg", "dog", "test", "0,0,8,8")]
+    manifest = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        manifest.write_text("path,label,split,box\n" + "".join(f'{p},{label},{split},"{box}"\n' for p, label, split, box in rows))
+    else:
+        manifest.write_text("".join(json.dumps({"path": p, "label": label, "split": split, "box": box}) + "\n" for p, label, split, box in rows))
+    base = ("--output=/out", f"--manifest={manifest}")
+    # Without --split names the held-out rows went into train; with fractions, hash splits replaced them.
+    for split in ([], ["--split=train=0.5,test=0.5"]):
+        with pytest.raises(ValueError, match=r"has a split column \(train,test\), which --split .* ignores: pass --split train,test to use it, or drop"):
+            config(*base, "--crop=manifest", *split)
+    # Without --crop manifest the boxes were dropped for centre crops.
+    with pytest.raises(ValueError, match=r"has a box column, which --crop center ignores: --crop manifest uses it"):
+        config(*base, "--size=32", "--split=train,test")
+    built = config(*base, "--crop=manifest", "--split=train,test")
+    assert built.splits_from_input and built.example.crop.strategy == "manifest"
+
+
+def test_manifest_columns_without_values_are_not_refused(tmp_path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split,box\na.jpg,cat,,\n")  # declared, never filled: nothing to ignore
+    assert config("--output=/out", f"--manifest={manifest}", "--size=32").manifest == str(manifest)
+
+
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("{dir}/{basename}.tif", r"--label_raster '\{dir\}/\{basename\}.tif': unknown placeholder \{basename\} \(use \{dir\} \{stem\} \{name\} \{ext\}\)"),
+    ("{stem.tif", r"--label_raster '\{stem.tif': expected '\}' before end of string"),
+    ("{}.tif", r"unknown placeholder \{\}"),
+    ("{dir[0]}.tif", r"unknown placeholder \{dir\[0\]\}"),
+])
+def test_a_label_raster_pattern_it_cannot_fill_is_refused_naming_the_option(pattern: str, message: str) -> None:
+    # Each was a KeyError / ValueError traceback naming no option.
+    with pytest.raises(ValueError, match=message):
+        config(*BASE, f"--label_raster={pattern}", "--label_names=/nowhere.csv")
+    assert config(*BASE, "--crop=grid", "--label_raster={dir}/../labels/{stem}{ext}").example.raster.labels.pattern == "{dir}/../labels/{stem}{ext}"
+
+
+def test_a_label_names_file_that_is_not_text_is_refused_naming_it(tmp_path) -> None:
+    binary = tmp_path / "classes.csv"
+    binary.write_bytes(b"1,forest\n\xff\xfe\x00water\n")
+    with pytest.raises(ValueError, match=rf"^--label_names {binary}: not a UTF-8 text file \(byte 0xff at offset 9\)"):
+        config(*BASE, "--label_raster={dir}/{stem}.tif", f"--label_names={binary}")
+    with pytest.raises(ValueError, match=rf"^--label_names {tmp_path}/missing.csv cannot be read"):
+        config(*BASE, "--label_raster={dir}/{stem}.tif", f"--label_names={tmp_path}/missing.csv")
+
+
+def test_an_output_inside_the_inputs_through_a_symbolic_link_is_refused(tmp_path) -> None:
+    # The build listed its own temp parts as inputs: `13/12` images, one rejected label_not_listed.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "link").symlink_to(photos)
+    for inputs, output in (([f"--input={tmp_path}/link/**"], f"{photos}/ds"), ([f"--input={photos}/**"], f"{tmp_path}/link/ds"),
+                           ([f"--input={tmp_path}/link"], f"{photos}/ds")):
+        with pytest.raises(ValueError, match=f"^--output {output} is inside --input .* \\(through symbolic links: .*\\): the build would list"):
+            config(f"--output={output}", *inputs, "--size=32")
+    assert config(f"--output={tmp_path}/ds", f"--input={tmp_path}/link/**", "--size=32").output == f"{tmp_path}/ds"

@@ -12,6 +12,7 @@ from apache_beam.io.filesystem import FileMetadata
 from cropshard.transforms.listing import (
     PatternOwners,
     Unlisted,
+    check_explicit_paths,
     count_inputs,
     file_kind,
     glob_root,
@@ -124,6 +125,13 @@ def test_count_inputs(tree):
     assert count_inputs([f"{tree}/**", f"{tree}/train/**"]) == (4, sum(len(p) for p in ("train/cat/a.jpg", "train/dog/b.png", "test/dog/c.jpg", "extra/dog/d.jpg")))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         count_inputs([f"{tree}/typo.jpg"])
+
+
+def test_check_explicit_paths(tree):
+    # The launcher checks these before it touches --output; wildcards and gs:// paths are left to the listing.
+    check_explicit_paths([f"{tree}/train/cat/a.jpg", f"{tree}/nothing/*.jpg", "gs://bucket/missing.jpg"])
+    with pytest.raises(FileNotFoundError, match=f"^--input {tree}/typo.jpg does not exist$"):
+        check_explicit_paths([f"{tree}/**", f"{tree}/typo.jpg"])
 
 
 def test_file_kind():

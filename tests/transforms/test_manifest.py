@@ -7,7 +7,9 @@ import json
 import pytest
 from cropshard.transforms.manifest import (
     MANIFEST_COLUMNS,
+    ManifestColumns,
     csv_delimiter,
+    manifest_columns,
     manifest_kind,
     parse_manifest_row,
     read_manifest_header,
@@ -76,3 +78,17 @@ def test_read_manifest_header(tmp_path):
     unknown.write_text("path,weight\n")
     with pytest.raises(ValueError, match=r"unknown columns \['weight'\]"):
         read_manifest_header(str(unknown))
+
+
+def test_manifest_columns_say_what_the_rows_fill(tmp_path):
+    # The launcher's one pass: which checked columns some row fills, and the split names found.
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text('path,label,split,box\na.jpg,cat,train,\nb.jpg,dog,test,\nc.jpg,dog,train,\n"d,x.jpg",dog\n')
+    assert manifest_columns(str(csv_path)) == ManifestColumns(frozenset(HEADER), frozenset({"split"}), ("train", "test"))
+    header_only = tmp_path / "h.tsv"
+    header_only.write_text("path\tlabel\tlabel_raster\na.tif\tcat\t\n")  # read no further than the header
+    assert manifest_columns(str(header_only)) == ManifestColumns(frozenset({"path", "label", "label_raster"}), frozenset(), ())
+    jsonl_path = tmp_path / "m.jsonl"
+    rows = [{"path": "a.jpg", "split": "val"}, {"path": "b.jpg", "box": [0, 0, 4, 4]}, {"path": "c.jpg", "box": [], "label_raster": ""}]
+    jsonl_path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"split": broken\n')
+    assert manifest_columns(str(jsonl_path)) == ManifestColumns(frozenset({"split", "box"}), frozenset({"split", "box"}), ("val",))

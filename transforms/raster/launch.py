@@ -27,7 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 _PROBE_LIMIT = 1000  # inputs looked at before giving up: keep must find a raster early
 
 
-def _candidate_paths(config: Any) -> Iterator[tuple[str, str | None]]:
+def candidate_paths(config: Any) -> Iterator[tuple[str, str | None]]:
     """(raster input path, its manifest label_raster or None), in listing or manifest order."""
     from cropshard.transforms.listing import iter_matches
     from cropshard.transforms.manifest import csv_delimiter, manifest_kind, parse_manifest_row, read_manifest_header
@@ -60,7 +60,7 @@ def _candidate_paths(config: Any) -> Iterator[tuple[str, str | None]]:
 def first_raster_dtype(config: Any) -> str:
     """Sample type of the first band the build would store from the first raster input, in path
     order among the first `_PROBE_LIMIT` listed (listing order is not stable on local disks)."""
-    for path, _ in sorted(itertools.islice(_candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
+    for path, _ in sorted(itertools.islice(candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         try:
             with open_raster(path) as dataset:  # Rejected when its first bytes are neither TIFF nor JPEG 2000
                 # The build's own band check: a raster it would reject for its bands does not set the type.
@@ -92,7 +92,7 @@ def first_class_map(config: Any, spec: labels.LabelRasterSpec) -> str | None:
     has one on disk; None when no such class map exists."""
     from apache_beam.io.filesystems import FileSystems
 
-    for path, column in sorted(itertools.islice(_candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
+    for path, column in sorted(itertools.islice(candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         class_map = column or (labels.label_raster_path(path, spec.pattern) if spec.pattern else None)
         if class_map and FileSystems.exists(class_map):
             return class_map
