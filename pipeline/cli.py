@@ -45,7 +45,11 @@ def demo_images_main(argv: Sequence[str]) -> int:
     parser.add_argument("--per_class", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = write_demo_images(args.output, per_class=args.per_class, seed=args.seed)
+    try:
+        paths = write_demo_images(args.output, per_class=args.per_class, seed=args.seed)
+    except ValueError as err:  # --per_class < 1, OUTPUT a file or holding other files than a demo set
+        print(f"cropshard demo-images: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {len(paths)} demo images under {args.output}")
     return EXIT_OK
 

@@ -8,12 +8,16 @@ same paths as real photos without shipping any.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 from PIL import Image
 
 CLASSES = ("forest", "urban", "water")
 SIZES = ((480, 640), (600, 800), (768, 1024), (900, 1200), (1200, 1600))  # (height, width)
+_STORED_SIZES = {*SIZES, *((w, h) for h, w in SIZES)}  # EXIF-rotated images are stored sideways
+_DEMO_NAME = re.compile(r"(?P<label>[a-z]+)_\d{3,}\.(?P<ext>jpg|png)")
+_FORMATS = {"jpg": "JPEG", "png": "PNG"}
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, octaves: int = 5) -> np.ndarray:
@@ -52,8 +56,44 @@ def render(label: str, height: int, width: int, rng: np.random.Generator) -> np.
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
+def _is_demo_image(path: str, label: str, name: str) -> bool:
+    """Named, encoded and sized as write_demo_images writes the images of class `label`."""
+    match = _DEMO_NAME.fullmatch(name)
+    if not match or match["label"] != label:
+        return False
+    try:
+        with Image.open(path) as img:
+            return img.format == _FORMATS[match["ext"]] and (img.height, img.width) in _STORED_SIZES
+    except OSError:  # not an image (PIL's UnidentifiedImageError is an OSError), or a folder
+        return False
+
+
+def previous_demo_files(output: str) -> list[str]:
+    """The files of a previous demo set in `output`, which a new set replaces. ValueError when
+    `output` is a file, or holds anything else: the user's files were overwritten without a word."""
+    if os.path.isfile(output):
+        raise ValueError(f"{output} is a file: give a folder for the demo images (created if missing)")
+    found = []
+    for root, dirs, files in os.walk(output):
+        label = os.path.relpath(root, output)
+        linked = [name for name in dirs if os.path.islink(os.path.join(root, name))]  # not walked: their files unseen
+        for name in sorted(files + linked):
+            path = os.path.join(root, name)
+            if label not in CLASSES or not _is_demo_image(path, label, name):
+                raise ValueError(f"{output} is not empty and holds files demo-images did not write (e.g. {os.path.relpath(path, output)}):"
+                                 " give an empty or new folder (one holding only a previous demo set gets the new set instead)")
+            found.append(path)
+    return found
+
+
 def write_demo_images(output: str, per_class: int = 24, seed: int = 0) -> list[str]:
-    """Write `per_class` images for each class under `output/<class>/`; returns the paths."""
+    """Write `per_class` images for each class under `output/<class>/`; returns the paths. A folder
+    holding a previous demo set (another --per_class or --seed, say) ends up holding exactly the new
+    one; a folder holding anything else is refused (ValueError), as is `per_class` < 1."""
+    if per_class < 1:
+        raise ValueError(f"--per_class must be at least 1, got {per_class}")
+    for path in previous_demo_files(output):
+        os.remove(path)
     rng = np.random.default_rng(seed)
     paths = []
     for label in CLASSES:

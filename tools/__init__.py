@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 
 def refuse_options_without(parser: argparse.ArgumentParser, args: argparse.Namespace, dests: Sequence[str], owner: str, remedy: str) -> None:
@@ -19,6 +20,28 @@ def refuse_options_without(parser: argparse.ArgumentParser, args: argparse.Names
     for dest in dests:
         if getattr(args, dest) != parser.get_default(dest):
             parser.error(f"{flags[dest]} is an option of {owner}: add {remedy}, or drop it")
+
+
+class _StoreOnce(argparse._StoreAction):
+    """argparse's `store` that refuses a second, different value for the same option."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in given and given[self.dest] != values:
+            parser.error(f"{option_string} is given more than once with different values; give it once")
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+def refuse_repeated_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make every single-value option added to `parser` after this call refuse a repeat with a
+    different value (exit 2), as `cropshard build` does: argparse keeps the last without a word
+    (`--samples 4 --samples 2` showed 2). Build's own check (pipeline/arguments.py) cannot be
+    imported here: tools never load the pipeline or Beam. Values are compared parsed, so
+    `--size 64 --size 64x64` is one value."""
+    parser.register("action", None, _StoreOnce)
+    parser.register("action", "store", _StoreOnce)
+    return parser
 
 
 def human_bytes(num: float) -> str:

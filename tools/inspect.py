@@ -33,7 +33,7 @@ from cropshard.reader.metadata import (
     join,
     load_info,
 )
-from cropshard.tools import human_bytes, refuse_options_without
+from cropshard.tools import human_bytes, refuse_options_without, refuse_repeated_options
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
 
@@ -355,7 +355,9 @@ def parse_bands(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cropshard inspect", description="Describe, verify and look at a cropshard dataset.")
+    # No abbreviations and no conflicting repeats, as in `cropshard build`: `--ver` ran --verify, `--no` meant --no-labels.
+    parser = refuse_repeated_options(argparse.ArgumentParser(
+        prog="cropshard inspect", allow_abbrev=False, description="Describe, verify and look at a cropshard dataset."))
     parser.add_argument("path", help="dataset directory (local or gs://)")
     parser.add_argument("--verify", action="store_true", help="read every record of every shard: CRC, index file, parse, decode, shape and label vs the metadata")
     parser.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "off"), help="--verify progress: bar on a terminal, log lines otherwise")
@@ -397,18 +399,38 @@ def check_options_take_effect(parser: argparse.ArgumentParser, args: argparse.Na
         parser.error("--progress shows the progress of --verify: add --verify, or drop it")
 
 
+def contact_sheet_path(path: str) -> str:
+    """The file the sheet goes to: matplotlib adds '.png' to a name without an extension, and
+    inspect reported the name as typed; a folder is refused rather than written as FOLDER.png."""
+    if "://" in path:
+        return path
+    if os.path.isdir(path):
+        raise ValueError(f"--contact-sheet {path} is a folder: give a file name, e.g. {os.path.join(path, 'sheet.png')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # checked before the dataset is read
+        raise ValueError(f"--contact-sheet {path}: folder {folder} does not exist")
+    return path if os.path.splitext(path)[1][1:] else f"{path}.png"
+
+
+def check_against_dataset(args: argparse.Namespace, info: DatasetInfo) -> None:
+    """ValueError for an option this dataset gives nothing to do: a pre-cropped dataset has no
+    reader crop windows to draw, so --crop-size changed nothing on its sheet."""
+    if args.crop_size is not None and info.is_precropped:
+        raise ValueError(f"--crop-size draws the reader's crop windows on full-image datasets; {args.path} is pre-cropped"
+                         f" ({_crop_text(info.crop)}), so its sheet has none: drop --crop-size")
+
+
 def main(argv: Iterable[str]) -> int:
     parser = _parser()
     args = parser.parse_args(list(argv))
     check_options_take_effect(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sheet_folder = os.path.dirname(os.path.abspath(args.contact_sheet)) if args.contact_sheet and "://" not in args.contact_sheet else None
-    if sheet_folder and not os.path.isdir(sheet_folder):  # checked before the dataset is read
-        print(f"cropshard inspect: error: --contact-sheet {args.contact_sheet}: folder {sheet_folder} does not exist", file=sys.stderr)
-        return 2
     try:
+        if args.contact_sheet:
+            args.contact_sheet = contact_sheet_path(args.contact_sheet)
         info = load_info(args.path)
-    except DatasetError as err:
+        check_against_dataset(args, info)
+    except (DatasetError, ValueError) as err:
         print(f"cropshard inspect: error: {err}", file=sys.stderr)
         return 2
 

@@ -96,6 +96,10 @@ def test_build_argv_is_source_variant_options_quality_overwrite_then_passthrough
                                                         "--encoding=raw", "--overwrite"]
     with pytest.raises(ValueError, match="existing dataset"):
         build_argv(Variant("precrop-raw", "precrop", "raw", "/d"), [], 90, [])
+    # --small shapes the pre-crops; whole images are never too small, and build refuses it there.
+    (full,) = plan_variants("/w", (8, 8), [], ["raw"], None, ["full"])
+    assert "--small=pad" in build_argv(raw, [], 90, ["--small=pad"])
+    assert build_argv(full, [], 90, ["--small", "pad", "--seed=3", "--small=upscale"])[-1:] == ["--seed=3"]
 
 
 def test_reader_spec_reads_pre_crops_plainly_and_full_images_with_random_crops() -> None:
@@ -190,7 +194,7 @@ def test_argument_checks() -> None:
                  ["--input=x/**", "--size=8", "--batches=0"], ["--input=x/**", "--manifest=m.csv", "--size=8"], ["--size=8"]):
         with pytest.raises(SystemExit):
             cli.parse_args(argv)
-    args, passthrough = cli.parse_args(["--dataset=/d", "--size=8x6", "--resize=0", "--encodings=png, raw"])
+    args, passthrough = cli.parse_args(["--input=x/**", "--size=8x6", "--resize=0", "--encodings=png, raw"])
     assert passthrough == [] and args.resize == 0 and args.encodings == ["png", "raw"] and args.size == (8, 6)
 
 
@@ -210,3 +214,76 @@ def test_without_a_builder_compare_refuses_to_build_before_starting(tmp_path: Pa
     assert cli.main([f"--input={tmp_path}/**", "--size=8", f"--workdir={tmp_path / 'work'}"]) == 2
     assert "building variants needs the pipeline: run `cropshard compare`" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_cost_columns_keep_a_space_between_values_as_wide_as_their_column() -> None:
+    # "1" windows per image then "1 in 1,232,279" (14 characters, the column's width) printed "11 in 1,232,279".
+    row = dataclasses.replace(measured_row(), coverage_crop="plain read", windows_per_image=1.0, window_share=1 / 1_232_279)
+    line = cli.format_costs_table([row]).splitlines()[2]
+    assert " 1 1 in 1,232,279 " in line and "11 in" not in line
+
+
+FAST = ["--input=x/**", "--size=8"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--layouts=precrop", "--encodings=raw", "--full-encodings=png"],
+     "--full-encodings is an option of the full and resized variants: add full or resized to --layouts, or drop it"),
+    (["--layouts=precrop", "--resize=300"], "--resize is an option of the resized variant: add resized to --layouts, or drop it"),
+    (["--layouts=full", "--encodings=raw"], "--encodings is an option of the pre-cropped variants: add precrop to --layouts"),
+    (["--layouts=precrop", "--encodings=raw", "--jpeg_quality=40"],
+     "--jpeg_quality has no effect: no variant compare builds encodes JPEG (encodings raw)"),
+    (["--layouts=precrop,full", "--encodings=raw", "--full-encodings=png", "--jpeg_quality=40"], "encodes JPEG (encodings raw,png)"),
+])
+def test_a_variant_option_no_variant_uses_is_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each was ignored and yet recorded in compare.json.
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args([*FAST, *argv])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_with_dataset_alone_build_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in ((["--resize=96"], "--resize is an option of the variants compare builds: add --input or --manifest"),
+                          (["--split", "train=0.5,test=0.5"], "--split is passed to the builds, and with --dataset alone compare builds")):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--dataset=/d", "--size=8", *argv])
+        assert message in capsys.readouterr().err
+    assert cli.parse_args(["--dataset=/d", "--size=8", "--verbose"])[1] == ["--verbose"]  # the dispatcher's option too
+
+
+def test_options_used_by_some_variant_are_accepted() -> None:
+    args, _ = cli.parse_args([*FAST, "--layouts=resized", "--full-encodings=png", "--resize=64"])
+    assert args.resize == 64 and args.layouts == ["resized"]
+    args, _ = cli.parse_args([*FAST, "--layouts=precrop", "--encodings=jpeg", "--jpeg_quality=40"])
+    assert args.jpeg_quality == 40
+
+
+def test_an_option_given_two_values_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--size 64 --size 32` built 32x32 variants without a word.
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["--input=x/**", "--size", "64", "--size", "32"])
+    assert exited.value.code == 2
+    assert "--size is given more than once with different values; give it once" in capsys.readouterr().err
+    assert cli.parse_args(["--input=x/**", "--size", "64", "--size=64x64"])[0].size == (64, 64)  # the same value twice
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("--batch_size", "--batch-size"), ("--enc", "--encodings"), ("--siz", "--size"),
+                                             ("--jpeg-quality", "--jpeg_quality"), ("--train-b", "--train-batch-size or --train-budget")])
+def test_a_misspelt_compare_option_gets_compare_s_own_as_the_hint(typed: str, meant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Passed to the build, `--batch_size` got "did you mean --size?", `--enc` "--encoding" (which compare refuses).
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args([*FAST, f"{typed}=8"])
+    assert exited.value.code == 2 and f"unknown option {typed} (did you mean {meant}?)" in capsys.readouterr().err
+
+
+def test_no_build_or_beam_option_is_taken_for_a_misspelt_compare_option() -> None:
+    from cropshard.pipeline.arguments import known_options_parser, long_options
+
+    parser = cli._parser()
+    hinted = [flag for flag in long_options(known_options_parser()) if cli.own_option_meant(flag, parser)]
+    assert set(hinted) <= {"--encoding", *parser._option_string_actions}  # --encoding: refused as compare's to set
+
+
+def test_build_options_still_pass_through() -> None:
+    _, passthrough = cli.parse_args([*FAST, "--split", "train=0.5,test=0.5", "--num_shards=2"])
+    assert passthrough == ["--split", "train=0.5,test=0.5", "--num_shards=2"]

@@ -201,6 +201,40 @@ def test_an_option_that_nothing_reads_is_refused(precropped: str, argv: list[str
     assert f"cropshard inspect: error: {message}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ver"], "unrecognized arguments: --ver"),  # ran --verify
+        (["--cont", "SHEET"], "unrecognized arguments: --cont SHEET"),  # wrote a contact sheet
+        (["--no"], "unrecognized arguments: --no"),  # meant --no-labels
+        (["--contact-sheet", "SHEET", "--samples", "4", "--samples", "2"], "--samples is given more than once with different values"),
+    ],
+)
+def test_abbreviations_and_an_option_given_two_values_are_refused(precropped: str, argv: list[str], message: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    sheet = str(tmp_path / "s.png")
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["inspect", precropped, *(sheet if arg == "SHEET" else arg for arg in argv)])
+    assert exited.value.code == 2 and message.replace("SHEET", sheet) in capsys.readouterr().err
+    assert not Path(sheet).exists()
+
+
+def test_crop_size_on_a_pre_cropped_dataset_is_refused(precropped: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The sheet of pre-crops draws no reader windows: --crop-size changed nothing, without a word.
+    assert cli_main(["inspect", precropped, "--contact-sheet", str(tmp_path / "s.png"), "--crop-size", "32"]) == 2
+    assert "--crop-size draws the reader's crop windows on full-image datasets;" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_the_contact_sheet_reported_is_the_file_written(precropped: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # matplotlib writes NAME.png for NAME; inspect reported NAME.
+    code, text = inspect(capsys, precropped, "--no-labels", "--contact-sheet", str(tmp_path / "sheet"), "--samples", "2")
+    assert code == 0 and f"contact sheet: {tmp_path / 'sheet.png'} (2 images" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+    assert cli_main(["inspect", precropped, "--contact-sheet", str(tmp_path)]) == 2
+    assert f"--contact-sheet {tmp_path} is a folder: give a file name" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

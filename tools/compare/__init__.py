@@ -22,6 +22,7 @@ and a recommendation whose every number comes from the measurements.
     train      the --train child process: the proxy model, its training and held-out scoring
     recommend  the recommendation sentences from the rows (pure)
     chart      the PNG
+    workdir    which variant folders compare may build into: only those it built itself
     cli        arguments, the run, the printed tables
 
 Layering: this package imports the reader (and Beam-free helpers of transforms), never the

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
-from cropshard.tools import human_bytes, refuse_options_without
+from cropshard.tools import human_bytes, refuse_options_without, refuse_repeated_options
 from cropshard.tools.compare.chart import chart_title, write_chart
 from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
 from cropshard.tools.compare.coverage import Coverage
@@ -51,12 +51,15 @@ from cropshard.tools.compare.train import (
     summarize_training,
     train_all,
 )
+from cropshard.tools.compare.workdir import check_variant_folders, claim_folder
 
 # 2: coverage and context columns, compare --train (the "train" object and the train_* columns).
 COMPARE_FORMAT_VERSION = 2
 # Build options compare sets itself per variant; passing them through would silently change a variant.
 OWNED_BUILD_OPTIONS = ("--input", "--manifest", "--output", "--crop", "--size", "--resize", "--encoding", "--jpeg_quality",
-                       "--box", "--crops_per_image", "--stride", "--overwrite")
+                       "--box", "--crops_per_image", "--stride")
+# compare's options that only shape the variants it builds; with --dataset alone they change nothing.
+VARIANT_OPTIONS = ("encodings", "full_encodings", "resize", "layouts", "jpeg_quality", "overwrite")
 
 
 def _csv(text: str) -> list[str]:
@@ -66,13 +69,13 @@ def _csv(text: str) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     from cropshard.transforms.crop import parse_size
 
-    parser = argparse.ArgumentParser(
+    parser = refuse_repeated_options(argparse.ArgumentParser(
         prog="cropshard compare",
         allow_abbrev=False,
         description="Build (or reuse) pre-cropped and full-image variants of the same input and measure size, build time, "
         "reader throughput and reader memory. Unrecognised --options (Beam's --runner, --direct_num_workers, Dataflow "
         "options, and build options such as --split, --num_shards, --compression) are passed to every build.",
-    )
+    ))
     parser.add_argument("--input", action="append", default=[], metavar="GLOB", help="images to build from (as for cropshard build; repeatable)")
     parser.add_argument("--manifest", default=None, help="build from a manifest instead of --input")
     parser.add_argument("--dataset", action="append", default=[], metavar="PATH",
@@ -84,7 +87,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="shorter side of the downscaled full-image variant (default: 2x the longer crop side; 0 skips it)")
     parser.add_argument("--layouts", type=_csv, default=list(LAYOUTS), help=f"which kinds of variant to build (default {','.join(LAYOUTS)})")
     parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality for every JPEG variant (default 90)")
-    parser.add_argument("--workdir", default="cropshard-compare", help="where the variants are built, one folder each (default ./cropshard-compare)")
+    parser.add_argument("--workdir", default="cropshard-compare",
+                        help="where the variants are built, one folder each (default ./cropshard-compare); compare replaces only folders it built")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="build into variant folders that compare did not write (replacing the dataset there); without it they are refused")
     parser.add_argument("--json", default=None, help="results file (default WORKDIR/compare.json)")
     parser.add_argument("--chart", default=None, help="chart PNG (default WORKDIR/compare.png)")
     parser.add_argument("--read-split", default="train", help="split the reader reads (default train, else the first non-empty split)")
@@ -122,18 +128,64 @@ def check_train_options(parser: argparse.ArgumentParser, args: argparse.Namespac
         refuse_options_without(parser, args, TRAIN_OPTIONS, "--train", "--train")
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """compare's own options, and the rest (passed through to every build)."""
-    from cropshard.transforms.encode import ENCODINGS
+def _spelling(flag: str) -> str:
+    return flag.replace("_", "-")
 
-    parser = _parser()
-    args, passthrough = parser.parse_known_args(list(argv))
+
+def own_option_meant(flag: str, parser: argparse.ArgumentParser) -> str | None:
+    """compare's own option(s) that `flag` stands for: the same name with '_' for '-' or the other
+    way (`--batch_size`), or an abbreviation (`--enc`). Left to the build, such a flag got the
+    build's closest option as a hint (`--size`, or `--encoding`, which compare refuses)."""
+    own = sorted({f for action in parser._actions for f in action.option_strings if f.startswith("--")})
+    typed = _spelling(flag)
+    same = [option for option in own if _spelling(option) == typed]
+    longer = [option for option in own if len(typed) > 2 and _spelling(option).startswith(typed)]
+    return " or ".join(same or longer) or None
+
+
+def check_passthrough(parser: argparse.ArgumentParser, passthrough: Sequence[str]) -> None:
+    """Exit 2 for an argument meant for compare itself; the rest goes to every build, which checks it."""
     for option in passthrough:
         flag = option.split("=", 1)[0]
         if flag in OWNED_BUILD_OPTIONS:
             parser.error(f"{flag} is set by compare for each variant; use compare's own options (--size, --encodings, --resize, ...)")
         if flag.startswith("-") and not flag.startswith("--"):
             parser.error(f"unknown option {option}")
+        meant = own_option_meant(flag, parser) if flag.startswith("--") else None
+        if meant:
+            parser.error(f"unknown option {flag} (did you mean {meant}?); cropshard compare --help lists compare's options")
+
+
+def check_variant_options(parser: argparse.ArgumentParser, args: argparse.Namespace, passthrough: Sequence[str]) -> None:
+    """Exit 2 for a variant option that no variant compare builds reads (`--full-encodings png
+    --layouts precrop`, `--resize` without the resized layout: ignored, yet recorded in compare.json)."""
+    if not (args.input or args.manifest):
+        refuse_options_without(parser, args, VARIANT_OPTIONS, "the variants compare builds", "--input or --manifest")
+        build_options = [option for option in passthrough if option != "--verbose"]  # --verbose: the dispatcher's too
+        if build_options:
+            parser.error(f"{build_options[0]} is passed to the builds, and with --dataset alone compare builds nothing:"
+                         " add --input or --manifest, or drop it")
+        return
+    if "precrop" not in args.layouts:
+        refuse_options_without(parser, args, ("encodings",), "the pre-cropped variants", "precrop to --layouts")
+    full = "full" in args.layouts or ("resized" in args.layouts and args.resize != 0)
+    if not full:
+        refuse_options_without(parser, args, ("full_encodings",), "the full and resized variants", "full or resized to --layouts")
+    if "resized" not in args.layouts:
+        refuse_options_without(parser, args, ("resize",), "the resized variant", "resized to --layouts")
+    built = [*(args.encodings if "precrop" in args.layouts else []), *(args.full_encodings if full else [])]
+    if args.jpeg_quality != parser.get_default("jpeg_quality") and not {"jpeg", "original"} & set(built):
+        parser.error(f"--jpeg_quality has no effect: no variant compare builds encodes JPEG (encodings {','.join(dict.fromkeys(built))}):"
+                     " add jpeg to --encodings or --full-encodings, or drop it")
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """compare's own options, and the rest (passed through to every build)."""
+    from cropshard.transforms.encode import ENCODINGS
+
+    parser = _parser()
+    args, passthrough = parser.parse_known_args(list(argv))
+    check_passthrough(parser, passthrough)
     for enc in args.encodings + args.full_encodings:
         if enc not in ENCODINGS:
             parser.error(f"unknown encoding {enc!r}; choose from {', '.join(ENCODINGS)}")
@@ -144,6 +196,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
     if args.batch_size < 1 or args.batches < 1 or args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
         parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
+    check_variant_options(parser, args, passthrough)
     if args.resize is None:
         args.resize = 2 * max(args.size)
     if args.train and (not args.seeds or len(set(args.seeds)) != len(args.seeds) or args.train_budget <= 0
@@ -191,6 +244,7 @@ def _build_all(variants: Sequence[Variant], args: argparse.Namespace, passthroug
             raise ValueError("building variants needs the pipeline: run `cropshard compare` (this module alone measures --dataset folders only)")
         else:
             print(f"building {variant.name} -> {variant.path}", file=sys.stderr, flush=True)
+            claim_folder(variant, args.workdir)  # before the build writes: a rerun after an interrupted build still owns it
             info, seconds = build(build_argv(variant, source, args.jpeg_quality, passthrough))
         built.append(Built(variant, info, seconds, reader_spec(variant, info, settings, args.size)))
     return built
@@ -258,7 +312,10 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     """Build/reuse, scan for coverage, plan any training, measure, train, and write JSON + chart."""
     args, passthrough = parse_args(argv)
     settings = reader_settings(args)
-    built = _build_all(_variants(args), args, passthrough, build)
+    variants = _variants(args)
+    if not args.overwrite:  # before any build: compare replaces only what it wrote itself
+        check_variant_folders([v for v in variants if v.build_args is not None], args.workdir)
+    built = _build_all(variants, args, passthrough, build)
     trainees = [Trainee(b.variant.name, b.variant.path, b.info, b.spec.split) for b in built]
     scans = scan_all(trainees)
     coverage = coverages(trainees, scans, args.size)
@@ -295,34 +352,48 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     return Comparison(rows, document, json_path, chart_path)
 
 
+def _cell(text: str, width: int, align: str = ">") -> str:
+    """`text` in a column `width` wide that keeps at least one space from its neighbours: a value as
+    wide as its column ran into the next one ("1" then "1 in 1,232,279" printed "11 in 1,232,279")."""
+    return f" {text:>{width - 1}}" if align == ">" else f"{text:<{width - 1}} "
+
+
+def _line(cells: Sequence[tuple[str, int, str]]) -> str:
+    return "".join(_cell(text, width, align) for text, width, align in cells).rstrip()
+
+
 def format_table(rows: Sequence[VariantRow]) -> str:
-    header = (f"{'variant':<22}{'stored':>14}{'bytes/image':>13}{'total':>12}{'build':>9}  {'reader':<22}"
-              f"{'images/s':>10}{'peak RSS':>12}")
+    def cells(name: str, stored: str, per_image: str, total: str, build: str, reader: str, speed: str, rss: str) -> str:
+        return _line([(name, 22, "<"), (stored, 14, ">"), (per_image, 13, ">"), (total, 12, ">"), (build, 9, ">"),
+                      ("", 2, "<"), (reader, 22, "<"), (speed, 10, ">"), (rss, 12, ">")])
+
+    header = cells("variant", "stored", "bytes/image", "total", "build", "reader", "images/s", "peak RSS")
     lines = [header, "-" * len(header)]
     for r in rows:
         build = "reused" if r.build_seconds is None else f"{r.build_seconds:.1f} s"
-        lines.append(
-            f"{r.name:<22}{r.stored_shape:>14}{human_bytes(r.bytes_per_image):>13}{human_bytes(r.total_bytes):>12}"
-            f"{build:>9}  {r.reader_crop:<22}{r.reader_images_per_second:>10,.0f}{human_bytes(r.reader_peak_rss_bytes):>12}"
-        )
+        lines.append(cells(r.name, r.stored_shape, human_bytes(r.bytes_per_image), human_bytes(r.total_bytes), build, r.reader_crop,
+                           f"{r.reader_images_per_second:,.0f}", human_bytes(r.reader_peak_rss_bytes)))
     return "\n".join(lines)
+
+
+COSTS_COLUMNS = (("variant", 22, "<"), ("training crop", 22, "<"), ("windows/image", 14, ">"), ("window share", 14, ">"),
+                 ("RRC share", 11, ">"), ("context kept", 14, ">"), ("resolution", 12, ">"))
+TRAIN_COLUMNS = (("accuracy", 10, ">"), ("± sd", 8, ">"), ("train img/s", 13, ">"), ("acc/minute", 12, ">"))
 
 
 def format_costs_table(rows: Sequence[VariantRow]) -> str:
     """What each variant keeps for training, and with --train how the proxy model did."""
     trained = any(r.train_accuracy is not None for r in rows)
-    header = (f"{'variant':<22}{'training crop':<22}{'windows/image':>14}{'window share':>14}{'RRC share':>11}{'context kept':>14}"
-              f"{'resolution':>12}")
-    if trained:
-        header += f"{'accuracy':>10}{'± sd':>8}{'train img/s':>13}{'acc/minute':>12}"
+    columns = COSTS_COLUMNS + (TRAIN_COLUMNS if trained else ())
+    header = _line(columns)
     lines = [header, "-" * len(header)]
     for r in rows:
-        line = (f"{r.name:<22}{r.coverage_crop or '':<22}{_number(r.windows_per_image, '{:,.0f}'):>14}{_share(r.window_share):>14}"
-                f"{_share(r.rrc_window_share):>11}{_share(r.context_kept):>14}{_number(r.resolution, '{:.2f}x'):>12}")
+        values = [r.name, r.coverage_crop or "", _number(r.windows_per_image, "{:,.0f}"), _share(r.window_share),
+                  _share(r.rrc_window_share), _share(r.context_kept), _number(r.resolution, "{:.2f}x")]
         if trained:
-            line += (f"{_number(r.train_accuracy, '{:.1%}'):>10}{_number(r.train_accuracy_sd, '{:.1%}'):>8}"
-                     f"{_number(r.train_images_per_second, '{:,.0f}'):>13}{_number(r.accuracy_per_minute, '{:.0%}'):>12}")
-        lines.append(line)
+            values += [_number(r.train_accuracy, "{:.1%}"), _number(r.train_accuracy_sd, "{:.1%}"),
+                       _number(r.train_images_per_second, "{:,.0f}"), _number(r.accuracy_per_minute, "{:.0%}")]
+        lines.append(_line([(value, width, align) for value, (_, width, align) in zip(values, columns, strict=True)]))
     return "\n".join(lines)
 
 

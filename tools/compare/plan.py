@@ -96,4 +96,19 @@ def build_argv(variant: Variant, source: Sequence[str], jpeg_quality: int, passt
     if variant.build_args is None:
         raise ValueError(f"{variant.name} is an existing dataset; it is not built")
     quality = [f"--jpeg_quality={jpeg_quality}"] if variant.encoding in ("jpeg", "original") else []
+    if "--crop=none" in variant.build_args:  # whole images are never too small: build refuses --small there
+        passthrough = without_option(passthrough, "--small")
     return [*source, f"--output={variant.path}", *variant.build_args, *quality, "--overwrite", *passthrough]
+
+
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """`argv` without `option` (as `--opt=value` or `--opt value`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
