@@ -75,6 +75,7 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     """Open lazily (header only) and apply the pixel-count guard before anything is decoded."""
     if not data:
         raise Rejected("empty_file", "the file has zero bytes")
+    _refuse_cut_riff(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -137,6 +138,15 @@ def sniff_format(data: bytes) -> str | None:
     if data.startswith(_JPEG_XL_SIGNATURES):
         return "JPEG XL"
     return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+def _refuse_cut_riff(data: bytes) -> None:
+    # A WebP cut short fails in libwebp as "could not create decoder object", which names no
+    # cause; its RIFF header declares the file's length, so the cut is told here.
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 12:
+        declared = 8 + int.from_bytes(data[4:8], "little")
+        if len(data) < declared:
+            raise Rejected("truncated", f"WebP file of {len(data)} bytes whose RIFF header declares {declared}: the file is cut short")
 
 
 def _header_error(data: bytes, fmt: str) -> str:

@@ -327,3 +327,14 @@ def test_a_jpeg_with_a_marker_inside_its_scan_data_is_rejected_as_the_full_decod
     with pytest.raises(Rejected) as err:
         decode_crops(damaged, CropSpec("center", size=(64, 64)), key="k")
     assert err.value.reason == "decode_error"
+
+
+def test_a_webp_cut_short_is_named_truncated() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(imagegen.photo(120, 160, seed=6)).save(buf, "WEBP", quality=80)
+    data = buf.getvalue()
+    for cut in (len(data) // 2, len(data) - 1):
+        with pytest.raises(Rejected) as err:
+            decode_crops(data[:cut], CropSpec("center", size=(32, 32)), key="k")
+        assert (err.value.reason, err.value.message) == ("truncated", f"WebP file of {cut} bytes whose RIFF header declares {len(data)}: the file is cut short")
+    assert decode_crops(data, CropSpec("center", size=(32, 32)), key="k").crops

@@ -14,7 +14,7 @@ import apache_beam as beam
 from cropshard.transforms.examples import ExampleSpec, read_bytes
 from cropshard.transforms.raster.open_raster import is_raster_path, refuse_sidecar
 from cropshard.transforms.raster.records import HEAD_BYTES, file_sha256, open_job
-from cropshard.transforms.raster.tasks import RASTER_TASKS, RasterTask, plan_tasks
+from cropshard.transforms.raster.tasks import RASTER_TASKS, RasterTask, plan_tasks, with_root_cause
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, RejectionCounters, rejection_stage
 from cropshard.transforms.types import ImageSource
 from cropshard.transforms.worker import setup_worker
@@ -38,7 +38,7 @@ def plan_source(source: ImageSource, spec: ExampleSpec, ranges: Mapping | None) 
     except Rejected:
         raise
     except Exception as err:  # noqa: BLE001 - one bad file must never fail a long job
-        raise Rejected("decode_error", f"{type(err).__name__}: {err}") from err
+        raise Rejected("decode_error", f"{type(err).__name__}: {with_root_cause(err)}") from err
 
 
 class PlanRasters(beam.DoFn):

@@ -161,7 +161,7 @@ def chip_task(
                 f"{task.source.path}: task {task.index + 1} of {task.tasks} ({rows}) failed after {emitted} chips: {with_root_cause(err)};"
                 " the source was planned whole, so the build stops instead of writing it in part"
             ) from err
-        yield TASK_OUTCOMES, rejected_task(task, "decode", err if isinstance(err, Rejected) else Rejected("decode_error", f"{type(err).__name__}: {err}"))
+        yield TASK_OUTCOMES, rejected_task(task, "decode", err if isinstance(err, Rejected) else Rejected("decode_error", f"{type(err).__name__}: {with_root_cause(err)}"))
         return
     for chip_split, stats in job.stats.items():
         yield RASTER_STATS, (chip_split, stats)
