@@ -304,6 +304,14 @@ def test_overwrite_refuses_a_folder_that_holds_no_cropshard_dataset(images: Path
 LEGACY_INFO = json.dumps({"format_version": 1, "cropshard_version": "0.2.0"})
 
 
+def folder_of(out: Path, files: dict[str, str]) -> Path:
+    """`out` holding `files` ({relative path: text})."""
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    return out
+
+
 @pytest.mark.parametrize("left", [
     {"cropshard.json": "{}", "notes.txt": "mine"},  # a published dataset (the user's own files stay)
     {FAILED_FILENAME: "{}", "rejected.jsonl": ""},  # a refused or failed build
@@ -317,10 +325,7 @@ LEGACY_INFO = json.dumps({"format_version": 1, "cropshard_version": "0.2.0"})
 def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: dict[str, str]) -> None:
     from cropshard.transforms.write import prepare_output
 
-    out = tmp_path / "out"
-    for name, text in left.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(text)
+    out = folder_of(tmp_path / "out", left)
     with pytest.raises(FileExistsError, match="pass --overwrite to replace the dataset there"):
         prepare_output(str(out), overwrite=False)
     prepare_output(str(out), overwrite=True)
@@ -336,10 +341,7 @@ def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: di
 def test_overwrite_refuses_folders_a_cropshard_build_did_not_leave(tmp_path: Path, left: dict[str, str]) -> None:
     from cropshard.transforms.write import prepare_output
 
-    out = tmp_path / "out"
-    for name, text in left.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(text)
+    out = folder_of(tmp_path / "out", left)
     with pytest.raises(FileExistsError, match=r"holds files that are not a cropshard dataset \(e.g. .+\): pick an empty or new --output"):
         prepare_output(str(out), overwrite=True)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(left)
