@@ -424,12 +424,13 @@ _SHARD_NAME = re.compile(r"[^/]+-\d{5,}-of-\d{5,}\.tfrecord(?:\.gz)?(?:" + re.es
 
 
 def dataset_files(output: str) -> list[str]:
-    """Files a previous build left in `output` that `--overwrite` removes (nothing else is touched)."""
+    """Files a previous build left in `output` that `--overwrite` removes (nothing else is touched:
+    of the TFRecords there, only shard names, so a TFRecord of the user's own beside the dataset stays)."""
     found = []
-    shards = ("*.tfrecord", "*.tfrecord.gz", "*.tfrecord" + shard_index.INDEX_SUFFIX, "*.tfrecord.gz" + shard_index.INDEX_SUFFIX)
-    partial = (PARTIAL_PREFIX + metadata.INFO_FILENAME,)
-    for pattern in (*shards, *DATASET_NAMES, *partial):
-        found.extend(m.path for m in FileSystems.match([join(output, pattern)])[0].metadata_list)
+    for pattern in ("*.tfrecord*", *DATASET_NAMES, PARTIAL_PREFIX + metadata.INFO_FILENAME):
+        for match in FileSystems.match([join(output, pattern)])[0].metadata_list:
+            if pattern != "*.tfrecord*" or _SHARD_NAME.fullmatch(shard_file_name(match.path)):
+                found.append(match.path)
     return found
 
 

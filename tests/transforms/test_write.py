@@ -128,3 +128,14 @@ def test_overwrite_removes_a_partial_metadata_file(tmp_path) -> None:
     (tmp_path / (write.PARTIAL_PREFIX + metadata.INFO_FILENAME)).write_text("{")
     (tmp_path / "mine.txt").write_text("not the dataset's")
     assert [p.rsplit("/", 1)[-1] for p in write.dataset_files(str(tmp_path))] == [write.PARTIAL_PREFIX + metadata.INFO_FILENAME]
+
+
+def test_overwrite_removes_shards_but_not_a_users_own_tfrecord(tmp_path) -> None:
+    names = ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord.idx", "test-00000-of-00001.tfrecord.gz",
+             metadata.INFO_FILENAME, "my_training_data.tfrecord", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    removed = sorted(p.rsplit("/", 1)[-1] for p in write.dataset_files(str(tmp_path)))
+    assert removed == sorted(names[:4])
+    write.prepare_output(str(tmp_path), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_training_data.tfrecord", "notes.txt"]
