@@ -30,7 +30,14 @@ from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.raster.launch import resolve_keep_dtype, resolve_label_names
 from cropshard.transforms.raster.records import RasterSpec
-from cropshard.transforms.write import FAILED_FILENAME, ShardLayout, join, prepare_output, remove_temp_dirs, write_text
+from cropshard.transforms.write import (
+    FAILED_FILENAME,
+    ShardLayout,
+    join,
+    prepare_output,
+    remove_temp_dirs,
+    write_failure,
+)
 
 _LOGGER = logging.getLogger("cropshard")
 
@@ -351,8 +358,7 @@ def record_failure(output: str, err: BaseException) -> None:
 
     try:
         remove_temp_dirs(output)
-        reason = f"the job failed: {failure_line(err)}"
-        write_text(join(output, FAILED_FILENAME), json.dumps({"reason": reason, "dataset_info": None}, indent=2) + "\n")
+        write_failure(output, f"the job failed: {failure_line(err)}", None)
     except Exception:  # noqa: BLE001 - e.g. no write access left to the output
         _LOGGER.warning("could not record the failure in %s", output, exc_info=True)
 

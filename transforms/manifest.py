@@ -69,10 +69,11 @@ def _filled(value: object) -> bool:
 
 
 def _csv_rows(path: str, header: Sequence[str]) -> Iterator[dict[str, str]]:
+    delimiter = csv_delimiter(path)
     with FileSystems.open(path) as handle:
         next(handle, None)  # the header
         for line in handle:
-            values = next(csv.reader([line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=csv_delimiter(path)), [])
+            values = next(csv.reader([line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter), [])
             if len(values) == len(header):  # other rows are rejected with their reason when the job reads them
                 yield dict(zip(header, values, strict=True))
 

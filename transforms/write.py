@@ -310,9 +310,7 @@ class _WriteDatasetInfo(beam.DoFn):
         check_publishable(info)
         refused = refusal(info, self._max_rejected_fraction)
         if refused:
-            path = join(self._output, FAILED_FILENAME)
-            write_text(path, json.dumps({"reason": refused, "dataset_info": json.loads(info.to_json())}, indent=2) + "\n")
-            yield path
+            yield write_failure(self._output, refused, json.loads(info.to_json()))
             return
         write_text(join(self._output, metadata.LABELS_FILENAME), metadata.labels_text(labels))
         write_descriptions(self._output, info)
@@ -360,6 +358,14 @@ def written_files(info: metadata.DatasetInfo) -> list[str]:
 def write_text(path: str, text: str) -> None:
     with FileSystems.create(path, mime_type="text/plain", compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(text.encode("utf-8"))
+
+
+def write_failure(output: str, reason: str, dataset_info: Mapping[str, Any] | None) -> str:
+    """build_failed.json in `output`: why nothing was published, and the counts when the job got as
+    far as making them (None: the job itself failed). Returns its path."""
+    path = join(output, FAILED_FILENAME)
+    write_text(path, json.dumps({"reason": reason, "dataset_info": dataset_info}, indent=2) + "\n")
+    return path
 
 
 def publish_text(path: str, text: str) -> None:
