@@ -406,19 +406,22 @@ def test_jpeg2000_rasters_are_chipped_by_gdal_with_their_georeferencing(tmp_path
     assert meta["geo_crs"] == b"" and tuple(meta["geo_transform"]) == (16.0, 1.0, 0.0, 16.0, 0.0, 1.0)
 
 
-def test_float32_nan_nodata_gives_finite_strict_json_statistics(tmp_path: Path) -> None:
-    """NaN nodata in a float32 raster stays out of raster.stats (counted as `nonfinite`), so
-    cropshard.json is strict JSON and normalize='dataset' is NaN only where the chip is."""
+@pytest.mark.parametrize("declared", [True, False], ids=["nodata-nan", "nan-undeclared"])
+def test_float32_nan_nodata_gives_finite_strict_json_statistics(tmp_path: Path, declared: bool) -> None:
+    """NaN in a float32 raster stays out of raster.stats: as `masked` pixels where the raster
+    declares NaN its nodata, else as `nonfinite` samples. cropshard.json is strict JSON and
+    normalize='dataset' is NaN only where the chip is."""
     data = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     data[:, :10, :10] = np.nan  # 100 nodata pixels in one corner: 10% of its 32x32 chip
-    rastergen.write_raster(tmp_path / "in" / "refl.tif", data, nodata=float("nan"))
+    rastergen.write_raster(tmp_path / "in" / "refl.tif", data, nodata=float("nan") if declared else None)
     out = tmp_path / "out"
     info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "grid", "--size", "32x32", "--dtype", "keep",
-                 "--max_nodata", "0.2", "--label_from", "none")
+                 *(["--max_nodata", "0.2"] if declared else []), "--label_from", "none")
     assert info.num_examples == 4
     json.loads((out / "cropshard.json").read_text(), parse_constant=lambda name: pytest.fail(f"cropshard.json holds {name}"))
     train = info.raster["stats"]["train"]
-    assert train["nonfinite"] == [100, 100, 100] and train["pixels"] == 64 * 64
+    assert train["pixels"] == 64 * 64
+    assert (train["masked"], train["nonfinite"]) == ((100, [0, 0, 0]) if declared else (0, [100, 100, 100]))
     values = np.moveaxis(data, 0, -1).reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(train["mean"], np.nanmean(values, axis=0), atol=1e-6)
     np.testing.assert_allclose(train["std"], np.nanstd(values, axis=0), atol=1e-5)
@@ -426,6 +429,35 @@ def test_float32_nan_nodata_gives_finite_strict_json_statistics(tmp_path: Path) 
     normalized, _ = next(iter(reader.load(str(out), batch_size=4, shuffle=False, seed=0, normalize="dataset")))
     np.testing.assert_array_equal(np.isnan(normalized.numpy()), np.isnan(raw.numpy()))
     assert np.isnan(raw.numpy()).sum() == 300
+
+
+def test_statistics_leave_out_a_scene_border_of_nodata_and_small_padding(tmp_path: Path) -> None:
+    """A uint16 scene whose nodata (0) frames its data, and a raster smaller than the chip under
+    --small pad: the per-band statistics are numpy's over the valid pixels of the stored chips
+    alone (GDAL's rule); the border and the padding count as `masked`; normalize='dataset' uses
+    those values."""
+    rng = np.random.default_rng(3)
+    scene = rng.integers(900, 3000, (3, 64, 64), dtype=np.uint16)
+    valid = np.zeros((64, 64), bool)
+    valid[12:60, 20:61] = True
+    scene[:, ~valid] = 0
+    rastergen.write_raster(tmp_path / "in" / "scene.tif", scene, nodata=0)
+    small = rng.integers(900, 3000, (3, 20, 24), dtype=np.uint16)
+    rastergen.write_raster(tmp_path / "in" / "small.tif", small, block=16)
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "grid", "--size", "32x32", "--small", "pad",
+                 "--dtype", "keep", "--label_from", "none")
+    assert info.num_examples == 5  # 2 x 2 chips of the scene, 1 padded chip of the small raster
+    train = info.raster["stats"]["train"]
+    expected = np.concatenate([np.moveaxis(scene[:, valid], 0, -1), small.reshape(3, -1).T]).astype(np.float64)
+    assert (train["pixels"], train["masked"]) == (5 * 32 * 32, 5 * 32 * 32 - len(expected))
+    np.testing.assert_allclose(train["mean"], expected.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(train["std"], expected.std(axis=0), rtol=1e-5)
+    assert train["min"] == expected.min(axis=0).tolist() and train["max"] == expected.max(axis=0).tolist()
+    raw, _ = next(iter(reader.load(str(out), batch_size=5, shuffle=False, seed=0, normalize="none")))
+    normalized, _ = next(iter(reader.load(str(out), batch_size=5, shuffle=False, seed=0, normalize="dataset")))
+    want = (raw.numpy().astype(np.float32) - np.float32(train["mean"])) / np.float32(train["std"])
+    np.testing.assert_allclose(normalized.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_cropshard_json_records_the_to_uint8_rule_given_alone(tmp_path: Path) -> None:

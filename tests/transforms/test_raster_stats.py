@@ -67,6 +67,34 @@ def test_integer_band_stats_record_no_nonfinite_count() -> None:
     assert "nonfinite" not in summary and summary["pixels"] == 16
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_pixels_that_are_not_data_stay_out_of_every_statistic(dtype: str) -> None:
+    """A chip's nodata/padding pixels (valid False) count as `masked`, not as samples: the
+    statistics equal numpy's over the valid pixels alone, one pass or merged partials."""
+    rng = np.random.default_rng(7)
+    chips_in = [rng.integers(1, 250, (8, 8, 2)).astype(dtype) for _ in range(3)]
+    valid = [np.ones((8, 8), bool), rng.random((8, 8)) > 0.4, np.zeros((8, 8), bool)]  # a chip with no data at all too
+    for chip, keep in zip(chips_in, valid, strict=True):
+        chip[~keep] = 0  # what a nodata=0 border holds
+    partials = []
+    for chip, keep in zip(chips_in, valid, strict=True):
+        part = BandStats.empty(dtype, 2)
+        part.add(chip, keep)
+        partials.append(part)
+    merged = partials[0].merge(partials[1]).merge(partials[2]).summary()
+    data = np.concatenate([chip[keep] for chip, keep in zip(chips_in, valid, strict=True)]).astype(np.float64)
+    assert (merged["images"], merged["pixels"], merged["masked"]) == (3, 192, 192 - len(data))
+    np.testing.assert_allclose(merged["mean"], data.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(merged["std"], data.std(axis=0), rtol=1e-5)
+    assert merged["min"] == data.min(axis=0).tolist() and merged["max"] == data.max(axis=0).tolist()
+    if dtype == "uint8":
+        assert merged["p1"] == np.percentile(data, 1, axis=0, method="inverted_cdf").tolist()
+    whole = BandStats.empty(dtype, 2)
+    for chip, keep in zip(chips_in, valid, strict=True):
+        whole.add(chip, keep)
+    assert whole.summary() == merged
+
+
 def _meta(split_stats: dict, channels: int = 2, examples: int = 4) -> SimpleNamespace:
     """The part of DatasetInfo `dataset_normalization` reads."""
     return SimpleNamespace(raster={"stats": {"train": split_stats}}, splits={"train": SimpleNamespace(num_examples=examples)}, channels=channels)

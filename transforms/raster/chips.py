@@ -25,6 +25,7 @@ class Chip:
     valid_fraction: float  # share of pixels that are data (not nodata, masked, or padding)
     source_box: Box  # [y, x, h, w] of the window in source pixels, clipped to the raster
     transform: tuple[float, ...]  # the chip's affine transform, GDAL order (c, a, b, f, d, e)
+    valid: np.ndarray | None = None  # (height, width) bool, True where a pixel is data; None: every pixel is
 
 
 def source_window(box: Box, work_shape: tuple[int, int], source_shape: tuple[int, int]) -> Any:
@@ -64,7 +65,8 @@ def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
 
 def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool, geo: Sequence[float] | None = None) -> Chip:
     """Read one box (only its window; zeros where it extends past the raster, for --small pad).
-    `geo`: the raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
+    `want_mask`: read the nodata/mask of the window too (the chip's `valid`); padding is never
+    valid. `geo`: the raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
     from rasterio.enums import Resampling
 
     y, x, h, w = box
@@ -74,17 +76,24 @@ def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[in
     resized = work_shape != tuple(dataset.shape)
     out_shape = (len(bands), inside[2], inside[3])
     read = dataset.read(list(bands), window=window, out_shape=out_shape, resampling=Resampling.bilinear if resized else Resampling.nearest)
-    if inside == tuple(box):  # band-interleaved; one band is already (height, width, 1) as it lies
+    padded = inside != tuple(box)
+    if not padded:  # band-interleaved; one band is already (height, width, 1) as it lies
         pixels = read.reshape(h, w, 1) if len(bands) == 1 else np.ascontiguousarray(read.transpose(1, 2, 0))
     else:  # --small pad: zeros around the part inside the raster
         pixels = np.zeros((h, w, len(bands)), read.dtype)
         pixels[top - y : bottom - y, left - x : right - x] = read.transpose(1, 2, 0)
-    valid = (bottom - top) * (right - left)
+    inner = None  # the part inside the raster: True where every band is data
     if want_mask and not _all_valid(dataset, bands):
         masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)
-        valid = int(np.count_nonzero(np.all(masks > 0, axis=0)))
+        inner = np.all(masks > 0, axis=0)
+    valid = inner
+    if padded:
+        valid = np.zeros((h, w), bool)
+        valid[top - y : bottom - y, left - x : right - x] = True if inner is None else inner
+    valid_pixels = h * w if valid is None else int(np.count_nonzero(valid))
     source_box = _clipped_source_box(window, dataset.shape)
-    return Chip(pixels, valid / (h * w), source_box, chip_transform(geo or dataset.transform[:6], dataset.shape, box, work_shape))
+    transform = chip_transform(geo or dataset.transform[:6], dataset.shape, box, work_shape)
+    return Chip(pixels, valid_pixels / (h * w), source_box, transform, valid)
 
 
 def _clipped_source_box(window: Any, shape: tuple[int, int]) -> Box:

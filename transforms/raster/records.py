@@ -205,12 +205,13 @@ class RasterJob:
 
     def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
         """(split, serialized example) per kept chip, reading one window at a time."""
-        want_mask = self.raster.max_nodata is not None
+        max_nodata = self.raster.max_nodata
         geo = self.dataset.transform[:6]
         dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
         for box in self.boxes:
-            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, want_mask, geo)
-            if want_mask and 1.0 - chip.valid_fraction > self.raster.max_nodata:
+            # The mask is read whenever the raster has one: the statistics leave nodata out.
+            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, True, geo)
+            if max_nodata is not None and 1.0 - chip.valid_fraction > max_nodata:
                 self.skipped[SKIP_NODATA] += 1
                 continue
             chip_split = split
@@ -230,7 +231,7 @@ class RasterJob:
             encoded, image_format = encode_chip(pixels, encoding, jpeg_quality)
             if chip_split not in self.stats:
                 self.stats[chip_split] = BandStats.empty(dtype, len(self.bands))
-            self.stats[chip_split].add(pixels)
+            self.stats[chip_split].add(pixels, chip.valid)
             record = schema.ImageRecord(
                 encoded=encoded, format=image_format, height=box[2], width=box[3], channels=len(self.bands),
                 label=chip_label, label_text=label_text, filename=self.source.path, crop_box=chip.source_box,

@@ -2,7 +2,9 @@
 
 Each raster source contributes one partial `BandStats` per split it wrote chips to (count, sum,
 sum of squares, min, max and a histogram per band); `CombineBandStats` merges them (Beam lifts
-the merge before the shuffle, so partials never travel one per chip). Integer samples are
+the merge before the shuffle, so partials never travel one per chip). Pixels that are not data
+(the raster's nodata or mask, --small padding) are counted as `masked` and left out, as GDAL's
+statistics leave them out: a scene's nodata border would otherwise pull every mean. Integer samples are
 histogrammed exactly for uint8 and in 16-value bins for 16-bit types (percentiles to within
 16); float32 gets moments and extremes only, of its finite samples: NaN and infinities (NaN is
 how float rasters mark nodata) are counted per band as `nonfinite`, never summed. `summary()` is
@@ -56,6 +58,7 @@ class BandStats:
     histogram: np.ndarray | None  # (bands, bins) int64, None for float32
     images: int = 0  # chips added: what the statistics cover, against the split's example count
     nonfinite: np.ndarray | None = None  # per band, int64: float samples left out (NaN, +-inf); None: none yet
+    masked: int = 0  # pixels left out: nodata, masked or padding (every band of such a pixel)
 
     @classmethod
     def empty(cls, dtype: str, bands: int) -> BandStats:
@@ -91,13 +94,20 @@ class BandStats:
         present = self.histogram[:, ::-1] > 0
         return np.where(present.any(axis=1), 255 - np.argmax(present, axis=1), -np.inf)
 
-    def add(self, pixels: np.ndarray) -> None:
-        """Add one chip (height, width, bands), or (pixels, bands). Sums are exact for integer
-        samples: uint8 from its exact histogram, 16-bit types in int64 (a 65536-pixel chip's
-        squares stay < 2**48)."""
+    def add(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add one chip (height, width, bands), or (pixels, bands). `valid`: True where a pixel is
+        data, None for all; the others count as `masked` and stay out of every statistic, as in
+        GDAL's. Sums are exact for integer samples: uint8 from its exact histogram, 16-bit types
+        in int64 (a 65536-pixel chip's squares stay < 2**48)."""
         values = pixels.reshape(-1, pixels.shape[-1])
         self.count += values.shape[0]
         self.images += 1
+        if valid is not None:
+            keep = valid.reshape(-1)
+            values = values[keep]
+            self.masked += keep.size - values.shape[0]
+            if not values.shape[0]:
+                return
         if self._from_histogram:
             self.histogram += uint8_histograms(values)
             return
@@ -135,8 +145,9 @@ class BandStats:
 
     @property
     def samples(self) -> np.ndarray:
-        """Per band, the samples the statistics cover: every pixel's but the non-finite ones."""
-        return self.count - self._nonfinite
+        """Per band, the samples the statistics cover: every pixel's but the masked and the
+        non-finite ones."""
+        return self.count - self.masked - self._nonfinite
 
     def merge(self, other: BandStats) -> BandStats:
         if other.count == 0:
@@ -148,6 +159,7 @@ class BandStats:
         return BandStats(
             self.dtype, self.count + other.count, self.sums + other.sums, self.sum_squares + other.sum_squares,
             np.minimum(self.lows, other.lows), np.maximum(self.highs, other.highs), histogram, self.images + other.images, nonfinite,
+            self.masked + other.masked,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -158,7 +170,7 @@ class BandStats:
             mean = self.total / np.maximum(samples, 1)
             std = np.sqrt(np.maximum(self.squares / np.maximum(samples, 1) - mean * mean, 0.0))
         out = {
-            "images": int(self.images), "pixels": int(self.count), "mean": _listed(mean.round(6), present),
+            "images": int(self.images), "pixels": int(self.count), "masked": int(self.masked), "mean": _listed(mean.round(6), present),
             "std": _listed(std.round(6), present), "min": _listed(self.low, present), "max": _listed(self.high, present),
         }
         if self.dtype.startswith("float"):
