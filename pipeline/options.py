@@ -420,9 +420,16 @@ def manifest_columns_of(manifest: str | None) -> ManifestColumns | None:
 def check_manifest_columns(opts: CropshardOptions, fractions: tuple | None, columns: ManifestColumns | None) -> None:
     """ValueError for a manifest column the build would not read: a split column with --split
     fractions (the default included) put held-out rows into train; a box column without --crop
-    manifest was cut as centre crops."""
+    manifest was cut as centre crops. And for a column the options need that no row fills
+    (--split names, --crop manifest): every row would be rejected."""
     if columns is None:
         return
+    if fractions is None and "split" not in columns.filled:
+        raise ValueError(f"--split {opts.split} takes each row's split from the manifest, but {opts.manifest} has no split column"
+                         " (or none filled): add one, or give fractions, e.g. --split train=0.8,validation=0.2")
+    if opts.crop == "manifest" and "box" not in columns.filled:
+        raise ValueError(f"--crop manifest cuts each row's box, but the manifest {opts.manifest} has no box column (or none filled):"
+                         " add one (y,x,height,width in source pixels), or choose another --crop")
     if "split" in columns.filled and fractions is not None:
         found = ",".join(columns.splits[:20]) + (",..." if len(columns.splits) > 20 else "")
         raise ValueError(f"the manifest {opts.manifest} has a split column ({found}), which --split {opts.split} ignores:"

@@ -203,6 +203,23 @@ def test_a_manifest_column_the_build_would_not_read_is_refused(tmp_path, kind: s
     assert built.splits_from_input and built.example.crop.strategy == "manifest"
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_manifest_column_the_options_need_but_no_row_fills_is_refused(tmp_path, kind: str) -> None:
+    """--split names and --crop manifest read each row's split and box: a manifest without the
+    column (or with it empty) had every row rejected in the job; now a usage error before it."""
+    manifest = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        manifest.write_text("path,label,split,box\na.jpg,cat,,\nb.jpg,dog,,\n")
+    else:
+        manifest.write_text("".join(json.dumps({"path": p, "label": "cat"}) + "\n" for p in ("a.jpg", "b.jpg")))
+    base = ("--output=/out", f"--manifest={manifest}")
+    with pytest.raises(ValueError, match=r"^--split train,test takes each row's split from the manifest, but .*m\.\w+ has no split column \(or none filled\): add one, or give fractions"):
+        config(*base, "--size=32", "--split=train,test")
+    with pytest.raises(ValueError, match=r"^--crop manifest cuts each row's box, but the manifest .* has no box column \(or none filled\): add one"):
+        config(*base, "--crop=manifest")
+    assert config(*base, "--size=32").manifest == str(manifest)  # hash splits and centre crops need neither
+
+
 def test_manifest_columns_without_values_are_not_refused(tmp_path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label,split,box\na.jpg,cat,,\n")  # declared, never filled: nothing to ignore
