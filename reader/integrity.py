@@ -53,6 +53,9 @@ class ShardReport:
     def describe(self) -> str:
         if self.ok:
             return f"{self.file}: ok ({self.good_records} records)"
+        if 0 <= self.expected_records < self.good_records:  # every record readable, more of them than listed
+            return (f"{self.file}: {self.error} ({self.good_records - self.expected_records} more: another file copied over it,"
+                    " or an edited cropshard.json)")
         where = f" at byte offset {self.offset}" if self.offset is not None else ""
         return (
             f"{self.file}: {self.error}{where} (record index {self.good_records});"

@@ -187,6 +187,7 @@ class DatasetInfo:
                 )
                 for name, split in body["splits"].items()
             }
+            _check_split_counts(splits, source)
             shape = body.get("image_shape")
             return cls(
                 format_version=int(version),
@@ -208,8 +209,22 @@ class DatasetInfo:
                 raster=dict(body["raster"]) if body.get("raster") is not None else None,
                 shard_contents=str(body.get("shard_contents", SHARD_CONTENTS_RUNNER_CHOSEN)),
             )
+        except DatasetError:
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{source} is missing or has a malformed field: {err!r}") from err
+
+
+def _check_split_counts(splits: dict[str, SplitInfo], source: str) -> None:
+    """A split's example count is the sum of its shards' record counts (the writer makes both
+    from the same shards): anything else is an edited or mixed-up cropshard.json."""
+    for name, split in splits.items():
+        counts = [shard.num_records for shard in split.shards]
+        if any(count < 0 for count in counts) or split.num_examples != sum(counts):
+            raise DatasetError(
+                f"{source}: split {name!r} lists {split.num_examples} examples but its shards {sum(counts)}"
+                f" ({', '.join(map(str, counts)) or 'no shards'}); the file was edited or mixed up with another dataset's"
+            )
 
 
 def labels_text(labels: tuple[str, ...] | list[str]) -> str:

@@ -57,6 +57,34 @@ def check_shards_exist(path: str, shards: Sequence[ShardInfo]) -> None:
         )
 
 
+def check_shard_sizes(names: Sequence[str], shards: Sequence[ShardInfo], on_corrupt: str) -> None:
+    """DatasetError naming a shard file whose size is not the one cropshard.json lists.
+
+    Each shard is read as its listed record count, so a longer file (another split's or
+    dataset's shard copied over it) would be cut without a word: refused under either
+    `on_corrupt`. A shorter one is damage: refused here under 'raise' (before any record is
+    read), read as far as it goes under 'skip'. One stat per file, in parallel for remote storage.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs = fileio.get()
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+        sizes = list(pool.map(fs.size, names))
+    for name, shard, size in zip(names, shards, sizes, strict=True):
+        if size > shard.num_bytes:
+            raise DatasetError(
+                f"shard file {name!r} is {size} bytes, {size - shard.num_bytes} more than cropshard.json lists for its"
+                f" {shard.num_records} records: it is not the file the build wrote (another split's or dataset's shard"
+                " copied over it?); rebuild or restore it. reader.verify(path) checks every shard"
+            )
+        if size < shard.num_bytes and on_corrupt == "raise":
+            raise DatasetError(
+                f"shard file {name!r} is {size} bytes, cropshard.json lists {shard.num_bytes}: cut short (an interrupted"
+                " copy?) or replaced. reader.verify(path) names its first bad record; on_corrupt='skip' reads the records"
+                " it holds"
+            )
+
+
 def record_stream(path: str, shards: Sequence[ShardInfo], compression: str, read: ReadConfig) -> Any:
     """This worker's serialized records of `shards`: sharded, interleaved, checked, shuffled."""
     import tensorflow as tf
@@ -68,6 +96,8 @@ def record_stream(path: str, shards: Sequence[ShardInfo], compression: str, read
     if share.by_record:
         log.info("%d shard files for %d workers: sharding by record (every worker reads every file)", len(names), workers)
     keep = share.files
+    if compression != COMPRESSION_GZIP:  # a gzip file's size depends on its compressor, not only its records
+        check_shard_sizes([names[i] for i in keep], [shards[i] for i in keep], read.on_corrupt)
     files = tf.data.Dataset.from_tensor_slices(
         (
             tf.constant([fs.tf_path(names[i]) for i in keep], tf.string, shape=[len(keep)]),

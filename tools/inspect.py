@@ -26,11 +26,13 @@ from cropshard.reader import fileio, schema
 from cropshard.reader.integrity import ShardReport, verify_shard
 from cropshard.reader.metadata import (
     COMPRESSION_GZIP,
+    LABELS_FILENAME,
     REJECTED_FILENAME,
     DatasetError,
     DatasetInfo,
     ShardInfo,
     join,
+    labels_text,
     load_info,
 )
 from cropshard.tools import human_bytes, refuse_options_without, refuse_repeated_options
@@ -106,9 +108,9 @@ def check_record(payload: bytes, info: DatasetInfo) -> tuple[str | None, int]:
     if record.channels != info.channels:
         return f"image has {record.channels} channels, cropshard.json says {info.channels}", record.label
     if not schema.UNLABELED <= record.label < len(info.labels):
-        return f"label {record.label} is outside the {len(info.labels)} labels of labels.txt", record.label
+        return f"label {record.label} is outside the {len(info.labels)} labels of cropshard.json", record.label
     if record.label >= 0 and record.label_text != info.labels[record.label]:
-        return f"label {record.label} has text {record.label_text!r}, labels.txt says {info.labels[record.label]!r}", record.label
+        return f"label {record.label} has text {record.label_text!r}, cropshard.json says {info.labels[record.label]!r}", record.label
     return None, record.label
 
 
@@ -132,10 +134,15 @@ class VerifyResult:
     shards: list[ShardReport]
     label_counts: dict[str, Counter]  # split -> label id -> count, over every readable record
     seconds: float
+    problems: list[str] = dataclasses.field(default_factory=list)  # of the dataset's other files (labels.txt)
 
     @property
     def bad(self) -> list[ShardReport]:
         return [shard for shard in self.shards if not shard.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad and not self.problems
 
     @property
     def records_ok(self) -> int:
@@ -154,16 +161,26 @@ def _check_shard(path: str, split_name: str, shard: ShardInfo, info: DatasetInfo
     offset, index, problem = 0, 0, None
     if readable:
         records = tf.data.TFRecordDataset(fileio.get().tf_path(file), compression_type="GZIP" if info.compression == COMPRESSION_GZIP else "")
-        for tensor in records.take(readable):
-            payload = tensor.numpy()
-            problem, label = check_record(payload, info)
-            if problem:
-                break
-            counts[label] += 1
-            offset += _HEADER_AND_FOOTER + len(payload)
-            index += 1
+        try:
+            for tensor in records.take(readable):
+                payload = tensor.numpy()
+                problem, label = check_record(payload, info)
+                if problem:
+                    break
+                counts[label] += 1
+                offset += _HEADER_AND_FOOTER + len(payload)
+                index += 1
+                if progress:
+                    progress.add()
+        except tf.errors.OpError as err:
+            # TensorFlow inflates a gzip stream in blocks and fails on the whole block that holds
+            # the damage, so before records the framing scan read intact: its report stands.
             if progress:
-                progress.add()
+                progress.add(shard.num_records - index)
+            if not framing.ok:
+                return framing
+            problem = f"unreadable by TensorFlow ({type(err).__name__}: {err.message.splitlines()[0][:200]})"
+            return ShardReport(split_name, file, shard.num_records, index, problem, offset)
     if problem:
         if progress:
             progress.add(shard.num_records - index)  # the rest of this shard is not checked
@@ -187,7 +204,25 @@ def verify_dataset(path: str, info: DatasetInfo, progress: Progress | None = Non
         reports += [_check_shard(path, split_name, shard, info, counts, progress) for shard in split.shards]
     if progress:
         progress.close()
-    return VerifyResult(reports, label_counts, time.monotonic() - start)
+    problem = labels_file_problem(path, info)
+    return VerifyResult(reports, label_counts, time.monotonic() - start, [problem] if problem else [])
+
+
+def labels_file_problem(path: str, info: DatasetInfo) -> str | None:
+    """labels.txt must list cropshard.json's labels, line i = label id i: other readers (TFDS's
+    ClassLabel, a PyTorch job) name the classes from it."""
+    fs = fileio.get()
+    file = join(path, LABELS_FILENAME)
+    if not fs.exists(file):
+        return f"{file} is missing (cropshard.json lists {len(info.labels)} labels)"
+    with fs.open(file, "r") as handle:
+        text = handle.read()
+    if text == labels_text(info.labels):
+        return None
+    lines = text.splitlines()
+    first = next((i for i, (a, b) in enumerate(zip(lines, info.labels, strict=False)) if a != b), min(len(lines), len(info.labels)))
+    return (f"{file} does not match cropshard.json's labels: {len(lines)} lines for {len(info.labels)} labels,"
+            f" first difference at label id {first}")
 
 
 def count_labels(path: str, info: DatasetInfo) -> dict[str, Counter]:
@@ -322,14 +357,16 @@ def _label_table(info: DatasetInfo, label_counts: dict[str, Counter] | None, not
 
 def describe_verify(result: VerifyResult) -> str:
     total = sum(shard.expected_records for shard in result.shards)
-    if not result.bad:
+    if result.ok:
         return (
             f"verify: OK - {len(result.shards)} shards, {result.records_ok} records: framing, CRCs, index files, parse,"
             f" decode, shape and labels match cropshard.json ({result.seconds:.1f} s)"
         )
     lost = sum(shard.lost_records for shard in result.bad)
-    lines = [f"verify: FAILED - {len(result.bad)} of {len(result.shards)} shards bad; {lost} of {total} records unreadable"]
+    others = f"; {len(result.problems)} other problem{'s' if len(result.problems) > 1 else ''}" if result.problems else ""
+    lines = [f"verify: FAILED - {len(result.bad)} of {len(result.shards)} shards bad; {lost} of {total} records unreadable{others}"]
     lines += [f"  BAD {shard.describe()}" for shard in result.bad]
+    lines += [f"  BAD {problem}" for problem in result.problems]
     return "\n".join(lines)
 
 
@@ -444,7 +481,7 @@ def main(argv: Iterable[str]) -> int:
     if verified is not None:
         print()
         print(describe_verify(verified))
-        status = 1 if verified.bad else 0
+        status = 0 if verified.ok else 1
     if args.leakage:
         from cropshard.tools.leakage import find_leaks
 

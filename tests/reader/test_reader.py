@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -299,6 +300,27 @@ def test_unknown_format_version_is_named(tmp_path: os.PathLike, raw_ds: tuple[st
         handle.write(text)
     with pytest.raises(DatasetError, match="format_version 99"):
         reader.load(target)
+
+
+@pytest.mark.parametrize("edit", ["num_examples", "num_records"])
+def test_a_split_count_that_disagrees_with_its_shards_is_named(tmp_path: os.PathLike, raw_ds: tuple[str, dict], edit: str) -> None:
+    """The reader reads each shard's listed count: a lowered count dropped records silently, a
+    raised example count went unnoticed. The writer makes both from the same shards."""
+    target = str(tmp_path / "edited")
+    shutil.copytree(raw_ds[0], target)
+    info_path = os.path.join(target, "cropshard.json")
+    with open(info_path, encoding="utf-8") as handle:
+        body = json.load(handle)
+    train = body["splits"]["train"]
+    if edit == "num_examples":
+        train["num_examples"] += 5
+    else:
+        train["shards"][0]["num_records"] -= 1
+    with open(info_path, "w", encoding="utf-8") as handle:
+        json.dump(body, handle)
+    for call in (reader.info, reader.load):
+        with pytest.raises(DatasetError, match=r"cropshard.json: split 'train' lists \d+ examples but its shards \d+ \("):
+            call(target)
 
 
 def test_missing_shard_file_is_named(tmp_path: os.PathLike, raw_ds: tuple[str, dict]) -> None:

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from cropshard import reader  # noqa: E402
 from cropshard.reader import crc32c, schema  # noqa: E402
+from cropshard.reader.metadata import DatasetError  # noqa: E402
 
 SHARD = "train-00001-of-00003.tfrecord"
 
@@ -109,8 +110,8 @@ def test_truncated_shard(copy: str) -> None:
     offsets = record_offsets(data)
     with open(shard, "wb") as handle:
         handle.write(data[: offsets[4] + 20])  # cut inside record 4
-    with pytest.raises(tf.errors.OpError, match=SHARD):
-        read_all(copy)
+    with pytest.raises(DatasetError, match=f"{SHARD}.* is {offsets[4] + 20} bytes, cropshard.json lists {len(data)}: cut short"):
+        read_all(copy)  # named by its size before a record is read
     bad = reader.verify(copy, "train").bad_shards[0]
     assert bad.offset == offsets[4] and bad.good_records == 4 and "truncated" in bad.error
 
@@ -122,13 +123,27 @@ def test_shard_shorter_than_its_metadata_is_named(copy: str) -> None:
         data = handle.read()
     with open(shard, "wb") as handle:
         handle.write(data[: record_offsets(data)[5]])
-    with pytest.raises(tf.errors.OpError, match=SHARD):
+    with pytest.raises(DatasetError, match=f"{SHARD}.*cut short"):
         read_all(copy)
     counted = reader.CorruptionReport()
     assert read_all(copy, on_corrupt="skip", corruption_report=counted) == 17
     assert counted.skipped_records == 1
     bad = reader.verify(copy, "train").bad_shards[0]
     assert "has 5 records but cropshard.json lists 6" in bad.error
+
+
+@pytest.mark.parametrize("on_corrupt", ["raise", "skip"])
+def test_a_shard_longer_than_listed_is_refused_not_cut(copy: str, on_corrupt: str) -> None:
+    """Another split's longer shard copied over one of train's: every record is intact, so no
+    read error ever came; the reader took the listed count and dropped the rest silently."""
+    info = reader.info(copy)
+    longest = max((shard for split in info.splits.values() for shard in split.shards), key=lambda s: s.num_bytes)
+    target = min(info.split("train").shards, key=lambda s: s.num_bytes)
+    assert longest.num_bytes > target.num_bytes
+    shutil.copy(os.path.join(copy, longest.file), os.path.join(copy, target.file))
+    with pytest.raises(DatasetError, match=f"{target.file}.* bytes, {longest.num_bytes - target.num_bytes} more than cropshard.json"
+                                           f" lists for its {target.num_records} records: it is not the file the build wrote"):
+        read_all(copy, on_corrupt=on_corrupt)
 
 
 def test_corrupt_gzip_shard(tmp_path: os.PathLike) -> None:

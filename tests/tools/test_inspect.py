@@ -135,6 +135,50 @@ def test_verify_decodes_records_whose_crc_is_fine(damaged: tuple[str, str, bytes
     assert "does not parse" in line and "expected 32x64x3" in line
 
 
+@pytest.mark.parametrize("change", ["missing", "extra line", "reordered"])
+def test_verify_finds_a_labels_txt_that_disagrees_with_cropshard_json(damaged: tuple[str, str, bytes], change: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Other readers name the classes from labels.txt (line i = label id i): a file that lost a
+    line, gained one or was reordered fails the check, even with every shard intact."""
+    path = damaged[0]
+    labels = Path(path, "labels.txt")
+    names = labels.read_text().splitlines()
+    if change == "missing":
+        labels.unlink()
+    else:
+        labels.write_text("".join(f"{name}\n" for name in ([*names, "extra"] if change == "extra line" else names[::-1])))
+    code, out = inspect(capsys, path, "--verify", "--progress=off")
+    assert code == 1 and "verify: FAILED - 0 of 4 shards bad; 0 of 12 records unreadable; 1 other problem" in out
+    (line,) = [line for line in out.splitlines() if line.startswith("  BAD ")]
+    assert str(labels) in line and ("is missing" in line if change == "missing" else "does not match cropshard.json's labels" in line)
+
+
+def test_verify_names_a_shard_holding_more_records_than_listed(precropped: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Train's shard copied over test's: every record is readable, and that is the finding."""
+    path = str(tmp_path / "copy")
+    shutil.copytree(precropped, path)
+    info = load_info(path)
+    big, small = max(info.split("train").shards, key=lambda s: s.num_records), info.split("test").shards[0]
+    shutil.copy(os.path.join(path, big.file), os.path.join(path, small.file))
+    code, out = inspect(capsys, path, "--verify", "--progress=off")
+    line = next(line for line in out.splitlines() if line.startswith("  BAD ") and small.file in line)
+    assert code == 1
+    assert f"has {big.num_records} records but cropshard.json lists {small.num_records} ({big.num_records - small.num_records} more:" in line
+    assert "records readable" not in line
+
+
+def test_verify_reports_a_damaged_gzip_shard_without_a_traceback(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gz"
+    run([f"--input={photos}/**", f"--output={out}", "--crop=center", "--size=64x64", "--compression=gzip", "--num_shards=1",
+         "--split=train=1.0", *IN_PROCESS], command_line=["test"])
+    (shard,) = sorted(out.glob("train-*.tfrecord.gz"))
+    flip_byte(str(shard), shard.stat().st_size // 2)  # inside the deflate stream: TensorFlow fails on its whole block
+    code, text = inspect(capsys, str(out), "--verify", "--progress=off")
+    assert code == 1 and "verify: FAILED - 1 of 1 shards bad" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("  BAD ")]
+    assert str(shard) in line and "records readable" in line
+
+
 def test_contact_sheet_of_full_images_draws_the_reader_windows(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "full"
     run([f"--input={photos}/**", f"--output={out}", "--crop=none", "--encoding=jpeg", "--num_shards=1", *IN_PROCESS], command_line=[])
