@@ -460,6 +460,33 @@ def test_statistics_leave_out_a_scene_border_of_nodata_and_small_padding(tmp_pat
     np.testing.assert_allclose(normalized.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_16_bit_tiff_photo_is_turned_by_its_orientation_tag_or_refused(tmp_path: Path) -> None:
+    """A 16-bit greyscale camera/scanner TIFF without georeferencing, tagged Orientation 6: GDAL
+    reads the stored grid, so the raster path stored it unrotated with the crop box in the wrong
+    frame. Without raster options it now takes the Pillow path (turned, as every photo's EXIF
+    orientation is); with one (--dtype keep) it is refused, naming the tag."""
+    from PIL import Image
+
+    stored = np.random.default_rng(4).integers(0, 65536, (80, 120), dtype=np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display: rotated 90 degrees clockwise
+    (tmp_path / "in").mkdir()
+    Image.fromarray(stored).save(tmp_path / "in" / "scan.tif", exif=exif)
+    shown = np.rot90(stored, k=-1)  # 120 x 80, as displayed
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "center", "--size", "40x60", "--channels", "1",
+                 "--label_from", "none")
+    assert info.num_examples == 1
+    (image, _, meta), = reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator()
+    assert meta["source_crop_box"].tolist() == [40, 10, 40, 60]
+    np.testing.assert_array_equal(image[..., 0], (shown[40:80, 10:70] >> 8).astype(np.uint8))
+    with pytest.raises(BuildFailed):
+        build("--input", str(tmp_path / "in"), "--output", str(tmp_path / "kept"), "--crop", "center", "--size", "40x60",
+              "--channels", "1", "--dtype", "keep", "--label_from", "none")
+    (row,) = map(json.loads, (tmp_path / "kept" / metadata.REJECTED_FILENAME).read_text().splitlines())
+    assert row["reason"] == "decode_error" and "Orientation tag is 6" in row["message"]
+
+
 def test_cropshard_json_records_the_to_uint8_rule_given_alone(tmp_path: Path) -> None:
     # --to_uint8 is the only raster option here (the README's panchromatic command): the raster
     # section must still say bits:11, the rule every chip was converted by, not the default.

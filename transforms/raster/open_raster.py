@@ -16,6 +16,7 @@ The options are scoped (`rasterio.Env`) to each open, so nothing global is set. 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import struct
 from collections.abc import Iterator
@@ -179,9 +180,19 @@ def refuse_damaged_block_index(path: str) -> None:
         )
 
 
-def _block_index(handle: Any) -> tuple[int, tuple[str, np.ndarray], tuple[str, np.ndarray]] | None:
-    """(blocks the first IFD's layout has, (name, offsets), (name, byte counts)) of a classic or
-    BigTIFF file, the arrays at most `blocks` long; None when the header or IFD cannot be read."""
+@dataclasses.dataclass(frozen=True)
+class FirstIfd:
+    """The integer tags of a TIFF's first IFD: single values, and the block index lists as
+    (type, count, value field) to read on demand."""
+
+    order: str  # struct byte order, "<" or ">"
+    field: int  # bytes of an entry's value field: 4 (classic) or 8 (BigTIFF)
+    tags: dict[int, int]
+    arrays: dict[int, tuple[int, int, bytes]]
+
+
+def first_ifd(handle: Any) -> FirstIfd | None:
+    """The first IFD of a classic or BigTIFF file; None when the header or IFD cannot be read."""
     head = _read_at(handle, 0, 16)
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None or len(head) < 16:
@@ -202,6 +213,33 @@ def _block_index(handle: Any) -> tuple[int, tuple[str, np.ndarray], tuple[str, n
             arrays[tag] = (kind, count, value)
         elif kind in _INT_TYPES and count >= 1 and struct.calcsize(_INT_TYPES[kind]) <= field:
             tags[tag] = struct.unpack(order + _INT_TYPES[kind], value[: struct.calcsize(_INT_TYPES[kind])])[0]
+    return FirstIfd(order, field, tags, arrays)
+
+
+_ORIENTATION = 274
+
+
+def tiff_orientation(path: str) -> int:
+    """The first IFD's Orientation tag (1, the stored order, when absent or unreadable): GDAL
+    ignores it and reads the stored grid, which is right for a georeferenced raster only."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        try:
+            ifd = first_ifd(handle)
+        except (ValueError, OSError, OverflowError, struct.error):
+            return 1
+    return ifd.tags.get(_ORIENTATION, 1) if ifd is not None else 1
+
+
+def _block_index(handle: Any) -> tuple[int, tuple[str, np.ndarray], tuple[str, np.ndarray]] | None:
+    """(blocks the first IFD's layout has, (name, offsets), (name, byte counts)) of a classic or
+    BigTIFF file, the arrays at most `blocks` long; None when the header or IFD cannot be read."""
+    ifd = first_ifd(handle)
+    if ifd is None:
+        return None
+    order, field, tags, arrays = ifd.order, ifd.field, ifd.tags, ifd.arrays
     width, height = tags.get(_WIDTH, 0), tags.get(_LENGTH, 0)
     planes = tags.get(_SAMPLES, 1) if tags.get(_PLANAR, 1) == 2 else 1
     if _TILE_WIDTH in tags and _TILE_LENGTH in tags:

@@ -25,12 +25,14 @@ from cropshard.transforms.crop import Box, CropSpec, plan_boxes, working_shape
 from cropshard.transforms.encode import encode_pixels
 from cropshard.transforms.raster import categories, chips, convert, labels
 from cropshard.transforms.raster.open_raster import (
+    GTIFF,
     JP2,
     jp2_header,
     open_raster,
     raster_driver,
     refuse_references,
     refuse_truncated,
+    tiff_orientation,
 )
 from cropshard.transforms.raster.stats import BandStats
 from cropshard.transforms.rejects import Rejected
@@ -129,7 +131,7 @@ def photo_like(dataset: Any, path: str) -> bool:
     (`pillow_decodes_jpeg2000`), and an 8-bit grey or RGB TIFF, with or without an alpha band."""
     from rasterio.enums import ColorInterp
 
-    if dataset.crs is not None or dataset.gcps[0]:
+    if georeferenced(dataset):
         return False
     # Pillow takes a 2- or 4-band image as grey or RGB plus alpha and composites it on black: a
     # fourth band the file does not mark as alpha (near-infrared) must not be flattened that way.
@@ -139,6 +141,31 @@ def photo_like(dataset: Any, path: str) -> bool:
     if dataset.driver == JP2:
         return pillow_decodes_jpeg2000(dataset.count, jp2_header(path))
     return set(dataset.dtypes) == {"uint8"}
+
+
+def georeferenced(dataset: Any) -> bool:
+    return dataset.crs is not None or bool(dataset.gcps[0])
+
+
+def oriented_tiff_route(dataset: Any, path: str, requested: bool) -> bool:
+    """True when a TIFF without georeferencing whose Orientation tag turns or flips it (a camera
+    or scanner file) must take the Pillow path, which applies the tag as EXIF orientation is
+    applied to every photo: a 16-bit greyscale one without raster options (8-bit ones are
+    photo_like already). Rejected when the raster path would have to read it: GDAL reads the
+    stored grid and ignores the tag, so its chips would be cut from the unrotated image."""
+    if dataset.driver != GTIFF or georeferenced(dataset):
+        return False
+    orientation = tiff_orientation(path)
+    if orientation == 1:
+        return False
+    if not requested and dataset.count == 1 and dataset.dtypes[0] == "uint16":
+        return True
+    raise Rejected(
+        "decode_error",
+        f"the TIFF's Orientation tag is {orientation} (shown turned or flipped), which the raster path (GDAL) does not apply:"
+        f" its {dataset.count} band(s) of {dataset.dtypes[0]} would be chipped unrotated. Save it in display order"
+        " (e.g. Pillow's ImageOps.exif_transpose) or set Orientation to 1 if the stored grid is what you want",
+    )
 
 
 ENUMCS_GREYSCALE = 17  # a JP2 colr box's enumerated colour space (ISO 15444-1 Table I.10)
@@ -332,7 +359,7 @@ def open_job(
         except Rejected:
             yield None  # a TIFF or JPEG 2000 GDAL cannot open: the Pillow path gives the reason it always gave
             return
-        if photo_like(dataset, source.path) and not raster.requested:
+        if (photo_like(dataset, source.path) and not raster.requested) or oriented_tiff_route(dataset, source.path, raster.requested):
             yield None
             return
         refuse_truncated(dataset, source.path)
