@@ -6,7 +6,9 @@ form TFDS itself writes: dataset_info.json is the `DatasetInfo` proto as protobu
 fields as strings), features.json a `FeaturesDict`'s `to_json()`. The feature dict mirrors the
 stored keys: TFDS joins nested names with "/", so {"image": {"encoded": ...}} reads the
 "image/encoded" feature. The image is an `Image` (jpeg, png; `original` mixes both and decodes by
-content) or, for raw pixels, a uint8 `Tensor` stored as bytes, which needs a fixed shape.
+content) of the stored sample type (uint8, or uint16 PNG), or, for raw pixels, a `Tensor` of the
+stored type kept as bytes, which needs a fixed shape. The schema's optional keys are declared when
+every record of the dataset has them (TFDS fails on a record without a declared key).
 Pure functions of `DatasetInfo`; the tests open the result with TFDS.
 """
 
@@ -34,7 +36,8 @@ _CLASS_LABEL = f"{_FEATURES}.class_label_feature.ClassLabel"
 
 def dataset_info_json(info: metadata.DatasetInfo) -> str:
     """TFDS's dataset_info.json: name, version, file format, and per split its shard lengths,
-    bytes and file template. Splits without shards are left out (TFDS has no empty split)."""
+    bytes and file template. Splits without examples are left out: TFDS has no empty split
+    (`as_dataset` of one fails "Instruction [] corresponds to no data!")."""
     splits = [
         {
             "name": name,
@@ -43,7 +46,7 @@ def dataset_info_json(info: metadata.DatasetInfo) -> str:
             "filepathTemplate": FILE_TEMPLATE,
         }
         for name, split in sorted(info.splits.items())
-        if split.shards
+        if split.num_examples
     ]
     body = {
         "name": DATASET_NAME,
@@ -73,17 +76,48 @@ def _text() -> dict[str, Any]:
     return {"pythonClassName": _TEXT, "text": {}}
 
 
+def _image(shape: list[int], dtype: str, encoding: str | None) -> dict[str, Any]:
+    image: dict[str, Any] = {"shape": {"dimensions": [str(v) for v in shape]}, "dtype": dtype}
+    if encoding in (schema.FORMAT_JPEG, schema.FORMAT_PNG):
+        image["encodingFormat"] = encoding
+    return {"pythonClassName": _IMAGE, "image": image}
+
+
 def image_feature(info: metadata.DatasetInfo) -> dict[str, Any]:
-    """The "image/encoded" feature: Image for jpeg/png/original, a bytes-encoded uint8 Tensor for
-    raw of a fixed shape; raw images of varying sizes stay bytes (reshape with image/height, width,
-    channels), since TFDS cannot reshape bytes of an unknown shape."""
+    """The "image/encoded" feature: Image for jpeg/png/original, a bytes-encoded Tensor of the
+    stored dtype for raw of a fixed shape; raw images of varying sizes stay bytes (reshape with
+    image/height, width, channels), since TFDS cannot reshape bytes of an unknown shape."""
     shape = list(info.image_shape) if info.image_shape else [-1, -1, info.channels]
     if info.encoding == schema.FORMAT_RAW:
-        return _tensor(shape, "uint8", encoding="bytes") if info.image_shape else _tensor([], "string")
-    image: dict[str, Any] = {"shape": {"dimensions": [str(v) for v in shape]}, "dtype": "uint8"}
-    if info.encoding in (schema.FORMAT_JPEG, schema.FORMAT_PNG):
-        image["encodingFormat"] = info.encoding
-    return {"pythonClassName": _IMAGE, "image": image}
+        # TFDS decodes bytes with tf.io.decode_raw, little-endian by default: the byte order of
+        # cropshard's raw samples, so uint16/int16/float32 come back as reader.load gives them.
+        return _tensor(shape, info.dtype, encoding="bytes") if info.image_shape else _tensor([], "string")
+    # Image decodes with tf.image.decode_image(dtype=...): uint8 would scale a 16-bit PNG down
+    # (>> 8); uint16 keeps its samples. The writer stores PNG as uint8 or uint16 only, JPEG as uint8.
+    return _image(shape, info.dtype, info.encoding)
+
+
+def _every_record_is_a_raster_chip(info: metadata.DatasetInfo) -> bool:
+    """Raster chips carry image/geo/*; photos built beside rasters (uint8 datasets) do not, and
+    TFDS cannot declare the transform optional (its default for a bytes-encoded Tensor is a float
+    array, which parsing refuses). `num_rasters` counts the raster sources written."""
+    return info.raster is not None and info.raster.get("num_rasters") == info.num_images_written
+
+
+def optional_features(info: metadata.DatasetInfo) -> dict[str, Any]:
+    """The schema's optional keys that every record of this dataset has, under "image":
+    image/dtype (every record of a non-uint8 dataset: photos, uint8 only, are refused there),
+    image/geo/crs and transform (6 little-endian float64, decoded as such), and the
+    --label_mode mask class-id mask (8-bit PNG, as big as the image)."""
+    features: dict[str, Any] = {}
+    if info.dtype != "uint8":
+        features["dtype"] = _text()
+    if _every_record_is_a_raster_chip(info):
+        features["geo"] = _dict({"crs": _text(), "transform": _tensor([6], "float64", encoding="bytes")})
+    if info.label_mode == "mask":
+        shape = [*info.image_shape[:2], 1] if info.image_shape else [-1, -1, 1]
+        features["segmentation"] = _dict({"encoded": _image(shape, "uint8", schema.FORMAT_PNG)})
+    return features
 
 
 def label_feature(info: metadata.DatasetInfo) -> dict[str, Any]:
@@ -94,7 +128,7 @@ def label_feature(info: metadata.DatasetInfo) -> dict[str, Any]:
 
 
 def features_json(info: metadata.DatasetInfo) -> str:
-    """TFDS's features.json for every stored key."""
+    """TFDS's features.json for every stored key (the optional ones this dataset's records have)."""
     scalar = _tensor([], "int64")
     image = {
         "encoded": image_feature(info),
@@ -106,6 +140,7 @@ def features_json(info: metadata.DatasetInfo) -> str:
         "class": _dict({"label": label_feature(info), "text": _text()}),
         "crop": _dict({"box": _tensor([4], "int64")}),
         "key": _dict({"sha256": _text()}),
+        **optional_features(info),
     }
     # The top level has the newer `to_json()` layout; TFDS reads nested features in the older one.
     top = {"type": _DICT, "content": {"features": {"image": _dict(image)}}, "proto_cls": "tensorflow_datasets.FeaturesDict"}

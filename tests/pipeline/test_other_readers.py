@@ -1,7 +1,8 @@
 """One build, every reader: datasets built by the real pipeline opened with TFDS
 (`tfds.builder_from_directory`), the `tfrecord` package (PyTorch's usual TFRecord reader, used
 here through its torch-free loader) with the shipped index files, and `mlcroissant`; `inspect
---verify` checks the index files; two identical builds hold the same records."""
+--verify` checks the index files; two identical builds hold the same records. Raster builds
+(uint16 PNG, raw uint16/int16/float32, class-id masks, georeferencing) read the same through TFDS."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cropshard.tools import inspect
 from cropshard.transforms.write import written_files
 from PIL import Image
 
-from tests import imagegen
+from tests import imagegen, rastergen
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 SPLITS = "--split=train=0.7,test=0.3"
@@ -92,6 +93,119 @@ def test_tfds_reads_the_same_images_and_labels_as_reader_load(kind: str, dataset
         for filename, (pixels, label) in expected.items():
             assert got[filename][1] == label, filename
             assert got[filename][0].dtype == np.uint8 and np.array_equal(got[filename][0], pixels), filename
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One input folder per raster test: GeoTIFFs of each stored type, a uint8 scene with its class
+    map (shifted by whole pixels, as test_raster_build does), photos beside a 12-bit scene."""
+    root = tmp_path_factory.mktemp("rasters")
+    rng = np.random.default_rng(5)
+    rastergen.write_raster(root / "uint16" / "scene.tif", rastergen.multispectral(48, 48, bands=2, high=65536))
+    rastergen.write_raster(root / "int16" / "dem.tif", rng.integers(-30000, 30000, (2, 48, 48)).astype(np.int16))
+    reflectance = rng.normal(0, 1, (2, 48, 48)).astype(np.float32)
+    reflectance[1, 3, 5] = np.nan  # kept as stored: TFDS must hand back the same bits
+    rastergen.write_raster(root / "float32" / "refl.tif", reflectance)
+    rastergen.write_raster(root / "mask" / "images" / "tile.tif", rastergen.multispectral(48, 48, bands=3, high=256).astype(np.uint8))
+    classes = np.kron(rng.choice([1, 2, 3, 9], size=(8, 8)), np.ones((8, 8), np.uint8)).astype(np.uint8)  # 9: no class (255)
+    rastergen.write_raster(root / "mask" / "labels" / "tile_lc.tif", classes[None], origin=(487548.0 - 8.0, 4443554.0 + 16.0))
+    (root / "mask" / "classes.csv").write_text("value,name\n1,water\n2,crops\n3,trees\n")
+    imagegen.save(root / "mixed" / "a_photo.png", imagegen.photo(48, 48))
+    imagegen.save(root / "mixed" / "b_photo.jpg", imagegen.photo(48, 48, seed=1))
+    rastergen.write_raster(root / "mixed" / "scene.tif", rastergen.multispectral(64, 64, bands=3, high=4096))
+    return root
+
+
+GRID = ("--crop=grid", "--size=16x16")
+
+
+def build_raster(inputs: Path, out: Path, *options: str, crop: tuple[str, ...] = GRID) -> metadata.DatasetInfo:
+    args = [f"--input={inputs}", f"--output={out}", *crop, SPLITS, *options, *IN_PROCESS]
+    return run(args, command_line=["test"]).info
+
+
+def chip_key(filename: bytes, box: np.ndarray) -> tuple[str, tuple[int, ...]]:
+    return filename.decode(), tuple(int(v) for v in box)  # grid chips of one raster share its filename
+
+
+def tfds_and_reader_chips(out: Path, info: metadata.DatasetInfo) -> list[tuple[dict, tuple]]:
+    """(TFDS's example["image"], reader.load's (image, label, metadata)) for every record of
+    every split, matched by filename and crop box; normalize='none': the stored samples."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(str(out))
+    pairs = []
+    for name, split in info.splits.items():
+        if not split.num_examples:
+            continue  # a raster's chips share its split; TFDS reads no split of 0 examples
+        loaded = reader.load(str(out), name, batch_size=None, shuffle=False, normalize="none", with_metadata=True)
+        expected = {chip_key(meta["filename"], meta["source_crop_box"]): (image, label, meta) for image, label, meta in loaded.as_numpy_iterator()}
+        got = {chip_key(ex["image"]["filename"], ex["image"]["crop"]["box"]): ex["image"]
+               for ex in builder.as_dataset(split=name, shuffle_files=False).as_numpy_iterator()}
+        assert sorted(got) == sorted(expected), name
+        pairs += [(got[key], expected[key]) for key in sorted(expected)]
+    assert len(pairs) == info.num_examples
+    return pairs
+
+
+def assert_same_pixels_and_georeferencing(pairs: list[tuple[dict, tuple]], dtype: str) -> None:
+    for tfds_image, (pixels, _label, meta) in pairs:
+        assert tfds_image["encoded"].dtype == np.dtype(dtype) == pixels.dtype
+        np.testing.assert_array_equal(tfds_image["encoded"], pixels)  # NaN equals NaN here
+        assert tfds_image["geo"]["crs"] == meta["geo_crs"] != b""
+        assert tfds_image["geo"]["transform"].dtype == np.float64
+        np.testing.assert_array_equal(tfds_image["geo"]["transform"], meta["geo_transform"])
+
+
+def test_tfds_reads_uint16_png_samples_as_reader_load_does(rasters: Path, tmp_path: Path) -> None:
+    """A uint16 PNG declared as a uint8 Image would come back as each sample's top byte."""
+    info = build_raster(rasters / "uint16", tmp_path / "ds", "--bands=2", "--channels=1", "--dtype=uint16", "--encoding=png", "--label_from=none")
+    pairs = tfds_and_reader_chips(tmp_path / "ds", info)
+    assert max(int(pixels.max()) for _, (pixels, _, _) in pairs) > 255  # the top byte alone would differ
+    assert_same_pixels_and_georeferencing(pairs, "uint16")
+    assert all(tfds_image["dtype"] == b"uint16" for tfds_image, _ in pairs)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_tfds_reads_raw_samples_of_every_stored_type(dtype: str, rasters: Path, tmp_path: Path) -> None:
+    """Raw bytes are little-endian samples of image/dtype: TFDS's bytes-encoded Tensor of that
+    dtype gives reader.load's arrays (a uint8 Tensor failed to reshape on the first record)."""
+    info = build_raster(rasters / dtype, tmp_path / "ds", "--bands=1,2", "--dtype=keep", "--encoding=raw", "--label_from=none")
+    assert info.dtype == dtype
+    pairs = tfds_and_reader_chips(tmp_path / "ds", info)
+    assert_same_pixels_and_georeferencing(pairs, dtype)
+    assert all(tfds_image["dtype"] == dtype.encode() for tfds_image, _ in pairs)
+    if dtype == "float32":
+        assert sum(int(np.isnan(pixels).sum()) for _, (pixels, _, _) in pairs) == 1
+
+
+def test_tfds_reads_the_class_id_mask_and_georeferencing_of_a_mask_dataset(rasters: Path, tmp_path: Path) -> None:
+    """--label_mode mask: the label is image/segmentation/encoded, equal to reader.load's mask;
+    no record stores image/dtype (uint8), so TFDS declares none."""
+    mask_inputs = rasters / "mask"
+    info = build_raster(mask_inputs / "images", tmp_path / "ds", "--encoding=png", "--label_mode=mask",
+                        "--label_raster={dir}/../labels/{stem}_lc.tif", f"--label_names={mask_inputs / 'classes.csv'}")
+    pairs = tfds_and_reader_chips(tmp_path / "ds", info)
+    assert_same_pixels_and_georeferencing(pairs, "uint8")
+    ids = set()
+    for tfds_image, (_pixels, mask, _meta) in pairs:
+        tfds_mask = tfds_image["segmentation"]["encoded"]
+        assert tfds_mask.shape == mask.shape == (16, 16, 1) and tfds_mask.dtype == mask.dtype == np.uint8
+        np.testing.assert_array_equal(tfds_mask, mask)
+        ids |= set(np.unique(mask).tolist())
+        assert "dtype" not in tfds_image
+    assert ids == {0, 1, 2, 255}  # every class and the no-class id: the comparison saw real masks
+
+
+def test_tfds_declares_no_georeferencing_when_photos_sit_beside_raster_chips(rasters: Path, tmp_path: Path) -> None:
+    """Photos in a raster dataset have no image/geo/*; declared, TFDS would fail on their records."""
+    out = tmp_path / "ds"
+    info = build_raster(rasters / "mixed", out, "--to_uint8=bits:12", "--encoding=png", "--label_from=none", crop=("--crop=center", "--size=32x32"))
+    assert (info.num_images_written, info.raster["num_rasters"]) == (3, 1)
+    pairs = tfds_and_reader_chips(out, info)
+    for tfds_image, (pixels, _label, _meta) in pairs:
+        assert "geo" not in tfds_image and "dtype" not in tfds_image
+        np.testing.assert_array_equal(tfds_image["encoded"], pixels)
 
 
 def test_reader_load_decodes_jpeg_exactly_as_pillow_does(datasets: dict[str, tuple[Path, metadata.DatasetInfo]]) -> None:
