@@ -285,6 +285,33 @@ def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     return bits
 
 
+def sixteen_bit_rgb_png(data: bytes, img: Image.Image, rule: raster_convert.Uint8Rule) -> Image.Image:
+    """A 16-bit RGB(A) PNG as an 8-bit RGB(A) image by the --to_uint8 rule, after its range
+    checks, as 16-bit greyscale is converted. Pillow opens such a PNG as its top bytes only, so
+    `bits:12` was ignored and a 12-bit photo was written near-black without a word: the samples
+    are decoded by libpng instead (TensorFlow's decode_png), alpha kept for `to_output_mode` to
+    composite on black as before. `img` (already decoded) lends its EXIF."""
+    import tensorflow as tf
+
+    if rule.needs_dataset_range:  # photos have no dataset statistics (check_wide_range)
+        rule = raster_convert.DEFAULT_RULE
+    bits = rule.bits or 16
+    try:
+        wide = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+    except tf.errors.OpError as err:
+        raise Rejected("decode_error", f"libpng cannot decode this 16-bit {img.mode} PNG: {err.message.splitlines()[0][:200]}") from err
+    colour = wide[..., :3]
+    converted = raster_convert.to_uint8(colour, bits)
+    tracker = raster_convert.RangeTracker(bits)
+    tracker.add(colour, converted)
+    tracker.check(rule, bits, f"PNG {img.mode};16")
+    pixels = np.dstack([converted, (wide[..., 3] >> 8).astype(np.uint8)]) if wide.shape[2] == 4 else converted
+    out = Image.fromarray(np.ascontiguousarray(pixels), img.mode)
+    if "exif" in img.info:
+        out.info["exif"] = img.info["exif"]
+    return out
+
+
 def _has_end_marker(data: bytes) -> bool:
     # libjpeg's partial decode stops after the window's last row, so it would not notice a
     # truncated tail that the Pillow reference rejects; such files take the full path.
@@ -343,6 +370,7 @@ def stream_crops(
     img = open_image(data, max_pixels)
     if wide_rule is None:
         refuse_wide_samples(img)  # before any load: loading drops the raw mode that tells 16-bit RGB
+    rgb16 = img.format == "PNG" and img.mode in ("RGB", "RGBA") and ";16" in raw_mode(img) and "transparency" not in img.info
     if img.format == "PNG":
         # Pillow's getexif() decodes a PNG whole to look for an eXIf chunk after its pixels, inside
         # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
@@ -365,6 +393,8 @@ def stream_crops(
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
+    if rgb16:
+        img = sixteen_bit_rgb_png(data, img, wide_rule or raster_convert.DEFAULT_RULE)
     wide_bits = check_wide_range(img, wide_rule or raster_convert.DEFAULT_RULE)
     if work_shape == source_shape:
         stored = _load(img)

@@ -1090,7 +1090,7 @@ Notes
 - Wider samples become uint8 by `--to_uint8 bits` (the top 8 of the bits the file declares: NBITS, else the sample
   size). A file that declares 16 bits but holds 11 (WorldView panchromatic) would come out near-black (values 0..7):
   rejected `range_collapsed`, with the options that keep it (`--to_uint8 bits:11`, or `--dtype keep`). The same rule
-  and check apply to 16-bit greyscale PNG/TIFF photos (a 12-bit camera PNG needs `--to_uint8 bits:12`).
+  and check apply to 16-bit PNG photos, greyscale or RGB, and to 16-bit TIFFs (a 12-bit camera PNG needs `--to_uint8 bits:12`).
 - A raster whose bands cannot match the dataset (8 bands for `--channels 3`, float32 for a uint8 dataset) is
   `band_mismatch`, never padded or truncated silently; `--bands` chooses bands, `--dtype keep` stores the source type.
 - A class map (`--label_raster`) without `--label_names` names its classes by its own category table: the `.aux.xml`

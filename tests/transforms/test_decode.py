@@ -228,6 +228,31 @@ def test_a_transparency_key_on_one_bit_and_sixteen_bit_grey_pngs_is_composited_o
     np.testing.assert_array_equal(got, np.where(values == 40000, 0, values >> 8).astype(np.uint8))
 
 
+def test_a_sixteen_bit_rgb_png_is_converted_by_the_to_uint8_rule_and_range_checked():
+    """Pillow opens a 16-bit RGB PNG as its top bytes: --to_uint8 bits:12 was ignored and a
+    12-bit photo written near-black (0..15) without a word. Now as 16-bit greyscale is: the rule
+    applies, a collapsed range is range_collapsed, a saturating rule band_mismatch."""
+    from cropshard.transforms.raster import convert
+    from cropshard.transforms.raster.records import png16
+
+    twelve = np.random.default_rng(6).integers(0, 4096, (20, 30, 3)).astype(np.uint16)
+    data = png16(twelve)
+    assert Image.open(io.BytesIO(data)).mode == "RGB"
+    got = decode_crops(data, CropSpec("none"), key="k", wide_rule=convert.parse_uint8_rule("bits:12")).crops[0].pixels
+    np.testing.assert_array_equal(got, (twelve >> 4).astype(np.uint8))
+    grey = decode_crops(data, CropSpec("center", size=(10, 10)), key="k", channels=1, wide_rule=convert.parse_uint8_rule("bits:12"))
+    expected = np.asarray(Image.fromarray((twelve >> 4).astype(np.uint8)).convert("L"))[5:15, 10:20]
+    np.testing.assert_array_equal(grey.crops[0].pixels[..., 0], expected)
+    with pytest.raises(Rejected, match=r"near-black image.*fit in 12 bits") as collapsed:
+        decode_crops(data, CropSpec("none"), key="k")  # the default rule: the top byte of 16 bits
+    assert collapsed.value.reason == "range_collapsed"
+    full = np.random.default_rng(7).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    np.testing.assert_array_equal(decode_crops(png16(full), CropSpec("none"), key="k").crops[0].pixels, (full >> 8).astype(np.uint8))
+    with pytest.raises(Rejected, match="saturates") as saturated:
+        decode_crops(png16(full), CropSpec("none"), key="k", wide_rule=convert.parse_uint8_rule("bits:12"))
+    assert saturated.value.reason == "band_mismatch"
+
+
 HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00\x08mdat"  # an iPhone photo's first boxes
 
 
