@@ -119,10 +119,17 @@ def upscaled_shape(height: int, width: int, crop: tuple[int, int]) -> tuple[int,
     return max(crop[0], math.ceil(height * scale - 1e-9)), max(crop[1], math.ceil(width * scale - 1e-9))
 
 
+def centred_offset(size: int, window: int) -> int:
+    """The centred window's offset along one side. For a window larger than the image (--small
+    pad) it goes negative, the odd padding row or column falling after the image, as the
+    reader's centre crop (and tf.image.resize_with_crop_or_pad) pads: the two layouts agree."""
+    return (size - window) // 2 if size >= window else -((window - size) // 2)
+
+
 def center_box(height: int, width: int, crop: tuple[int, int]) -> Box:
     """The centred window; for a window larger than the image, the offsets go negative (padding)."""
     ch, cw = crop
-    return (height - ch) // 2, (width - cw) // 2, ch, cw
+    return centred_offset(height, ch), centred_offset(width, cw), ch, cw
 
 
 def _key_seed(key: str, seed: int, purpose: str) -> int:
@@ -137,8 +144,8 @@ def random_boxes(height: int, width: int, crop: tuple[int, int], count: int, key
     ch, cw = crop
     rng = np.random.default_rng(_key_seed(key, seed, "random_crop"))
     # For a window larger than the image (--small pad) the only position is the centred one.
-    ys = rng.integers(0, height - ch + 1, size=count) if height >= ch else [(height - ch) // 2] * count
-    xs = rng.integers(0, width - cw + 1, size=count) if width >= cw else [(width - cw) // 2] * count
+    ys = rng.integers(0, height - ch + 1, size=count) if height >= ch else [centred_offset(height, ch)] * count
+    xs = rng.integers(0, width - cw + 1, size=count) if width >= cw else [centred_offset(width, cw)] * count
     return [(int(y), int(x), ch, cw) for y, x in zip(ys, xs, strict=True)]
 
 

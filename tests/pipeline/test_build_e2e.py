@@ -216,3 +216,25 @@ def test_an_unlabeled_build_gathers_no_label_names(photos, tmp_path, local):
     records = parse_with_tf(shard_paths(out, info, "train"))
     assert info.labels == () and (out / "labels.txt").read_text() == ""
     assert records and {(r["label"], r["label_text"]) for r in records} == {(-1, "")}
+
+
+def test_small_pad_centre_crops_equal_the_readers_centre_crop_of_the_full_image(tmp_path):
+    """The two layouts `compare` weighs must give the same pixels: a pre-cropped --small pad
+    centre crop, and the reader's centre crop of the full image. The odd padding row and column
+    fell before the image in the writer and after it in the reader (a one-pixel shift)."""
+    from cropshard import reader
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    pixels = np.random.default_rng(8).integers(0, 256, (63, 61, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in" / "small.png")
+    common = [f"--input={tmp_path}/in", "--label_from=none", "--encoding=png", "--progress=off", *IN_PROCESS]
+    run([*common, f"--output={tmp_path}/pre", "--crop=center", "--size=64x64", "--small=pad"], command_line=["test"])
+    run([*common, f"--output={tmp_path}/full", "--crop=none"], command_line=["test"])
+    stored, _ = next(reader.load(str(tmp_path / "pre"), batch_size=None, shuffle=False, normalize="none").as_numpy_iterator())
+    cut, _ = next(reader.load(str(tmp_path / "full"), batch_size=None, shuffle=False, normalize="none", crop="center",
+                              crop_size=64).as_numpy_iterator())
+    expected = np.zeros((64, 64, 3), np.uint8)
+    expected[0:63, 1:62] = pixels  # one zero row after the image; columns 1 before, 2 after
+    np.testing.assert_array_equal(cut, expected)
+    np.testing.assert_array_equal(stored, expected)
