@@ -205,7 +205,7 @@ class EncodeSources(beam.PTransform):
     def expand(self, sources: beam.PCollection) -> dict[str, beam.PCollection]:
         spec = self._spec
         side = {"ranges": beam.pvalue.AsDict(self._ranges)} if self._ranges is not None else {}
-        plan = PlanRasters(spec, PHOTOS if self._spread == SPREAD_TASKS else RASTER_TASKS)
+        plan = PlanRasters(spec, PHOTOS if self._spread == SPREAD_TASKS else RASTER_TASKS, self._progress_dir)
         planned = sources | "PlanRasters" >> beam.ParDo(plan, **side).with_outputs(PHOTOS, RASTER_TASKS, REJECTED)
         if self._spread == SPREAD_ALL:
             work = planned[RASTER_TASKS] | "SpreadWork" >> beam.Reshuffle()

@@ -180,3 +180,20 @@ def test_outcomes_sum_per_source_and_a_missing_task_fails_loudly() -> None:
     assert list(verdict("/in/a.tif", kept))[-2:] == [(RASTER_FACTS, (("crs", "EPSG:32613"), 1)), (SOURCES_WRITTEN, "train")]
     with pytest.raises(RuntimeError, match="1 of its 2 raster tasks reported"):
         list(verdict("/in/a.tif", first))
+
+
+def test_a_raster_rejected_while_planning_counts_in_the_build_progress(tmp_path: Path) -> None:
+    """Progress counted only the sources ImagesToExamples saw: a build whose rasters were
+    rejected while planning ended its progress at 1/3 although every input was done."""
+    from cropshard.transforms.progress import read_done
+    from cropshard.transforms.raster.plan import PlanRasters
+
+    one_band = rastergen.write_raster(tmp_path / "pan.tif", rastergen.multispectral(32, 32, bands=1, high=255).astype(np.uint8), crs="EPSG:32633")
+    spec = ExampleSpec(crop=CropSpec("grid", size=(16, 16)), encoding="raw")  # 3 channels: pan.tif is band_mismatch
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    with local_test_pipeline() as pipeline:
+        out = (pipeline | beam.Create([ImageSource(str(one_band), "pan.tif", "", None)])
+               | beam.ParDo(PlanRasters(spec, progress_dir=str(progress))).with_outputs("photos", "raster_tasks", REJECTED))
+        assert_that(out[REJECTED] | beam.Map(lambda row: Rejection.from_json(row).reason), equal_to(["band_mismatch"]))
+    assert read_done(str(progress)) == 1

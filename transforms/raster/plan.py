@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
 from cropshard.transforms.examples import ExampleSpec, read_bytes
+from cropshard.transforms.progress import ProgressWriter
 from cropshard.transforms.raster.open_raster import is_raster_path, refuse_sidecar
 from cropshard.transforms.raster.records import HEAD_BYTES, file_sha256, open_job
 from cropshard.transforms.raster.tasks import RASTER_TASKS, RasterTask, plan_tasks, with_root_cause
@@ -45,15 +46,23 @@ class PlanRasters(beam.DoFn):
     """ImageSource -> photos on `photos_tag` (PHOTOS, or RASTER_TASKS to spread them with the
     tasks), raster tasks on RASTER_TASKS, or a rejection."""
 
-    def __init__(self, spec: ExampleSpec, photos_tag: str = PHOTOS) -> None:
+    def __init__(self, spec: ExampleSpec, photos_tag: str = PHOTOS, progress_dir: str | None = None) -> None:
         self._spec = spec
         self._photos_tag = photos_tag
+        self._progress_dir = progress_dir  # local runs: a source rejected here is done (transforms/progress.py)
+        self._progress: ProgressWriter | None = None
         self._planned = beam.metrics.Metrics.counter("cropshard", "raster_sources_planned")
         self._tasks = beam.metrics.Metrics.counter("cropshard", "raster_tasks")
         self._rejected = RejectionCounters()
 
     def setup(self) -> None:
         setup_worker()
+        if self._progress_dir:
+            self._progress = ProgressWriter(self._progress_dir)
+
+    def finish_bundle(self) -> None:
+        if self._progress:
+            self._progress.flush()
 
     def process(self, source: ImageSource, ranges: Mapping | None = None) -> Iterator[beam.pvalue.TaggedOutput]:
         try:
@@ -61,6 +70,8 @@ class PlanRasters(beam.DoFn):
         except Rejected as err:
             stage = "read" if err.reason in ("not_found", "unreadable", "gdal_sidecar") else rejection_stage(err.reason)
             self._rejected.inc(err.reason)
+            if self._progress:  # ImagesToExamples counts every other source
+                self._progress.add()
             yield beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
             return
         if tasks is None:
