@@ -197,6 +197,11 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
         try:
             img = img.convert(target)
         except ValueError as err:
+            if target == "L":  # Pillow converts LAB to RGB but not to L: go through RGB
+                try:
+                    return img.convert("RGB").convert("L")
+                except ValueError:
+                    pass
             raise Rejected("decode_error", f"cannot convert colour mode {mode} to {target}: {err}") from err
     return img
 

@@ -253,6 +253,15 @@ def test_a_sixteen_bit_rgb_png_is_converted_by_the_to_uint8_rule_and_range_check
     assert saturated.value.reason == "band_mismatch"
 
 
+def test_a_lab_tiff_becomes_greyscale_through_rgb():
+    """Pillow converts LAB to RGB, not to L: --channels 1 rejected what --channels 3 wrote."""
+    lab = Image.new("LAB", (12, 10), (60, 140, 110))
+    buffer = io.BytesIO()
+    lab.save(buffer, "TIFF")
+    got = decode_crops(buffer.getvalue(), CropSpec("none"), key="k", channels=1).crops[0].pixels[..., 0]
+    np.testing.assert_array_equal(got, np.asarray(lab.convert("RGB").convert("L")))
+
+
 HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x00\x08mdat"  # an iPhone photo's first boxes
 
 
