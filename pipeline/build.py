@@ -25,7 +25,7 @@ from cropshard.pipeline.assemble import build_pipeline
 from cropshard.pipeline.options import BuildConfig, build_config
 from cropshard.pipeline.shards import plan_shards
 from cropshard.reader import metadata
-from cropshard.transforms.listing import check_explicit_paths, count_inputs, iter_matches
+from cropshard.transforms.listing import bucket_must_exist, check_explicit_paths, count_inputs, iter_matches
 from cropshard.transforms.manifest import manifest_kind
 from cropshard.transforms.progress import ProgressMonitor
 from cropshard.transforms.raster.launch import resolve_keep_dtype, resolve_label_names
@@ -35,6 +35,7 @@ from cropshard.transforms.write import (
     ShardLayout,
     join,
     prepare_output,
+    remove_shards,
     remove_temp_dirs,
     write_failure,
 )
@@ -190,7 +191,12 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
 
 def unmatched_patterns(config: BuildConfig) -> list[str]:
     """The --input patterns that match nothing: one listing page each, not the whole listing."""
-    return [pattern for pattern in config.inputs if next(iter_matches(pattern), None) is None]
+    unmatched = []
+    for pattern in config.inputs:
+        with bucket_must_exist("--input", pattern):
+            if next(iter_matches(pattern), None) is None:
+                unmatched.append(pattern)
+    return unmatched
 
 
 def no_inputs_error(config: BuildConfig, manifest_exists: bool = True, unmatched: Sequence[str] | None = None) -> FileNotFoundError:
@@ -350,7 +356,7 @@ def execute(build: PreparedBuild) -> BuildResult:
 
 
 def record_failure(output: str, err: BaseException) -> None:
-    """After a failed job, what a refused build leaves: no Beam temp files, and build_failed.json
+    """After a failed job, what a refused build leaves: no Beam temp files nor shards, and build_failed.json
     (write.py's format; no dataset_info: the job never counted) with the job's error, so the
     folder says why and --overwrite knows it for a cropshard build. Best effort: the job's error
     is what the caller reports, not a second one from here."""
@@ -359,6 +365,8 @@ def record_failure(output: str, err: BaseException) -> None:
     try:
         remove_temp_dirs(output)
         write_failure(output, f"the job failed: {failure_line(err)}", None)
+        if not published(output):  # a split may have renamed its shards into place before the job failed
+            remove_shards(output)
     except Exception:  # noqa: BLE001 - e.g. no write access left to the output
         _LOGGER.warning("could not record the failure in %s", output, exc_info=True)
 

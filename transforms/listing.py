@@ -8,6 +8,7 @@ listing in the launcher, for shard sizing and the progress total.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import FileMetadata, FileSystem
+from apache_beam.io.filesystem import BeamIOError, FileMetadata, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
@@ -106,7 +107,7 @@ def iter_matches(pattern: str, keep: Callable[[str], bool] | None = None) -> Ite
         if local:  # an explicit file: if it is gone, that is a rejection, not an empty match
             yield from _local_entries(os.path.dirname(pattern) or ".", [os.path.basename(pattern)], lambda _: True)
         elif FileSystems.exists(pattern):
-            yield from FileSystems.match([pattern])[0].metadata_list
+            yield from (m for m in FileSystems.match([pattern])[0].metadata_list if not is_folder_placeholder(m))
         return
     prefix = literal_prefix(pattern)
     if filesystem.has_dirs():
@@ -115,8 +116,15 @@ def iter_matches(pattern: str, keep: Callable[[str], bool] | None = None) -> Ite
         yield from _walk_local(prefix, pattern, keep)
     else:
         for metadata in filesystem.match_files(filesystem._list(prefix), pattern):
-            if keep is None or keep(metadata.path):
+            if not is_folder_placeholder(metadata) and (keep is None or keep(metadata.path)):
                 yield metadata
+
+
+def is_folder_placeholder(metadata: FileMetadata) -> bool:
+    """A zero-byte object named like a folder (`gs://b/photos/cat/`), as the Cloud console's "Create
+    folder", gcsfuse and Hadoop's connector leave on object stores to show a folder. It is a folder,
+    as on a local disk: never an input (nor a label), and no file of an --output."""
+    return metadata.path.endswith("/") and metadata.size_in_bytes == 0
 
 
 def _walk_local(top: str, pattern: str, keep: Callable[[str], bool] | None = None) -> Iterator[FileMetadata | Unlisted]:
@@ -196,6 +204,27 @@ def iter_owned(owners: PatternOwners, index: int, bucket: int = 0, buckets: int 
         missing = isinstance(entry, Unlisted) and entry.reason == "not_found"
         if owners.keeps(index, entry.path, exists=not missing):
             yield entry
+
+
+def _not_found(err: BaseException) -> bool:
+    # Beam wraps the storage client's error once per layer (match, then list), keyed by path.
+    if isinstance(err, BeamIOError):
+        return any(_not_found(cause) for cause in (err.exception_details or {}).values())
+    return getattr(err, "code", None) == 404  # google.api_core's NotFound
+
+
+@contextlib.contextmanager
+def bucket_must_exist(option: str, path: str) -> Iterator[None]:
+    """Turns the listing error of a `path` in a bucket that does not exist into one
+    FileNotFoundError naming the bucket (a usage error: exit 2). Listing a prefix of a bucket
+    that exists never fails with 'not found' (it finds nothing), so a 404 means the bucket."""
+    try:
+        yield
+    except BeamIOError as err:
+        if "://" not in path or not _not_found(err):
+            raise
+        scheme, _, rest = path.partition("://")
+        raise FileNotFoundError(f"{option} {path}: bucket {scheme}://{rest.split('/', 1)[0]} does not exist") from err
 
 
 def check_explicit_paths(patterns: Iterable[str]) -> None:

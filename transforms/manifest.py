@@ -145,11 +145,30 @@ def parse_manifest_row(
         split = None  # fractions in --split win (the launcher refuses a split column they would ignore)
     label = row.get("label")
     label = "" if label is None else str(label).strip()
-    full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)
     class_map = str(row.get("label_raster") or "").strip() or None
-    if class_map is not None and "://" not in class_map and not class_map.startswith("/"):
-        class_map = posixpath.join(manifest_dir, class_map)
-    return ImageSource(path=full, key=path, label=label, split=split, box=box, label_raster=class_map)
+    if class_map is not None:
+        class_map = resolve_row_path(class_map, manifest_dir)
+    # The key stays as written: split hashes and crop positions are functions of it.
+    return ImageSource(path=resolve_row_path(path, manifest_dir), key=path, label=label, split=split, box=box, label_raster=class_map)
+
+
+def resolve_row_path(path: str, manifest_dir: str) -> str:
+    """A manifest row's path: a relative one below the manifest's folder, and its '.' and '..'
+    segments resolved, on gs:// as locally (an object store resolves none: `gs://b/man/../x.jpg`
+    names no object), so a file has one image/filename however it is reached."""
+    full = path if "://" in path or path.startswith("/") else posixpath.join(manifest_dir, path)
+    if not any(part in (".", "..") for part in full.split("/")):
+        return full  # as written: normpath would also merge the '//' an object name may hold
+    if "://" not in full:
+        normal = posixpath.normpath(full)
+        # The OS resolves '..' after following a symbolic link, normpath before it: where they
+        # differ, the path as written names the file the OS reads.
+        return normal if os.path.realpath(normal) == os.path.realpath(full) else full
+    # Not posixpath.normpath(full): it would turn 'gs://' into 'gs:/'. As a file system does
+    # below its root, '..' stops at the bucket.
+    scheme, _, rest = full.partition("://")
+    bucket, _, name = rest.partition("/")
+    return f"{scheme}://{bucket}{posixpath.normpath('/' + name)}"
 
 
 class _ParseManifestRows(beam.DoFn):

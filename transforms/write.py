@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import integrity, metadata, schema, shard_index
 from cropshard.transforms import croissant, tfds_info
+from cropshard.transforms.listing import bucket_must_exist, is_folder_placeholder
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.sharding import WriteShardsWithoutGrouping, WriteStableShards, unique_temp_dir
@@ -310,7 +311,9 @@ class _WriteDatasetInfo(beam.DoFn):
         check_publishable(info)
         refused = refusal(info, self._max_rejected_fraction)
         if refused:
-            yield write_failure(self._output, refused, json.loads(info.to_json()))
+            failed = write_failure(self._output, refused, json.loads(info.to_json()))
+            remove_shards(self._output, [name for _, shard in shards for name in (shard.file, shard.index) if name])
+            yield failed
             return
         write_text(join(self._output, metadata.LABELS_FILENAME), metadata.labels_text(labels))
         write_descriptions(self._output, info)
@@ -440,6 +443,20 @@ def dataset_files(output: str) -> list[str]:
     return found
 
 
+def remove_shards(output: str, names: Iterable[str] | None = None) -> int:
+    """Delete the shards and indexes a failed build wrote, so that nothing it refused is where a glob
+    (`train-*.tfrecord`) or a reader that ignores cropshard.json would take it for data: `names`,
+    those this build described, or with None every shard-named file in `output` (prepare_output left
+    none from before: the output was empty, or --overwrite removed them). Returns how many."""
+    if names is None:
+        paths = [path for path in dataset_files(output) if _SHARD_NAME.fullmatch(shard_file_name(path))]
+    else:  # a retried step finds some already gone
+        paths = [path for path in (join(output, name) for name in names) if FileSystems.exists(path)]
+    if paths:
+        FileSystems.delete(paths)
+    return len(paths)
+
+
 def remove_temp_dirs(output: str) -> int:
     """Delete Beam's `beam-temp-*` directories left by an interrupted build; returns how many files were in them."""
     files = [m.path for m in FileSystems.match([join(output, "beam-temp-*/**")])[0].metadata_list]
@@ -474,20 +491,34 @@ def not_a_dataset(output: str, existing: Sequence[str]) -> str | None:
     return sorted(foreign or names)[0]
 
 
+def check_output_is_a_folder(output: str) -> None:
+    """FileExistsError when --output names a file: a local one, or on an object store an object of
+    that very name (the dataset would go below it, `file.bin/...`, and gcsfuse or the console would
+    show a file and a folder of one name)."""
+    if "://" not in output:
+        is_file = os.path.lexists(output) and not os.path.isdir(output)
+    else:
+        below_bucket = "/" in output.partition("://")[2]  # a bucket's root is no object
+        is_file = below_bucket and not FileSystems.get_filesystem(output).has_dirs() and FileSystems.exists(output)
+    if is_file:
+        raise FileExistsError(f"--output {output} is a file, not a folder: pick an empty or new folder for the dataset")
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
     """Refuse a non-empty output unless --overwrite, and with it one that holds no cropshard dataset
     (not_a_dataset: --overwrite must never delete another tool's files); with it, remove the old
     cropshard.json (and a format-1 dataset's dataset_info.json) first, so an interrupted overwrite
     never looks complete, then old shards, their indexes, the other metadata and temp dirs."""
-    if "://" not in output and os.path.lexists(output) and not os.path.isdir(output):
-        raise FileExistsError(f"--output {output} is a file, not a folder: pick an empty or new folder for the dataset")
+    check_output_is_a_folder(output)
     if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
             os.makedirs(output, exist_ok=True)
         return
     # Object stores (gs://) have no directories: exists(output) is False even when objects sit
-    # below it, so the listing below is the only emptiness check there.
-    existing = [m.path for m in FileSystems.match([join(output, "**")])[0].metadata_list]
+    # below it, so the listing below is the only emptiness check there. Folder placeholders are
+    # folders, as invisible here as a local empty folder: a console-made --output is empty.
+    with bucket_must_exist("--output", output):
+        existing = [m.path for m in FileSystems.match([join(output, "**")])[0].metadata_list if not is_folder_placeholder(m)]
     if not existing:
         return
     foreign = not_a_dataset(output, existing)

@@ -30,7 +30,7 @@ from cropshard.transforms.rejects import Rejection
 from cropshard.transforms.write import prepare_output, written_files
 
 from tests import imagegen
-from tests.gcs_emulator import GcsEmulator, emulator_environment
+from tests.gcs_emulator import GcsEmulator, emulator_environment, split_url
 
 pytestmark = pytest.mark.gcs
 
@@ -200,6 +200,83 @@ def test_listing_counting_and_prepare_output_on_gs(gcs: GcsEmulator, tmp_path: P
 def test_gs_folder_without_slash_gets_a_hint(gcs: GcsEmulator, uploaded: dict[str, str]) -> None:
     with pytest.raises(FileNotFoundError, match=r"needs a trailing / or /\*\*"):
         run(["--input=gs://bucket/images", "--output=gs://bucket/never", *BUILD_FLAGS, *IN_PROCESS])
+
+
+def put(gcs: GcsEmulator, url: str, data: bytes = b"") -> None:
+    bucket, name = split_url(url)
+    gcs.client().bucket(bucket).blob(name).upload_from_string(data)
+
+
+def test_a_missing_bucket_is_a_usage_error_naming_it(gcs: GcsEmulator, uploaded: dict[str, str]) -> None:
+    # Was a Beam traceback (BeamIOError ... NotFound) and exit 1, from prepare_output and the input check.
+    with pytest.raises(FileNotFoundError, match=r"^--output gs://nosuchbucket/ds: bucket gs://nosuchbucket does not exist$"):
+        run(["--input=gs://bucket/images/**", "--output=gs://nosuchbucket/ds", *BUILD_FLAGS, *IN_PROCESS])
+    with pytest.raises(FileNotFoundError, match=r"^--input gs://nosuchbucket/x/\*\*: bucket gs://nosuchbucket does not exist$"):
+        run(["--input=gs://nosuchbucket/x/**", "--output=gs://bucket/never", *BUILD_FLAGS, *IN_PROCESS])
+    assert gcs.list("gs://bucket/never") == []
+
+
+def test_an_output_that_is_an_object_is_refused_like_a_local_file(gcs: GcsEmulator) -> None:
+    # Was accepted: the dataset went below the user's object, as `file.bin/cropshard.json`.
+    put(gcs, "gs://bucket/objects/file.bin", b"my data")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="^--output gs://bucket/objects/file.bin is a file, not a folder"):
+            prepare_output("gs://bucket/objects/file.bin", overwrite=overwrite)
+    prepare_output("gs://bucket/objects/file", overwrite=False)  # a prefix of the object's name is not the object
+    assert gcs.list("gs://bucket/objects/") == ["gs://bucket/objects/file.bin"]
+
+
+def test_an_output_folder_made_in_the_console_is_an_empty_folder(gcs: GcsEmulator) -> None:
+    # Its placeholder object `newds/` was "a file that is not a cropshard dataset (e.g. )", even with --overwrite.
+    put(gcs, "gs://bucket/newds/")
+    put(gcs, "gs://bucket/newds/sub/")  # an empty subfolder, as a local empty directory is
+    for overwrite in (False, True):
+        prepare_output("gs://bucket/newds", overwrite=overwrite)
+    assert gcs.list("gs://bucket/newds/") == ["gs://bucket/newds/", "gs://bucket/newds/sub/"], "the placeholders stay"
+    put(gcs, "gs://bucket/newds/notes.txt", b"mine")
+    with pytest.raises(FileExistsError, match=r"\(1 files\).*\(e\.g\. notes\.txt\)"):
+        prepare_output("gs://bucket/newds", overwrite=True)
+
+
+def test_folder_placeholders_are_folders_not_inputs_nor_classes(gcs: GcsEmulator, tmp_path: Path) -> None:
+    # Each placeholder was an input (rejected) and its folder a class with no image, shifting the
+    # label ids; a pattern matching only a placeholder ran the job instead of "matched nothing".
+    tree = tmp_path / "ph"
+    for index, name in enumerate(["cat/1.jpg", "cat/2.jpg", "zebra/3.jpg", "zebra/4.jpg"]):
+        imagegen.save(tree / name, imagegen.photo(96, 128, seed=index), quality=90)
+    (tree / "aardvark").mkdir()  # the local equivalent of the placeholder `ph/aardvark/`
+    gcs.upload_tree(tree, "gs://bucket/ph")
+    for folder in ("ph/", "ph/cat/", "ph/zebra/", "ph/aardvark/"):  # what the console's "Create folder" leaves
+        put(gcs, f"gs://bucket/{folder}")
+    assert count_inputs(["gs://bucket/ph/**"]) == count_inputs([f"{tree}/**"])
+    assert [m.path for m in iter_matches("gs://bucket/ph/*")] == []
+    flags = ["--crop=center", "--size=64x64", "--encoding=raw", *IN_PROCESS]
+    local = run([f"--input={tree}/**", f"--output={tmp_path / 'local'}", *flags], command_line=["test"]).info
+    info = run(["--input=gs://bucket/ph/**", "--output=gs://bucket/out-ph", *flags], command_line=["test"]).info
+    assert info.labels == local.labels == ("cat", "zebra")
+    assert (info.num_inputs, info.num_rejected, info.rejected) == (local.num_inputs, local.num_rejected, local.rejected) == (4, 0, {})
+    with pytest.raises(FileNotFoundError, match=r"no input files: \['gs://bucket/ph/aardvark/\*\*'\] matched nothing"):
+        run(["--input=gs://bucket/ph/aardvark/**", "--output=gs://bucket/out-ph-empty", *flags])
+    with pytest.raises(FileNotFoundError, match=r"no input files: .* matched nothing"):
+        run([f"--input={tree}/aardvark/**", f"--output={tmp_path / 'local-empty'}", *flags])
+
+
+def test_gs_manifest_rows_with_dot_segments(gcs: GcsEmulator, tmp_path: Path) -> None:
+    # `../` and `./` stayed in the object name on gs:// (every such row not_found); local builds them.
+    tree = tmp_path / "rec"
+    for index, name in enumerate(["other/three.jpg", "a/one.jpg"]):
+        imagegen.save(tree / name, imagegen.photo(96, 128, seed=index), quality=90)
+    (tree / "man").mkdir()
+    (tree / "man" / "m.csv").write_text("path,label\n../other/three.jpg,x\n../a/./one.jpg,y\n")
+    gcs.upload_tree(tree, "gs://bucket/rec")
+    flags = ["--crop=center", "--size=64x64", "--encoding=raw", *IN_PROCESS]
+    for manifest, output, root in ((f"{tree}/man/m.csv", str(tmp_path / "local"), str(tree)),
+                                   ("gs://bucket/rec/man/m.csv", "gs://bucket/out-dots", "gs://bucket/rec")):
+        info = run([f"--manifest={manifest}", f"--output={output}", *flags], command_line=["test"]).info
+        assert (info.num_images_written, info.num_rejected) == (2, 0), manifest
+        filenames = sorted(schema.decode_example(record).filename for split in info.splits.values() for shard in split.shards
+                           for record in read_records(FileSystems.join(output, shard.file)))
+        assert filenames == [f"{root}/a/one.jpg", f"{root}/other/three.jpg"], "one name per file, however it is reached"
 
 
 # ---- builds -----------------------------------------------------------------------------------

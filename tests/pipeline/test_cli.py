@@ -206,6 +206,7 @@ def test_a_build_that_writes_no_example_fails_and_names_the_remedy(images: Path,
     assert not (out / metadata.INFO_FILENAME).exists()
     assert json.loads((out / FAILED_FILENAME).read_text())["dataset_info"]["rejected"]["by_reason"] == {"too_small": 6}
     assert len((out / "rejected.jsonl").read_text().splitlines()) == 6
+    assert sorted(p.name for p in out.iterdir()) == [FAILED_FILENAME, "rejected.jsonl"]  # no (empty) shard of the failed build
     with pytest.raises(metadata.DatasetError):
         metadata.load_info(str(out))
     # --overwrite replaces the refused build like any other.
@@ -225,6 +226,8 @@ def test_a_rejected_share_over_the_limit_fails_after_writing_rejected_jsonl(imag
                        f"(try: narrow --input to image files, e.g. '**/*.jpg'); nothing published (details: {tmp_path}/strict/rejected.jsonl)")
     assert not (tmp_path / "strict" / metadata.INFO_FILENAME).exists()
     assert [json.loads(line)["reason"] for line in (tmp_path / "strict" / "rejected.jsonl").read_text().splitlines()] == ["not_an_image"]
+    # The 6 accepted images' shards went with the refusal: nothing a glob could read as the dataset.
+    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == [FAILED_FILENAME, "rejected.jsonl"]
     code, err, stdout = cropshard(capsys, *argv, f"--output={tmp_path / 'lenient'}", "--max_rejected_fraction=0.2")
     assert code == 0, err
     assert "inputs 7 = 6 images written + 1 rejected" in stdout
@@ -276,6 +279,17 @@ def test_a_failed_job_leaves_build_failed_json_and_no_temp_files(images: Path, t
     code, err, stdout = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--overwrite", *IN_PROCESS)
     assert code == 0 and "inputs 6 = 6 images written + 0 rejected" in stdout, err
     assert not (out / FAILED_FILENAME).exists()
+
+
+def test_a_failed_job_removes_the_shards_one_split_had_renamed_into_place(tmp_path: Path) -> None:
+    from cropshard.pipeline.build import record_failure
+
+    out = tmp_path / "out"
+    for name in ("train-00000-of-00001.tfrecord", "train-00000-of-00001.tfrecord.idx", "beam-temp-test-1/part-0"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("")
+    record_failure(str(out), RuntimeError("boom"))
+    assert sorted(p.name for p in out.iterdir()) == [FAILED_FILENAME]
 
 
 def test_max_rejected_fraction_must_be_a_fraction(images: Path, tmp_path: Path, capsys) -> None:

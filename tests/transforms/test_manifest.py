@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cropshard.transforms.manifest import (
@@ -13,6 +14,7 @@ from cropshard.transforms.manifest import (
     manifest_kind,
     parse_manifest_row,
     read_manifest_header,
+    resolve_row_path,
 )
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import ImageSource
@@ -36,6 +38,24 @@ def test_csv_row_paths_labels_boxes():
     assert csv_row("/abs/a.jpg, dog ,,").path == "/abs/a.jpg"
     assert csv_row("gs://b/a.jpg,,,") == ImageSource("gs://b/a.jpg", "gs://b/a.jpg", "", None, None)
     assert csv_row("a.jpg\tcat", header=["path", "label"], delimiter="\t").label == "cat"
+
+
+def test_dot_segments_resolve_on_gs_as_locally(tmp_path):
+    # On gs:// '../' and './' stayed in the object name (`gs://b/man/../x.jpg`): every such row not_found.
+    row = parse_manifest_row("../a/./one.jpg,cat", "csv", ["path", "label"], "gs://b/rec/man", None)
+    assert row == ImageSource("gs://b/rec/a/one.jpg", "../a/./one.jpg", "cat", None, None)  # the key as written: split hashes, crop seeds
+    assert parse_manifest_row("../a/./one.jpg,cat", "csv", ["path", "label"], "/data/man", None).path == "/data/a/one.jpg"
+    assert resolve_row_path("gs://b/x/../y.jpg", "gs://b/man") == "gs://b/y.jpg"  # absolute rows too
+    assert resolve_row_path("../../../y.jpg", "gs://b/man") == "gs://b/y.jpg"  # never above the bucket
+    assert resolve_row_path("a//b.jpg", "gs://b/man") == "gs://b/man/a//b.jpg"  # an object name's '//' kept
+    row = parse_manifest_row(json.dumps({"path": "a.tif", "label_raster": "../lc/./a.tif"}), "jsonl", HEADER, "gs://b/man", None)
+    assert row.label_raster == "gs://b/lc/a.tif"
+    # Locally the OS resolves '..' after a symbolic link: the path stays as written where normpath would name another file.
+    (tmp_path / "real" / "man").mkdir(parents=True)
+    (tmp_path / "real" / "img.jpg").write_bytes(b"")
+    os.symlink(tmp_path / "real" / "man", tmp_path / "man")
+    assert resolve_row_path("../img.jpg", str(tmp_path / "man")) == f"{tmp_path}/man/../img.jpg"
+    assert resolve_row_path("./../img.jpg", str(tmp_path / "real" / "man")) == f"{tmp_path}/real/img.jpg"
 
 
 def test_split_column_rules():

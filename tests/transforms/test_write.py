@@ -139,3 +139,28 @@ def test_overwrite_removes_shards_but_not_a_users_own_tfrecord(tmp_path) -> None
     assert removed == sorted(names[:4])
     write.prepare_output(str(tmp_path), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_training_data.tfrecord", "notes.txt"]
+
+
+def test_a_refused_build_removes_the_shards_it_wrote(tmp_path) -> None:
+    # A refused build left train-*.tfrecord and .idx beside build_failed.json: a glob over the
+    # folder, or a reader that ignores cropshard.json, read the build that failed.
+    step = write._WriteDatasetInfo(str(tmp_path), FACTS, max_rejected_fraction=0.1)
+    written = metadata.ShardInfo("train-00000-of-00001.tfrecord", 1, 100, "train-00000-of-00001.tfrecord.idx")
+    (tmp_path / written.file).write_text("records")
+    (tmp_path / written.index).write_text("index")
+    (tmp_path / "mine-00000-of-00001.tfrecord").write_text("the user's, not this build's")
+    for _ in range(2):  # a retried step finds the shards gone
+        outputs = list(step.process(None, shards=[("train", written)], rejected={"truncated": 1}, num_inputs=2, images_written=1,
+                                    labels=[], unused_rejected_files=[]))
+        assert outputs == [str(tmp_path / write.FAILED_FILENAME)]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [write.FAILED_FILENAME, "mine-00000-of-00001.tfrecord"]
+
+
+def test_remove_shards_without_names_removes_every_shard_named_file(tmp_path) -> None:
+    names = ["train-00000-of-00002.tfrecord", "train-00000-of-00002.tfrecord.idx", "test-00000-of-00001.tfrecord.gz",
+             write.FAILED_FILENAME, metadata.REJECTED_FILENAME, "my_training_data.tfrecord"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert write.remove_shards(str(tmp_path)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[3:])
+
