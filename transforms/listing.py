@@ -120,6 +120,15 @@ def iter_matches(pattern: str, keep: Callable[[str], bool] | None = None) -> Ite
                 yield metadata
 
 
+def normalized_url(url: str) -> str:
+    """`scheme://bucket/a/../b` -> `scheme://bucket/b`: object stores resolve no '.' or '..'
+    (`gs://b/man/../x.jpg` names no object), so they are resolved here, within the bucket as a
+    file system does below its root. Not posixpath.normpath(url): it makes 'gs://' 'gs:/'."""
+    scheme, _, rest = url.partition("://")
+    bucket, _, name = rest.partition("/")
+    return f"{scheme}://{bucket}{posixpath.normpath('/' + name)}"
+
+
 def is_folder_placeholder(metadata: FileMetadata) -> bool:
     """A zero-byte object named like a folder (`gs://b/photos/cat/`), as the Cloud console's "Create
     folder", gcsfuse and Hadoop's connector leave on object stores to show a folder. It is a folder,

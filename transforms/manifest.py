@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from cropshard.transforms.crop import parse_box
+from cropshard.transforms.listing import normalized_url
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 
@@ -164,11 +165,7 @@ def resolve_row_path(path: str, manifest_dir: str) -> str:
         # The OS resolves '..' after following a symbolic link, normpath before it: where they
         # differ, the path as written names the file the OS reads.
         return normal if os.path.realpath(normal) == os.path.realpath(full) else full
-    # Not posixpath.normpath(full): it would turn 'gs://' into 'gs:/'. As a file system does
-    # below its root, '..' stops at the bucket.
-    scheme, _, rest = full.partition("://")
-    bucket, _, name = rest.partition("/")
-    return f"{scheme}://{bucket}{posixpath.normpath('/' + name)}"
+    return normalized_url(full)
 
 
 class _ParseManifestRows(beam.DoFn):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from cropshard.transforms.crop import Box
+from cropshard.transforms.listing import normalized_url
 from cropshard.transforms.raster.chips import inside_box, source_window
 from cropshard.transforms.rejects import Rejected
 
@@ -61,12 +62,7 @@ def label_raster_path(image_path: str, pattern: str) -> str:
     folder, name = paths.split(image_path)
     stem, ext = paths.splitext(name)
     path = pattern.format(dir=folder, stem=stem, name=name, ext=ext)
-    if not remote:
-        return os.path.normpath(path)
-    # Object stores have no '..': resolve it within the bucket, as a file system would below its root.
-    scheme, _, rest = path.partition("://")
-    bucket, _, key = rest.partition("/")
-    return f"{scheme}://{bucket}{posixpath.normpath('/' + key)}"
+    return normalized_url(path) if remote else os.path.normpath(path)
 
 
 def parse_label_names(text: str, source: str) -> tuple[tuple[int, str], ...]:
