@@ -9,8 +9,17 @@ dispatcher (see compare/__init__.py). Nothing here defines dataset format, only 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
+
+from cropshard.reader import fileio
+
+# Exit status of `cropshard inspect` and `compare` when storage could not be read or written (no
+# network, credentials or permission): distinct from 1 (inspect: damage found) and 2 (usage, not a
+# dataset), because a script must not read "could not reach the bucket" as "the dataset is damaged".
+EXIT_STORAGE = 3
 
 
 def refuse_options_without(parser: argparse.ArgumentParser, args: argparse.Namespace, dests: Sequence[str], owner: str, remedy: str) -> None:
@@ -51,3 +60,67 @@ def human_bytes(num: float) -> str:
             return f"{num:.0f} {unit}" if unit == "B" else f"{num:.2f} {unit}"
         num /= 1024
     raise AssertionError("unreachable")
+
+
+# TensorFlow errors that are findings about the data, not storage failing: bytes that were read and
+# are wrong (damage), or a file that is not there (a shard missing from the dataset).
+_DATA_ERRORS = ("DataLossError", "InvalidArgumentError", "OutOfRangeError", "NotFoundError")
+
+
+def storage_failure(err: BaseException) -> bool:
+    """Whether `err` is storage failing (OSError, or a tf.errors.OpError such as Unavailable,
+    PermissionDenied, FailedPrecondition for an unresolvable host) rather than damaged or missing data."""
+    if isinstance(err, OSError):
+        return not isinstance(err, FileNotFoundError)
+    tf = sys.modules.get("tensorflow")  # an OpError exists only once TensorFlow is loaded
+    return tf is not None and isinstance(err, tf.errors.OpError) and type(err).__name__ not in _DATA_ERRORS
+
+
+def storage_error_line(tool: str, err: BaseException, fallback: str | None = None) -> str:
+    """The one line a storage failure shows: what could not be read or written, and the cause."""
+    action, path = getattr(err, "cropshard_path", ("read", getattr(err, "filename", None) or fallback))
+    cause = " ".join(str(getattr(err, "message", err)).split())[:400]  # TF's messages span lines; the path is on the last
+    target = f" {path}" if path else " storage"
+    return (f"cropshard {tool}: error: could not {action}{target}: {type(err).__name__}: {cause}"
+            " (a storage error, not a finding about the data: check the network, credentials and permissions)")
+
+
+class _NamingFileSystem(fileio.FileSystem):
+    """The reader's filesystem, unchanged, except that an error it raises carries the path and what
+    was being done (`err.cropshard_path`), so storage_error_line names the object even when the
+    cause does not (a custom filesystem's error, an OSError without a filename). The error's type
+    is kept: the reader and the tools decide by type what an error means."""
+
+    def __init__(self, inner: fileio.FileSystem) -> None:
+        self._inner = inner
+
+    @staticmethod
+    def _call(action: str, path: str, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(path, *args)
+        except Exception as err:
+            if not hasattr(err, "cropshard_path"):
+                err.cropshard_path = (action, path)  # type: ignore[attr-defined]
+            raise
+
+    def exists(self, path: str) -> bool:
+        return bool(self._call("read", path, self._inner.exists))
+
+    def listdir(self, path: str) -> list[str]:
+        return list(self._call("list", path, self._inner.listdir))
+
+    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        return self._call("write" if set(mode) & set("wax+") else "read", path, self._inner.open, mode)
+
+    def size(self, path: str) -> int:
+        return int(self._call("read", path, self._inner.size))
+
+    def tf_path(self, path: str) -> str:
+        return self._inner.tf_path(path)
+
+
+@contextlib.contextmanager
+def storage_paths_named() -> Iterator[None]:
+    """Inside the block, errors from the reader's filesystem name the path they were raised for."""
+    with fileio.use(_NamingFileSystem(fileio.get())):
+        yield

@@ -35,7 +35,15 @@ from cropshard.reader.metadata import (
     labels_text,
     load_info,
 )
-from cropshard.tools import human_bytes, refuse_options_without, refuse_repeated_options
+from cropshard.tools import (
+    EXIT_STORAGE,
+    human_bytes,
+    refuse_options_without,
+    refuse_repeated_options,
+    storage_error_line,
+    storage_failure,
+    storage_paths_named,
+)
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
 
@@ -173,6 +181,8 @@ def _check_shard(path: str, split_name: str, shard: ShardInfo, info: DatasetInfo
                 if progress:
                     progress.add()
         except tf.errors.OpError as err:
+            if storage_failure(err):
+                raise  # storage failed mid-shard: that says nothing about the records (main reports it)
             # TensorFlow inflates a gzip stream in blocks and fails on the whole block that holds
             # the damage, so before records the framing scan read intact: its report stands.
             if progress:
@@ -421,6 +431,8 @@ def _label_counts(args: argparse.Namespace, info: DatasetInfo, verified: VerifyR
     try:
         return count_labels(args.path, info), ""
     except Exception as err:  # noqa: BLE001 - a damaged shard must not stop the description
+        if storage_failure(err):
+            raise  # unreachable storage is not damage: "run --verify to locate the damage" would mislead
         return None, f"histogram unavailable: {type(err).__name__}; run with --verify to locate the damage"
 
 
@@ -463,6 +475,18 @@ def main(argv: Iterable[str]) -> int:
     check_options_take_effect(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        with storage_paths_named():
+            return _inspect(args)
+    except Exception as err:
+        if not storage_failure(err):
+            raise
+        # Not 1: for --verify that means damage found, and an unreachable bucket proves no damage.
+        print(storage_error_line("inspect", err, args.path), file=sys.stderr)
+        return EXIT_STORAGE
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    try:
         if args.contact_sheet:
             args.contact_sheet = contact_sheet_path(args.contact_sheet)
         info = load_info(args.path)
@@ -496,7 +520,7 @@ def main(argv: Iterable[str]) -> int:
             sheet = write_contact_sheet(
                 args.path, args.contact_sheet, split=args.split, samples=args.samples, crop_size=args.crop_size, seed=args.seed, rgb=args.rgb
             )
-        except (DatasetError, ValueError, OSError) as err:
+        except (DatasetError, ValueError) as err:
             print(f"cropshard inspect: contact sheet: {err}", file=sys.stderr)
             return 2
         print()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+from cropshard.reader import fileio
 from cropshard.reader.metadata import DatasetError, DatasetInfo, ShardInfo, SplitInfo
-from cropshard.tools.compare.costs import Trainee, TrainSettings, plan_training, reference_variant
+from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, plan_training, reference_variant
 from cropshard.tools.compare.coverage import (
     StoredImage,
     random_resized_share,
@@ -20,9 +22,11 @@ from cropshard.tools.compare.coverage import (
 )
 from cropshard.tools.compare.plan import crop_label, training_crop
 from cropshard.tools.compare.recommend import recommend, share_text, within_spread
-from cropshard.tools.compare.scan import SplitScan, whole_source_sizes
+from cropshard.tools.compare.scan import SplitScan, read_source_size, whole_source_sizes
 from cropshard.tools.compare.train import TrainPlan, TrainRun, summarize_training
+from PIL import Image
 
+from tests.tools import storage
 from tests.tools.compare_rows import measured_row
 
 WINDOW = (32, 32)
@@ -227,3 +231,40 @@ def test_recommendation_uses_the_training_numbers_and_says_when_they_are_within_
 def test_share_text() -> None:
     assert [share_text(v) for v in (1.0, 0.25, 0.0833, 0.000918, 0.0, 1 / 864_374)] == [
         "100%", "25%", "8.3%", "0.092%", "0%", "1 in 864,374"]
+
+
+# ---- source sizes of gs:// sources: read through the reader's filesystem, or the '?' explained --------
+
+
+def precrop_scan(filename: str) -> SplitScan:
+    return SplitScan({"a": [StoredImage((32, 48, 32, 32), 32, 32)]}, {"a": filename}, {"a": 0}, whole_sources=False)
+
+
+def write_source(path: Path, **save: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (SOURCE[1], SOURCE[0]), (90, 120, 30)).save(path, "JPEG", **save)
+
+
+def test_gs_source_sizes_are_read_through_the_reader_filesystem(tmp_path: Path) -> None:
+    # Sizes were read from local files only: gs:// sources gave '?' for window share, RRC share and context kept.
+    write_source(tmp_path / "src" / "a.jpg")
+    write_source(tmp_path / "src" / "icc.jpg", icc_profile=bytes(300 * 1024))  # a header longer than the first bytes read
+    bucket = storage.BucketOnDisk(str(tmp_path))
+    with fileio.use(bucket):
+        (cov,), note = coverages([Trainee("precrop-jpeg", "gs://bucket/ds", PRE, "train")], [precrop_scan("gs://bucket/src/a.jpg")], WINDOW)
+    assert note is None
+    assert cov.window_share == 1 / FULL_POSITIONS and cov.context_kept == 32 * 32 / (96 * 128) and cov.rrc_share is not None
+    with fileio.use(bucket):
+        assert read_source_size("gs://bucket/src/icc.jpg") == SOURCE
+
+
+def test_unknown_source_sizes_are_explained_under_the_costs_table(tmp_path: Path) -> None:
+    # The '?' came with no reason; now the note names how many sources, the first failure and its cause.
+    trainees = [Trainee("precrop-jpeg", "gs://bucket/ds", PRE, "train")]
+    with fileio.use(storage.unreachable()):
+        (cov,), note = coverages(trainees, [precrop_scan("gs://bucket/src/a.jpg")], WINDOW)
+    assert cov.window_share is None and note is not None
+    assert note.startswith("window share, RRC share and context kept leave out 1 source image of unknown size ('?' where no size")
+    assert "(gs://bucket/src/a.jpg: UnavailableError: connection refused by the storage service)" in note
+    (cov,), note = coverages(trainees, [precrop_scan(str(tmp_path / "moved.jpg"))], WINDOW)
+    assert cov.context_kept is None and f"{tmp_path / 'moved.jpg'}: FileNotFoundError" in str(note)

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cropshard.reader import fileio
 from cropshard.reader.metadata import DatasetError, DatasetInfo, ShardInfo, SplitInfo
+from cropshard.tools import EXIT_STORAGE
 from cropshard.tools.compare import cli
 from cropshard.tools.compare.chart import LAYOUT_COLOURS, bar_colours, chart_title
 from cropshard.tools.compare.measure import (
@@ -24,6 +26,7 @@ from cropshard.tools.compare.measure import (
 from cropshard.tools.compare.plan import Variant, build_argv, combine, plan_variants, variant_from_dataset
 from cropshard.tools.compare.recommend import ratio_text, recommend, speed_text
 
+from tests.tools import storage
 from tests.tools.compare_rows import measured_row
 
 # The row keys of compare.json format 1, in order: readers of old results depend on them.
@@ -287,3 +290,41 @@ def test_no_build_or_beam_option_is_taken_for_a_misspelt_compare_option() -> Non
 def test_build_options_still_pass_through() -> None:
     _, passthrough = cli.parse_args([*FAST, "--split", "train=0.5,test=0.5", "--num_shards=2"])
     assert passthrough == ["--split", "train=0.5,test=0.5", "--num_shards=2"]
+
+
+# ---- storage that cannot be read: one line and exit 3, not a traceback --------------------------
+
+
+def storage_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "not a finding about the data" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--dataset=gs://bucket/ds"], "could not read gs://bucket/ds/cropshard.json: UnavailableError: connection refused"),
+    (["--input=x/**", "--layouts=precrop", "--encodings=jpeg", "--workdir=gs://bucket/cmp"],
+     "could not read gs://bucket/cmp/precrop-jpeg: UnavailableError: connection refused"),
+])
+def test_unreachable_storage_is_one_line_and_exit_3(argv: list[str], named: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # It printed TensorFlow's traceback (from load_info or workdir.foreign_contents) and exited 1.
+    workdir = [] if any(a.startswith("--workdir") for a in argv) else [f"--workdir={tmp_path}"]
+    with fileio.use(storage.unreachable()):
+        assert cli.main([*argv, "--size=8", *workdir]) == EXIT_STORAGE == 3
+    line = storage_error_line(capsys.readouterr().err)
+    assert line.startswith("cropshard compare: error: ") and named in line
+
+
+def test_an_unreadable_ledger_is_a_storage_error_not_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The ledger naming the folder as compare's could not be read: compare refused its own folder as "not written by
+    # compare" (exit 2), and claim_folder would have rewritten the ledger without its other folders.
+    (tmp_path / "cmp" / "precrop-jpeg").mkdir(parents=True)
+    (tmp_path / "cmp" / "precrop-jpeg" / "cropshard.json").write_text("{}")
+    (tmp_path / "cmp" / "compare-variants.json").write_text(json.dumps({"folders": ["precrop-jpeg"]}))
+    bucket = storage.BucketOnDisk(str(tmp_path), fails=lambda path: storage.unavailable(path) if path.endswith("variants.json") else None)
+    with fileio.use(bucket):
+        assert cli.main(["--input=x/**", "--layouts=precrop", "--encodings=jpeg", "--workdir=gs://bucket/cmp", "--size=8"]) == 3
+    line = storage_error_line(capsys.readouterr().err)
+    assert "could not read gs://bucket/cmp/compare-variants.json: UnavailableError" in line

@@ -19,13 +19,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from cropshard.pipeline.build import run  # noqa: E402
 from cropshard.pipeline.cli import main as cli_main  # noqa: E402
-from cropshard.reader import schema  # noqa: E402
+from cropshard.reader import fileio, schema  # noqa: E402
 from cropshard.reader.metadata import load_info  # noqa: E402
-from cropshard.tools import contact_sheet  # noqa: E402
+from cropshard.tools import EXIT_STORAGE, contact_sheet  # noqa: E402
 from cropshard.tools.inspect import Progress  # noqa: E402
 
 from tests import imagegen  # noqa: E402
 from tests.reader.test_reader_verify import flip_byte, record_offsets  # noqa: E402 - the reader tests' framing helpers
+from tests.tools import storage  # noqa: E402
+from tests.tools.storage import BucketOnDisk  # noqa: E402
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--progress=off"]
 PER_CLASS = 6
@@ -284,6 +286,54 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert "does not exist" in capsys.readouterr().err
 
 
+# ---- storage that cannot be read: one line and exit 3, never 1 ("--verify found damage") ----------
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [[], ["--verify"], ["--no-labels"]])
+def test_unreachable_storage_is_one_line_and_exit_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # It printed TensorFlow's traceback and exited 1, which for --verify reads as "the dataset is damaged".
+    with fileio.use(storage.unreachable()):
+        assert cli_main(["inspect", "gs://bucket/ds", *argv]) == EXIT_STORAGE == 3
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("cropshard inspect: error: could not read gs://bucket/ds/cropshard.json: UnavailableError:")
+    assert "connection refused by the storage service" in line and "not a finding about the data" in line
+
+
+def test_storage_failing_during_verify_is_not_reported_as_damage(precropped: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # cropshard.json reads fine, then the shards cannot be opened (permission on the objects, or the network went).
+    shutil.copytree(precropped, tmp_path / "ds")
+    denied = BucketOnDisk(str(tmp_path), fails=lambda path: tf.errors.PermissionDeniedError(None, None, "403 Forbidden")
+                          if ".tfrecord" in path else None)
+    with fileio.use(denied):
+        assert cli_main(["inspect", "gs://bucket/ds", "--verify", "--progress=off"]) == 3
+    out, err = capsys.readouterr()
+    assert "verify: FAILED" not in out
+    line = one_error_line(err)
+    assert "could not read gs://bucket/ds/" in line and ".tfrecord: PermissionDeniedError: 403 Forbidden" in line
+
+
+def test_tensorflow_failing_to_read_a_shard_is_not_reported_as_damage(precropped: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # The framing scan read every byte; TensorFlow's own read of the shard then fails for a reason
+    # that is storage (FailedPrecondition, as for an unresolvable host): "unreadable by TensorFlow" was reported as damage.
+    shutil.copytree(precropped, tmp_path / "ds")
+    (tmp_path / "a-folder").mkdir()
+    bucket = BucketOnDisk(str(tmp_path), tf_path=lambda path: str(tmp_path / "a-folder"))
+    with fileio.use(bucket):
+        assert cli_main(["inspect", "gs://bucket/ds", "--verify", "--progress=off"]) == 3
+    out, err = capsys.readouterr()
+    assert "verify: FAILED" not in out
+    assert "FailedPreconditionError" in one_error_line(err) and "Is a directory" in err
+
+
 @pytest.mark.slow  # a fresh interpreter
 def test_the_inspect_command_imports_no_beam(precropped: str) -> None:
     """`python -m cropshard.pipeline inspect --verify` (the `cropshard` dispatcher) never loads Beam: it is the
@@ -301,3 +351,15 @@ def test_the_inspect_command_imports_no_beam(precropped: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"verify: OK - 4 shards, {2 * PER_CLASS} records" in proc.stdout and "  cat " in proc.stdout
     assert proc.stdout.splitlines()[-1] == "exit 0 beam []"
+
+
+def test_a_missing_shard_is_still_a_finding_about_the_dataset_not_a_storage_error(precropped: str, tmp_path: Path,
+                                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # Storage errors exit 3; a shard that is not there is the dataset's problem: described, and --verify finds it.
+    target = tmp_path / "ds"
+    shutil.copytree(precropped, target)
+    os.remove(target / load_info(str(target)).split("train").shards[0].file)
+    code, out = inspect(capsys, str(target))
+    assert code == 0 and "histogram unavailable: NotFoundError; run with --verify" in out
+    code, out = inspect(capsys, str(target), "--verify", "--progress=off")
+    assert code == 1 and "shard file listed in cropshard.json is missing" in out

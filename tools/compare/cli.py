@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
-from cropshard.tools import human_bytes, refuse_options_without, refuse_repeated_options
+from cropshard.tools import (
+    EXIT_STORAGE,
+    human_bytes,
+    refuse_options_without,
+    refuse_repeated_options,
+    storage_error_line,
+    storage_failure,
+    storage_paths_named,
+)
 from cropshard.tools.compare.chart import chart_title, write_chart
 from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
 from cropshard.tools.compare.coverage import Coverage
@@ -274,6 +282,7 @@ class Comparison:
     document: dict[str, Any]  # what compare.json holds
     json_path: str
     chart_path: str
+    size_note: str | None = None  # why some shares are '?' (source sizes unknown), printed under the costs table
 
 
 def train_settings(args: argparse.Namespace) -> TrainSettings:
@@ -318,7 +327,7 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     built = _build_all(variants, args, passthrough, build)
     trainees = [Trainee(b.variant.name, b.variant.path, b.info, b.spec.split) for b in built]
     scans = scan_all(trainees)
-    coverage = coverages(trainees, scans, args.size)
+    coverage, size_note = coverages(trainees, scans, args.size)
     plan = training_plan(trainees, scans, args.size, train_settings(args)) if args.train else None  # fails before any run
     runs = _measure_all([b.variant.name for b in built], [b.spec for b in built], settings)
     training, train_runs = _train(plan) if plan is not None else (None, [])
@@ -340,6 +349,7 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
         "train": _train_document(plan, train_runs),
         "variants": [row.to_json() for row in rows],
         "recommendation": recommend(rows),
+        "source_size_note": size_note,
     }
     json_path = args.json or os.path.join(args.workdir, "compare.json")
     chart_path = args.chart or os.path.join(args.workdir, "compare.png")
@@ -349,7 +359,7 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
         json.dump(document, handle, indent=2)
         handle.write("\n")
     write_chart(rows, document["recommendation"], chart_title(rows, settings, args.size, machine["cpus"]), chart_path)
-    return Comparison(rows, document, json_path, chart_path)
+    return Comparison(rows, document, json_path, chart_path, size_note)
 
 
 def _cell(text: str, width: int, align: str = ">") -> str:
@@ -417,14 +427,22 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
         print(json.dumps([dataclasses.asdict(r) for r in train_all(TrainPlan.from_json(argv[1]))]))
         return 0
     try:
-        comparison = run(argv, build)
+        with storage_paths_named():
+            comparison = run(argv, build)
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"cropshard compare: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not storage_failure(err):
+            raise
+        print(storage_error_line("compare", err), file=sys.stderr)
+        return EXIT_STORAGE
     print()
     print(format_table(comparison.rows))
     print()
     print(format_costs_table(comparison.rows))
+    if comparison.size_note:
+        print(textwrap.fill(comparison.size_note, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
     print()
     for sentence in comparison.document["recommendation"]:
         print(textwrap.fill(sentence, 110, subsequent_indent="  ", break_on_hyphens=False))  # keep variant names whole

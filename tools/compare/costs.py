@@ -15,7 +15,7 @@ from cropshard.reader.metadata import DatasetError, DatasetInfo
 from cropshard.reader.schema import UNLABELED
 from cropshard.tools.compare.coverage import Coverage, variant_coverage
 from cropshard.tools.compare.plan import training_crop
-from cropshard.tools.compare.scan import SplitScan, scan_split, source_sizes, whole_source_sizes
+from cropshard.tools.compare.scan import SplitScan, file_sizes, scan_split, unknown_sizes_note, whole_source_sizes
 from cropshard.tools.compare.train import TrainPlan, TrainTarget
 
 
@@ -42,11 +42,16 @@ def scan_all(trainees: Sequence[Trainee]) -> list[SplitScan]:
     return [scan_split(t.path, t.info, t.split) for t in trainees]
 
 
-def coverages(trainees: Sequence[Trainee], scans: Sequence[SplitScan], size: tuple[int, int]) -> list[Coverage]:
-    """Each variant's coverage of a training window of `size`; source sizes from the full-image variants' scans."""
+def coverages(trainees: Sequence[Trainee], scans: Sequence[SplitScan], size: tuple[int, int]) -> tuple[list[Coverage], str | None]:
+    """Each variant's coverage of a training window of `size`, and a note on why any source size is
+    unknown. Sizes come from the full-image variants' scans, else from the source files (each read
+    once, whichever variants share it)."""
     known = whole_source_sizes(scans)
-    return [variant_coverage(scan.by_source, source_sizes(scan, known), size, training_crop(t.info, size))
-            for t, scan in zip(trainees, scans, strict=True)]
+    files = {key: scan.filenames[key] for scan in scans for key in scan.by_source if key not in known}
+    read = file_sizes(files)
+    sizes = {**read.sizes, **known}
+    result = [variant_coverage(scan.by_source, sizes, size, training_crop(t.info, size)) for t, scan in zip(trainees, scans, strict=True)]
+    return result, unknown_sizes_note(read.failures)
 
 
 def reference_variant(trainees: Sequence[Trainee], eval_split: str) -> Trainee:

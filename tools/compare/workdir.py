@@ -19,6 +19,7 @@ from typing import Any
 
 from cropshard.reader import fileio
 from cropshard.reader.metadata import join
+from cropshard.tools import storage_failure
 from cropshard.tools.compare.plan import Variant
 
 LEDGER = "compare-variants.json"
@@ -26,14 +27,17 @@ RESULTS = "compare.json"
 
 
 def _read_json(path: str) -> Any:
-    """The JSON document at `path`, or None when it is missing or unreadable (which proves nothing)."""
+    """The JSON document at `path`, or None when it is missing or not JSON (which proves nothing);
+    a storage failure is raised (compare exits with EXIT_STORAGE)."""
     fs = fileio.get()
     try:
         if not fs.exists(path):
             return None
         with fs.open(path, "r") as handle:
             return json.load(handle)
-    except Exception:  # noqa: BLE001 - an unreadable file claims no folder
+    except Exception as err:  # noqa: BLE001 - an unreadable file claims no folder
+        if storage_failure(err):
+            raise  # storage that failed proves nothing either, and claim_folder would rewrite the ledger without its folders
         return None
 
 
