@@ -124,3 +124,16 @@ def storage_paths_named() -> Iterator[None]:
     """Inside the block, errors from the reader's filesystem name the path they were raised for."""
     with fileio.use(_NamingFileSystem(fileio.get())):
         yield
+
+
+def exit_status_guarding_storage(tool: str, run: Callable[[], int], path: str | None = None) -> int:
+    """`run()`'s exit status, or EXIT_STORAGE after one line on stderr when storage failed under it
+    (`path`: what to name when the error does not say)."""
+    try:
+        with storage_paths_named():
+            return run()
+    except Exception as err:
+        if not storage_failure(err):
+            raise
+        print(storage_error_line(tool, err, path), file=sys.stderr)
+        return EXIT_STORAGE

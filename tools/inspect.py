@@ -36,13 +36,11 @@ from cropshard.reader.metadata import (
     load_info,
 )
 from cropshard.tools import (
-    EXIT_STORAGE,
+    exit_status_guarding_storage,
     human_bytes,
     refuse_options_without,
     refuse_repeated_options,
-    storage_error_line,
     storage_failure,
-    storage_paths_named,
 )
 
 _HEADER_AND_FOOTER = 16  # TFRecord framing around each payload: uint64 length + 2 x uint32 CRC
@@ -474,15 +472,8 @@ def main(argv: Iterable[str]) -> int:
     args = parser.parse_args(list(argv))
     check_options_take_effect(parser, args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with storage_paths_named():
-            return _inspect(args)
-    except Exception as err:
-        if not storage_failure(err):
-            raise
-        # Not 1: for --verify that means damage found, and an unreachable bucket proves no damage.
-        print(storage_error_line("inspect", err, args.path), file=sys.stderr)
-        return EXIT_STORAGE
+    # Not 1 when storage fails: for --verify that means damage found, and an unreachable bucket proves no damage.
+    return exit_status_guarding_storage("inspect", lambda: _inspect(args), args.path)
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -12,22 +12,13 @@ import pytest
 from cropshard.reader import metadata, schema
 from cropshard.transforms import tfds_info
 
+from tests.transforms.test_descriptions import INFO as PHOTO_INFO
+
 GEO = {schema.GEO_CRS, schema.GEO_TRANSFORM}
-INFO = metadata.DatasetInfo(
-    cropshard_version="0.3.0",
-    encoding="raw",
-    image_formats=("raw",),
-    channels=1,
-    image_shape=(16, 16, 1),
-    crop={"strategy": "grid", "size": [16, 16]},
-    labels=(),
-    splits={},
-    compression="none",
-    num_inputs=2,
-    rejected={},
-    schema={},
-    num_images_written=2,
-    raster={"dtype": "uint16", "num_rasters": 2, "labels": None},
+# A raster dataset: the description tests' photo dataset with raw uint16 chips of two rasters.
+INFO = dataclasses.replace(
+    PHOTO_INFO, encoding="raw", image_formats=("raw",), channels=1, image_shape=(16, 16, 1), crop={"strategy": "grid", "size": [16, 16]},
+    labels=(), splits={}, num_inputs=2, schema={}, num_images_written=2, raster={"dtype": "uint16", "num_rasters": 2, "labels": None},
 )
 
 

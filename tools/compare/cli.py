@@ -14,15 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
-from cropshard.tools import (
-    EXIT_STORAGE,
-    human_bytes,
-    refuse_options_without,
-    refuse_repeated_options,
-    storage_error_line,
-    storage_failure,
-    storage_paths_named,
-)
+from cropshard.tools import exit_status_guarding_storage, human_bytes, refuse_options_without, refuse_repeated_options
 from cropshard.tools.compare.chart import chart_title, write_chart
 from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
 from cropshard.tools.compare.coverage import Coverage
@@ -426,17 +418,15 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
     if argv[:1] == ["--train-plan"]:
         print(json.dumps([dataclasses.asdict(r) for r in train_all(TrainPlan.from_json(argv[1]))]))
         return 0
+    return exit_status_guarding_storage("compare", lambda: _compare(argv, build))
+
+
+def _compare(argv: list[str], build: Build | None) -> int:
     try:
-        with storage_paths_named():
-            comparison = run(argv, build)
+        comparison = run(argv, build)
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"cropshard compare: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        if not storage_failure(err):
-            raise
-        print(storage_error_line("compare", err), file=sys.stderr)
-        return EXIT_STORAGE
     print()
     print(format_table(comparison.rows))
     print()
