@@ -56,13 +56,23 @@ def parse_normalize(normalize: Any) -> Normalization:
         return Normalization(normalize)
     try:
         mean, std = normalize
-        mean = tuple(float(v) for v in (mean if isinstance(mean, Sequence) else [mean]))
-        std = tuple(float(v) for v in (std if isinstance(std, Sequence) else [std]))
+        mean, std = _floats(mean), _floats(std)
     except (TypeError, ValueError) as err:
         raise ValueError(f"normalize must be 'unit', 'none' or (mean, std); got {normalize!r}") from err
     if min(std, default=1.0) <= 0:
         raise ValueError(f"normalize std must be positive, got {list(std)}")
     return Normalization("meanstd", mean, std)
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    """A number, or one per channel: a sequence or a NumPy array (np.ndarray is no Sequence);
+    TypeError for text or a nested array."""
+    import numpy as np
+
+    array = np.asarray(values)
+    if array.ndim > 1 or array.dtype.kind not in "iuf":
+        raise TypeError(f"not a number or a list of numbers: {values!r}")
+    return tuple(float(v) for v in array.reshape(-1))
 
 
 def check_channels(norm: Normalization, channels: int) -> None:
@@ -144,10 +154,18 @@ class ReadConfig:
     """Which records are read, and in what order.
 
     Attributes:
-      shuffle: shuffle shard order and records (buffer `shuffle_buffer` serialized records).
+      shuffle: shuffle shard order and records (buffer `shuffle_buffer` serialized records, at
+        most this worker's record count). shuffle=False reads in the stored order (shards in
+        metadata order, interleaved record by record), the same on every pass.
       seed: makes shuffling, crops and flips reproducible, and the order deterministic.
-      repeat: repeat indefinitely (shard order reshuffled every pass).
-      deterministic: override the order guarantee (default: deterministic iff seed is given).
+      repeat: repeat indefinitely. Unshuffled, pass after pass in that order. Shuffled
+        (shard order reshuffled every pass), passes stream back to back through the shuffle
+        buffer without a pause, so around a pass boundary some records come twice before others
+        come once (tf.data's repeat-then-shuffle); for exact epochs leave repeat=False and let
+        `model.fit(..., epochs=N)` iterate the dataset N times.
+      deterministic: override the order guarantee (default: deterministic iff a seed is given or
+        shuffle=False; deterministic=False with shuffle=False lets parallel reads and decodes
+        reorder nearby records, a little faster).
       input_context: a `tf.distribute.InputContext`; or give `num_shards`/`index` directly.
         `batch_size` is then this worker's batch size, e.g.
         `strategy.distribute_datasets_from_function(lambda ctx: load(path, input_context=ctx,
@@ -196,8 +214,11 @@ class ReadConfig:
 
     @property
     def ordered(self) -> bool:
-        """Whether the output order is guaranteed: `deterministic`, else iff a seed is given."""
-        return self.seed is not None if self.deterministic is None else bool(self.deterministic)
+        """Whether the output order is guaranteed: `deterministic`, else iff a seed is given or
+        shuffle is off (an unshuffled read is expected in its stored order, pass after pass)."""
+        if self.deterministic is None:
+            return self.seed is not None or not self.shuffle
+        return bool(self.deterministic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +242,7 @@ class DecodeConfig:
       normalize: 'unit' -> float32 in [0, 1]; 'none' -> uint8 as stored (cheapest; normalise
         on the accelerator); (mean, std) per channel -> float32 (x/255 - mean) / std, i.e.
         mean/std are in [0, 1] units, as in torchvision. Raster datasets stored as uint16 or
-        int16 divide by 65535 or 32767 instead of 255, float32 ones are not scaled, and 'none'
+        int16 divide by 65535 or 32767 instead of 255 (so int16's 'unit' spans [-1.00003, 1]), float32 ones are not scaled, and 'none'
         returns the stored type; 'dataset' -> float32 (x - mean) / std per band, with the mean
         and std of the raster dataset's train split (its `raster.stats` in cropshard.json).
       with_metadata: add a third element, a dict: filename, label_text, sha256,

@@ -85,6 +85,14 @@ def check_shard_sizes(names: Sequence[str], shards: Sequence[ShardInfo], on_corr
             )
 
 
+def shuffle_depth(buffer: int, file_records: Sequence[int], sharing_workers: int = 1) -> int:
+    """The shuffle buffer: `buffer`, but no deeper than the records this worker reads (its files'
+    records, split `sharing_workers` ways when it shares them by record). A deeper buffer of a
+    repeated stream holds several copies of a record: in a stretch of one pass's length some came
+    6 times, others once."""
+    return max(1, min(buffer, sum(file_records) // sharing_workers))
+
+
 def record_stream(path: str, shards: Sequence[ShardInfo], compression: str, read: ReadConfig) -> Any:
     """This worker's serialized records of `shards`: sharded, interleaved, checked, shuffled."""
     import tensorflow as tf
@@ -107,8 +115,8 @@ def record_stream(path: str, shards: Sequence[ShardInfo], compression: str, read
     )
     if read.shuffle and not share.by_record and len(keep) > 1:
         files = files.shuffle(len(keep), seed=read.seed, reshuffle_each_iteration=True)
-    if read.repeat:
-        files = files.repeat()
+    if read.repeat and read.shuffle:
+        files = files.repeat()  # passes stream back to back; unshuffled, each pass is repeated whole (below)
     tf_compression = "GZIP" if compression == COMPRESSION_GZIP else ""
 
     @tf.autograph.experimental.do_not_convert
@@ -128,5 +136,8 @@ def record_stream(path: str, shards: Sequence[ShardInfo], compression: str, read
     if read.on_corrupt == "skip":
         records = records.filter(corruption.skip_filter(read.corruption_report or corruption.CorruptionReport(), names))
     if read.shuffle:
-        records = records.shuffle(read.shuffle_buffer, seed=read.seed, reshuffle_each_iteration=True)
+        depth = shuffle_depth(read.shuffle_buffer, [shards[i].num_records for i in keep], workers if share.by_record else 1)
+        records = records.shuffle(depth, seed=read.seed, reshuffle_each_iteration=True)
+    elif read.repeat:
+        records = records.repeat()  # pass after pass: each record once per pass
     return records

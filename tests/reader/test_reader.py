@@ -206,6 +206,26 @@ def test_epochs_reshuffle_and_repeat_continues(raw_ds: tuple[str, dict]) -> None
     assert sum(1 for _ in repeated.take(7)) == 7  # 70 images from a 30-image split
 
 
+def test_unshuffled_repeat_serves_every_record_once_per_pass(raw_ds: tuple[str, dict]) -> None:
+    """The shard files were repeated before they were interleaved, so the next pass began before
+    the last ended: a stretch of one pass's length held one example twice and missed another. And
+    without a seed the unshuffled order changed from pass to pass (parallel reads)."""
+    data = reader.load(raw_ds[0], batch_size=None, shuffle=False, repeat=True, with_metadata=True)
+    stream = [meta["filename"] for _, _, meta in data.take(4 * 30).as_numpy_iterator()]
+    passes = [stream[i : i + 30] for i in range(0, 120, 30)]
+    assert len(set(passes[0])) == 30 and all(one == passes[0] for one in passes)  # the stored order, every pass
+
+
+def test_the_shuffle_buffer_holds_no_more_than_the_workers_records() -> None:
+    """A 1024-deep buffer over a repeated 30-record stream held some 34 copies of each record."""
+    from cropshard.reader.records import shuffle_depth
+
+    assert shuffle_depth(1024, [8, 7, 8, 7]) == 30
+    assert shuffle_depth(1024, [8, 7, 8, 7], sharing_workers=4) == 7  # every 4th record of the 30
+    assert shuffle_depth(16, [800, 700]) == 16
+    assert shuffle_depth(1024, [0]) == 1  # an empty split: tf.data needs a positive buffer
+
+
 def test_normalize_modes(raw_ds: tuple[str, dict]) -> None:
     path, _ = raw_ds
     raw, _, _ = collect(reader.load(path, "validation", shuffle=False, seed=0, normalize="none"))

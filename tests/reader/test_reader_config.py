@@ -39,6 +39,9 @@ def test_configs_are_frozen_and_default_to_loads_defaults() -> None:
         ({"normalize": "imagenet"}, "normalize must be"),
         ({"normalize": (0.5,)}, "normalize must be"),
         ({"normalize": ((0.5,), (0.0,))}, "std must be positive"),
+        ({"normalize": ("0.5", "0.2")}, "normalize must be"),  # text is not a number
+        ({"normalize": (True, 0.2)}, "normalize must be"),
+        ({"normalize": (np.array([[0.5]]), 0.2)}, "normalize must be"),
         ({"crop": "center", "crop_size": (224.7, 224)}, r"int or \(height, width\)"),  # never truncated to 224
         ({"crop": "center", "crop_size": "224"}, r"int or \(height, width\)"),
         ({"crop": "center", "crop_size": True}, r"int or \(height, width\)"),
@@ -94,6 +97,8 @@ def test_crop_hw_and_normalization() -> None:
     assert reader.ReadConfig(seed=np.int32(3), shuffle=np.bool_(False)).seed == 3
     assert config.parse_normalize("none") == config.Normalization("none")
     assert config.parse_normalize((0.5, [0.2, 0.25, 0.5])) == config.Normalization("meanstd", (0.5,), (0.2, 0.25, 0.5))
+    # NumPy arrays, as computed means and stds usually are (np.ndarray is no Sequence: refused before)
+    assert config.parse_normalize((np.array([0.5, 0.25]), np.array([0.5, 0.5]))) == config.Normalization("meanstd", (0.5, 0.25), (0.5, 0.5))
     config.check_channels(config.parse_normalize(((0.1, 0.2, 0.3), 0.5)), 3)
     config.check_channels(config.parse_normalize("unit"), 3)
     with pytest.raises(ValueError, match="mean needs 1 or 3 values"):
