@@ -460,6 +460,16 @@ def test_statistics_leave_out_a_scene_border_of_nodata_and_small_padding(tmp_pat
     np.testing.assert_allclose(normalized.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+def test_dtype_keep_without_bands_that_fit_names_the_band_count_not_the_type(tmp_path: Path) -> None:
+    """4-band rasters, --dtype keep, no --bands: the refusal said no input was a readable raster
+    and advised naming the type, which failed again; the bands are what does not fit."""
+    rastergen.write_raster(tmp_path / "in" / "scene.tif", rastergen.multispectral(64, 64, bands=4, high=4096))
+    with pytest.raises(ValueError, match=r"first raster input whose bands fit the dataset, and none does: .*scene.tif: the raster has 4"
+                                         r" bands and the dataset 3 \(--channels 3\); choose 3 of them with --bands .*, or store all 4 with --bands 1,2,3,4"):
+        build("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--crop", "grid", "--size", "32x32", "--dtype", "keep",
+              "--label_from", "none")
+
+
 def test_a_16_bit_tiff_photo_is_turned_by_its_orientation_tag_or_refused(tmp_path: Path) -> None:
     """A 16-bit greyscale camera/scanner TIFF without georeferencing, tagged Orientation 6: GDAL
     reads the stored grid, so the raster path stored it unrotated with the crop box in the wrong

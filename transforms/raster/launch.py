@@ -60,15 +60,21 @@ def candidate_paths(config: Any) -> Iterator[tuple[str, str | None]]:
 def first_raster_dtype(config: Any) -> str:
     """Sample type of the first band the build would store from the first raster input, in path
     order among the first `_PROBE_LIMIT` listed (listing order is not stable on local disks)."""
+    mismatch = None  # the first raster refused for its bands: why, when none sets the type
     for path, _ in sorted(itertools.islice(candidate_paths(config), _PROBE_LIMIT), key=lambda candidate: candidate[0]):
         try:
             with open_raster(path) as dataset:  # Rejected when its first bytes are neither TIFF nor JPEG 2000
                 # The build's own band check: a raster it would reject for its bands does not set the type.
                 bands = select_bands(dataset, config.example.raster.bands, config.example.channels)
                 return dataset.dtypes[bands[0] - 1]
-        except (OSError, Rejected):
+        except Rejected as err:
+            if err.reason == "band_mismatch" and mismatch is None:
+                mismatch = f"{path}: {err.message}"
+        except OSError:
             continue
-    raise ValueError(f"--dtype keep takes the sample type of the first raster input, but none of the first {_PROBE_LIMIT} inputs is a readable GeoTIFF or JPEG 2000 with those bands; name the type (--dtype uint16)")
+    if mismatch:  # the bands are the problem, not the type: naming one would fail again
+        raise ValueError(f"--dtype keep takes the sample type of the first raster input whose bands fit the dataset, and none does: {mismatch}")
+    raise ValueError(f"--dtype keep takes the sample type of the first raster input, but none of the first {_PROBE_LIMIT} inputs is a readable GeoTIFF or JPEG 2000; name the type (--dtype uint16)")
 
 
 def resolve_keep_dtype(config: Any) -> Any:

@@ -292,7 +292,9 @@ def band_count_mismatch(count: int, channels: int, palette: bool = False) -> str
         repeat = ",".join(["1"] * channels) if count == 1 else None
         hint = f"build {count}-band rasters with --channels {count}" if count in (1, 3) else f"build {count}-band rasters with --bands {','.join(str(b) for b in range(1, count + 1))}"
         return f"{have}; {hint}" + (f", or repeat the band with --bands {repeat}" if repeat else "")
-    return f"{have}; choose {channels} of them with --bands (1-based, e.g. --bands {','.join(str(b) for b in range(1, channels + 1))})"
+    every = ",".join(str(b) for b in range(1, count + 1))
+    return (f"{have}; choose {channels} of them with --bands (1-based, e.g. --bands {','.join(str(b) for b in range(1, channels + 1))}),"
+            f" or store all {count} with --bands {every}")
 
 
 def select_bands(dataset: Any, bands: tuple[int, ...] | None, channels: int) -> tuple[int, ...]:
