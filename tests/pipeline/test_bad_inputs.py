@@ -804,8 +804,9 @@ def test_small_images_are_zero_padded_with_small_pad(pad_build: Built) -> None:
     for record in pad_build.records:
         source = imagegen.reference_pixels(record.filename)
         h, w = source.shape[:2]
-        # The centred window starts at negative offsets; Pillow's crop fills outside with zeros.
-        y, x = -((h - CROP[0]) // 2), -((w - CROP[1]) // 2)
+        # Centred, an odd padding row or column after the image (as tf.image.resize_with_crop_or_pad
+        # and the reader's centre crop place it); Pillow's crop fills outside with zeros.
+        y, x = (CROP[0] - h) // 2, (CROP[1] - w) // 2
         expected = np.zeros((*CROP, 3), np.uint8)
         expected[y : y + h, x : x + w] = source
         np.testing.assert_array_equal(pixels_of(record), expected, err_msg=record.filename)
