@@ -324,7 +324,8 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
 
 def execute(build: PreparedBuild) -> BuildResult:
     """Run the job; BuildFailed when it refused the dataset. Interrupted (KeyboardInterrupt), it
-    removes Beam's temp files from --output before the interrupt goes on."""
+    removes Beam's temp files and, unless the dataset was published, its shards from --output
+    before the interrupt goes on."""
     config, options = build.config, build.options
     _LOGGER.info("building from %s inputs; shards per split: %s; runner %s",
                  build.matched[0] if build.matched else "(uncounted)", shards_text(build.layouts), build.runner)
@@ -341,6 +342,8 @@ def execute(build: PreparedBuild) -> BuildResult:
         except KeyboardInterrupt:
             if not build.dry_run:
                 remove_temp_dirs(config.output)
+                if not published(config.output):  # as after a failed job: no shard where a glob would take it for data
+                    remove_shards(config.output)
             raise
         except Exception as err:
             if not build.dry_run:

@@ -517,6 +517,7 @@ def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Pa
     assert [line for line in stderr.splitlines() if not line.startswith("INFO cropshard")] == [cli.INTERRUPTED], stderr
     assert stdout == ""
     assert not glob.glob(f"{out}/beam-temp-*") and not (out / metadata.INFO_FILENAME).exists()
+    assert not glob.glob(f"{out}/*.tfrecord*")  # nor a shard already in place, as after a failed job
 
 
 @pytest.mark.slow  # a multi-process build in a child process
