@@ -88,6 +88,10 @@ def run_build(argv: Sequence[str], log_path: str | None) -> int:
         except (ValueError, FileExistsError, FileNotFoundError) as err:  # options, --output, inputs: before any work
             print(f"cropshard build: error: {err}", file=sys.stderr)
             return EXIT_USAGE
+        except Exception as err:  # storage refusing the listing (a 403 bucket, no network): one line, as for a failed job
+            _FAILURES.error("build could not start", exc_info=True)
+            print(f"cropshard build: failed: {failure_line(err)}{f' (traceback in {log_path})' if log_path else ''}", file=sys.stderr)
+            return EXIT_FAILED
         try:
             print(execute(prepared).summary())
             return EXIT_OK

@@ -454,6 +454,21 @@ def test_an_interrupt_says_whether_the_dataset_was_published(images: Path, tmp_p
     assert (out / "cropshard.json").exists() == published
 
 
+def test_storage_refusing_the_listing_is_one_line_not_a_traceback(images: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A bucket the credentials may not list (403), or no network, failed the launcher's listing
+    with a Beam traceback; a 404 bucket is a usage error (test_gcs), anything else one line."""
+    from apache_beam.io.filesystem import BeamIOError
+    from cropshard.pipeline import build
+
+    def forbidden(pattern, keep=None):
+        raise BeamIOError("Match operation failed", {pattern: PermissionError("403 GET storage.googleapis.com: forbidden")})
+
+    monkeypatch.setattr(build, "iter_matches", forbidden)
+    code, err, stdout = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=16", "--progress=off")
+    assert code == cli.EXIT_FAILED and stdout == "" and len(err) == 1
+    assert err[0].startswith("cropshard build: failed: ") and "403" in err[0] and "Traceback" not in err[0]
+
+
 # --- the real command: Ctrl-C, quiet output -------------------------------------------------------
 
 
