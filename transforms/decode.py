@@ -372,16 +372,7 @@ def stream_crops(
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = open_image(data, max_pixels)
-    if wide_rule is None:
-        refuse_wide_samples(img)  # before any load: loading drops the raw mode that tells 16-bit RGB
-    rgb16 = img.format == "PNG" and img.mode in ("RGB", "RGBA") and ";16" in raw_mode(img) and "transparency" not in img.info
-    if img.format == "PNG":
-        # Pillow's getexif() decodes a PNG whole to look for an eXIf chunk after its pixels, inside
-        # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
-        # there, and the next load() returned the rows decoded so far, which were written as data.
-        _load(img)
-        _check_png_rows(data)
+    img, rgb16 = _opened(data, max_pixels, wide_rule)
     orientation = exif_orientation(img)
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)
@@ -417,6 +408,22 @@ def stream_crops(
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)
     return Decoded(crops=_cut_oriented(full, boxes, spec, work_shape, source_shape, channels), path=PATH_DRAFT if use_draft else PATH_PILLOW, **info)
+
+
+def _opened(data: bytes, max_pixels: int, wide_rule: raster_convert.Uint8Rule | None) -> tuple[Image.Image, bool]:
+    """The opened image (a PNG decoded and checked for missing rows), and whether it is a 16-bit
+    RGB(A) PNG whose samples `sixteen_bit_rgb_png` must convert."""
+    img = open_image(data, max_pixels)
+    if wide_rule is None:
+        refuse_wide_samples(img)  # before any load: loading drops the raw mode that tells 16-bit RGB
+    rgb16 = img.format == "PNG" and img.mode in ("RGB", "RGBA") and ";16" in raw_mode(img) and "transparency" not in img.info
+    if img.format == "PNG":
+        # Pillow's getexif() decodes a PNG whole to look for an eXIf chunk after its pixels, inside
+        # exif_orientation's guard against broken EXIF: a corrupt PNG's decode error was swallowed
+        # there, and the next load() returned the rows decoded so far, which were written as data.
+        _load(img)
+        _check_png_rows(data)
+    return img, rgb16
 
 
 def _cut_oriented(
