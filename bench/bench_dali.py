@@ -19,7 +19,7 @@ For every row, in one run and round-robin (reader, DALI variants, reader, ...), 
 warm-up batches; ratios are medians of per-round ratios. DALI gets its fastest equivalent where
 it has two: a decode followed by a crop op, and its fused ROI decoders (`decoders.image_crop`,
 `decoders.image_random_crop`), which decode only the window as the reader does. Both sides
-shuffle records (1024 deep), batch 64, uint8 HWC output, and get `--threads` worker threads
+shuffle records (1024 deep, at most the split's records), batch 64, uint8 HWC output, and get `--threads` worker threads
 (tf.data private thread pool / DALI num_threads). Results go to bench/RESULTS.md.
 """
 
@@ -73,6 +73,16 @@ ROWS = {
 # ---- DALI side (runs inside the DALI venv: numpy and DALI only) --------------------------------
 
 
+def shuffle_depth(indexes: list[str]) -> int:
+    """SHUFFLE, but no deeper than the records (one index line each), as reader.load caps its
+    buffer: the same shuffle on both sides."""
+    records = 0
+    for index in indexes:
+        with open(index) as handle:
+            records += sum(1 for line in handle if line.strip())
+    return max(1, min(SHUFFLE, records))
+
+
 def dali_pipeline(variant: str, files: list[str], indexes: list[str], threads: int) -> Any:
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali import tfrecord as tfrec
@@ -84,7 +94,7 @@ def dali_pipeline(variant: str, files: list[str], indexes: list[str], threads: i
             "image/class/label": tfrec.FixedLenFeature([1], tfrec.int64, -1),
         }
         inputs = fn.readers.tfrecord(
-            path=files, index_path=indexes, features=features, random_shuffle=True, initial_fill=SHUFFLE, name="reader"
+            path=files, index_path=indexes, features=features, random_shuffle=True, initial_fill=shuffle_depth(indexes), name="reader"
         )
         encoded, label = inputs["image/encoded"], inputs["image/class/label"]
         if variant == "decode":
@@ -345,7 +355,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], version: str, l
         "",
         f"`{args.command}`",
         "",
-        f"Same shards, batch {BATCH}, shuffle {SHUFFLE}, uint8 output, {args.threads} threads each (tf.data private pool /"
+        f"Same shards, batch {BATCH}, shuffle {SHUFFLE} deep (at most the split's records), uint8 output, {args.threads} threads each (tf.data private pool /"
         f" DALI num_threads, device_id=None); {args.rounds} rounds of >= {args.seconds:g} s each after warm-up, round-robin;"
         f" images/s medians, ratio = median of per-round reader / fastest DALI variant. Rendered JPEG q90 images"
         f" (bench/bench_dali.py docstring). DALI {version}, TensorFlow {tf.__version__}, Python {platform.python_version()},"
