@@ -73,8 +73,10 @@ def read_bytes(path: str, limit: int = -1) -> bytes:
         raise Rejected("unreadable", f"{type(err).__name__}: {err}") from err
     except Exception as err:  # noqa: BLE001 - remote filesystems wrap errors in their own types
         text = f"{type(err).__name__}: {err}"
-        missing = "notfound" in type(err).__name__.lower() or "not found" in text.lower() or "no such file" in text.lower()
-        raise Rejected("not_found" if missing else "unreadable", text) from err
+        if "notfound" in type(err).__name__.lower() or "not found" in text.lower() or "no such file" in text.lower():
+            # The storage client's text is an HTTP dump (endpoint, URL-encoded name): say it as locally.
+            raise Rejected("not_found", f"No such object: {path!r} ({type(err).__name__})") from err
+        raise Rejected("unreadable", text) from err
 
 
 def check_local_file(path: str) -> None:

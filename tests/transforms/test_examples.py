@@ -50,6 +50,23 @@ def test_read_bytes_and_its_rejections(tmp_path):
     assert reason_of(tmp_path / "album.jpg") == "unreadable"
 
 
+def test_a_missing_remote_object_is_named_as_a_missing_local_file_is(monkeypatch):
+    """The storage client's 404 is an HTTP dump (the endpoint, a URL-encoded name): rejected.jsonl
+    of the same build differed between gs:// and local disk."""
+    from apache_beam.io.filesystems import FileSystems
+
+    class NotFound(Exception):
+        pass
+
+    def missing(path, compression_type=None):
+        raise NotFound("404 GET http://127.0.0.1:9023/storage/v1/b/bkt/o/in%2Fcat%2Fgone.jpg?projection=noAcl: unknown error")
+
+    monkeypatch.setattr(FileSystems, "open", missing)
+    with pytest.raises(Rejected) as rejected:
+        read_bytes("gs://bkt/in/cat/gone.jpg")
+    assert (rejected.value.reason, rejected.value.message) == ("not_found", "No such object: 'gs://bkt/in/cat/gone.jpg' (NotFound)")
+
+
 def test_image_to_records_one_record_per_crop(tmp_path):
     path = imagegen.save(tmp_path / "cat" / "a.png", imagegen.photo(40, 60, 2))
     source = ImageSource(str(path), "cat/a.png", "cat", None)
