@@ -320,7 +320,7 @@ def test_nodata_share_skips_chips_and_counts_them(tmp_path: Path) -> None:
         for y in range(0, 128, 32):
             for x in range(0, 128, 32):
                 share = float((ds.read(1, window=Window(x, y, 32, 32)) == 0).mean())
-                chip = chips.read_chip(ds, (1, 2, 3, 4), (y, x, 32, 32), (128, 128), want_mask=True)
+                chip = chips.read_chip(ds, (1, 2, 3, 4), (y, x, 32, 32), (128, 128), masked=chips.has_mask(ds, (1, 2, 3, 4)))
                 assert chip.valid_fraction == pytest.approx(1 - share)
 
 

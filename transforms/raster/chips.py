@@ -50,10 +50,11 @@ def chip_transform(geo: Sequence[float], source_shape: tuple[int, int], box: Box
     return float(c + (x - c)), float(a * sx), float(b * sy), float(f + (y - f)), float(d * sx), float(e * sy)
 
 
-def _all_valid(dataset: Any, bands: Sequence[int]) -> bool:
+def has_mask(dataset: Any, bands: Sequence[int]) -> bool:
+    """Whether some pixel of `bands` may not be data: the raster has nodata, a mask or alpha."""
     from rasterio.enums import MaskFlags
 
-    return all(MaskFlags.all_valid in dataset.mask_flag_enums[band - 1] for band in bands)
+    return not all(MaskFlags.all_valid in dataset.mask_flag_enums[band - 1] for band in bands)
 
 
 def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
@@ -63,10 +64,11 @@ def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
     return top, left, min(y + h, work_shape[0]) - top, min(x + w, work_shape[1]) - left
 
 
-def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], want_mask: bool, geo: Sequence[float] | None = None) -> Chip:
+def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], masked: bool, geo: Sequence[float] | None = None) -> Chip:
     """Read one box (only its window; zeros where it extends past the raster, for --small pad).
-    `want_mask`: read the nodata/mask of the window too (the chip's `valid`); padding is never
-    valid. `geo`: the raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
+    `masked`: the raster has nodata or a mask for `bands` (`has_mask`, asked once per raster), so
+    the window's mask is read too (the chip's `valid`); padding is never valid. `geo`: the
+    raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
     from rasterio.enums import Resampling
 
     y, x, h, w = box
@@ -83,7 +85,7 @@ def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[in
         pixels = np.zeros((h, w, len(bands)), read.dtype)
         pixels[top - y : bottom - y, left - x : right - x] = read.transpose(1, 2, 0)
     inner = None  # the part inside the raster: True where every band is data
-    if want_mask and not _all_valid(dataset, bands):
+    if masked:
         masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)
         inner = np.all(masks > 0, axis=0)
     valid = inner
@@ -112,7 +114,7 @@ def preview(dataset: Any, bands: Sequence[int], longest: int = 1024) -> np.ndarr
     scale = min(1.0, longest / max(height, width))
     out_shape = (len(bands), max(1, round(height * scale)), max(1, round(width * scale)))
     values = dataset.read(list(bands), out_shape=out_shape, resampling=Resampling.nearest)
-    if _all_valid(dataset, bands):
+    if not has_mask(dataset, bands):
         return values.reshape(len(bands), -1)
     masks = dataset.read_masks(list(bands), out_shape=out_shape, resampling=Resampling.nearest)
     return values[:, np.all(masks > 0, axis=0)]

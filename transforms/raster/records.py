@@ -235,9 +235,9 @@ class RasterJob:
         max_nodata = self.raster.max_nodata
         geo = self.dataset.transform[:6]
         dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
+        masked = chips.has_mask(self.dataset, self.bands)  # then every chip's mask is read: the statistics leave nodata out
         for box in self.boxes:
-            # The mask is read whenever the raster has one: the statistics leave nodata out.
-            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, True, geo)
+            chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, masked, geo)
             if max_nodata is not None and 1.0 - chip.valid_fraction > max_nodata:
                 self.skipped[SKIP_NODATA] += 1
                 continue
