@@ -341,9 +341,7 @@ def execute(build: PreparedBuild) -> BuildResult:
             finished = True
         except KeyboardInterrupt:
             if not build.dry_run:
-                remove_temp_dirs(config.output)
-                if not published(config.output):  # as after a failed job: no shard where a glob would take it for data
-                    remove_shards(config.output)
+                remove_unpublished(config.output)
             raise
         except Exception as err:
             if not build.dry_run:
@@ -358,6 +356,15 @@ def execute(build: PreparedBuild) -> BuildResult:
     return BuildResult(read_info(config.output), seconds, config.output, pipeline.result)
 
 
+def remove_unpublished(output: str) -> None:
+    """What a job that stopped early leaves in `output`: Beam's temp files, and unless it published
+    the dataset, the shards it had written (a split may rename its shards into place before the
+    job ends), where a glob (`train-*.tfrecord`) would take them for data."""
+    remove_temp_dirs(output)
+    if not published(output):
+        remove_shards(output)
+
+
 def record_failure(output: str, err: BaseException) -> None:
     """After a failed job, what a refused build leaves: no Beam temp files nor shards, and build_failed.json
     (write.py's format; no dataset_info: the job never counted) with the job's error, so the
@@ -366,10 +373,8 @@ def record_failure(output: str, err: BaseException) -> None:
     from cropshard.pipeline.cli import failure_line
 
     try:
-        remove_temp_dirs(output)
+        remove_unpublished(output)
         write_failure(output, f"the job failed: {failure_line(err)}", None)
-        if not published(output):  # a split may have renamed its shards into place before the job failed
-            remove_shards(output)
     except Exception:  # noqa: BLE001 - e.g. no write access left to the output
         _LOGGER.warning("could not record the failure in %s", output, exc_info=True)
 
