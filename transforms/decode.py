@@ -279,15 +279,28 @@ def check_wide_range(img: Image.Image, rule: raster_convert.Uint8Rule) -> int:
     Photos have no dataset statistics: with --to_uint8 minmax|percentile they use `bits` (16)."""
     if img.mode == "F":
         check_float_range(np.asarray(_load(img), dtype=np.float64), f"{img.format or ''} float".strip())
-    if rule.needs_dataset_range:
-        rule = raster_convert.DEFAULT_RULE
-    bits = rule.bits or 16
     if img.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(_load(img))
-        tracker = raster_convert.RangeTracker(bits)
-        tracker.add(wide, raster_convert.to_uint8(wide, bits))
-        tracker.check(rule, bits, f"{img.format or ''} {img.mode}".strip())
-    return bits
+        return checked_uint8(np.asarray(_load(img)), rule, f"{img.format or ''} {img.mode}".strip())[1]
+    return photo_rule(rule).bits or 16
+
+
+def photo_rule(rule: raster_convert.Uint8Rule) -> raster_convert.Uint8Rule:
+    """The --to_uint8 rule a photo's samples follow: photos have no dataset statistics, so
+    minmax|percentile fall back to `bits`."""
+    return raster_convert.DEFAULT_RULE if rule.needs_dataset_range else rule
+
+
+def checked_uint8(wide: np.ndarray, rule: raster_convert.Uint8Rule, kind: str) -> tuple[np.ndarray, int]:
+    """A photo's 16-bit samples as uint8 by `rule` (photo_rule), and the bits it used, after the
+    rule's checks: Rejected('range_collapsed') for a near-black result, 'band_mismatch' when it
+    saturates."""
+    rule = photo_rule(rule)
+    bits = rule.bits or 16
+    converted = raster_convert.to_uint8(wide, bits)
+    tracker = raster_convert.RangeTracker(bits)
+    tracker.add(wide, converted)
+    tracker.check(rule, bits, kind)
+    return converted, bits
 
 
 def sixteen_bit_rgb_png(data: bytes, img: Image.Image, rule: raster_convert.Uint8Rule) -> Image.Image:
@@ -298,18 +311,11 @@ def sixteen_bit_rgb_png(data: bytes, img: Image.Image, rule: raster_convert.Uint
     composite on black as before. `img` (already decoded) lends its EXIF."""
     import tensorflow as tf
 
-    if rule.needs_dataset_range:  # photos have no dataset statistics (check_wide_range)
-        rule = raster_convert.DEFAULT_RULE
-    bits = rule.bits or 16
     try:
         wide = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
     except tf.errors.OpError as err:
         raise Rejected("decode_error", f"libpng cannot decode this 16-bit {img.mode} PNG: {err.message.splitlines()[0][:200]}") from err
-    colour = wide[..., :3]
-    converted = raster_convert.to_uint8(colour, bits)
-    tracker = raster_convert.RangeTracker(bits)
-    tracker.add(colour, converted)
-    tracker.check(rule, bits, f"PNG {img.mode};16")
+    converted, _ = checked_uint8(wide[..., :3], rule, f"PNG {img.mode};16")
     pixels = np.dstack([converted, (wide[..., 3] >> 8).astype(np.uint8)]) if wide.shape[2] == 4 else converted
     out = Image.fromarray(np.ascontiguousarray(pixels), img.mode)
     if "exif" in img.info:
