@@ -299,7 +299,7 @@ def checked_uint8(wide: np.ndarray, rule: raster_convert.Uint8Rule, kind: str) -
     converted = raster_convert.to_uint8(wide, bits)
     tracker = raster_convert.RangeTracker(bits)
     tracker.add(wide, converted)
-    tracker.check(rule, bits, kind)
+    tracker.check(rule, bits, kind, keepable=False)  # --dtype keep never stores a photo's samples
     return converted, bits
 
 

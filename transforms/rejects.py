@@ -49,7 +49,7 @@ REMEDIES = {
     "duplicate": "drop --dedup to keep byte-identical copies",
     "label_names_mismatch": "name the classes with --label_names classes.csv (it wins over the class maps' own tables)",
     "band_mismatch": "--bands B,B,... (1-based) to choose as many bands as --channels, or --dtype (or --to_uint8 for signed samples) for the sample type; rejected.jsonl has each file's bands, type and remedy",
-    "range_collapsed": "--to_uint8 bits:N with the sources' real bit depth (rejected.jsonl names it), or --dtype keep",
+    "range_collapsed": "--to_uint8 bits:N with the sources' real bit depth (rejected.jsonl names it), or --dtype keep for rasters",
     "gdal_sidecar": "narrow --input to the rasters, e.g. '**/*.tif' (cropshard reads each raster from its own bytes)",
     "no_valid_chips": "a higher --max_nodata, or a --split_by block larger than the chips",
 }

@@ -246,6 +246,8 @@ def test_a_sixteen_bit_rgb_png_is_converted_by_the_to_uint8_rule_and_range_check
     with pytest.raises(Rejected, match=r"near-black image.*fit in 12 bits") as collapsed:
         decode_crops(data, CropSpec("none"), key="k")  # the default rule: the top byte of 16 bits
     assert collapsed.value.reason == "range_collapsed"
+    # --dtype keep never stores a photo's samples (a photo-only build refuses it): not offered.
+    assert collapsed.value.message.endswith("pass --to_uint8 bits:12") and "--dtype keep" not in collapsed.value.message
     full = np.random.default_rng(7).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
     np.testing.assert_array_equal(decode_crops(png16(full), CropSpec("none"), key="k").crops[0].pixels, (full >> 8).astype(np.uint8))
     with pytest.raises(Rejected, match="saturates") as saturated:

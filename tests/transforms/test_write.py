@@ -101,7 +101,7 @@ def test_rejection_summary_names_the_top_reasons_and_the_first_remedy() -> None:
     assert set(REMEDIES) <= set(REASONS)
     # The raster reasons a build can fail on name the options that keep the data.
     assert rejection_summary({"range_collapsed": 1}) == ("range_collapsed 1 (try: --to_uint8 bits:N with the sources' real bit depth"
-                                                        " (rejected.jsonl names it), or --dtype keep)")
+                                                        " (rejected.jsonl names it), or --dtype keep for rasters)")
     assert "--bands B,B,..." in rejection_summary({"band_mismatch": 2}) and "--max_nodata" in rejection_summary({"no_valid_chips": 1})
 
 

@@ -176,12 +176,13 @@ class RangeTracker:
         self.out_min = min(self.out_min, int(converted.min()))
         self.out_max = max(self.out_max, int(converted.max()))
 
-    def check(self, rule: Uint8Rule, bits: int | None, dtype: str) -> None:
+    def check(self, rule: Uint8Rule, bits: int | None, dtype: str, keepable: bool = True) -> None:
         """Rejected('range_collapsed') when varying values became (nearly) one grey level, and
         Rejected('band_mismatch') when the bits rule would zero a real share of negative samples
-        or saturate a real share above its bits."""
+        or saturate a real share above its bits. `keepable`: whether --dtype keep could store the
+        source (a raster; photos are always decoded to uint8), so the message may offer it."""
         if bits is not None and self.negatives > NEGATIVE_SHARE * self.samples:
-            keep = ", or store it with --dtype keep" if dtype in KEPT_DTYPES else ""
+            keep = ", or store it with --dtype keep" if keepable and dtype in KEPT_DTYPES else ""
             raise Rejected(
                 "band_mismatch",
                 f"--to_uint8 {rule} ({bits} bits) maps this {dtype} source's negative values ({self.negatives / self.samples:.0%}"
@@ -211,5 +212,5 @@ class RangeTracker:
             "range_collapsed",
             f"--to_uint8 {rule} ({bits} bits) maps this {dtype} source's values {self.source_min}..{self.source_max}"
             f" to {self.out_min}..{self.out_max} of 0..255 (a near-black image); its values fit in {needed} bits:"
-            f" pass --to_uint8 bits:{needed}, or --dtype keep to store them exactly",
+            f" pass --to_uint8 bits:{needed}" + (", or --dtype keep to store them exactly" if keepable else ""),
         )
