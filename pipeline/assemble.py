@@ -60,13 +60,19 @@ def rejection_reason(line: str) -> str:
     return Rejection.from_json(line).reason
 
 
+def original_formats(dtype: str) -> tuple[str, ...]:
+    """The formats an `--encoding original` dataset holds: JPEG and PNG, PNG alone for samples
+    wider than uint8 (JPEG stores uint8 only; photos are rejected from such a dataset)."""
+    return ("jpeg", "png") if dtype == "uint8" else ("png",)
+
+
 def dataset_facts(config: BuildConfig, command_line: Sequence[str], layouts: Iterable[ShardLayout]) -> DatasetFacts:
     """What cropshard.json records about the build options and the shard layouts."""
     spec = config.example
     return DatasetFacts(
         cropshard_version=__version__,
         encoding=spec.encoding,
-        image_formats=("jpeg", "png") if spec.encoding == "original" else (spec.encoding,),
+        image_formats=original_formats(spec.raster.dtype) if spec.encoding == "original" else (spec.encoding,),
         channels=spec.channels,
         image_shape=(*spec.crop.output_shape, spec.channels) if spec.crop.output_shape else None,
         crop=spec.crop.to_dict(),

@@ -442,5 +442,6 @@ def check_manifest_columns(opts: CropshardOptions, fractions: tuple | None, colu
 def check_raster_encoding(encoding: str, dtype: str, channels: int) -> None:
     if encoding == "jpeg" and (dtype != "uint8" or channels not in (1, 3)):
         raise ValueError(f"--encoding jpeg stores uint8 with 1 or 3 bands; use raw (or png for 1/3-band uint16) for {channels} bands of --dtype {dtype}")
-    if encoding == "png" and (dtype not in ("uint8", "uint16", "keep") or channels not in (1, 3)):
-        raise ValueError(f"--encoding png stores 1 or 3 bands of uint8/uint16; use raw for {channels} bands of --dtype {dtype}")
+    if encoding in ("png", "original") and (dtype not in ("uint8", "uint16", "keep") or channels not in (1, 3)):
+        stores = "stores" if encoding == "png" else "stores raster chips as PNG:"
+        raise ValueError(f"--encoding {encoding} {stores} 1 or 3 bands of uint8/uint16; use raw for {channels} bands of --dtype {dtype}")

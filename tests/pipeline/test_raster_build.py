@@ -505,3 +505,29 @@ def test_cropshard_json_records_the_to_uint8_rule_given_alone(tmp_path: Path) ->
     info = build("--input", str(inputs), "--output", str(tmp_path / "out"), "--crop", "grid", "--size", "32x32", "--channels", "1",
                  "--label_from", "none", "--to_uint8", "bits:11")
     assert info.num_examples == 4 and info.raster["to_uint8"] == "bits:11"
+
+
+def test_encoding_original_chips_rasters_as_png_with_their_bands_and_georeferencing(tmp_path: Path) -> None:
+    """`--encoding original` sent every GeoTIFF to Pillow: records without georeferencing, bands
+    1,2,3 under a cropshard.json saying --bands 3,2,1, and a 12-bit GeoTIFF rejected decode_error.
+    A raster has no source bytes a reader decodes: its chips take the raster path and are stored
+    as PNG, which keeps their samples."""
+    import tensorflow as tf
+
+    inputs = tmp_path / "in"
+    rastergen.write_raster(inputs / "scene" / "rgb12.tif", rastergen.multispectral(60, 70, bands=3, high=4096, seed=4))
+    rastergen.write_raster(inputs / "scene" / "other.tif", rastergen.multispectral(50, 40, bands=3, high=4096, seed=5), crs="EPSG:3857")
+    out = tmp_path / "out"
+    info = build("--input", str(inputs), "--output", str(out), "--crop", "none", "--encoding", "original", "--bands", "3,2,1", "--dtype", "keep")
+
+    assert rejected(out) == {} and info.num_examples == 2 and info.raster["bands"] == [3, 2, 1] and info.raster["dtype"] == "uint16"
+    shards = [str(out / shard.file) for shard in info.splits["train"].shards]
+    assert {tf.train.Example.FromString(r.numpy()).features.feature["image/format"].bytes_list.value[0] for r in tf.data.TFRecordDataset(shards)} == {b"png"}
+    seen = 0
+    for image, _, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
+        path = meta["filename"].decode()
+        np.testing.assert_array_equal(image, window_read(path, meta["source_crop_box"], bands=[3, 2, 1]))
+        with rasterio.open(path) as ds:
+            assert tuple(meta["geo_transform"]) == ds.transform.to_gdal() and meta["geo_crs"].decode() == f"EPSG:{ds.crs.to_epsg()}"
+        seen += 1
+    assert seen == 2

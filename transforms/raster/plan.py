@@ -28,7 +28,7 @@ def plan_source(source: ImageSource, spec: ExampleSpec, ranges: Mapping | None) 
     photo-like TIFF without raster options); Rejected with the reason it cannot be chipped, and
     for a GDAL sidecar (every source passes here first)."""
     refuse_sidecar(source.path)
-    if spec.encoding == "original" or not is_raster_path(source.path):
+    if not is_raster_path(source.path):
         return None
     head = read_bytes(source.path, HEAD_BYTES)
     if spec.raster.to_uint8.needs_dataset_range:

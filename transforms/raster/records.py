@@ -101,7 +101,11 @@ def file_sha256(path: str) -> str:
 
 def encode_chip(pixels: np.ndarray, encoding: str, jpeg_quality: int) -> tuple[bytes, str]:
     """HWC pixels of any kept dtype -> (bytes, image/format): raw little-endian, 16-bit PNG, or
-    the photo encoders for uint8 with 1 or 3 bands."""
+    the photo encoders for uint8 with 1 or 3 bands. `original` is PNG: a raster has no source
+    bytes a reader decodes, and PNG keeps its chips' samples, as `original` does for the photos
+    it cannot store verbatim."""
+    if encoding == "original":
+        encoding = schema.FORMAT_PNG
     if encoding == schema.FORMAT_RAW:
         return np.ascontiguousarray(pixels, pixels.dtype.newbyteorder("<")).tobytes(), schema.FORMAT_RAW
     if pixels.dtype == np.uint8:
