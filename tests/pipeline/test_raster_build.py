@@ -531,3 +531,20 @@ def test_encoding_original_chips_rasters_as_png_with_their_bands_and_georeferenc
             assert tuple(meta["geo_transform"]) == ds.transform.to_gdal() and meta["geo_crs"].decode() == f"EPSG:{ds.crs.to_epsg()}"
         seen += 1
     assert seen == 2
+
+
+def test_a_stretched_float_rasters_nan_and_infinite_samples_are_nodata(tmp_path: Path) -> None:
+    """--to_uint8 minmax on a float32 raster without a declared nodata: the NaN hole became 0 and
+    +inf 255, counted as data in raster.stats and never towards --max_nodata. They are no data."""
+    data = (np.random.default_rng(2).random((3, 64, 64)) * 0.5 + 0.25).astype(np.float32)
+    data[:, :10, :10] = np.nan  # 100 pixels of the first 32x32 chip
+    data[0, 40, 40] = np.inf  # one pixel of the last chip
+    data[:, 32:, :32] = np.nan  # the whole third chip
+    rastergen.write_raster(tmp_path / "in" / "refl.tif", data)
+    out = tmp_path / "out"
+    info = build("--input", str(tmp_path / "in"), "--output", str(out), "--crop", "grid", "--size", "32x32", "--to_uint8", "minmax",
+                 "--max_nodata", "0.5", "--label_from", "none")
+    assert info.num_examples == 3 and info.raster["chips_skipped"] == {"nodata": 1}
+    train = info.raster["stats"]["train"]
+    assert (train["pixels"], train["masked"]) == (3 * 32 * 32, 101) and "nonfinite" not in train
+    assert min(train["p1"]) > 0  # counted as data, the hole's 100 zeros (3% of the pixels) made p1 0

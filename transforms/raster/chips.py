@@ -66,8 +66,10 @@ def inside_box(box: Box, work_shape: tuple[int, int]) -> Box:
 
 def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[int, int], masked: bool, geo: Sequence[float] | None = None) -> Chip:
     """Read one box (only its window; zeros where it extends past the raster, for --small pad).
-    `masked`: the raster has nodata or a mask for `bands` (`has_mask`, asked once per raster), so
-    the window's mask is read too (the chip's `valid`); padding is never valid. `geo`: the
+    `masked`: the chip's valid pixels are wanted (`has_mask`, asked once per raster: the raster
+    has nodata or a mask for `bands`; or a float raster converted to uint8), so the window's mask
+    is read too (the chip's `valid`), and a float raster's NaN or infinite samples are not valid
+    either; padding never is. `geo`: the
     raster's transform[:6] when the caller has it (rasterio builds it on each access)."""
     from rasterio.enums import Resampling
 
@@ -88,6 +90,10 @@ def read_chip(dataset: Any, bands: Sequence[int], box: Box, work_shape: tuple[in
     if masked:
         masks = dataset.read_masks(list(bands), window=window, out_shape=out_shape, resampling=Resampling.nearest)
         inner = np.all(masks > 0, axis=0)
+    if masked and read.dtype.kind == "f":
+        finite = np.all(np.isfinite(read), axis=0)
+        if not finite.all():
+            inner = finite if inner is None else inner & finite
     valid = inner
     if padded:
         valid = np.zeros((h, w), bool)

@@ -239,7 +239,9 @@ class RasterJob:
         max_nodata = self.raster.max_nodata
         geo = self.dataset.transform[:6]
         dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
-        masked = chips.has_mask(self.dataset, self.bands)  # then every chip's mask is read: the statistics leave nodata out
+        # Then every chip's mask is read: the statistics leave nodata out. A float raster converted
+        # to uint8 too: its NaN and infinite samples, declared nodata or not, would become 0 and 255.
+        masked = chips.has_mask(self.dataset, self.bands) or (self.converter is not None and self.source_dtype.startswith("float"))
         for box in self.boxes:
             chip = chips.read_chip(self.dataset, self.bands, box, self.work_shape, masked, geo)
             if max_nodata is not None and 1.0 - chip.valid_fraction > max_nodata:
