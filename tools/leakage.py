@@ -7,8 +7,11 @@ record's metadata (no pixels) and reports:
 - footprint overlaps across splits: georeferenced chips by their map footprint (from
   `image/geo/transform` and the chip size, per CRS), other chips by their box in the source
   (`image/crop/box`, per source file); touching edges are not an overlap;
-- identical sources across splits: the same `image/key/sha256` in two splits, for records
-  without georeferencing (chips of one raster legitimately share it under `--split_by`).
+- identical sources across splits: the same `image/key/sha256` in two splits (chips of one
+  raster file legitimately share it under `--split_by`; copies of it under other names do not).
+
+Map footprints are compared per CRS as `crs_identity` names it (the writer's `--split_by` grid),
+so rasters whose WKTs spell one CRS differently are compared with each other.
 
 A map footprint is the parallelogram the chip's affine transform maps its pixel rectangle to
 (rotated or sheared rasters included); two overlap when their interiors meet, by more than a
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 from cropshard.reader import fileio, schema
 from cropshard.reader.metadata import COMPRESSION_GZIP, DatasetInfo, join
+from cropshard.transforms.raster.chips import crs_identity
 
 Box = tuple[float, float, float, float]  # (min x, min y, max x, max y)
 Corners = tuple[tuple[float, float], ...]  # (x, y) of a convex footprint's vertices, in order around it
@@ -117,22 +121,29 @@ def _records(path: str, info: DatasetInfo) -> Iterator[tuple[str, dict[str, Any]
 
 
 def footprints(path: str, info: DatasetInfo) -> tuple[list[Footprint], dict[str, set[str]], int]:
-    """(footprints, sha256 -> splits of non-georeferenced records, examples read)."""
+    """(footprints, sha256 -> splits of sources in several splits, examples read). One source
+    file's chips in several splits are `--split_by`'s doing, and its footprints are checked; the
+    same bytes under two names in two splits are leakage, georeferenced or not."""
     found, digests, count = [], defaultdict(set), 0
     for split, record in _records(path, info):
         count += 1
         filename = record[schema.FILENAME].decode("utf-8")
         transform = record[schema.GEO_TRANSFORM]
-        crs = record[schema.GEO_CRS].decode("utf-8")
+        crs = crs_identity(record[schema.GEO_CRS].decode("utf-8"))
+        digests[record[schema.SOURCE_SHA256].decode("ascii")].add((split, filename))
         if transform and crs:
             height, width = int(record[schema.IMAGE_HEIGHT]), int(record[schema.IMAGE_WIDTH])
             found.append(map_footprint(split, crs, struct.unpack("<6d", transform), height, width, filename))
             continue
         y, x, h, w = (int(v) for v in record[schema.CROP_BOX])
         found.append(Footprint(split, f"source:{filename}", (x, y, x + w, y + h), filename))
-        if not transform:
-            digests[record[schema.SOURCE_SHA256].decode("ascii")].add(split)
-    return found, {d: s for d, s in digests.items() if len(s) > 1}, count
+    split_by = bool((info.raster or {}).get("split_by"))
+    shared = {}
+    for digest, holders in digests.items():
+        splits = {split for split, _ in holders}
+        if len(splits) > 1 and not (split_by and len({name for _, name in holders}) == 1):
+            shared[digest] = splits
+    return found, shared, count
 
 
 def overlapping_pairs(items: list[Footprint]) -> list[tuple[Footprint, Footprint]]:

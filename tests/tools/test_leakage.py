@@ -217,3 +217,46 @@ def test_contact_sheet_of_float_chips_with_nan_nodata(tmp_path: Path) -> None:
     sheet = tmp_path / "sheet.png"
     assert inspect.main([out, "--no-labels", "--contact-sheet", str(sheet), "--rgb", "1,2,3", "--samples", "4"]) == 0
     assert sheet.stat().st_size > 0
+
+
+@pytest.mark.slow  # two real builds
+def test_one_crs_spelt_two_ways_is_one_block_grid_and_one_footprint_space(tmp_path: Path) -> None:
+    """Two overlapping rasters in one custom CRS (no EPSG code) whose WKTs differ in the CRS's
+    name, as two tools write them: --split_by gave each WKT its own block grid (overlapping chips
+    in train and test) and the leakage tool compared neither with the other."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    wkt = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=7.4386 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs").to_wkt()
+    first, second = _names_in_different_splits()
+    for name, text, shift, seed in ((first, wkt, 0, 1), (second, wkt.replace('PROJCS["unknown"', 'PROJCS["Site grid"', 1), 64, 2)):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        with rasterio.open(tmp_path / "in" / name, "w", driver="GTiff", width=128, height=128, count=4, dtype="uint16",
+                           crs=CRS.from_wkt(text), transform=from_origin(1000.0 + shift, 5000.0, 1.0, 1.0)) as out:
+            out.write(rastergen.multispectral(128, 128, bands=4, seed=seed))
+    per_source = build(tmp_path, "per_source")
+    assert len(inspect.load_info(per_source).raster["crs_seen"]) == 2  # the texts, as the files spell them
+    assert find_leaks(per_source, inspect.load_info(per_source)).overlaps
+    blocks = build(tmp_path, "blocks", "--split_by=block:64")
+    report = find_leaks(blocks, inspect.load_info(blocks))
+    assert report.clean and all(split.num_examples for split in inspect.load_info(blocks).splits.values())
+
+
+@pytest.mark.slow  # a real build
+def test_copies_of_a_raster_without_a_crs_in_two_splits_are_reported(tmp_path: Path) -> None:
+    """Byte-identical rasters without a CRS (their chips carry a pixel-grid transform) in train
+    and test: the same-bytes check skipped every record with a transform, and each copy's
+    footprints are in its own pixel space, so the tool said 'no leakage found'."""
+    first, second = _names_in_different_splits()
+    data = rastergen.multispectral(64, 64, bands=4, seed=5)
+    for name in (first, second):
+        rastergen.write_raster(tmp_path / "in" / name, data, crs=None)
+    out = build(tmp_path, "out")
+    report = find_leaks(out, inspect.load_info(out))
+    assert list(report.shared_sources.values()) == [{"train", "test"}]
+    # One raster file split by --split_by blocks shares its digest across splits by design.
+    rastergen.write_raster(tmp_path / "one" / "in" / first, data, crs=None)
+    blocks = build(tmp_path / "one", "blocks", "--split_by=block:32")
+    assert all(split.num_examples for split in inspect.load_info(blocks).splits.values())  # one file in both splits
+    assert find_leaks(blocks, inspect.load_info(blocks)).clean

@@ -356,12 +356,34 @@ def test_split_by_block_keeps_overlapping_chips_together_and_spreads_one_orthoph
                 assert not _overlap(box_a, box_b)
 
 
+def _chip(transform: tuple[float, ...], source_box: tuple[int, int, int, int]) -> chips.Chip:
+    return chips.Chip(np.zeros((1, 1, 1), np.uint8), 1.0, source_box, transform)
+
+
 def test_chip_blocks_in_map_units_and_pixels() -> None:
     transform = (1024.0, 2.0, 0.0, 5056.0, 0.0, -2.0)  # 32 px = 64 m, on block edges: x 1024..1088, y 4992..5056
-    assert chips.chip_blocks(transform, 32, 32, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78"}
+    box = (0, 0, 32, 32)
+    assert chips.chip_blocks(_chip(transform, box), box, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78"}
     shifted = (1034.0, 2.0, 0.0, 5056.0, 0.0, -2.0)
-    assert chips.chip_blocks(shifted, 32, 32, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78", "crs:EPSG:1|17|78"}
-    assert chips.chip_blocks((0.0, 1.0, 0.0, 0.0, 1.0, 0.0), 10, 10, 10.0, "", "img") == {"pixels:img|0|0"}
+    assert chips.chip_blocks(_chip(shifted, box), box, 64.0, "EPSG:1", "k") == {"crs:EPSG:1|16|78", "crs:EPSG:1|17|78"}
+    # Without a CRS the blocks are source pixels, whatever the geotransform's units (0.25 m here).
+    quarter_metre = (100.0, 0.25, 0.0, 200.0, 0.0, -0.25)
+    assert chips.chip_blocks(_chip(quarter_metre, (0, 10, 10, 10)), (0, 10, 10, 10), 10.0, "", "img") == {"pixels:img|1|0"}
+    assert chips.chip_blocks(_chip(quarter_metre, (20, 30, 10, 10)), (20, 30, 10, 10), 10.0, "", "img") == {"pixels:img|3|2"}
+
+
+def test_crs_identity_is_one_name_per_crs_however_its_wkt_is_spelt() -> None:
+    """Two tools name one custom CRS differently: --split_by gave each its own block grid, so
+    overlapping chips of the two rasters fell in different splits."""
+    from rasterio.crs import CRS
+
+    wkt = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=7.4386 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs").to_wkt()
+    named = wkt.replace('PROJCS["unknown"', 'PROJCS["Site grid"', 1)
+    assert named != wkt and CRS.from_wkt(named) == CRS.from_wkt(wkt)
+    assert chips.crs_identity(named) == chips.crs_identity(wkt) != chips.crs_identity(wkt.replace("7.4386", "7.5"))
+    assert chips.crs_identity("EPSG:32631") == "EPSG:32631" and chips.crs_identity("") == ""
+    local = 'LOCAL_CS["site",UNIT["metre",1]]'  # no PROJ definition: the WKT names it
+    assert chips.crs_identity(local) == local
 
 
 # --- safety -------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ and GDAL serves it from the file's overviews when it has them. Only the window i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -129,16 +130,43 @@ def preview(dataset: Any, bands: Sequence[int], longest: int = 1024) -> np.ndarr
 # --- spatial blocks for --split_by block:N ------------------------------------------------------
 
 
-def chip_blocks(transform: tuple[float, ...], height: int, width: int, block: float, crs: str, fallback_key: str) -> set[str]:
-    """Keys of the N x N blocks the chip's footprint touches. With a CRS the blocks are a grid in
-    map units shared by every raster in that CRS (so overlapping rasters agree); without one,
-    in source pixels of this one raster (`transform` is then its pixel grid)."""
+def crs_identity(crs_text: str) -> str:
+    """One name per CRS for a chip's `image/geo/crs` text ('' without a CRS): `EPSG:n` as it is,
+    another WKT by its PROJ definition, so that WKTs of one CRS that differ in names or layout (as
+    two tools write them) share map units; the WKT itself when PROJ has no definition for it."""
+    if not crs_text or crs_text.startswith("EPSG:"):
+        return crs_text
+    return _proj_identity(crs_text)
+
+
+@functools.lru_cache(maxsize=256)
+def _proj_identity(wkt: str) -> str:
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        proj = CRS.from_wkt(wkt).to_proj4()
+    except CRSError:
+        return wkt
+    return " ".join(sorted(proj.split())) if proj else wkt
+
+
+def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str) -> set[str]:
+    """Keys of the N x N blocks the chip's footprint touches. With a CRS (`crs`: its
+    `crs_identity`) the blocks are a grid in map units shared by every raster in that CRS (so
+    overlapping rasters agree): the chip's transform over `box`'s height and width. Without one,
+    in source pixels of this one raster: the chip's source window, whatever units the raster's
+    geotransform has."""
     from affine import Affine
 
+    if crs:
+        transform, height, width, prefix = chip.transform, box[2], box[3], f"crs:{crs}"
+    else:
+        y, x, height, width = chip.source_box
+        transform, prefix = (float(x), 1.0, 0.0, float(y), 0.0, 1.0), f"pixels:{fallback_key}"
     affine = Affine.from_gdal(*transform)
     corners = [affine @ (col, row) for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-    prefix = f"crs:{crs}" if crs else f"pixels:{fallback_key}"
     return {
         f"{prefix}|{bx}|{by}"
         for bx in _block_range(min(xs), max(xs), block)

@@ -210,6 +210,7 @@ class RasterJob:
         self.bands = select_bands(dataset, raster.bands, channels)
         self.source_dtype = _band_dtype(dataset, self.bands)
         self.crs = crs_text(dataset.crs)
+        self.crs_identity = chips.crs_identity(self.crs)  # the --split_by blocks' grid: one per CRS, however spelt
         self.label_grid = label_grid
         self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
         self.skipped: collections.Counter[str] = collections.Counter()
@@ -249,7 +250,7 @@ class RasterJob:
                 continue
             chip_split = split
             if self.raster.split_block:
-                blocks = chips.chip_blocks(chip.transform, box[2], box[3], self.raster.split_block, self.crs, self.source.key)
+                blocks = chips.chip_blocks(chip, box, self.raster.split_block, self.crs_identity, self.source.key)
                 chip_split = chips.block_split(blocks, split_fractions)
                 if chip_split is None:
                     self.skipped[SKIP_SPLIT_BOUNDARY] += 1
