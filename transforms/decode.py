@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -34,8 +35,8 @@ from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import Box
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# `open_image` enforces this (--max_pixels) itself; worker.setup_worker() lifts Pillow's own
-# global limit so that Pillow does not refuse such images first, as a decode_error.
+# `open_image` enforces this (--max_pixels) on the header; worker.setup_worker(max_pixels) sets
+# Pillow's own check to the same limit, for images nested in others.
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (0.25 GiB of RGBA)
 
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased in Pillow when downscaling
@@ -163,6 +164,10 @@ def _header_error(data: bytes, fmt: str) -> str:
 
 def _decode_rejection(err: BaseException) -> Rejected:
     message = f"{type(err).__name__}: {err}"
+    if isinstance(err, Image.DecompressionBombError):  # Pillow's check at --max_pixels (worker.setup_worker)
+        size = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{size.group(1)} pixels" if size else "its size"
+        return Rejected("too_many_pixels", f"an image in this file (the file or one nested in it) has {pixels}, over --max_pixels {round(2 * Image.MAX_IMAGE_PIXELS)}")
     if isinstance(err, EOFError) or "truncated" in str(err).lower():
         return Rejected("truncated", message)
     return Rejected("decode_error", message)
@@ -382,6 +387,7 @@ def stream_crops(
     orientation = exif_orientation(img)
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)
+    check_working_size(work_shape, source_shape, max_pixels)
     boxes = plan_boxes(spec, *work_shape, key=key, manifest_box=manifest_box)
     info = dict(source_format=img.format or "", source_shape=source_shape, orientation=orientation)
 
@@ -414,6 +420,15 @@ def stream_crops(
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)
     return Decoded(crops=_cut_oriented(full, boxes, spec, work_shape, source_shape, channels), path=PATH_DRAFT if use_draft else PATH_PILLOW, **info)
+
+
+def check_working_size(work_shape: tuple[int, int], source_shape: tuple[int, int], max_pixels: int) -> None:
+    """Rejected('too_many_pixels') when --resize or --small upscale would scale the image past
+    --max_pixels: a 375-byte 100000x1 PNG, resized to a shorter side of 64, is 6.4 billion bytes
+    of working image."""
+    if work_shape != source_shape and work_shape[0] * work_shape[1] > max_pixels:
+        (h, w), (sh, sw) = work_shape, source_shape
+        raise Rejected("too_many_pixels", f"this {sw}x{sh} image scaled by --resize or --small upscale would be {w}x{h} = {w * h} pixels, over --max_pixels {max_pixels}")
 
 
 def _opened(data: bytes, max_pixels: int, wide_rule: raster_convert.Uint8Rule | None) -> tuple[Image.Image, bool]:

@@ -168,7 +168,7 @@ class ImagesToExamples(beam.DoFn):
         self._written = 0  # photos written in this bundle
 
     def setup(self) -> None:
-        setup_worker()
+        setup_worker(self._spec.max_pixels)
         # Build the Example classes (reader/example_proto.py) once per worker, not inside the first element.
         schema.encode_example(schema.ImageRecord(b"\0", "raw", 1, 1, 1, -1, "", "", (0, 0, 1, 1), ""))
         if self._progress_dir:

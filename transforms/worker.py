@@ -10,23 +10,35 @@ from __future__ import annotations
 
 import functools
 import gc
+import warnings
 
 from PIL import Image, ImageFile
 
 
-def setup_worker() -> None:
+def setup_worker(max_pixels: int | None = None) -> None:
     """Set Pillow's global limits and Beam's TFRecord CRC32C function for this process, and take
-    what is alive after start-up out of the garbage collector's scans. Idempotent: every call sets
-    the same values."""
-    # decode.open_image enforces --max_pixels before any pixel is decoded; Pillow's own global
-    # bomb limit (an error past twice its default, raised first) must not override it.
-    Image.MAX_IMAGE_PIXELS = None
+    what is alive after start-up out of the garbage collector's scans. `max_pixels`: the build's
+    --max_pixels, from the DoFns that decode images (None leaves Pillow's pixel limit as it is).
+    Idempotent: every call with the same arguments sets the same values."""
+    if max_pixels is not None:
+        # Pillow's bomb check raises past twice its limit, before decoding: at the build's own
+        # --max_pixels then, which decode.open_image enforces on the header too. Pillow's check
+        # also covers what open_image cannot see: an image nested in another (an ICNS icon's
+        # slot holding a 144-megapixel PNG), which was decoded in full.
+        Image.MAX_IMAGE_PIXELS = max_pixels / 2
+        _ignore_bomb_warnings()
     # A truncated file is rejected, never decoded half grey (Pillow's default, stated here so that
     # no other library in the process can have changed it).
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     # WriteToTFRecord's writer runs fused in the decoding workers: give it the fast CRC32C.
     _use_fast_crc32c()
     freeze_start_up_objects()
+
+
+@functools.cache  # once per process: a second identical filter would replace the first
+def _ignore_bomb_warnings() -> None:
+    """Pillow warns past its limit, half the build's --max_pixels here: nothing to warn about."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @functools.cache  # once per process

@@ -739,7 +739,6 @@ from cropshard.transforms.crop import CropSpec
 from cropshard.transforms.decode import decode_crops
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.worker import setup_worker
-setup_worker()  # as on a worker: cropshard's --max_pixels, not Pillow's global limit, decides
 # 1 GiB more than the imports already map (Beam 2.77 + numpy 2.4 map ~1.5 GB of address space
 # before any image is read; a decoded 60000x60000 bomb would need 10.8 GB).
 mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
@@ -747,6 +746,7 @@ resource.setrlimit(resource.RLIMIT_AS, (mapped + (1 << 30), mapped + (1 << 30)))
 for name in ("bomb.png", "bomb.jpg"):
     data = open({str(tmp_path)!r} + "/" + name, "rb").read()
     for limit in (89_478_485, 10**10):
+        setup_worker(limit)  # as on a worker: Pillow's check at the build's --max_pixels
         try:
             decode_crops(data, CropSpec("center", size=(64, 64)), name, max_pixels=limit, allow_window=False)
             print(name, limit, "decoded")
@@ -1049,7 +1049,8 @@ Notes
 - TIFF with an EXIF orientation: Pillow's TIFF plugin applies it while loading; cropshard used to apply it a second time.
 - Alpha (RGBA, LA, palette transparency) is composited on black.
 - `too_many_pixels` is decided from the header before any pixel is decoded (`--max_pixels`, default 89,478,485); the
-  test repeats it under a 1 GiB address-space limit.
+  test repeats it under a 1 GiB address-space limit. Images nested in another (ICNS) are checked by Pillow at the
+  same limit, and so is the size `--resize` or `--small upscale` would scale an image to.
 - A named pipe (FIFO) used to hang the build forever (opening it blocks); local paths are now stat'ed before opening and
   anything but a regular file is `unreadable`, from a folder listing (stage `match`) or a manifest row (stage `read`).
 - A file with a known signature (JPEG, PNG, GIF, TIFF, WebP) whose header fails to parse is `decode_error`;

@@ -374,3 +374,64 @@ def test_a_webp_cut_short_is_named_truncated() -> None:
             decode_crops(data[:cut], CropSpec("center", size=(32, 32)), key="k")
         assert (err.value.reason, err.value.message) == ("truncated", f"WebP file of {cut} bytes whose RIFF header declares {len(data)}: the file is cut short")
     assert decode_crops(data, CropSpec("center", size=(32, 32)), key="k").crops
+
+
+def _icns_holding(png: bytes) -> bytes:
+    """An ICNS icon whose 128x128 slot ('ic07') holds `png`, whatever its real size."""
+    element = b"ic07" + (8 + len(png)).to_bytes(4, "big") + png
+    return b"icns" + (8 + len(element)).to_bytes(4, "big") + element
+
+
+def _black_png(width: int, height: int) -> bytes:
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(3 * width) for _ in range(height)), 9)
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.mark.slow  # a fresh interpreter: Pillow's global limit as a worker sets it
+def test_an_image_nested_past_max_pixels_is_rejected_before_it_is_decoded(tmp_path):
+    """An ICNS whose header says 128x128 holding a 12000x12000 PNG: --max_pixels saw the header
+    only and the worker decoded the 144-megapixel image (Pillow's own check was lifted; a fuzz
+    file of Pillow's suite got a worker OOM-killed at 15 GB). Pillow's check now runs at the
+    build's --max_pixels; a raised --max_pixels raises it too."""
+    (tmp_path / "bomb.icns").write_bytes(_icns_holding(_black_png(12000, 12000)))
+    script = f"""
+import resource
+from cropshard.transforms.crop import CropSpec
+from cropshard.transforms.decode import decode_crops
+from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.worker import setup_worker
+data = open({str(tmp_path / "bomb.icns")!r}, "rb").read()
+for limit in (89_478_485, 150_000_000):
+    setup_worker(limit)
+    try:
+        decode_crops(data, CropSpec("none"), "k", max_pixels=limit)
+        print(limit, "decoded")
+    except Rejected as err:
+        print(limit, err.reason, err.message)
+print("peak MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "89478485 too_many_pixels an image in this file (the file or one nested in it) has 144000000 pixels, over --max_pixels 89478485"
+    assert not lines[1].startswith("150000000 too_many_pixels")  # within a raised limit Pillow's check lets it through
+
+
+def test_resize_or_upscale_past_max_pixels_is_rejected_before_the_working_image_exists():
+    """A 375-byte 100000x1 PNG under --resize 64 (or --small upscale) became a 64 x 6.4 million
+    working image (1.8 GB; a 1,000,000x1 one would need 12 GB): --max_pixels checked the source only."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (100000, 1), (9, 9, 9)).save(buffer, "PNG")
+    for spec in (CropSpec("center", size=(32, 32), resize=64), CropSpec("center", size=(64, 64), small="upscale"), CropSpec("none", resize=64)):
+        with pytest.raises(Rejected, match=r"100000x1 image scaled by --resize or --small upscale would be 6400000x64 = 409600000 pixels") as err:
+            decode_crops(buffer.getvalue(), spec, key="k")
+        assert err.value.reason == "too_many_pixels"
+    # Within --max_pixels the scaled image is made as before.
+    (crop,) = decode_crops(buffer.getvalue(), CropSpec("center", size=(1, 4), resize=1), key="k").crops
+    assert crop.pixels.shape == (1, 4, 3)

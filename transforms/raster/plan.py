@@ -56,7 +56,7 @@ class PlanRasters(beam.DoFn):
         self._rejected = RejectionCounters()
 
     def setup(self) -> None:
-        setup_worker()
+        setup_worker(self._spec.max_pixels)
         if self._progress_dir:
             self._progress = ProgressWriter(self._progress_dir)
 
