@@ -31,6 +31,7 @@ from cropshard.transforms.orientation import (
     swaps_axes,
 )
 from cropshard.transforms.raster import convert as raster_convert
+from cropshard.transforms.raster.open_raster import refuse_references
 from cropshard.transforms.rejects import Rejected
 from cropshard.transforms.types import Box
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -87,6 +88,7 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             raise Rejected("decode_error", _NO_DECODER[fmt]) from err
         if fmt is not None:  # a real PNG/JPEG/... whose header is corrupt, not some other file
             raise Rejected("decode_error", f"{fmt} signature, but the header cannot be parsed: {_header_error(data, fmt)}") from err
+        refuse_references(data[:64])  # a GDAL VRT is raster_reference whatever its name (x.vrt never takes the raster path)
         raise Rejected("not_an_image", f"no image format recognises these {len(data)} bytes") from err
     except Exception as err:  # noqa: BLE001 - any header parse failure is this file's problem
         raise _decode_rejection(err) from err

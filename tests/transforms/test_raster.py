@@ -402,6 +402,12 @@ def test_vrt_named_tif_is_rejected_before_gdal_sees_it(tmp_path: Path) -> None:
     with pytest.raises(Rejected, match="VRT") as err, open_job(source(vrt), vrt.read_bytes()[:64], CropSpec("center", size=(8, 8)), RasterSpec(), 1, 10**9):
         pass
     assert err.value.reason == "raster_reference"
+    # Named .vrt it takes the photo path (not a raster extension): the same reason, not not_an_image.
+    from cropshard.transforms.decode import decode_crops
+
+    with pytest.raises(Rejected, match="VRT") as err:
+        decode_crops(vrt.read_bytes(), CropSpec("center", size=(8, 8)), key="mosaic.vrt")
+    assert err.value.reason == "raster_reference"
 
 
 def test_sidecar_files_are_not_read(tmp_path: Path) -> None:
