@@ -627,6 +627,36 @@ def test_class_map_outside_the_image_or_missing_is_rejected(tmp_path: Path) -> N
         assert err.value.reason == reason, err.value.message
 
 
+def test_a_class_map_on_the_images_grid_without_its_crs_tag_is_used(tmp_path: Path) -> None:
+    """A mask exported without its CRS tag, on the image's exact grid (same size and transform),
+    was rejected 'the class map's grid (64x64) differs from the image's (64x64)'. It lies pixel for
+    pixel on the image, so it is used; off the grid, the message says what differs."""
+    import rasterio
+    from cropshard.transforms.raster.labels import LabelRasterSpec
+
+    image = rastergen.write_raster(tmp_path / "scene.tif", rastergen.multispectral(64, 64, bands=1))
+    classes = _class_map(64, 64)
+    with rasterio.open(image) as ds, rasterio.open(tmp_path / "tagless.tif", "w", driver="GTiff", width=64, height=64, count=1,
+                                                   dtype="uint8", transform=ds.transform) as out:
+        out.write(classes[None])
+    rastergen.write_raster(tmp_path / "pixels.tif", classes[None], crs=None)  # no CRS and no transform: another grid
+    crop = CropSpec("grid", size=(16, 16))
+    spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec("{dir}/tagless.tif", "majority", 0.0, CLASSES))
+    records, _ = job_records(image, crop, spec, 1)
+    ids = {value: index for index, (value, _) in enumerate(CLASSES)}
+    for _, record in records:
+        y, x, h, w = record.crop_box
+        values, counts = np.unique(classes[y : y + h, x : x + w], return_counts=True)
+        kept = [(c, -ids[v]) for v, c in zip(values, counts, strict=True) if v in ids]  # ties: the lowest id
+        assert record.label == (-max(kept)[1] if kept else -1)
+    assert len(records) == 16 and len({record.label for _, record in records}) > 1
+    spec = RasterSpec(dtype="uint16", labels=LabelRasterSpec("{dir}/pixels.tif", "majority", 0.0, CLASSES))
+    with pytest.raises(Rejected, match=r"class map \(64x64, no CRS.*image \(64x64, EPSG:32613.*differ in transform") as err, \
+            open_job(source(image), image.read_bytes()[:64], crop, spec, 1, 10**9):
+        pass
+    assert err.value.reason == "label_raster_mismatch"
+
+
 def test_band_stats_merge_equals_one_pass_and_sixteen_bit_percentiles_are_binned() -> None:
     from cropshard.transforms.raster.stats import BandStats, CombineBandStats
 

@@ -121,7 +121,14 @@ def majority(ids: np.ndarray, num_classes: int) -> tuple[int, float]:
 
 
 def _same_grid(labels: Any, image: Any) -> bool:
-    return labels.shape == image.shape and labels.transform.almost_equals(image.transform) and labels.crs == image.crs
+    """The image's pixel grid: same shape and transform, and the same CRS or none stated on one
+    side (a mask exported without its CRS tag still lies pixel for pixel on the image)."""
+    same_crs = labels.crs == image.crs or labels.crs is None or image.crs is None
+    return labels.shape == image.shape and labels.transform.almost_equals(image.transform) and same_crs
+
+
+def _crs_name(dataset: Any) -> str:
+    return "no CRS" if dataset.crs is None else (f"EPSG:{dataset.crs.to_epsg()}" if dataset.crs.to_epsg() else "a CRS")
 
 
 def _ordered(bounds: Any) -> tuple[float, float, float, float]:
@@ -144,10 +151,12 @@ def _aligned(labels: Any, image: Any, stack: Any) -> Any:
     if _same_grid(labels, image):
         return labels
     if labels.crs is None or image.crs is None:
+        differs = "size" if labels.shape != image.shape else "transform"
         raise Rejected(
             "label_raster_mismatch",
-            f"the class map's grid ({labels.shape[0]}x{labels.shape[1]}) differs from the image's ({image.shape[0]}x{image.shape[1]})"
-            " and one of them has no CRS to align them by",
+            f"the class map ({labels.shape[0]}x{labels.shape[1]}, {_crs_name(labels)}, transform {tuple(labels.transform)[:6]}) and"
+            f" the image ({image.shape[0]}x{image.shape[1]}, {_crs_name(image)}, transform {tuple(image.transform)[:6]}) differ in"
+            f" {differs}, and without a CRS on both there is nothing to align them by",
         )
     # Both as (min x, min y, max x, max y): a bottom-up raster's bounds have bottom > top.
     left, bottom, right, top = _ordered(transform_bounds(labels.crs, image.crs, *_ordered(labels.bounds)))
