@@ -347,6 +347,9 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None, columns: Manife
     split_block = parse_split_by(opts.split_by) if opts.split_by else None
     if split_block and fractions is None:
         raise ValueError("--split_by assigns chips to --split fractions (e.g. train=0.8,test=0.2), not to folder or manifest splits")
+    if split_block and sum(1 for _, share in fractions if share > 0) < 2:
+        named = ",".join(f"{name}={share:g}" for name, share in fractions)
+        raise ValueError(f"--split_by has no effect with one split (--split {named}): give it --split fractions, e.g. train=0.8,test=0.2")
     return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block,
                       label_raster_spec(opts, columns))
 

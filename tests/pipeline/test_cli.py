@@ -400,7 +400,7 @@ def test_raster_options_on_a_build_without_rasters_are_refused(images: Path, tmp
     # --bands 3,2,1 on photos changed no pixel, yet cropshard.json recorded it.
     out = tmp_path / "out"
     for option in ("--bands=3,2,1", "--max_nodata=0.2", "--split_by=block:100", "--dtype=uint16"):
-        code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--split=train=1.0", option, *IN_PROCESS)
+        code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--split=train=0.8,test=0.2", option, *IN_PROCESS)
         flag, value = option.split("=", 1)
         assert code == 2 and err == [f"cropshard build: error: {flag} {value} has no effect without raster inputs (GeoTIFF/COG or JPEG 2000),"
                                      " and no input is one: drop it"], err

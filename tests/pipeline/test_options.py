@@ -31,6 +31,9 @@ def config(*args: str):
         (["--output=/out", "--input=/in/**", "--size=32", "--max_pixels=0"], "--target_shard_mb and --max_pixels positive"),
         (["--output=/out", "--input=/in/**", "--size=32", "--encoding=original"], "--encoding original stores source files and needs --crop none"),
         (["--output=/out", "--input=/in/**", "--crop=center"], "--crop center needs --size HxW"),
+        # --split_by spreads chips over several splits: with the default train=1.0 it did nothing, recorded as done.
+        (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100"], r"--split_by has no effect with one split \(--split train=1\)"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100", "--split=train=1.0"], "--split_by has no effect with one split"),
     ],
 )
 def test_build_config_refuses_bad_combinations(args: list[str], message: str) -> None:
