@@ -31,6 +31,7 @@ REASONS = {
     "label_raster_missing": "--label_raster: the image's class map does not exist or cannot be read",
     "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), is cut short, or is neither a GeoTIFF nor a JPEG 2000",
     "label_names_mismatch": "--label_raster without --label_names: the class map's own category table (.aux.xml) is missing, unusable, or names other classes than the dataset's",
+    "not_rectified": "a raster georeferenced by ground control points that no affine transform fits within a pixel (an unrectified scene)",
     "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
 }
@@ -51,6 +52,7 @@ REMEDIES = {
     "band_mismatch": "--bands B,B,... (1-based) to choose as many bands as --channels, or --dtype (or --to_uint8 for signed samples) for the sample type; rejected.jsonl has each file's bands, type and remedy",
     "range_collapsed": "--to_uint8 bits:N with the sources' real bit depth (rejected.jsonl names it), or --dtype keep for rasters",
     "gdal_sidecar": "narrow --input to the rasters, e.g. '**/*.tif' (cropshard reads each raster from its own bytes)",
+    "not_rectified": "warp the scenes onto a map grid first (gdalwarp), then build from the warped files",
     "no_valid_chips": "a higher --max_nodata, or a --split_by block larger than the chips",
 }
 

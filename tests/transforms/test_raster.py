@@ -410,6 +410,38 @@ def test_vrt_named_tif_is_rejected_before_gdal_sees_it(tmp_path: Path) -> None:
     assert err.value.reason == "raster_reference"
 
 
+def _write_gcps(path: Path, points: list[tuple[float, float, float, float]]) -> Path:
+    import rasterio
+    from rasterio.control import GroundControlPoint
+
+    gcps = [GroundControlPoint(row, col, x, y) for row, col, x, y in points]
+    with rasterio.open(path, "w", driver="GTiff", width=120, height=90, count=1, dtype="uint16", gcps=gcps, crs="EPSG:32631") as out:
+        out.write(rastergen.multispectral(90, 120, bands=1))
+    return path
+
+
+def test_a_raster_georeferenced_by_ground_control_points_gets_their_fitted_transform(tmp_path: Path) -> None:
+    """Only GCPs (no geotransform): the chips had CRS '' and the pixel grid, and nothing said so.
+    They get the affine transform GDAL fits to the points, in the points' CRS; a scene no affine
+    fits within a pixel (unrectified: it needs warping) is rejected not_rectified."""
+    from affine import Affine
+
+    grid = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    corners = [(row, col, *(grid * (col, row))) for row, col in ((0, 0), (0, 120), (90, 0), (90, 120))]
+    path = _write_gcps(tmp_path / "gcps.tif", corners)
+    records, _ = job_records(path, CropSpec("grid", size=(30, 40)), RasterSpec(dtype="uint16"), 1)
+    assert len(records) == 9
+    for _, record in records:
+        y, x, _, _ = record.crop_box
+        assert record.geo_crs == "EPSG:32631"
+        np.testing.assert_allclose(record.geo_transform, (grid * Affine.translation(x, y)).to_gdal(), rtol=0, atol=1e-6)
+    bent = corners[:3] + [(90, 120, corners[3][2] + 50.0, corners[3][3])]  # 5 pixels off an affine
+    for points in (bent, corners[:2]):
+        with pytest.raises(Rejected, match="ground control points") as err:
+            job_records(_write_gcps(tmp_path / f"bad{len(points)}.tif", points), CropSpec("grid", size=(30, 40)), RasterSpec(dtype="uint16"), 1)
+        assert err.value.reason == "not_rectified"
+
+
 def test_sidecar_files_are_not_read(tmp_path: Path) -> None:
     path = rastergen.write_raster(tmp_path / "plain.tif", rastergen.multispectral(64, 64, bands=4), crs=None)
     (tmp_path / "plain.tfw").write_text("2.0\n0\n0\n-2.0\n500000\n4000000\n")  # a world file

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import math
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -151,6 +152,33 @@ def georeferenced(dataset: Any) -> bool:
     return dataset.crs is not None or bool(dataset.gcps[0])
 
 
+GCP_TOLERANCE = 1.0  # pixels: how far from a ground control point the fitted affine may fall
+
+
+def georeferencing(dataset: Any) -> tuple[Any, tuple[float, ...]]:
+    """(CRS or None, transform[:6]) of the raster's pixel grid. A raster georeferenced by ground
+    control points alone (no geotransform: rasterio's transform is then the pixel grid) gets the
+    affine transform GDAL fits to them (`rasterio.transform.from_gcps`) and their CRS, when every
+    point lies within GCP_TOLERANCE pixels of it; Rejected('not_rectified') otherwise (a scene
+    that needs warping: an affine chip transform would misplace it)."""
+    gcps, gcp_crs = dataset.gcps
+    if dataset.crs is not None or not gcps:
+        return dataset.crs, tuple(dataset.transform)[:6]
+    from rasterio.transform import from_gcps
+
+    worst = math.inf
+    if len(gcps) >= 3:  # fewer fix no affine transform
+        affine = from_gcps(gcps)
+        pixel = min(math.hypot(affine.a, affine.d), math.hypot(affine.b, affine.e))
+        if pixel > 0:
+            worst = max(math.dist(affine * (point.col, point.row), (point.x, point.y)) for point in gcps) / pixel
+    if not worst <= GCP_TOLERANCE:
+        off = f"{worst:.1f} pixels" if math.isfinite(worst) else "no affine"
+        raise Rejected("not_rectified", f"georeferenced by {len(gcps)} ground control points, which an affine transform fits only to"
+                       f" {off} (at most {GCP_TOLERANCE:g} kept): warp it onto a grid first (gdalwarp)")
+    return gcp_crs, tuple(affine)[:6]
+
+
 def oriented_tiff_route(dataset: Any, path: str, requested: bool) -> bool:
     """True when a TIFF without georeferencing whose Orientation tag turns or flips it (a camera
     or scanner file) must take the Pillow path, which applies the tag as EXIF orientation is
@@ -209,7 +237,8 @@ class RasterJob:
         self.raster = raster
         self.bands = select_bands(dataset, raster.bands, channels)
         self.source_dtype = _band_dtype(dataset, self.bands)
-        self.crs = crs_text(dataset.crs)
+        crs, self.geo = georeferencing(dataset)
+        self.crs = crs_text(crs)
         self.crs_identity = chips.crs_identity(self.crs)  # the --split_by blocks' grid: one per CRS, however spelt
         self.label_grid = label_grid
         self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
@@ -238,7 +267,7 @@ class RasterJob:
     def records(self, label_id: int, split: str, split_fractions: Sequence[tuple[str, float]] | None, encoding: str, jpeg_quality: int, digest: str) -> Iterator[tuple[str, bytes]]:
         """(split, serialized example) per kept chip, reading one window at a time."""
         max_nodata = self.raster.max_nodata
-        geo = self.dataset.transform[:6]
+        geo = self.geo
         dtype = "uint8" if self.converter is not None else self.source_dtype  # what pixels.dtype names, without str() per chip
         # Then every chip's mask is read: the statistics leave nodata out. A float raster converted
         # to uint8 too: its NaN and infinite samples, declared nodata or not, would become 0 and 255.
