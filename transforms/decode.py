@@ -86,6 +86,10 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         fmt = sniff_format(data)
         if fmt in _NO_DECODER:  # an image, in a format Pillow here does not read
             raise Rejected("decode_error", _NO_DECODER[fmt]) from err
+        if fmt is None and data.startswith(b"\xff\xd8") and len(data) < 4:
+            fmt = "JPEG"  # a start-of-image marker and nothing after it: a JPEG cut short
+        if fmt is not None and header_cut_short(data, fmt):
+            raise Rejected("truncated", f"{fmt} file of {len(data)} bytes that ends inside its header: the file is cut short") from err
         if fmt is not None:  # a real PNG/JPEG/... whose header is corrupt, not some other file
             raise Rejected("decode_error", f"{fmt} signature, but the header cannot be parsed: {_header_error(data, fmt)}") from err
         refuse_references(data[:64])  # a GDAL VRT is raster_reference whatever its name (x.vrt never takes the raster path)
@@ -141,6 +145,48 @@ def sniff_format(data: bytes) -> str | None:
     if data.startswith(_JPEG_XL_SIGNATURES):
         return "JPEG XL"
     return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
+
+
+def header_cut_short(data: bytes, fmt: str) -> bool:
+    """Whether a JPEG or PNG ends before its header does: a marker segment or chunk runs past the
+    end, or the data ends before the first scan (JPEG SOS) or image data (PNG IDAT). Its header
+    then fails to parse because the file is cut short, not because it is corrupt."""
+    if fmt == "JPEG":
+        return _jpeg_header_cut(data)
+    if fmt == "PNG":
+        return _png_header_cut(data)
+    return False
+
+
+def _jpeg_header_cut(data: bytes) -> bool:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False  # corrupt, not cut
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a segment
+            i += 2
+        elif marker == 0xDA:  # SOS: the header is whole
+            return i + 2 + int.from_bytes(data[i + 2 : i + 4], "big") > n
+        elif int.from_bytes(data[i + 2 : i + 4], "big") < 2:
+            return False  # corrupt: a segment length counts its own two bytes
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return True  # ended inside a segment, or before the first scan
+
+
+def _png_header_cut(data: bytes) -> bool:
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        kind = data[i + 4 : i + 8]
+        if not kind.isalpha() or (i == 8 and kind != b"IHDR"):
+            return False  # corrupt, not cut: chunk types are letters, and IHDR comes first
+        if kind == b"IDAT":
+            return False  # the header is whole; a cut in the pixels is the decoder's to tell
+        i += 12 + int.from_bytes(data[i : i + 4], "big")
+    return True
 
 
 def _refuse_cut_riff(data: bytes) -> None:

@@ -435,3 +435,23 @@ def test_resize_or_upscale_past_max_pixels_is_rejected_before_the_working_image_
     # Within --max_pixels the scaled image is made as before.
     (crop,) = decode_crops(buffer.getvalue(), CropSpec("center", size=(1, 4), resize=1), key="k").crops
     assert crop.pixels.shape == (1, 4, 3)
+
+
+def test_a_file_cut_inside_its_header_is_truncated_not_a_decode_error():
+    """Cut inside the header (an interrupted download), a JPEG or PNG was decode_error with
+    Pillow's parser message ('index out of range', 'unpack_from requires a buffer'), and a bare
+    JPEG start marker not_an_image. A corrupt header is still decode_error."""
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    image = Image.fromarray(imagegen.photo(40, 50))
+    image.save(jpeg, "JPEG", quality=90)
+    image.save(png, "PNG")
+    jpeg, png = jpeg.getvalue(), png.getvalue()
+    sos = jpeg.index(b"\xff\xda")
+    for cut in (jpeg[:sos], jpeg[:sos + 5], jpeg[: jpeg.index(b"\xff\xc0") + 6], jpeg[:2], png[:8], png[:33], png[:20]):
+        with pytest.raises(Rejected) as err:
+            decode_crops(cut, CropSpec("none"), key="k")
+        assert err.value.reason == "truncated", (len(cut), err.value.message)
+    for corrupt in (jpeg.replace(b"\xff\xc0", b"\xff\x00", 1), png[:25] + b"\x07" + png[26:]):  # no SOF; colour type 7
+        with pytest.raises(Rejected) as err:
+            decode_crops(corrupt, CropSpec("none"), key="k")
+        assert err.value.reason == "decode_error", err.value.message
