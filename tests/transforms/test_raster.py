@@ -381,7 +381,9 @@ def test_crs_identity_is_one_name_per_crs_however_its_wkt_is_spelt() -> None:
     named = wkt.replace('PROJCS["unknown"', 'PROJCS["Site grid"', 1)
     assert named != wkt and CRS.from_wkt(named) == CRS.from_wkt(wkt)
     assert chips.crs_identity(named) == chips.crs_identity(wkt) != chips.crs_identity(wkt.replace("7.4386", "7.5"))
-    assert chips.crs_identity("EPSG:32631") == "EPSG:32631" and chips.crs_identity("") == ""
+    assert chips.crs_identity("") == "" and chips.crs_identity("EPSG:32631") != chips.crs_identity("EPSG:32632")
+    # One projection under two EPSG codes (SIRGAS 1995 and 2000 / UTM 25S, as two real files of one area carry).
+    assert chips.crs_identity("EPSG:32000") == chips.crs_identity("EPSG:31985") == chips.crs_identity(CRS.from_epsg(31985).to_wkt())
     local = 'LOCAL_CS["site",UNIT["metre",1]]'  # no PROJ definition: the WKT names it
     assert chips.crs_identity(local) == local
 

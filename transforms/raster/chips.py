@@ -131,24 +131,23 @@ def preview(dataset: Any, bands: Sequence[int], longest: int = 1024) -> np.ndarr
 
 
 def crs_identity(crs_text: str) -> str:
-    """One name per CRS for a chip's `image/geo/crs` text ('' without a CRS): `EPSG:n` as it is,
-    another WKT by its PROJ definition, so that WKTs of one CRS that differ in names or layout (as
-    two tools write them) share map units; the WKT itself when PROJ has no definition for it."""
-    if not crs_text or crs_text.startswith("EPSG:"):
-        return crs_text
-    return _proj_identity(crs_text)
+    """One name per CRS for a chip's `image/geo/crs` text ('' without a CRS): its PROJ definition,
+    so that WKTs of one CRS that differ in names or layout (as two tools write them), and EPSG
+    codes of one map projection (SIRGAS 1995 and SIRGAS 2000 / UTM 25S: EPSG:32000 and 31985),
+    share map units; the text itself when PROJ has no definition for it."""
+    return _proj_identity(crs_text) if crs_text else ""
 
 
 @functools.lru_cache(maxsize=256)
-def _proj_identity(wkt: str) -> str:
+def _proj_identity(text: str) -> str:
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     try:
-        proj = CRS.from_wkt(wkt).to_proj4()
+        proj = CRS.from_user_input(text).to_proj4()
     except CRSError:
-        return wkt
-    return " ".join(sorted(proj.split())) if proj else wkt
+        return text
+    return " ".join(sorted(proj.split())) if proj else text
 
 
 def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str) -> set[str]:
