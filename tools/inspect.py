@@ -415,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for the contact sheet's random crop windows")
     parser.add_argument("--leakage", action="store_true",
                         help="report chip footprints that overlap across splits (map footprints for georeferenced chips) and sources in several splits; exit 1 if any")
-    parser.add_argument("--rgb", type=parse_bands, default=None, metavar="B,G,R",
+    parser.add_argument("--rgb", type=parse_bands, default=None, metavar="R,G,B",
                         help="contact sheet of multiband or 16-bit chips: the 1-based stored bands to show as red,green,blue (e.g. 4,3,2), stretched 2-98%%")
     return parser
 
