@@ -7,6 +7,7 @@ a `bad_manifest_row` rejection, never a failed build.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import json
@@ -37,8 +38,21 @@ def csv_delimiter(path: str) -> str:
     return "\t" if path.lower().endswith(".tsv") else ","
 
 
+def check_utf8(path: str, head: int = 1 << 16) -> None:
+    """ValueError naming the manifest when its first `head` bytes are not UTF-8 (a UTF-16 export
+    of a spreadsheet): its rows would fail to decode one by one, or as a build failure."""
+    with FileSystems.open(path) as handle:
+        start = handle.read(head)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(start, final=False)  # a character cut at `head` is fine
+    except UnicodeDecodeError as err:
+        bom = " (a UTF-16 byte-order mark)" if start[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ValueError(f"manifest {path} is not UTF-8 text: byte {start[err.start]:#04x} at offset {err.start}{bom}; save it as UTF-8") from err
+
+
 def read_manifest_header(path: str) -> list[str]:
     """The CSV header (read once by the launcher: one line, not the file)."""
+    check_utf8(path)
     with FileSystems.open(path) as handle:
         first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
     header = [name.strip().lower() for name in next(csv.reader([first], delimiter=csv_delimiter(path)))]
@@ -47,6 +61,9 @@ def read_manifest_header(path: str) -> list[str]:
     unknown = [name for name in header if name not in MANIFEST_COLUMNS]
     if unknown:
         raise ValueError(f"manifest {path} has unknown columns {unknown}; known: {list(MANIFEST_COLUMNS)}")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # the last one would win in every row, silently
+        raise ValueError(f"manifest {path} names the column(s) {repeated} more than once in its header {header}")
     return header
 
 
@@ -100,6 +117,7 @@ def manifest_columns(path: str) -> ManifestColumns:
         header = read_manifest_header(path)
         rows: Iterable[Mapping] = _csv_rows(path, header) if {"split", "box"} & set(header) else ()
     else:
+        check_utf8(path)
         header, rows = [], _jsonl_rows(path)
     filled: set[str] = set()
     splits: dict[str, None] = {}
@@ -122,6 +140,9 @@ def parse_manifest_row(
             raise Rejected("bad_manifest_row", f"not valid JSON: {err}") from err
         if not isinstance(row, dict):
             raise Rejected("bad_manifest_row", "a JSONL row must be an object")
+        unknown = sorted(set(row) - set(MANIFEST_COLUMNS))
+        if unknown:  # a misspelt "lable" or "Split" would be ignored: the row would lose its label or split
+            raise Rejected("bad_manifest_row", f"unknown keys {unknown}; known: {list(MANIFEST_COLUMNS)}")
     else:
         values = next(csv.reader([line], delimiter=delimiter))
         if len(values) != len(header):
@@ -145,6 +166,9 @@ def parse_manifest_row(
     elif split is not None:
         split = None  # fractions in --split win (the launcher refuses a split column they would ignore)
     label = row.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+        # 3 and 3.0 would be two classes, a list its repr
+        raise Rejected("bad_manifest_row", f"label {label!r} is a {type(label).__name__}; a label is text (or a whole number)")
     label = "" if label is None else str(label).strip()
     class_map = str(row.get("label_raster") or "").strip() or None
     if class_map is not None:

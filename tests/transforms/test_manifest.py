@@ -79,6 +79,15 @@ def test_jsonl_rows():
     assert parse_manifest_row(json.dumps({"path": "a.jpg", "label": None}), "jsonl", HEADER, "/m", None).label == ""
 
 
+def test_jsonl_rows_with_unknown_keys_or_labels_that_are_not_text_are_rejected():
+    """A misspelt key ("lable", "Split") was ignored: the row lost its label or split without a
+    word, where a CSV header with it is refused. 3 and 3.0 were two classes, a list its repr."""
+    assert "unknown keys ['lable']" in rejection(json.dumps({"path": "a.jpg", "lable": "cat"}), "jsonl")
+    assert "unknown keys ['Split']" in rejection(json.dumps({"path": "a.jpg", "label": "cat", "Split": "test"}), "jsonl")
+    for label in (3.0, [1], {"a": 1}, True):
+        assert "a label is text" in rejection(json.dumps({"path": "a.jpg", "label": label}), "jsonl")
+
+
 def test_manifest_kind_and_delimiter():
     assert [manifest_kind(p) for p in ("m.csv", "M.TSV", "m.jsonl", "m.ndjson", "m.json")] == ["csv", "csv", "jsonl", "jsonl", "jsonl"]
     with pytest.raises(ValueError, match="--manifest must be"):
@@ -98,6 +107,18 @@ def test_read_manifest_header(tmp_path):
     unknown.write_text("path,weight\n")
     with pytest.raises(ValueError, match=r"unknown columns \['weight'\]"):
         read_manifest_header(str(unknown))
+    twice = tmp_path / "t.csv"  # the second path won in every row: images under another file's label
+    twice.write_text("path,label,path\na.jpg,cat,b.jpg\n")
+    with pytest.raises(ValueError, match=r"names the column\(s\) \['path'\] more than once"):
+        read_manifest_header(str(twice))
+    utf16 = tmp_path / "w.csv"  # a spreadsheet's "Unicode text" export
+    utf16.write_text("path,label\nimg.jpg,cat\n", encoding="utf-16")
+    with pytest.raises(ValueError, match=rf"manifest {utf16} is not UTF-8 text: byte 0xff at offset 0 \(a UTF-16 byte-order mark\)"):
+        read_manifest_header(str(utf16))
+    jsonl = tmp_path / "w.jsonl"
+    jsonl.write_text('{"path": "img.jpg"}\n', encoding="utf-16")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        manifest_columns(str(jsonl))
 
 
 def test_manifest_columns_say_what_the_rows_fill(tmp_path):
