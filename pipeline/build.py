@@ -271,14 +271,14 @@ def prepare_build(config: BuildConfig, local: bool) -> tuple[int, int] | None:
     (inputs, bytes) on the local runner (its progress display needs the total), else None."""
     check_inputs_exist(config)
     check_raster_options_apply(config, local)
+    matched = None
+    # Shards are sized from what the workers write: off the local runner, skip listing every
+    # input from the launcher (~500 list requests for 500k objects on gs://).
+    if local:
+        matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
+        if matched[0] == 0:
+            raise no_inputs_error(config)  # before --output is made: a refused build leaves nothing behind
     prepare_output(config.output, config.overwrite)
-    if not local:
-        # Shards are sized from what the workers write: skip listing every input from the
-        # launcher (~500 list requests for 500k objects on gs://).
-        return None
-    matched = count_manifest_rows(config.manifest) if config.manifest else count_inputs(config.inputs)
-    if matched[0] == 0:
-        raise no_inputs_error(config)
     return matched
 
 

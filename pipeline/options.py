@@ -231,8 +231,12 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     check_options_take_effect(opts, class_maps=raster.labels is not None)
     channels = len(raster.bands) if raster.bands else opts.channels
     check_raster_encoding(opts.encoding, raster.dtype, channels)
-    if opts.num_shards < 0 or opts.target_shard_mb <= 0 or opts.max_pixels < 1:
+    if opts.num_shards < 0 or not opts.target_shard_mb > 0 or opts.max_pixels < 1:  # `not >` refuses NaN too
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
+    if opts.num_shards > MAX_SHARDS:  # Beam writes every shard, empty ones too: 10^8 of them ran for hours
+        raise ValueError(f"--num_shards {opts.num_shards} is over {MAX_SHARDS} shards per split; use fewer, or --num_shards 0 for shards by size")
+    if not MIN_SHARD_MB <= opts.target_shard_mb <= MAX_SHARD_MB:
+        raise ValueError(f"--target_shard_mb {opts.target_shard_mb:g} is outside {MIN_SHARD_MB:g}..{MAX_SHARD_MB} (MiB per shard)")
     if opts.max_rejected_fraction is not None and not 0 <= opts.max_rejected_fraction <= 1:
         raise ValueError(f"--max_rejected_fraction must be 0..1, got {opts.max_rejected_fraction}")
     example = ExampleSpec(
@@ -335,6 +339,10 @@ def check_options_take_effect(opts: CropshardOptions, class_maps: bool) -> None:
         value = getattr(opts, dest)
         if not applies and value != defaults[dest]:
             raise ValueError(f"--{dest} {value} has no effect without {needs}: drop it, or add what it needs")
+
+
+MAX_SHARDS = 100_000  # per split, for --num_shards N
+MIN_SHARD_MB, MAX_SHARD_MB = 0.001, 1 << 20  # --target_shard_mb: a kilobyte to a terabyte
 
 
 def raster_spec(opts: CropshardOptions, fractions: tuple | None, columns: ManifestColumns | None = None) -> RasterSpec:

@@ -497,6 +497,11 @@ def check_output_is_a_folder(output: str) -> None:
     show a file and a folder of one name)."""
     if "://" not in output:
         is_file = os.path.lexists(output) and not os.path.isdir(output)
+        parent = os.path.dirname(os.path.abspath(output))
+        while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):  # --output notes.txt/ds: no folder can be made below a file
+            raise FileExistsError(f"--output {output} is below {parent}, which is a file: pick a folder for the dataset")
     else:
         below_bucket = "/" in output.partition("://")[2]  # a bucket's root is no object
         is_file = below_bucket and not FileSystems.get_filesystem(output).has_dirs() and FileSystems.exists(output)

@@ -104,6 +104,7 @@ def test_inputs_that_match_nothing_are_a_usage_error(tmp_path: Path, capsys) -> 
     (tmp_path / "empty.csv").write_text("path,label\n\n")
     code, err, _ = cropshard(capsys, "build", f"--manifest={tmp_path}/empty.csv", f"--output={out}", "--size=32")
     assert code == 2 and err == [f"cropshard build: error: --manifest {tmp_path}/empty.csv lists no inputs"]
+    assert not Path(out).exists()  # a refused build leaves no empty --output behind
 
 
 def test_every_input_pattern_must_match_a_file(images: Path, tmp_path: Path, capsys) -> None:
@@ -367,6 +368,9 @@ def test_an_output_that_is_a_file_is_refused_before_the_job(images: Path, tmp_pa
     afile.write_text("x\n")
     code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={afile}", "--size=32", *IN_PROCESS)
     assert code == 2 and err == [f"cropshard build: error: --output {afile} is a file, not a folder: pick an empty or new folder for the dataset"]
+    # Below a file (NotADirectoryError from the job, exit 1, before).
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={afile}/sub/ds", "--size=32", *IN_PROCESS)
+    assert code == 2 and err == [f"cropshard build: error: --output {afile}/sub/ds is below {afile}, which is a file: pick a folder for the dataset"]
 
 
 # --- options the local runner reads -----------------------------------------------------------------

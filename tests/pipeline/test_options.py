@@ -31,6 +31,11 @@ def config(*args: str):
         (["--output=/out", "--input=/in/**", "--size=32", "--max_pixels=0"], "--target_shard_mb and --max_pixels positive"),
         (["--output=/out", "--input=/in/**", "--size=32", "--encoding=original"], "--encoding original stores source files and needs --crop none"),
         (["--output=/out", "--input=/in/**", "--crop=center"], "--crop center needs --size HxW"),
+        # Bounds: inf failed the job with OverflowError, NaN and 1e-9 gave messages naming no option, 10^8 shards ran for hours.
+        (["--output=/out", "--input=/in/**", "--size=32", "--target_shard_mb=nan"], "--target_shard_mb and --max_pixels positive"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--target_shard_mb=inf"], r"--target_shard_mb inf is outside 0.001..1048576"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--target_shard_mb=1e-9"], r"--target_shard_mb 1e-09 is outside"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--num_shards=100000000"], "--num_shards 100000000 is over 100000 shards per split"),
         # --split_by spreads chips over several splits: with the default train=1.0 it did nothing, recorded as done.
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100"], r"--split_by has no effect with one split \(--split train=1\)"),
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100", "--split=train=1.0"], "--split_by has no effect with one split"),
