@@ -259,6 +259,32 @@ def check_local_options(options: PipelineOptions) -> None:
         raise ValueError(f"--direct_num_workers must be 1 or more (0: one per core), got {workers}")
 
 
+def check_runner(options: PipelineOptions, runner: str) -> None:
+    """ValueError for a --runner Beam does not know, PortableRunner without a job server, or
+    DataflowRunner options its validator refuses (no --project, ...), before --output is touched:
+    the job used to fail there, after --overwrite had removed the old dataset."""
+    from apache_beam.options.pipeline_options import PortableOptions
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        instance = create_runner(runner)
+    except ValueError as err:  # an unknown name: Beam's message lists the known ones
+        raise ValueError(f"--runner {runner}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - a runner whose module does not import here (InteractiveRunner with this pandas)
+        raise ValueError(f"--runner {runner} cannot be loaded here: {type(err).__name__}: {err}") from err
+    name = type(instance).__name__
+    if name == "InteractiveRunner":
+        raise ValueError("--runner InteractiveRunner is for notebooks; a build runs on DirectRunner (the default), FlinkRunner, DataflowRunner or PortableRunner")
+    if name == "PortableRunner" and not options.view_as(PortableOptions).job_endpoint:
+        raise ValueError("--runner PortableRunner needs --job_endpoint HOST:PORT, a running job server (launch/flink.sh starts one)")
+    if "Dataflow" not in name:
+        return  # the validator is DataflowRunner's own check; it refuses options the portable runners accept
+    errors = [" ".join(str(error).split()) for error in PipelineOptionsValidator(options, instance).validate()]
+    if errors:
+        raise ValueError(f"--runner {runner} cannot run with these options: {'; '.join(errors)}")
+
+
 def check_dry_run(runner: str | None) -> None:
     """A dry run only builds the job: it must not touch storage (no credentials needed, and with
     --overwrite it must not delete anything), so it neither checks --output nor lists inputs."""
@@ -313,6 +339,8 @@ def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> P
     layouts = plan_shards(config, is_local(runner))  # before --output is touched: it can refuse the options
     if is_local(runner):
         check_local_options(options)
+    else:
+        check_runner(options, runner)
     dry_run = is_dry_run(options)
     if dry_run:
         check_dry_run(runner)

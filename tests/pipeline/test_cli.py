@@ -648,3 +648,18 @@ def test_after_keep_until_exit_what_dies_after_the_command_goes_to_the_log(tmp_p
     else:  # the command's usual exit: everything restored, so the same lines reach the terminal
         assert done.stderr.splitlines()[0] == "interrupted"
         assert all(text in done.stderr for text in late), done.stderr
+
+
+def test_a_runner_that_cannot_run_is_a_usage_error_before_overwrite_removes_anything(images: Path, tmp_path: Path, capsys) -> None:
+    """`--runner DirectRuner --overwrite` (or DataflowRunner without --project, PortableRunner
+    without --job_endpoint) failed in the job with exit 1, after --overwrite had removed the
+    published dataset: only build_failed.json was left."""
+    out = tmp_path / "out"
+    code, _, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", *IN_PROCESS)
+    assert code == 0
+    before = sorted(p.name for p in out.iterdir())
+    for runner, message in (("DirectRuner", "Unexpected pipeline runner: DirectRuner"), ("DataflowRunner", "Missing required option: project"),
+                            ("PortableRunner", "needs --job_endpoint")):
+        code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--overwrite", f"--runner={runner}", "--progress=off")
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"cropshard build: error: --runner {runner}") and message in err[0], err
+        assert sorted(p.name for p in out.iterdir()) == before
