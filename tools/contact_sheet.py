@@ -242,6 +242,21 @@ def _add_legend(fig: Any, window_sets: list[tuple[str, dict[int, tuple[int, ...]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=10, frameon=False, handlelength=3.5)
 
 
+# The PNG text chunk that marks a sheet inspect wrote: only such a file is replaced by the next one.
+SHEET_SOFTWARE = "cropshard inspect --contact-sheet"
+
+
+def is_contact_sheet(path: str) -> bool:
+    """Whether `path` is a PNG that inspect wrote (its Software text chunk says so)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == SHEET_SOFTWARE
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
 def write_contact_sheet(
     path: str,
     output: str,
@@ -290,7 +305,7 @@ def write_contact_sheet(
     if window_sets:
         _add_legend(fig, window_sets)
     fig.tight_layout(rect=(0, bottom_in / fig_height, 1, 1 - top_in / fig_height), h_pad=0.6)
-    fig.savefig(output, dpi=110, facecolor="white")
+    fig.savefig(output, dpi=110, facecolor="white", metadata={"Software": SHEET_SOFTWARE})
     return ContactSheet(
         output=output,
         split=split,

@@ -449,6 +449,8 @@ def check_options_take_effect(parser: argparse.ArgumentParser, args: argparse.Na
 def contact_sheet_path(path: str) -> str:
     """The file the sheet goes to: matplotlib adds '.png' to a name without an extension, and
     inspect reported the name as typed; a folder is refused rather than written as FOLDER.png."""
+    if not path.strip():
+        raise ValueError("--contact-sheet needs a file name, e.g. sheet.png")
     if "://" in path:
         return path
     if os.path.isdir(path):
@@ -456,7 +458,12 @@ def contact_sheet_path(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):  # checked before the dataset is read
         raise ValueError(f"--contact-sheet {path}: folder {folder} does not exist")
-    return path if os.path.splitext(path)[1][1:] else f"{path}.png"
+    path = path if os.path.splitext(path)[1][1:] else f"{path}.png"
+    from cropshard.tools.contact_sheet import is_contact_sheet
+
+    if os.path.lexists(path) and not is_contact_sheet(path):  # a source photo given by mistake was replaced
+        raise ValueError(f"--contact-sheet {path} exists and is not a contact sheet inspect wrote: give a new file name")
+    return path
 
 
 def check_against_dataset(args: argparse.Namespace, info: DatasetInfo) -> None:
@@ -478,7 +485,7 @@ def main(argv: Iterable[str]) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     try:
-        if args.contact_sheet:
+        if args.contact_sheet is not None:  # '' too: refused, not taken for no sheet
             args.contact_sheet = contact_sheet_path(args.contact_sheet)
         info = load_info(args.path)
         check_against_dataset(args, info)

@@ -281,6 +281,21 @@ def test_the_contact_sheet_reported_is_the_file_written(precropped: str, tmp_pat
     assert f"--contact-sheet {tmp_path} is a folder: give a file name" in capsys.readouterr().err
 
 
+def test_the_contact_sheet_replaces_only_a_sheet_inspect_wrote(precropped: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--contact-sheet photos/cat_000.jpg` replaced the source photo, exit 0; '' wrote nothing, exit 0."""
+    sheet = tmp_path / "sheet.png"
+    assert inspect(capsys, precropped, "--no-labels", "--contact-sheet", str(sheet), "--samples", "2")[0] == 0
+    assert inspect(capsys, precropped, "--no-labels", "--contact-sheet", str(sheet), "--samples", "2")[0] == 0  # its own sheet: replaced
+    photo = tmp_path / "photo.png"
+    imagegen.save(photo, imagegen.photo(20, 20))
+    before = photo.read_bytes()
+    assert cli_main(["inspect", precropped, "--contact-sheet", str(photo)]) == 2
+    assert f"--contact-sheet {photo} exists and is not a contact sheet inspect wrote: give a new file name" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+    assert cli_main(["inspect", precropped, "--contact-sheet", ""]) == 2
+    assert "--contact-sheet needs a file name" in capsys.readouterr().err
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
