@@ -172,16 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return EXIT_OK
     command, rest = argv[0], argv[1:]
-    if command == "build":
-        return build_command(rest, exiting)
-    if command == "demo-images":
-        return demo_images_main(rest)
-    if command == "inspect":
-        return inspect_command(rest)
-    if command == "compare":
-        return compare_command(rest, exiting)
-    print(unknown_command_message(argv), file=sys.stderr)
-    return EXIT_USAGE
+    commands = {"build": lambda: build_command(rest, exiting), "demo-images": lambda: demo_images_main(rest),
+                "inspect": lambda: inspect_command(rest), "compare": lambda: compare_command(rest, exiting)}
+    if command not in commands:
+        print(unknown_command_message(argv), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return commands[command]()
+    except KeyboardInterrupt:  # before a command's own handler is in place (imports take seconds): nothing was made
+        print(f"cropshard {command}: interrupted before any work", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

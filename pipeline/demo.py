@@ -92,6 +92,10 @@ def write_demo_images(output: str, per_class: int = 24, seed: int = 0) -> list[s
     one; a folder holding anything else is refused (ValueError), as is `per_class` < 1."""
     if per_class < 1:
         raise ValueError(f"--per_class must be at least 1, got {per_class}")
+    if seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
+    if not output.strip():  # '' walked nothing and wrote into the current folder, whatever it held
+        raise ValueError("give a folder for the demo images (created if missing)")
     for path in previous_demo_files(output):
         os.remove(path)
     rng = np.random.default_rng(seed)

@@ -663,3 +663,14 @@ def test_a_runner_that_cannot_run_is_a_usage_error_before_overwrite_removes_anyt
         code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={out}", "--size=32", "--overwrite", f"--runner={runner}", "--progress=off")
         assert code == 2 and len(err) == 1 and err[0].startswith(f"cropshard build: error: --runner {runner}") and message in err[0], err
         assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_ctrl_c_before_a_commands_own_handler_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Ctrl-C in the first second or so (the imports, before build's and compare's handlers are
+    in place) printed a 20-line KeyboardInterrupt traceback."""
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_command", interrupted)
+    code, err, _ = cropshard(capsys, "build", "--input=x", "--output=y")
+    assert code == 130 and err == ["cropshard build: interrupted before any work"]

@@ -53,3 +53,14 @@ def test_a_previous_demo_set_is_replaced_by_exactly_the_new_one(tmp_path: Path, 
     (out / "urban" / "notes.txt").write_text("mine")
     assert demo_images(capsys, str(out), "--per_class", "1")[0] == 2
     assert (out / "urban" / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_folder_name_or_a_negative_seed_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo-images ''` wrote three class folders into the current folder, whatever it held;
+    `--seed -1` gave NumPy's 'expected non-negative integer', naming no option."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert demo_images(capsys, "", "--per_class", "1") == (2, "cropshard demo-images: error: give a folder for the demo images (created if missing)\n")
+    assert files(tmp_path) == ["notes.txt"]
+    assert demo_images(capsys, "out", "--seed", "-1") == (2, "cropshard demo-images: error: --seed must be 0 or more, got -1\n")
+    assert not (tmp_path / "out").exists()
