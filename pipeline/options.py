@@ -445,6 +445,10 @@ def check_manifest_columns(opts: CropshardOptions, fractions: tuple | None, colu
         found = ",".join(columns.splits[:20]) + (",..." if len(columns.splits) > 20 else "")
         raise ValueError(f"the manifest {opts.manifest} has a split column ({found}), which --split {opts.split} ignores:"
                          f" pass --split {found} to use it, or drop the column for hash splits")
+    if columns.labelled and columns.unlabelled and not opts.label_raster and "label_raster" not in columns.filled:
+        raise ValueError(f"{columns.unlabelled} of the {columns.labelled + columns.unlabelled} rows of the manifest {opts.manifest} have no label"
+                         f" (the first: {columns.first_unlabelled}), and would be written unlabelled (-1) beside the labelled ones:"
+                         " give every row its label, or none for an unlabelled dataset")
     if "box" in columns.filled and opts.crop != "manifest":
         raise ValueError(f"the manifest {opts.manifest} has a box column, which --crop {opts.crop} ignores: --crop manifest uses it"
                          " (or drop the column)")

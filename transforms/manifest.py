@@ -80,6 +80,9 @@ class ManifestColumns:
     declared: frozenset[str]
     filled: frozenset[str]
     splits: tuple[str, ...]
+    labelled: int = 0  # rows with a label, and without one (the first such row's path)
+    unlabelled: int = 0
+    first_unlabelled: str | None = None
 
 
 def _filled(value: object) -> bool:
@@ -99,8 +102,8 @@ def _csv_rows(path: str, header: Sequence[str]) -> Iterator[dict[str, str]]:
 def _jsonl_rows(path: str) -> Iterator[dict]:
     with FileSystems.open(path) as handle:
         for line in handle:
-            if not any(f'"{key}"'.encode() in line for key in CHECKED_COLUMNS):
-                continue  # parse only the rows that can hold a checked key
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
             except ValueError:
@@ -110,23 +113,29 @@ def _jsonl_rows(path: str) -> Iterator[dict]:
 
 
 def manifest_columns(path: str) -> ManifestColumns:
-    """The launcher's look at a manifest: a CSV's header (and, when it has a split or box column,
-    every row), or every JSONL row that names a checked key (rows may differ, and a key no option
-    turned on must not be ignored)."""
+    """The launcher's look at a manifest: a CSV's header (and, when it has a label, split or box
+    column, every row), or every JSONL row (rows may differ, and a key no option turned on must
+    not be ignored; nor a row without the label the others have)."""
     if manifest_kind(path) == "csv":
         header = read_manifest_header(path)
-        rows: Iterable[Mapping] = _csv_rows(path, header) if {"split", "box"} & set(header) else ()
+        rows: Iterable[Mapping] = _csv_rows(path, header) if {"split", "box", "label"} & set(header) else ()
     else:
         check_utf8(path)
         header, rows = [], _jsonl_rows(path)
     filled: set[str] = set()
     splits: dict[str, None] = {}
+    labelled, unlabelled, first_unlabelled = 0, 0, None
     for row in rows:
         filled.update(key for key in CHECKED_COLUMNS if _filled(row.get(key)))
         if _filled(row.get("split")):
             splits.setdefault(str(row["split"]).strip())
+        if _filled(row.get("label")):
+            labelled += 1
+        else:
+            unlabelled += 1
+            first_unlabelled = first_unlabelled or str(row.get("path"))
     declared = frozenset(header) if header else frozenset(filled)
-    return ManifestColumns(declared, frozenset(filled), tuple(splits))
+    return ManifestColumns(declared, frozenset(filled), tuple(splits), labelled, unlabelled, first_unlabelled)
 
 
 def parse_manifest_row(

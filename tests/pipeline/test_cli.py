@@ -674,3 +674,18 @@ def test_ctrl_c_before_a_commands_own_handler_is_one_line_and_130(monkeypatch: p
     monkeypatch.setattr(cli, "build_command", interrupted)
     code, err, _ = cropshard(capsys, "build", "--input=x", "--output=y")
     assert code == 130 and err == ["cropshard build: interrupted before any work"]
+
+
+def test_a_manifest_mixing_labelled_and_unlabelled_rows_is_a_usage_error(images: Path, tmp_path: Path, capsys) -> None:
+    """A row without a label (a JSONL row with no "label" key, an empty CSV cell) was written as
+    unlabelled (-1) beside the labelled rows, exit 0, without a word."""
+    cats = sorted((images / "cat").iterdir())
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": str(cats[0]), "label": "cat"}) + "\n" + json.dumps({"path": str(cats[1])}) + "\n")
+    out = tmp_path / "out"
+    code, err, _ = cropshard(capsys, "build", f"--manifest={manifest}", f"--output={out}", "--size=32", *IN_PROCESS)
+    assert code == 2 and err == [f"cropshard build: error: 1 of the 2 rows of the manifest {manifest} have no label (the first: {cats[1]}),"
+                                 " and would be written unlabelled (-1) beside the labelled ones: give every row its label, or none for an unlabelled dataset"]
+    assert not out.exists()
+    manifest.write_text("".join(json.dumps({"path": str(path)}) + "\n" for path in cats[:2]))  # none labelled: an unlabelled dataset
+    assert cropshard(capsys, "build", f"--manifest={manifest}", f"--output={out}", "--size=32", *IN_PROCESS)[0] == 0

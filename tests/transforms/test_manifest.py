@@ -125,11 +125,14 @@ def test_manifest_columns_say_what_the_rows_fill(tmp_path):
     # The launcher's one pass: which checked columns some row fills, and the split names found.
     csv_path = tmp_path / "m.csv"
     csv_path.write_text('path,label,split,box\na.jpg,cat,train,\nb.jpg,dog,test,\nc.jpg,dog,train,\n"d,x.jpg",dog\n')
-    assert manifest_columns(str(csv_path)) == ManifestColumns(frozenset(HEADER), frozenset({"split"}), ("train", "test"))
+    assert manifest_columns(str(csv_path)) == ManifestColumns(frozenset(HEADER), frozenset({"split"}), ("train", "test"), 3, 0, None)
     header_only = tmp_path / "h.tsv"
-    header_only.write_text("path\tlabel\tlabel_raster\na.tif\tcat\t\n")  # read no further than the header
-    assert manifest_columns(str(header_only)) == ManifestColumns(frozenset({"path", "label", "label_raster"}), frozenset(), ())
+    header_only.write_text("path\tlabel_raster\na.tif\t\n")  # read no further than the header
+    assert manifest_columns(str(header_only)) == ManifestColumns(frozenset({"path", "label_raster"}), frozenset(), ())
+    mixed = tmp_path / "mixed.csv"  # the rows without a label were written -1 beside the labelled ones
+    mixed.write_text("path,label\na.jpg,cat\nb.jpg,\nc.jpg,dog\n")
+    assert manifest_columns(str(mixed)) == ManifestColumns(frozenset({"path", "label"}), frozenset(), (), 2, 1, "b.jpg")
     jsonl_path = tmp_path / "m.jsonl"
     rows = [{"path": "a.jpg", "split": "val"}, {"path": "b.jpg", "box": [0, 0, 4, 4]}, {"path": "c.jpg", "box": [], "label_raster": ""}]
     jsonl_path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"split": broken\n')
-    assert manifest_columns(str(jsonl_path)) == ManifestColumns(frozenset({"split", "box"}), frozenset({"split", "box"}), ("val",))
+    assert manifest_columns(str(jsonl_path)) == ManifestColumns(frozenset({"split", "box"}), frozenset({"split", "box"}), ("val",), 0, 3, "a.jpg")
