@@ -37,6 +37,7 @@ FORMAT_1_ROW_KEYS = (
     "reader_peak_rss_bytes", "reader_baseline_rss_bytes", "other_cpu_share",
 )
 # Format 2 (issue 17) appends the coverage and --train columns after them; format 1's keys keep their order.
+FORMAT_3_ADDED_ROW_KEYS = ("num_inputs", "rejected")  # the build's reconciliation
 FORMAT_2_ADDED_ROW_KEYS = (
     "coverage_crop", "coverage_images", "windows_per_image", "window_share", "context_kept", "resolution", "rrc_window_share",
     "train_seeds", "train_accuracies", "train_accuracy", "train_accuracy_sd", "train_steps", "train_seconds",
@@ -129,7 +130,7 @@ def test_summarize_takes_the_fastest_run_and_the_largest_peak_and_round_trips_th
     assert (row.total_bytes, row.bytes_per_image, row.num_examples, row.stored_shape, row.resize) == (8000, 1000.0, 8, "varies", 64)
     assert row.reader_crop == "random crop 32x32" and row.reused is False and row.build_seconds == 3.25
     document = json.loads(json.dumps(row.to_json()))
-    assert tuple(document) == ROW_FIELDS == FORMAT_1_ROW_KEYS + FORMAT_2_ADDED_ROW_KEYS
+    assert tuple(document) == ROW_FIELDS == FORMAT_1_ROW_KEYS + FORMAT_2_ADDED_ROW_KEYS + FORMAT_3_ADDED_ROW_KEYS
     assert document["reader_runs_images_per_second"] == [400.0, 800.0]
     assert VariantRow.from_json(document) == row
     reused = summarize(Variant("x", "resized", "jpeg", "/r"), info, None, spec, runs)

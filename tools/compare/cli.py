@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from cropshard.reader.metadata import DatasetError, DatasetInfo, load_info
+from cropshard.reader.metadata import REJECTED_FILENAME, DatasetError, DatasetInfo, load_info
 from cropshard.tools import exit_status_guarding_storage, human_bytes, refuse_options_without, refuse_repeated_options
 from cropshard.tools.compare.chart import chart_title, write_chart
 from cropshard.tools.compare.costs import Trainee, TrainSettings, coverages, scan_all, training_plan
@@ -24,6 +24,7 @@ from cropshard.tools.compare.measure import (
     ReaderSpec,
     VariantRow,
     measure_reader,
+    pick_split,
     reader_spec,
     run_reader_subprocess,
     summarize,
@@ -54,7 +55,8 @@ from cropshard.tools.compare.train import (
 from cropshard.tools.compare.workdir import check_variant_folders, claim_folder
 
 # 2: coverage and context columns, compare --train (the "train" object and the train_* columns).
-COMPARE_FORMAT_VERSION = 2
+# 3: num_inputs and rejected per variant.
+COMPARE_FORMAT_VERSION = 3
 # Build options compare sets itself per variant; passing them through would silently change a variant.
 OWNED_BUILD_OPTIONS = ("--input", "--manifest", "--output", "--crop", "--size", "--resize", "--encoding", "--jpeg_quality",
                        "--box", "--crops_per_image", "--stride")
@@ -93,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="build into variant folders that compare did not write (replacing the dataset there); without it they are refused")
     parser.add_argument("--json", default=None, help="results file (default WORKDIR/compare.json)")
     parser.add_argument("--chart", default=None, help="chart PNG (default WORKDIR/compare.png)")
-    parser.add_argument("--read-split", default="train", help="split the reader reads (default train, else the first non-empty split)")
+    parser.add_argument("--read-split", default=None,
+                        help="split the reader throughput and memory runs read (default train, else the first non-empty split);"
+                        " a named split must exist and have examples in every variant. Coverage and --train always use each"
+                        " variant's train split (else its first non-empty one), and --train scores on --eval-split")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=50, help="timed batches per variant, at least")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="keep timing batches for at least this long (default 3)")
@@ -211,7 +216,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def reader_settings(args: argparse.Namespace) -> ReaderSettings:
-    return ReaderSettings(args.read_split, args.batch_size, args.batches, args.min_seconds, args.warmup, args.repeats, args.seed)
+    return ReaderSettings(args.read_split or "train", args.batch_size, args.batches, args.min_seconds, args.warmup, args.repeats, args.seed)
 
 
 def _variants(args: argparse.Namespace) -> list[Variant]:
@@ -246,7 +251,7 @@ def _build_all(variants: Sequence[Variant], args: argparse.Namespace, passthroug
             print(f"building {variant.name} -> {variant.path}", file=sys.stderr, flush=True)
             claim_folder(variant, args.workdir)  # before the build writes: a rerun after an interrupted build still owns it
             info, seconds = build(build_argv(variant, source, args.jpeg_quality, passthrough))
-        built.append(Built(variant, info, seconds, reader_spec(variant, info, settings, args.size)))
+        built.append(Built(variant, info, seconds, reader_spec(variant, info, settings, args.size, args.read_split is not None)))
     return built
 
 
@@ -317,7 +322,8 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     if not args.overwrite:  # before any build: compare replaces only what it wrote itself
         check_variant_folders([v for v in variants if v.build_args is not None], args.workdir)
     built = _build_all(variants, args, passthrough, build)
-    trainees = [Trainee(b.variant.name, b.variant.path, b.info, b.spec.split) for b in built]
+    # The model trains on each variant's training split, whatever split the reader runs time.
+    trainees = [Trainee(b.variant.name, b.variant.path, b.info, pick_split(b.variant, b.info, "train", False)) for b in built]
     scans = scan_all(trainees)
     coverage, size_note = coverages(trainees, scans, args.size)
     plan = training_plan(trainees, scans, args.size, train_settings(args)) if args.train else None  # fails before any run
@@ -399,6 +405,17 @@ def format_costs_table(rows: Sequence[VariantRow]) -> str:
     return "\n".join(lines)
 
 
+def format_rejections(rows: Sequence[VariantRow]) -> str | None:
+    """One line per variant whose build rejected inputs: its rows cover only the images written."""
+    lines = []
+    for r in rows:
+        if r.rejected:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in r.rejected.items())
+            lines.append(f"{r.name}: inputs {r.num_inputs} = {r.num_images} written + {sum(r.rejected.values())} rejected"
+                         f" ({reasons}); see {os.path.join(r.path, REJECTED_FILENAME)}")
+    return "\n".join(["rejected inputs (not in the comparison):", *lines]) if lines else None
+
+
 def _number(value: float | None, fmt: str) -> str:
     return "?" if value is None else fmt.format(value)
 
@@ -429,6 +446,9 @@ def _compare(argv: list[str], build: Build | None) -> int:
         return 2
     print()
     print(format_table(comparison.rows))
+    rejections = format_rejections(comparison.rows)
+    if rejections:
+        print(rejections)
     print()
     print(format_costs_table(comparison.rows))
     if comparison.size_note:

@@ -26,7 +26,7 @@ class Trainee:
     name: str
     path: str
     info: DatasetInfo
-    split: str  # the split it trains on (the reader's split)
+    split: str  # the split it trains on: its train split, else its first non-empty one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +85,11 @@ def plan_training(trainees: Sequence[Trainee], scans: Sequence[SplitScan], refer
     for t, scan in zip(trainees, scans, strict=True):
         leaked = len(held_out.by_source.keys() & scan.by_source.keys())
         if leaked:
+            remedy = (f"{t.name} has no train split with examples, so it trains on {t.split!r}: build it with a --split"
+                      f" that has both, such as train=0.8,{settings.eval_split}=0.2" if t.split == settings.eval_split
+                      else "build every variant with the same --split (and --split_by) from the same inputs")
             raise DatasetError(f"{t.name} trains on {leaked} of the held-out images (split {t.split!r} overlaps"
-                               f" {reference.name}'s {settings.eval_split!r}): build every variant with the same --split")
+                               f" {reference.name}'s {settings.eval_split!r}): {remedy}")
     targets = []
     for t in trainees:
         crop = training_crop(t.info, size)

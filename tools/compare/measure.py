@@ -117,6 +117,9 @@ class VariantRow:
     train_images_per_second: float | None = None
     accuracy_per_minute: float | None = None  # mean accuracy / training minutes of one run
     eval_images: int | None = None
+    # The build's reconciliation: inputs = num_images written + rejected; compared images are a subset otherwise.
+    num_inputs: int | None = None
+    rejected: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> count
 
     def to_json(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
@@ -126,7 +129,7 @@ class VariantRow:
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> VariantRow:
-        fields = {name: row[name] for name in ROW_FIELDS}
+        fields = {name: row[name] for name in ROW_FIELDS if name in row}  # rows written before a field existed lack it
         for name in TUPLE_FIELDS:
             fields[name] = tuple(fields[name])
         return cls(**fields)
@@ -153,12 +156,25 @@ def with_training(row: VariantRow, seeds: Sequence[int], summary: TrainingSummar
     )
 
 
-def reader_spec(variant: Variant, info: DatasetInfo, settings: ReaderSettings, size: tuple[int, int]) -> ReaderSpec:
-    """A plain read of pre-crops, random crops of `size` from full images."""
-    split = settings.split if settings.split in info.splits else next(
-        (name for name, s in sorted(info.splits.items()) if s.num_examples), None)
+def pick_split(variant: Variant, info: DatasetInfo, wanted: str, required: bool) -> str:
+    """`wanted` if it has examples, else (unless `required`: the user named it) the first non-empty split."""
+    if wanted in info.splits and info.splits[wanted].num_examples:
+        return wanted
+    if required:
+        state = "is empty" if wanted in info.splits else "does not exist"
+        raise DatasetError(f"--read-split {wanted!r}: in {variant.name} ({variant.path}) that split {state};"
+                           f" its splits: {', '.join(f'{n} ({s.num_examples})' for n, s in sorted(info.splits.items()))}")
+    split = next((name for name, s in sorted(info.splits.items()) if s.num_examples), None)
     if split is None:
-        raise DatasetError(f"{variant.path} has no examples to read")
+        raise DatasetError(f"{variant.name} ({variant.path}) has no examples to read")
+    return split
+
+
+def reader_spec(variant: Variant, info: DatasetInfo, settings: ReaderSettings, size: tuple[int, int],
+                split_given: bool = False) -> ReaderSpec:
+    """A plain read of pre-crops, random crops of `size` from full images. `split_given`: the user named
+    --read-split, so a missing or empty one is an error rather than silently another split."""
+    split = pick_split(variant, info, settings.split, split_given)
     crop = None if info.is_precropped else "random"
     return ReaderSpec(variant.path, split, settings.batch_size, settings.batches, settings.warmup, settings.min_seconds,
                       crop, tuple(size) if crop else None, settings.seed)
@@ -193,6 +209,8 @@ def summarize(variant: Variant, info: DatasetInfo, build_seconds: float | None, 
         reader_peak_rss_bytes=max(run.peak_rss_bytes for run in runs),
         reader_baseline_rss_bytes=best.baseline_rss_bytes,
         other_cpu_share=best.other_cpu_share,
+        num_inputs=info.num_inputs,
+        rejected=dict(sorted(info.rejected.items())),
     )
 
 
@@ -200,6 +218,15 @@ def summarize(variant: Variant, info: DatasetInfo, build_seconds: float | None, 
 
 
 def _max_rss_bytes() -> int:
+    """This process's own peak RSS. On Linux, VmHWM: ru_maxrss survives fork+exec, so a child
+    started by a large parent reported the parent's peak, the same for every variant."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -149,6 +149,18 @@ def _accuracy(r: VariantRow) -> str:
     return f"{r.name} {r.train_accuracy:.0%} ± {r.train_accuracy_sd:.0%}"
 
 
+def _verdict(best: VariantRow, r: VariantRow, seeds: int) -> str:
+    """`r` against the best variant. One seed has no spread (sd 0), so any gap would read as beyond it."""
+    gap = (best.train_accuracy or 0.0) - (r.train_accuracy or 0.0)
+    if seeds < 2:
+        return (f"{r.name} scores {100 * gap:.0f} points below {best.name}; with one seed no spread was measured,"
+                " so this is no verdict on whether it costs accuracy.")
+    if within_spread(best, r):
+        return (f"{r.name} and {best.name} agree within the seed spread ({100 * gap:.0f} points apart): on these images and this budget"
+                f" the proxy model shows no measurable cost of {r.name}.")
+    return f"{r.name} scores {100 * gap:.0f} points below {best.name}, beyond the seed spread: on these images it costs accuracy."
+
+
 def _training(rows: Sequence[VariantRow]) -> list[str]:
     """The accuracy verdicts: the best variant against each other one, within or beyond the seed spread."""
     trained = [r for r in rows if r.train_accuracy is not None]
@@ -162,12 +174,7 @@ def _training(rows: Sequence[VariantRow]) -> list[str]:
     for r in trained:
         if r is best:
             continue
-        gap = (best.train_accuracy or 0.0) - (r.train_accuracy or 0.0)
-        if within_spread(best, r):
-            out.append(f"{r.name} and {best.name} agree within the seed spread ({100 * gap:.0f} points apart): on these images and this budget"
-                       f" the proxy model shows no measurable cost of {r.name}.")
-        else:
-            out.append(f"{r.name} scores {100 * gap:.0f} points below {best.name}, beyond the seed spread: on these images it costs accuracy.")
+        out.append(_verdict(best, r, seeds))
     fastest = max(trained, key=lambda r: r.train_images_per_second or 0.0)
     per_minute = max(trained, key=lambda r: r.accuracy_per_minute or 0.0)
     out.append(f"Per wall-clock minute of training, {per_minute.name} reaches the most accuracy ({per_minute.accuracy_per_minute or 0:.0%}"
