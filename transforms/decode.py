@@ -154,7 +154,7 @@ def header_cut_short(data: bytes, fmt: str) -> bool:
     if fmt == "JPEG":
         return _jpeg_header_cut(data)
     if fmt == "PNG":
-        return _png_header_cut(data)
+        return png_stream.header_cut_short(data)
     return False
 
 
@@ -175,18 +175,6 @@ def _jpeg_header_cut(data: bytes) -> bool:
         else:
             i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return True  # ended inside a segment, or before the first scan
-
-
-def _png_header_cut(data: bytes) -> bool:
-    i, n = 8, len(data)
-    while i + 8 <= n:
-        kind = data[i + 4 : i + 8]
-        if not kind.isalpha() or (i == 8 and kind != b"IHDR"):
-            return False  # corrupt, not cut: chunk types are letters, and IHDR comes first
-        if kind == b"IDAT":
-            return False  # the header is whole; a cut in the pixels is the decoder's to tell
-        i += 12 + int.from_bytes(data[i : i + 4], "big")
-    return True
 
 
 def _refuse_cut_riff(data: bytes) -> None:

@@ -37,18 +37,36 @@ def filtered_size(width: int, height: int, bit_depth: int, colour_type: int, int
     return total
 
 
+def _chunk_heads(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, offset, body length) of each chunk whose 8-byte head is in `data`, the last one
+    possibly cut short, after the signature, to IEND."""
+    at = len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        yield kind, at, length
+        if kind == b"IEND":
+            return
+        at += 12 + length
+
+
 def _chunks(data: bytes) -> Iterator[tuple[bytes, int, int, bool]]:
     """(type, body start, body end, CRC correct) of each whole chunk after the signature, to IEND."""
-    at = len(PNG_SIGNATURE)
-    while at + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at : at + 8])
+    for kind, at, length in _chunk_heads(data):
         end = at + 8 + length
         if end + 4 > len(data):
             return
         yield kind, at + 8, end, zlib.crc32(data[at + 4 : end]) == struct.unpack(">I", data[end : end + 4])[0]
-        if kind == b"IEND":
-            return
-        at = end + 4
+
+
+def header_cut_short(data: bytes) -> bool:
+    """Whether the PNG ends before its first IDAT (inside or after its header chunks: a cut
+    download), rather than having a corrupt header: chunk types are letters, and IHDR comes first."""
+    for index, (kind, _, _) in enumerate(_chunk_heads(data)):
+        if not kind.isalpha() or (index == 0 and kind != b"IHDR"):
+            return False
+        if kind == b"IDAT":
+            return False  # the header is whole; a cut in the pixels is the decoder's to tell
+    return True
 
 
 def libpng_reads(data: bytes) -> bool:
