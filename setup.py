@@ -77,6 +77,9 @@ setup(
         "google-crc32c>=1.5",
         # GeoTIFF / COG inputs: windowed reads, bands, sample types, georeferencing (GDAL inside the wheel).
         "rasterio>=1.4",
+        # libjpeg-turbo with its warnings raised: the one way to tell a JPEG whose scan data stops
+        # early (decoded grey by Pillow and TensorFlow without a word); see transforms/jpeg_scan_end.py.
+        "simplejpeg>=1.8",
     ],
     extras_require={
         "tools": ["matplotlib>=3.7", "psutil>=5.9"],

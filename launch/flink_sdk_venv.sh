@@ -17,8 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 VENV=${FLINK_SDK_VENV:-$REPO_DIR/.venv-flink}
 BASE=${BASE_PYTHON:-python3}
 CONSTRAINTS=$LAUNCH_DIR/flink-sdk-constraints.txt
-# What the Flink path runs (see transforms/ and reader/: Beam, TensorFlow, Pillow, NumPy, CRC32C, rasterio).
-REQUIREMENTS=("apache-beam[gcp]==$BEAM_VERSION" tensorflow-cpu pillow numpy google-cloud-storage google-crc32c rasterio)
+# What the Flink path runs (see transforms/ and reader/: Beam, TensorFlow, Pillow, NumPy, CRC32C, rasterio, simplejpeg).
+REQUIREMENTS=("apache-beam[gcp]==$BEAM_VERSION" tensorflow-cpu pillow numpy google-cloud-storage google-crc32c rasterio simplejpeg)
 
 want="beam=$BEAM_VERSION python=$("$BASE" -c 'import sys; print("%d.%d" % sys.version_info[:2])') constraints=$(sha256sum "$CONSTRAINTS" | cut -c1-16) repo=$REPO_DIR"
 stamp=$VENV/.cropshard-flink-sdk

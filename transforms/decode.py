@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-from cropshard.transforms import jpeg_window, png_stream
+from cropshard.transforms import jpeg_scan_end, jpeg_window, png_stream
 from cropshard.transforms.crop import CropSpec, box_in_source, fits, plan_boxes, working_shape
 from cropshard.transforms.encode import raw_mode
 from cropshard.transforms.orientation import (
@@ -247,8 +247,11 @@ def to_output_mode(img: Image.Image, channels: int, wide_bits: int = 16) -> Imag
     return img
 
 
-def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None, wide_bits: int = 16) -> Image.Image:
-    """Full decode: optional DCT-domain downscale, EXIF orientation, colour conversion."""
+def decode_oriented(
+    img: Image.Image, channels: int, draft_shape: tuple[int, int] | None = None, wide_bits: int = 16, data: bytes | None = None
+) -> Image.Image:
+    """Full decode: optional DCT-domain downscale, EXIF orientation, colour conversion. With the
+    file's bytes `data`, a JPEG whose scans stop early is Rejected (refuse_scans_ending_early)."""
     orientation = exif_orientation(img)
     try:
         if draft_shape is not None and img.format == "JPEG":
@@ -258,6 +261,8 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
             # draft() only picks a scale whose result is still >= the requested size.
             img.draft(img.mode, (width, height))
         img.load()
+        if data is not None:
+            refuse_scans_ending_early(data, img)
         if orientation != 1:
             ImageOps.exif_transpose(img, in_place=True)  # in place: the stored copy is freed now
     except Rejected:
@@ -265,6 +270,18 @@ def decode_oriented(img: Image.Image, channels: int, draft_shape: tuple[int, int
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise _decode_rejection(err) from err
     return to_output_mode(img, channels, wide_bits)
+
+
+def refuse_scans_ending_early(data: bytes, img: Image.Image) -> None:
+    """Rejected('truncated') for a JPEG whose entropy-coded data stops before the image is
+    complete (jpeg_scan_end): `img` is its Pillow decode, loaded, in stored orientation."""
+    if img.format not in ("JPEG", "MPO"):
+        return
+    frame = jpeg_window.jpeg_frame_or_none(data)
+    complete = frame is None or not frame.progressive or jpeg_window.scans_complete(data)
+    reason = jpeg_scan_end.refusal(data, img.getpixel((img.width - 1, img.height - 1)), img.mode, complete)
+    if reason is not None:
+        raise Rejected("truncated", reason)
 
 
 def float_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -434,6 +451,8 @@ def stream_crops(
                 pixels = jpeg_window.decode_jpeg_window(data, box, orientation, channels)
                 crops.append(Crop(_resize_array(pixels, _output_size(spec, box), channels), box))
             return Decoded(crops=crops, path=PATH_WINDOW, **info)
+        except jpeg_scan_end.ScanEndsEarly as err:
+            raise Rejected("truncated", str(err)) from err
         except Exception:  # noqa: BLE001 - fall through: the Pillow path decides how to reject
             img = open_image(data, max_pixels)
 
@@ -442,6 +461,7 @@ def stream_crops(
     wide_bits = check_wide_range(img, wide_rule or raster_convert.DEFAULT_RULE)
     if work_shape == source_shape:
         stored = _load(img)
+        refuse_scans_ending_early(data, stored)
         if stored.mode == "F" or stored.mode in _SIXTEEN_BIT_MODES:  # F: scaled by the whole image's maximum
             stored = to_output_mode(stored, channels, wide_bits)
         cuts = (Crop(_cut_stored(stored, box, orientation, _output_size(spec, box), channels), box_in_source(box, work_shape, source_shape)) for box in boxes)
@@ -451,7 +471,7 @@ def stream_crops(
     # aborted the worker ("double free or corruption") or failed with "broken data stream".
     frame = jpeg_window.jpeg_frame_or_none(data) if img.format == "JPEG" else None
     use_draft = spec.resize is not None and work_shape[0] < source_shape[0] and frame is not None and frame.scalable
-    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None, wide_bits=wide_bits)
+    full = decode_oriented(img, channels, draft_shape=work_shape if use_draft else None, wide_bits=wide_bits, data=data)
     del img  # with in-place orientation, `full` may be the only copy left
     if full.size != (work_shape[1], work_shape[0]):
         full = full.resize((work_shape[1], work_shape[0]), RESAMPLE)

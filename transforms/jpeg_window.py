@@ -37,6 +37,7 @@ import threading
 from types import ModuleType
 
 import numpy as np
+from cropshard.transforms import jpeg_scan_end
 from cropshard.transforms.orientation import orient_array, oriented_box_to_stored, oriented_size
 from cropshard.transforms.types import Box
 from PIL import Image
@@ -109,6 +110,10 @@ class JpegFrame:
     @property
     def lossless(self) -> bool:
         return self.marker in _LOSSLESS_SOF_MARKERS
+
+    @property
+    def progressive(self) -> bool:
+        return self.marker in _PROGRESSIVE_SOF_MARKERS
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int]:
@@ -185,24 +190,53 @@ def window_decodes_exactly(data: bytes) -> bool:
       to ~30 levels, measured here). A sequential JPEG must scan every component once.
     False for data without a frame header too.
     """
+    facts = _scanned(data)
+    if facts is None:
+        return False
+    frame, known = facts
+    if not frame.progressive:
+        return len(known) == frame.components
+    return len(known) == frame.components and all(coefficients >= _SMOOTHED_COEFFICIENTS for coefficients in known.values())
+
+
+def scans_complete(data: bytes) -> bool:
+    """Whether this JPEG's marker structure is sound and its scans bring every coefficient of
+    every component to full precision (a sequential JPEG: scans every component). A file whose
+    entropy-coded data stopped early and was closed with an end marker lacks the scans after the
+    cut (see jpeg_scan_end); a legal progressive JPEG may too, so this is a sign, not a verdict."""
+    facts = _scanned(data)
+    if facts is None:
+        return False
+    frame, known = facts
+    every = set(range(64)) if frame.progressive else set(range(1))
+    return len(known) == frame.components and all(coefficients >= every for coefficients in known.values())
+
+
+def _scanned(data: bytes) -> tuple[JpegFrame, dict[int, set[int]]] | None:
+    """The frame and, per scanned component, the coefficients (zigzag index) some scan leaves at
+    full precision (a sequential scan: coefficient 0 stands for the whole block); None when the
+    marker walk (`_scan_headers`) finds damage or there is no frame header."""
     try:
         frame, at = _frame_and_end(data)
     except ValueError:
-        return False
+        return None
     headers = _scan_headers(data, at, frame)
     if headers is None:
-        return False
-    if frame.marker not in _PROGRESSIVE_SOF_MARKERS:
-        scanned = [component for header in headers for component in header[1 : 1 + 2 * header[0] : 2]]
-        return sorted(scanned) == sorted(frame.component_ids)
+        return None
     known: dict[int, set[int]] = {}
     for header in headers:
         count = header[0]
+        components = header[1 : 1 + 2 * count : 2]
+        if not frame.progressive:
+            if any(component in known for component in components):
+                return None  # a sequential JPEG scans each component once
+            known.update((component, {0}) for component in components)
+            continue
         first, last, precision = header[1 + 2 * count], header[2 + 2 * count], header[3 + 2 * count] & 0x0F
         if precision == 0:  # this scan leaves coefficients first..last at full precision
-            for component in header[1 : 1 + 2 * count : 2]:
+            for component in components:
                 known.setdefault(component, set()).update(range(first, last + 1))
-    return len(known) == frame.components and all(coefficients >= _SMOOTHED_COEFFICIENTS for coefficients in known.values())
+    return frame, known
 
 
 # The marker that ends a scan's entropy-coded data: 0xFF, then a byte that is not a stuffed zero,
@@ -280,12 +314,14 @@ def decode_jpeg_window(data: bytes, box: Box, orientation: int, channels: int) -
     Returns a C-contiguous uint8 array (height, width, channels) equal to the Pillow
     reference in the module docstring. The window must lie inside the image (Pillow
     would zero-pad; we raise ValueError instead). CMYK/YCCK JPEGs raise ValueError:
-    check ``fast_path_applies`` first.
+    check ``fast_path_applies`` first. A JPEG whose scan data stops before the decoded rows
+    end raises ``jpeg_scan_end.ScanEndsEarly`` (libjpeg would have filled them with grey).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     y, x, h, w = (int(v) for v in box)
-    stored_w, stored_h, components = jpeg_header(data)
+    frame = jpeg_frame(data)
+    stored_w, stored_h, components = frame.width, frame.height, frame.components
     if components not in (1, 3):
         raise ValueError(f"fast path needs a 1- or 3-component JPEG, this one has {components} (CMYK/YCCK?)")
     ow, oh = oriented_size(stored_w, stored_h, orientation)
@@ -316,6 +352,10 @@ def decode_jpeg_window(data: bytes, box: Box, orientation: int, channels: int) -
         acceptable_fraction=1.0,
         dct_method="INTEGER_ACCURATE",
     ).numpy()
+    complete = not frame.progressive or scans_complete(data)
+    reason = jpeg_scan_end.refusal(data, decoded[-1, -1], "RGB" if decoded.shape[2] == 3 else "L", complete)
+    if reason is not None:
+        raise jpeg_scan_end.ScanEndsEarly(reason)
     window = decoded[sy - y0 : sy - y0 + sh, sx - x0 : sx - x0 + sw]
 
     if components == 3 and channels == 1:

@@ -407,6 +407,11 @@ def _flipped_scan_byte(path: Path) -> None:
     write(path, bytes(data))
 
 
+def _cut_with_end_marker(path: Path) -> None:
+    data = encode(photo_img(97), "JPEG", quality=90)
+    write(path, data[: len(data) * 3 // 5] + b"\xff\xd9")  # libjpeg: "premature end of data segment"
+
+
 def _marker_in_scan(path: Path) -> None:
     data = bytearray(encode(photo_img(99), "JPEG", quality=90))
     at = len(data) // 2
@@ -540,6 +545,8 @@ FOLDER_CASES: tuple[Case, ...] = (
          pillow_center, check="Pillow reference (garbled there too: libjpeg only warns about corrupt scan data, nothing can tell)"),
     Case("JPEG with a marker inside its scan data", "two bytes halfway through the scan set to 0xFF 0xC4 (Pillow: broken data stream)",
          "broken/marker_in_scan.jpg", "decode_error", _marker_in_scan),
+    Case("JPEG whose scan data stops early, end marker kept", "first 60% of a JPEG's bytes + EOI (Pillow and TensorFlow decode the rest grey)",
+         "broken/cut_with_eoi.jpg", "truncated", _cut_with_end_marker),
     Case("PNG whose header declares more rows than its data holds", "IHDR height + 40, CRC fixed (Pillow loads it with black rows)",
          "broken/taller.png", "truncated", _taller_png),
     Case("PNG with a corrupt header", "valid PNG with its IHDR CRC flipped", "broken/bad_crc.png", "decode_error", _bad_crc_png),
@@ -1058,6 +1065,12 @@ Notes
 - Corrupt bytes inside JPEG scan data are usually undetectable: libjpeg warns and decodes garbage, which is written.
   A damaged byte that reads as a marker there (0xFF and a marker code) is told: libjpeg would fill the rest of
   the image grey, so such a file never takes the window decode, and the full decode rejects it (`decode_error`).
+- A JPEG whose scan data stops early but still ends with an end marker (a cut file "repaired", parts of a download
+  stitched together) decodes without an error in Pillow and TensorFlow, grey from the cut down: libjpeg only warns.
+  A decode whose last pixel is mid-grey, or a progressive JPEG whose scans leave coefficients short of full precision,
+  is checked once more by libjpeg-turbo with warnings raised (simplejpeg), and the warning "premature end of data
+  segment" makes it `truncated`. A centre window that ends above the cut is exact and written. Not caught: a
+  progressive JPEG cut inside its last scan (its lower rows lose the last refinement bit).
 - Arithmetic-coded JPEGs (SOF9/SOF10): Pillow feeds libjpeg 64 KiB at a time, which libjpeg's arithmetic decoder cannot
   take, so every one over 64 KiB failed ("broken data stream") with grid crops, `--resize` or `--crop none` (centre
   crops decode the window with TensorFlow and wrote them). cropshard now hands Pillow the whole file at once; one cut

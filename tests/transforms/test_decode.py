@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cropshard.transforms.crop import CropSpec, grid_boxes, random_boxes
 from cropshard.transforms.decode import PATH_DRAFT, PATH_PILLOW, PATH_WINDOW, decode_crops
+from cropshard.transforms.jpeg_scan_end import last_pixel_is_mid_grey
 from cropshard.transforms.rejects import Rejected
 from PIL import Image
 
@@ -455,3 +456,107 @@ def test_a_file_cut_inside_its_header_is_truncated_not_a_decode_error():
         with pytest.raises(Rejected) as err:
             decode_crops(corrupt, CropSpec("none"), key="k")
         assert err.value.reason == "decode_error", err.value.message
+
+
+# --- JPEGs whose scan data stops early (transforms/jpeg_scan_end.py) ---
+
+
+def _cut_inside_scan(data: bytes, scan: int, fraction: float) -> bytes:
+    """`data` cut `fraction` of the way into scan `scan`'s entropy-coded data, then closed with an
+    end marker: libjpeg warns "premature end of data segment" and decodes the rest as grey."""
+    starts = imagegen.scan_starts(data) + [len(data) - 2]
+    begin = starts[scan] + 2 + int.from_bytes(data[starts[scan] + 2 : starts[scan] + 4], "big")
+    return data[: begin + int((starts[scan + 1] - begin) * fraction)] + b"\xff\xd9"
+
+
+def _jpeg(pixels: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+BIG = (240, 320)
+SCAN_CUT_SPECS = {
+    "window": CropSpec("center", size=(200, 200)),
+    "none": CropSpec("none"),
+    "resize": CropSpec("center", size=(64, 64), resize=120),  # draft() decode
+    "grid": CropSpec("grid", size=(48, 48)),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(SCAN_CUT_SPECS))
+@pytest.mark.parametrize(
+    "options", [{}, {"subsampling": 0}, {"restart_marker_rows": 1}, {"progressive": True}], ids=["420", "444", "restarts", "progressive"]
+)
+def test_a_jpeg_whose_scan_data_stops_early_is_truncated_not_written_grey(strategy, options):
+    data = _jpeg(imagegen.photo(*BIG, seed=21), **options)
+    cut = _cut_inside_scan(data, 0, 0.4)  # the first scan: grey from about 40% of the rows down
+    grey = np.asarray(Image.open(io.BytesIO(cut)).convert("RGB"))
+    assert (grey[-8:] == 128).all()  # what Pillow (and TensorFlow) decode without a word
+    with pytest.raises(Rejected) as err:
+        decode_crops(cut, SCAN_CUT_SPECS[strategy], key="k")
+    assert err.value.reason == "truncated"
+    assert "premature end of data segment" in str(err.value)
+
+
+def test_a_greyscale_jpeg_whose_scan_data_stops_early_is_truncated():
+    cut = _cut_inside_scan(_jpeg(imagegen.photo(*BIG, seed=22)[..., 0]), 0, 0.5)
+    for channels in (1, 3):
+        with pytest.raises(Rejected, match="premature end") as err:
+            decode_crops(cut, CropSpec("center", size=(200, 200)), key="k", channels=channels)
+        assert err.value.reason == "truncated"
+
+
+@pytest.mark.parametrize("scan", [3, 6, 8])
+def test_a_progressive_jpeg_cut_inside_a_later_scan_is_truncated(scan):
+    # Only the coefficients of the scans after the cut are missing, so nothing is grey: the scans'
+    # headers tell that some coefficients never reach full precision, libjpeg's warning that the
+    # data stopped early.
+    data = _jpeg(imagegen.photo(*BIG, seed=23), progressive=True)
+    cut = _cut_inside_scan(data, scan, 0.5)
+    for spec in (CropSpec("center", size=(200, 200)), CropSpec("none")):
+        with pytest.raises(Rejected, match="premature end") as err:
+            decode_crops(cut, spec, key="k")
+        assert err.value.reason == "truncated"
+
+
+def test_a_window_above_where_the_scan_data_stops_is_written_exactly():
+    # The data stops about 90% down: a window in the top rows never reaches it, and its pixels are
+    # the undamaged file's.
+    data = _jpeg(imagegen.photo(*BIG, seed=24))
+    cut = _cut_inside_scan(data, 0, 0.9)
+    whole = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    box = (0, 40, 64, 96)
+    decoded = decode_crops(cut, CropSpec("box", box=box), key="k")
+    assert decoded.path == PATH_WINDOW
+    np.testing.assert_array_equal(decoded.crops[0].pixels, window(whole, box))
+    with pytest.raises(Rejected, match="premature end"):
+        decode_crops(cut, CropSpec("box", box=box), key="k", allow_window=False)  # the full decode reaches it
+
+
+@pytest.mark.parametrize("strategy", sorted(SCAN_CUT_SPECS))
+def test_whole_jpegs_that_end_mid_grey_are_written(strategy):
+    # The sign (a mid-grey last pixel, scans short of full precision) only sends a file to the
+    # strict check; whole files pass it, a benign libjpeg warning (bytes before EOI) included.
+    flat = np.full((*BIG, 3), 128, np.uint8)
+    photo = imagegen.photo(*BIG, seed=25)
+    photo[-32:, -32:] = 128
+    extraneous = _jpeg(photo)[:-2] + b"\x00\x00\xff\xd9"
+    legal_progressive = imagegen.ended_after(_jpeg(imagegen.photo(*BIG, seed=26), progressive=True), 4)
+    for data in (_jpeg(flat), _jpeg(photo), extraneous, legal_progressive):
+        reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        decoded = decode_crops(data, SCAN_CUT_SPECS[strategy], key="k")
+        if strategy in ("window", "none", "grid"):
+            for crop in decoded.crops:
+                np.testing.assert_array_equal(crop.pixels, window(reference, crop.source_box))
+        assert decoded.crops
+
+
+@pytest.mark.parametrize(
+    ("pixel", "mode", "sign"),
+    [((128, 128, 128), "RGB", True), ((170, 110, 120), "RGB", True), ((128, 128, 90), "RGB", False), (128, "L", True), (131, "L", False),
+     ((127, 127, 127, 128), "CMYK", True), ((127, 127, 127, 20), "CMYK", False), (np.array([129, 127, 128], np.uint8), "RGB", True)],
+)
+def test_the_sign_of_a_zero_block_is_its_luma_not_its_colour(pixel, mode, sign):
+    # (170, 110, 120): luma 128 with chroma blended in from a neighbouring block by upsampling.
+    assert last_pixel_is_mid_grey(pixel, mode) is sign
