@@ -97,3 +97,25 @@ def test_one_seed_gives_no_within_or_beyond_the_spread_verdict() -> None:
     text = recommend([pre, full])
     assert not any("seed spread" in s for s in text)
     assert any("scores 62 points below full-png; with one seed no spread was measured" in s for s in text)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "cut short"])
+def test_a_damaged_dataset_is_refused_in_one_line_naming_its_shard(images: Path, tmp_path: Path, damage: str) -> None:
+    # It was a TensorFlow traceback ("corrupted record at 455976"), exit 1, once the scan reached it.
+    dataset = tmp_path / "damaged"
+    dataset.mkdir()
+    for path in _build(images, "precrop-raw", "--crop=center", "--size=32x32").iterdir():
+        (dataset / path.name).write_bytes(path.read_bytes())
+    (shard,) = dataset.glob("train-*.tfrecord")
+    data = bytearray(shard.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) * 2 // 3 :]
+    shard.write_bytes(bytes(data))
+    code, out, err = _compare(f"--dataset={dataset}", "--size=32x32", f"--workdir={tmp_path / 'w'}")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"--dataset {dataset} is damaged: " in err and shard.name in err and "records readable" in err
+    assert f"cropshard inspect {dataset} --verify" in err
+    assert not (tmp_path / "w").exists()  # refused before the workdir is made

@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from cropshard.reader.integrity import verify
 from cropshard.reader.metadata import REJECTED_FILENAME, DatasetError, DatasetInfo, load_info
 from cropshard.tools import exit_status_guarding_storage, human_bytes, refuse_options_without, refuse_repeated_options
 from cropshard.tools.compare.chart import chart_title, write_chart
@@ -305,6 +306,17 @@ def _rows(built: Sequence[Built], runs: Sequence[list[ReaderRun]], coverage: Seq
     return rows
 
 
+def refuse_damaged_datasets(paths: Sequence[str]) -> None:
+    """DatasetError for a given --dataset with a damaged or short shard, before anything is built
+    or measured: mid-measurement, TensorFlow's DataLossError names a byte offset and no file."""
+    for path in paths:
+        report = verify(path)
+        if not report.ok:
+            first, more = report.bad_shards[0], len(report.bad_shards) - 1
+            others = f" (and {more} more shard{'s' if more > 1 else ''})" if more else ""
+            raise DatasetError(f"--dataset {path} is damaged: {first.describe()}{others}; `cropshard inspect {path} --verify` lists every damaged shard")
+
+
 def _train_document(plan: TrainPlan | None, runs: Sequence[TrainRun]) -> dict[str, Any] | None:
     """compare.json's "train" object: what was trained, how, on what, and every run."""
     if plan is None:
@@ -319,6 +331,7 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     args, passthrough = parse_args(argv)
     settings = reader_settings(args)
     variants = _variants(args)
+    refuse_damaged_datasets([v.path for v in variants if v.build_args is None])
     if not args.overwrite:  # before any build: compare replaces only what it wrote itself
         check_variant_folders([v for v in variants if v.build_args is not None], args.workdir)
     built = _build_all(variants, args, passthrough, build)
