@@ -25,6 +25,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INTERRUPTED = "interrupted: nothing published; rerun with --overwrite"
 # Ctrl-C in the last moments, after the job wrote cropshard.json (last): the dataset is whole.
 INTERRUPTED_AFTER_PUBLISHING = "interrupted after the dataset was published: {output} is complete"
+# compare rebuilds every variant it owns on each run (tools/compare/workdir.py), so a rerun needs no --overwrite.
+COMPARE_INTERRUPTED = "cropshard compare: interrupted: no new results were written; rerun the same command (it rebuilds its variants)"
 _FAILURES = logging.getLogger("failures")  # not under "cropshard": quiet runs send it to the log file only
 
 USAGE = f"""usage: cropshard {{{','.join(COMMANDS)}}} ...
@@ -136,7 +138,7 @@ def compare_command(argv: Sequence[str], exiting: bool = False) -> int:
         try:
             return compare_main(argv, build=build_for_compare)
         except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr)
+            print(COMPARE_INTERRUPTED, file=sys.stderr)
             if exiting:
                 console.keep_until_exit()
             return EXIT_INTERRUPTED

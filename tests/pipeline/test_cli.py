@@ -514,6 +514,20 @@ def interrupt_mid_write(inputs: Path, out: Path, env: dict[str, str]) -> tuple[s
     return proc, stdout, stderr, sent
 
 
+def test_an_interrupted_compare_says_so_not_the_builds_rerun_with_overwrite(images: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    # Ctrl-C in compare printed build's "nothing published; rerun with --overwrite", an option that
+    # compare's rerun does not need (it rebuilds its own variants) and that means something else there.
+    from cropshard.pipeline import build
+
+    def interrupted(argv, command_line):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "run", interrupted)
+    code, err, stdout = cropshard(capsys, "compare", f"--input={images}/**", "--size=16x16", f"--workdir={tmp_path / 'w'}")
+    assert code == cli.EXIT_INTERRUPTED
+    assert err[-1] == cli.COMPARE_INTERRUPTED and "--overwrite" not in err[-1]
+
+
 @pytest.mark.slow  # a 600-image build in a child process, interrupted
 def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
     for i in range(600):
