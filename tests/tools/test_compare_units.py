@@ -329,3 +329,18 @@ def test_an_unreadable_ledger_is_a_storage_error_not_a_foreign_folder(tmp_path: 
         assert cli.main(["--input=x/**", "--layouts=precrop", "--encodings=jpeg", "--workdir=gs://bucket/cmp", "--size=8"]) == 3
     line = storage_error_line(capsys.readouterr().err)
     assert "could not read gs://bucket/cmp/compare-variants.json: UnavailableError" in line
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--min-seconds=nan"], "--min-seconds and --train-budget are seconds: finite numbers, not nan and 180.0"),
+    (["--min-seconds=inf"], "finite numbers, not inf"),  # measured forever
+    (["--train", "--train-budget=nan"], "finite numbers, not 3.0 and nan"),
+    (["--encodings=raw,raw"], "--encodings names raw more than once"),  # two identical rows
+    (["--full-encodings=png,jpeg,png"], "--full-encodings names png more than once"),
+    (["--layouts=full,full"], "--layouts names full more than once"),
+    (["--dataset=/d", "--dataset=/d/"], "--dataset names /d more than once"),
+])
+def test_values_that_measured_forever_or_twice_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args([*FAST, *argv])
+    assert exited.value.code == 2 and message in capsys.readouterr().err

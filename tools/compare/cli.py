@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -185,6 +186,17 @@ def check_variant_options(parser: argparse.ArgumentParser, args: argparse.Namesp
                      " add jpeg to --encodings or --full-encodings, or drop it")
 
 
+def refuse_repeated_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 for a value named twice: `--encodings raw,raw` or one --dataset given twice built or
+    measured the same variant twice, as two rows of the table."""
+    given = [path.rstrip("/") or path for path in args.dataset]
+    for option, values in (("--encodings", args.encodings), ("--full-encodings", args.full_encodings), ("--layouts", args.layouts),
+                           ("--dataset", given)):
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            parser.error(f"{option} names {', '.join(repeated)} more than once; each variant is built and measured once")
+
+
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """compare's own options, and the rest (passed through to every build)."""
     from cropshard.transforms.encode import ENCODINGS
@@ -200,6 +212,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     unknown = set(args.layouts) - set(LAYOUTS)
     if unknown:
         parser.error(f"unknown layouts {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
+    if not (math.isfinite(args.min_seconds) and math.isfinite(args.train_budget)):  # nan passed every bound; inf never ended
+        parser.error(f"--min-seconds and --train-budget are seconds: finite numbers, not {args.min_seconds} and {args.train_budget}")
+    refuse_repeated_values(parser, args)
     if args.batch_size < 1 or args.batches < 1 or args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
         parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
     check_variant_options(parser, args, passthrough)
