@@ -41,8 +41,10 @@ cropshard build --help lists the build options; --help-beam lists Beam's."""
 
 def demo_images_main(argv: Sequence[str]) -> int:
     from cropshard.pipeline.demo import write_demo_images
+    from cropshard.tools import refuse_repeated_options  # `--per_class 2 --per_class 3` kept the last without a word
 
-    parser = argparse.ArgumentParser(prog="cropshard demo-images", allow_abbrev=False, description="Generate the built-in demo image set.")
+    parser = refuse_repeated_options(
+        argparse.ArgumentParser(prog="cropshard demo-images", allow_abbrev=False, description="Generate the built-in demo image set."))
     parser.add_argument("output")
     parser.add_argument("--per_class", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)

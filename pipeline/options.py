@@ -161,7 +161,12 @@ def _absolute(path: str) -> str:
 
 
 def parse_inputs(input_args: Sequence[str] | None) -> tuple[str, ...]:
-    """Every --input (repeated or comma-separated), absolute, a directory meaning everything below it."""
+    """Every --input (repeated or comma-separated), absolute, a directory meaning everything below it.
+    A blank --input is a ValueError: `--input "$EXTRA"` with the variable unset built from the
+    other inputs alone, a smaller dataset than asked for, without a word."""
+    for arg in input_args or []:
+        if not arg.strip():
+            raise ValueError(f"--input {arg!r} is blank (an unset shell variable?): give a glob, a folder or a file, or drop it")
     return tuple(normalize_input(_absolute(p.strip())) for arg in (input_args or []) for p in arg.split(",") if p.strip())
 
 
@@ -189,9 +194,11 @@ def crop_spec(opts: CropshardOptions) -> CropSpec:
 
 
 def option_size(flag: str, text: str | None) -> tuple[int, int] | None:
-    """parse_size of an HxW option's value, its errors naming the option (`--stride 0`)."""
-    if not text:
+    """parse_size of an HxW option's value, its errors naming the option (`--stride 0`, `--size ''`)."""
+    if text is None:
         return None
+    if not text.strip():
+        raise ValueError(f"{flag} {text!r} is blank (an unset shell variable?): give HxW or N")
     try:
         return parse_size(text)
     except ValueError as err:
@@ -217,6 +224,8 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     if not opts.output:
         raise ValueError("--output is required")
     inputs = parse_inputs(opts.input)
+    if opts.manifest is not None and not opts.manifest.strip():
+        raise ValueError(f"--manifest {opts.manifest!r} is blank (an unset shell variable?): give the manifest's path")
     if bool(inputs) == bool(opts.manifest):
         raise ValueError("give exactly one of --input or --manifest")
     output = _absolute(opts.output).rstrip("/")

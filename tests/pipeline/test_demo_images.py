@@ -64,3 +64,13 @@ def test_an_empty_folder_name_or_a_negative_seed_is_refused(tmp_path: Path, caps
     assert files(tmp_path) == ["notes.txt"]
     assert demo_images(capsys, "out", "--seed", "-1") == (2, "cropshard demo-images: error: --seed must be 0 or more, got -1\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_option_repeated_with_another_value_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--per_class 2 --per_class 3` wrote 9 images (the last value) without a word, as argparse does.
+    with pytest.raises(SystemExit) as exited:
+        main(["demo-images", str(tmp_path / "out"), "--per_class", "2", "--per_class", "3"])
+    assert exited.value.code == 2
+    assert "--per_class is given more than once with different values; give it once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert demo_images(capsys, str(tmp_path / "out"), "--per_class", "1", "--per_class", "1")[0] == 0  # the same value twice is one value

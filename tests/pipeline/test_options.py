@@ -21,6 +21,10 @@ def config(*args: str):
         (["--output=/out"], "exactly one of --input or --manifest"),
         (["--output=/out", "--input=/in/**", "--manifest=/m.csv"], "exactly one of --input or --manifest"),
         (["--output=/out", "--input=/in/**", "--crop=manifest"], "--crop manifest needs --manifest"),
+        # Blank values (`--manifest "$M"` with M unset) read as "not given": the messages named the wrong slip.
+        (["--output=/out", "--manifest="], "--manifest '' is blank"),
+        (["--output=/out", "--input=/in/**", "--size="], "--size '' is blank"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--stride= "], "--stride ' ' is blank"),
         (["--output=/out", "--input=/in/**", "--crop=none", "--size=32"], "--crop none keeps whole images"),
         (["--output=/out", "--input=/in/**", "--size=32", "--jpeg_quality=0"], "--jpeg_quality must be 1..100, got 0"),
         (["--output=/out", "--input=/in/**", "--size=32", "--jpeg_quality=101"], "--jpeg_quality must be 1..100, got 101"),
@@ -107,6 +111,9 @@ def test_parse_inputs_and_normalize_input(tmp_path) -> None:
     assert normalize_input("gs://bucket/images/") == "gs://bucket/images/**"
     assert normalize_input("/x/[ab]*.png") == "/x/[ab]*.png"
     assert os.path.isabs(parse_inputs(["rel/*.jpg"])[0])
+    for blank in ("", "  "):  # `--input "$EXTRA"` with EXTRA unset: the other inputs alone were built
+        with pytest.raises(ValueError, match=f"--input {blank!r} is blank"):
+            parse_inputs(["/a/*.jpg", blank])
 
 
 BASE = ("--output=/out", "--input=/in/**", "--size=32")
