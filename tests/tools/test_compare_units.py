@@ -344,3 +344,17 @@ def test_values_that_measured_forever_or_twice_are_refused(argv: list[str], mess
     with pytest.raises(SystemExit) as exited:
         cli.parse_args([*FAST, *argv])
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_blank_paths_and_a_workdir_that_is_a_file_are_refused_before_any_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A blank --input reached the build only after compare had claimed a folder in the workdir; a
+    # --workdir file failed with "[Errno 17] File exists" once the first build started.
+    (tmp_path / "afile").write_text("x")
+    for argv, message in ((["--input="], "--input '' is blank"), (["--dataset=/d", "--dataset= "], "--dataset ' ' is blank"),
+                          ([f"--workdir={tmp_path / 'afile'}"], f"--workdir {tmp_path / 'afile'} is a file")):
+        with pytest.raises(SystemExit) as exited:
+            cli.parse_args([*FAST, *argv])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--manifest=", "--size=8"])
+    assert "--manifest '' is blank" in capsys.readouterr().err

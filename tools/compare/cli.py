@@ -186,6 +186,18 @@ def check_variant_options(parser: argparse.ArgumentParser, args: argparse.Namesp
                      " add jpeg to --encodings or --full-encodings, or drop it")
 
 
+def refuse_blank_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 for a blank --input/--manifest/--dataset/--workdir (`"$DIR"` unset) and a --workdir that
+    is a file, before the first build claims a folder there (it failed with '[Errno 17] File exists')."""
+    given = [("--input", value) for value in args.input] + [("--dataset", value) for value in args.dataset]
+    given += [("--manifest", args.manifest)] if args.manifest is not None else []
+    for option, value in [*given, ("--workdir", args.workdir)]:
+        if not value.strip():
+            parser.error(f"{option} {value!r} is blank (an unset shell variable?): give a path, or drop it")
+    if "://" not in args.workdir and os.path.isfile(args.workdir):
+        parser.error(f"--workdir {args.workdir} is a file: give a folder for the variants and results (created if missing)")
+
+
 def refuse_repeated_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit 2 for a value named twice: `--encodings raw,raw` or one --dataset given twice built or
     measured the same variant twice, as two rows of the table."""
@@ -215,6 +227,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     if not (math.isfinite(args.min_seconds) and math.isfinite(args.train_budget)):  # nan passed every bound; inf never ended
         parser.error(f"--min-seconds and --train-budget are seconds: finite numbers, not {args.min_seconds} and {args.train_budget}")
     refuse_repeated_values(parser, args)
+    refuse_blank_paths(parser, args)
     if args.batch_size < 1 or args.batches < 1 or args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
         parser.error("--batch-size, --batches and --repeats must be positive, --warmup and --min-seconds >= 0")
     check_variant_options(parser, args, passthrough)
