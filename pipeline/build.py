@@ -253,10 +253,23 @@ def raster_options_given(raster: RasterSpec) -> list[str]:
     return [f"{flag} {value}" for flag, value in given.items() if value is not None]
 
 
+# Dataflow's worker-pool options (WorkerOptions): a local build reads none of them. `--num_workers 8`
+# on a laptop ran one worker per core without a word.
+_WORKER_POOL_OPTIONS = ("num_workers", "max_num_workers", "autoscaling_algorithm", "machine_type", "disk_size_gb")
+
+
 def check_local_options(options: PipelineOptions) -> None:
+    """ValueError for a bad --direct_num_workers, or a Dataflow worker-pool option on the local runner."""
+    from apache_beam.options.pipeline_options import WorkerOptions
+
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:
         raise ValueError(f"--direct_num_workers must be 1 or more (0: one per core), got {workers}")
+    pool = options.view_as(WorkerOptions)
+    given = [name for name in _WORKER_POOL_OPTIONS if getattr(pool, name) is not None]
+    if given:
+        raise ValueError(f"--{given[0]} sizes Dataflow's worker pool, and this build runs locally (DirectRunner), which ignores it:"
+                         " --direct_num_workers N sets the local worker processes; or add --runner DataflowRunner")
 
 
 def check_runner(options: PipelineOptions, runner: str) -> None:

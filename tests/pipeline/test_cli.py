@@ -387,6 +387,16 @@ def test_negative_direct_num_workers_is_a_usage_error(images: Path, tmp_path: Pa
     assert listing_buckets(PipelineOptions(["--direct_num_workers=0"])) == 4 * (os.cpu_count() or 1)
 
 
+@pytest.mark.parametrize(("option", "named"), [("--num_workers=8", "--num_workers"), ("--max_num_workers=50", "--max_num_workers"),
+                                               ("--worker_machine_type=n2-highmem-8", "--machine_type")])
+def test_a_dataflow_worker_pool_option_on_a_local_build_is_a_usage_error(images: Path, tmp_path: Path, capsys, option: str, named: str) -> None:
+    # `--num_workers 8` on a laptop ran one worker per core without a word.
+    code, err, _ = cropshard(capsys, "build", f"--input={images}/**", f"--output={tmp_path / 'o'}", "--size=32", option)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"cropshard build: error: {named} sizes Dataflow's worker pool, and this build runs locally") and "--direct_num_workers N" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("name", ["Direct", "directrunner", "direct", "DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"])
 def test_every_name_beam_reads_as_direct_runner_takes_the_local_path(images: Path, tmp_path: Path, name: str) -> None:
     # `--runner Direct` ran Beam's DirectRunner (Prism first), uncounted and with one in-memory worker.
