@@ -7,22 +7,32 @@ Labels and folder splits come from the path below the pattern's root (`listing.g
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystem import FileMetadata
 from cropshard.transforms.listing import Unlisted, list_owned
-from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
+from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, is_utf8
 from cropshard.transforms.types import ImageSource
 
 LABELS_FOLDER = "folder"
 LABELS_NONE = "none"
 
 
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")  # a drive letter: the only paths a backslash separates
+
+
 def source_from_path(path: str, root: str, labels: str, split_names: Sequence[str] | None) -> ImageSource:
-    """Label and folder split of `path` below `root`; raises Rejected('unknown_split')."""
+    """Label and folder split of `path` below `root`; raises Rejected('unknown_split', 'bad_file_name')."""
+    if not is_utf8(path):  # a name in another encoding: its key, label and metadata could not be written
+        raise Rejected("bad_file_name", "the path is not valid UTF-8 (rejected.jsonl shows those bytes as \\xNN): rename it to UTF-8")
     relative = path[len(root) :] if root and path.startswith(root) else path
-    relative = relative.replace("\\", "/").lstrip("/")
+    # A backslash separates only in Windows paths: it is a legal character of POSIX and object-store
+    # names, and `cats/tabby\\2024.jpg` took the label "tabby" from its own file name.
+    if _WINDOWS_PATH.match(path):
+        relative = relative.replace("\\", "/")
+    relative = relative.lstrip("/")
     parts = relative.split("/")
     split = None
     if split_names is not None:

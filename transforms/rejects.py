@@ -34,11 +34,13 @@ REASONS = {
     "not_rectified": "a raster georeferenced by ground control points that no affine transform fits within a pixel (an unrectified scene)",
     "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
+    "bad_file_name": "the file's path is not valid UTF-8 (a name written in another encoding): keys, labels and metadata are UTF-8 text",
 }
 
 # What to change when a reason dominates a build (named when a build fails on its rejections).
 REMEDIES = {
     "not_found": "check the paths (manifest paths resolve against the manifest's folder)",
+    "bad_file_name": "rename the files and folders to UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest DIR)",
     "unreadable": "check the files' permissions",
     "not_an_image": "narrow --input to image files, e.g. '**/*.jpg'",
     "too_many_pixels": "raise --max_pixels if the images are trusted",
@@ -81,6 +83,19 @@ class Rejected(Exception):
         self.message = message
 
 
+def text_of_path(path: str) -> str:
+    """`path` as UTF-8-safe text: bytes that are not UTF-8 (surrogate-escaped by Python) as \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Rejection(NamedTuple):
     """One line of rejected.jsonl."""
 
@@ -90,7 +105,10 @@ class Rejection(NamedTuple):
     message: str
 
     def to_json(self) -> str:
-        return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)
+        # A path that is not UTF-8 (Python keeps its bytes as lone surrogates) is written with those
+        # bytes as \\xNN escapes: rejected.jsonl is UTF-8, and the raw surrogates failed the job there.
+        fields = {name: text_of_path(value) for name, value in self._asdict().items()}
+        return json.dumps(fields, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_json(cls, line: str) -> Rejection:

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from cropshard.pipeline.build import run
 from cropshard.reader import metadata, schema
+from cropshard.transforms.rejects import text_of_path
 from PIL import Image
 
 from tests import imagegen
@@ -560,6 +561,10 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("Symbolic link to a folder", "symlink to ../formats", "broken/linked_folder", "unreadable", _symlink("../formats")),
     Case("Symbolic link to an image", "symlink to ../formats/baseline.jpg", "names/link_to_baseline.jpg", WRITTEN, _symlink("../formats/baseline.jpg"), pillow_center),
     Case("File name with spaces", "Pillow JPEG", "names/with some spaces.jpg", WRITTEN, _save_photo(12, "JPEG"), pillow_center),
+    Case("File name that is not UTF-8 (Latin-1 bytes)", "Pillow JPEG named caf\\xe9.jpg", "names/caf\udce9.jpg", "bad_file_name",
+         _save_photo(18, "JPEG")),
+    Case("File name with a backslash", "Pillow JPEG; label = its folder (names), not part of its name", "names/tabby\\2024.jpg", WRITTEN,
+         _save_photo(19, "JPEG"), pillow_center),
     Case("Unicode file name", "Pillow JPEG", "names/ünïcødé 猫 写真.jpg", WRITTEN, _save_photo(13, "JPEG"), pillow_center),
     Case("Upper-case extension .JPG", "Pillow JPEG", "names/SHOUTING.JPG", WRITTEN, _save_photo(14, "JPEG"), pillow_center),
     Case("Mixed-case extension .JpEg", "Pillow JPEG", "names/mixed.JpEg", WRITTEN, _save_photo(15, "JPEG"), pillow_center),
@@ -618,7 +623,8 @@ def pixels_of(record: schema.ImageRecord) -> np.ndarray:
 def outcome(built: Built, path: str, line: str | None = None) -> tuple[list[schema.ImageRecord], list[dict]]:
     """Records and rejection lines that belong to one input (a path, or a manifest line)."""
     records = [r for r in built.records if r.filename == path]
-    rejected = [r for r in built.rejected if r["path"] == path or (line is not None and r["path"].endswith(line))]
+    shown = text_of_path(path)  # a path that is not UTF-8 is written with its bytes as \xNN
+    rejected = [r for r in built.rejected if r["path"] == shown or (line is not None and r["path"].endswith(line))]
     return records, rejected
 
 
@@ -999,7 +1005,7 @@ def render_table(folder: Built, manifest: tuple[Built, Path], pad: Built, dedup:
             result += f"; pixels == {case.check}"
         if path.name in padded:
             result += "; with `--small pad`: written, zero padded (== padded Pillow reference)"
-        rows.append((case.input, case.how, f"`{case.rel}`", result))
+        rows.append((case.input, case.how, f"`{text_of_path(case.rel)}`", result))
     built, base = manifest
     for row in MANIFEST_ROWS:
         rel = row.line.split(",", 1)[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cropshard.transforms.globs import LABELS_FOLDER, LABELS_NONE, source_from_path
-from cropshard.transforms.rejects import Rejected
+from cropshard.transforms.rejects import Rejected, Rejection
 from cropshard.transforms.types import ImageSource
 
 
@@ -32,3 +34,21 @@ def test_split_folders_come_first():
     assert err.value.reason == "unknown_split" and "'extra'" in err.value.message
     with pytest.raises(Rejected, match="no folder"):
         source_from_path("/d/a.jpg", "/d/", LABELS_FOLDER, ("train",))
+
+
+def test_a_backslash_in_a_posix_or_bucket_name_is_part_of_the_name():
+    # `cats/tabby\2024.jpg` was labelled "tabby" (a new class) with the key cats/tabby/2024.jpg.
+    for root in ("/data/img/", "gs://b/img/"):
+        source = source_from_path(f"{root}cats/tabby\\2024.jpg", root, LABELS_FOLDER, None)
+        assert (source.label, source.key) == ("cats", "cats/tabby\\2024.jpg")
+    assert source_from_path("/data/img/back\\slash/a.jpg", "/data/img/", LABELS_FOLDER, None).label == "back\\slash"
+
+
+def test_a_path_that_is_not_utf8_is_rejected_and_its_rejection_line_is_utf8():
+    # One Latin-1 file or folder name failed the whole build (UnicodeEncodeError in the label map or the key's hash).
+    for name in ("/data/img/cats/caf\udce9.jpg", "/data/img/caf\udce9/a.jpg"):
+        with pytest.raises(Rejected) as err:
+            source_from_path(name, "/data/img/", LABELS_FOLDER, None)
+        assert err.value.reason == "bad_file_name"
+        line = Rejection(name, "match", err.value.reason, err.value.message).to_json()
+        assert json.loads(line.encode("utf-8"))["path"] == name.replace("\udce9", "\\xe9")
