@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import FileMetadata
 from cropshard.transforms.listing import Unlisted, list_owned
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection, is_utf8
-from cropshard.transforms.types import ImageSource
+from cropshard.transforms.types import ImageSource, breaks_lines
 
 LABELS_FOLDER = "folder"
 LABELS_NONE = "none"
@@ -41,6 +41,8 @@ def source_from_path(path: str, root: str, labels: str, split_names: Sequence[st
             raise Rejected("unknown_split", f"split folder {found!r} is not one of --split {list(split_names)}")
         split, parts = parts[0], parts[1:]
     label = parts[-2] if labels == LABELS_FOLDER and len(parts) >= 2 else ""
+    if breaks_lines(label):
+        raise Rejected("bad_file_name", f"its label folder {label!r} holds a line break; labels.txt has one name per line: rename the folder")
     return ImageSource(path=path, key=relative, label=label, split=split)
 
 

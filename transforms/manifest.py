@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from cropshard.transforms.crop import parse_box
 from cropshard.transforms.listing import normalized_url
 from cropshard.transforms.rejects import REJECTED, Rejected, Rejection
-from cropshard.transforms.types import ImageSource
+from cropshard.transforms.types import ImageSource, breaks_lines
 
 MANIFEST_COLUMNS = ("path", "label", "split", "box", "label_raster")
 
@@ -179,6 +179,8 @@ def parse_manifest_row(
         # 3 and 3.0 would be two classes, a list its repr
         raise Rejected("bad_manifest_row", f"label {label!r} is a {type(label).__name__}; a label is text (or a whole number)")
     label = "" if label is None else str(label).strip()
+    if breaks_lines(label):
+        raise Rejected("bad_manifest_row", f"label {label!r} holds a line break; labels.txt has one name per line")
     class_map = str(row.get("label_raster") or "").strip() or None
     if class_map is not None:
         class_map = resolve_row_path(class_map, manifest_dir)

@@ -17,3 +17,10 @@ class ImageSource(NamedTuple):
     split: str | None  # split from a folder or manifest column; None -> hashed from the key
     box: Box | None = None  # per-image box from the manifest
     label_raster: str | None = None  # the image's class map, from the manifest's label_raster column
+
+
+def breaks_lines(label: str) -> bool:
+    """Whether a label name holds a line break (\\n, \\r or any other `str.splitlines` boundary):
+    labels.txt and TFDS's label file hold one name per line, so `bee\\nwasp` became two classes
+    there and every later id named the wrong one."""
+    return len(label.splitlines()) > 1 or label.endswith(("\n", "\r"))

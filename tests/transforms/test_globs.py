@@ -52,3 +52,12 @@ def test_a_path_that_is_not_utf8_is_rejected_and_its_rejection_line_is_utf8():
         assert err.value.reason == "bad_file_name"
         line = Rejection(name, "match", err.value.reason, err.value.message).to_json()
         assert json.loads(line.encode("utf-8"))["path"] == name.replace("\udce9", "\\xe9")
+
+
+@pytest.mark.parametrize("folder", ["bee\nwasp", "bee\r", "bee\u2028wasp"])
+def test_a_label_folder_whose_name_breaks_lines_is_rejected(folder: str):
+    # labels.txt (one name per line) held 'bee' and 'wasp' for one class: every later id named the wrong class.
+    with pytest.raises(Rejected) as err:
+        source_from_path(f"/data/img/{folder}/a.jpg", "/data/img/", LABELS_FOLDER, None)
+    assert err.value.reason == "bad_file_name" and "line break" in err.value.message
+    assert source_from_path(f"/data/img/{folder}/a.jpg", "/data/img/", LABELS_NONE, None).label == ""  # no label taken: no problem

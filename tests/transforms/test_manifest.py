@@ -86,6 +86,8 @@ def test_jsonl_rows_with_unknown_keys_or_labels_that_are_not_text_are_rejected()
     assert "unknown keys ['Split']" in rejection(json.dumps({"path": "a.jpg", "label": "cat", "Split": "test"}), "jsonl")
     for label in (3.0, [1], {"a": 1}, True):
         assert "a label is text" in rejection(json.dumps({"path": "a.jpg", "label": label}), "jsonl")
+    # labels.txt holds one name per line: "bee\nwasp" read back as two classes, shifting every later id.
+    assert "holds a line break" in rejection(json.dumps({"path": "a.jpg", "label": "bee\nwasp"}), "jsonl")
 
 
 def test_manifest_kind_and_delimiter():
