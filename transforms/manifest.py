@@ -89,13 +89,31 @@ def _filled(value: object) -> bool:
     return value is not None and str(value).strip() not in ("", "[]")
 
 
+def csv_values(line: str, delimiter: str) -> list[str]:
+    """One CSV manifest line's fields; Rejected('bad_manifest_row') for a quote the line does not close."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True), [])
+    except csv.Error as err:
+        raise Rejected("bad_manifest_row", f"malformed CSV ({err})") from err
+
+
 def _csv_rows(path: str, header: Sequence[str]) -> Iterator[dict[str, str]]:
+    """Every row of a CSV manifest with as many fields as its header (the job rejects the others).
+    ValueError for a quoted field that runs onto the next line: the job reads a manifest one line per
+    row, so `"two\\nlines.jpg",b` was two inputs, rejected as fragments, one a file never listed."""
     delimiter = csv_delimiter(path)
     with FileSystems.open(path) as handle:
         next(handle, None)  # the header
-        for line in handle:
-            values = next(csv.reader([line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter), [])
-            if len(values) == len(header):  # other rows are rejected with their reason when the job reads them
+        for number, raw in enumerate(handle, start=2):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            try:
+                values = csv_values(line, delimiter)
+            except Rejected as err:
+                if "unexpected end of data" in err.message:
+                    raise ValueError(f"the manifest {path} line {number} opens a quoted field that it does not close (a line break"
+                                     " inside quotes?): cropshard reads one row per line; write such paths in a JSONL manifest") from None
+                continue
+            if len(values) == len(header):
                 yield dict(zip(header, values, strict=True))
 
 
@@ -113,12 +131,12 @@ def _jsonl_rows(path: str) -> Iterator[dict]:
 
 
 def manifest_columns(path: str) -> ManifestColumns:
-    """The launcher's look at a manifest: a CSV's header (and, when it has a label, split or box
-    column, every row), or every JSONL row (rows may differ, and a key no option turned on must
-    not be ignored; nor a row without the label the others have)."""
+    """The launcher's look at a manifest: a CSV's header and every row, or every JSONL row (rows may
+    differ, and a key no option turned on must not be ignored; nor a row without the label the
+    others have, nor a CSV field quoted across lines)."""
     if manifest_kind(path) == "csv":
         header = read_manifest_header(path)
-        rows: Iterable[Mapping] = _csv_rows(path, header) if {"split", "box", "label"} & set(header) else ()
+        rows: Iterable[Mapping] = _csv_rows(path, header)
     else:
         check_utf8(path)
         header, rows = [], _jsonl_rows(path)
@@ -153,7 +171,7 @@ def parse_manifest_row(
         if unknown:  # a misspelt "lable" or "Split" would be ignored: the row would lose its label or split
             raise Rejected("bad_manifest_row", f"unknown keys {unknown}; known: {list(MANIFEST_COLUMNS)}")
     else:
-        values = next(csv.reader([line], delimiter=delimiter))
+        values = csv_values(line, delimiter)
         if len(values) != len(header):
             raise Rejected("bad_manifest_row", f"expected {len(header)} columns {list(header)}, got {len(values)}")
         row = dict(zip(header, values, strict=True))

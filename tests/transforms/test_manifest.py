@@ -129,8 +129,8 @@ def test_manifest_columns_say_what_the_rows_fill(tmp_path):
     csv_path.write_text('path,label,split,box\na.jpg,cat,train,\nb.jpg,dog,test,\nc.jpg,dog,train,\n"d,x.jpg",dog\n')
     assert manifest_columns(str(csv_path)) == ManifestColumns(frozenset(HEADER), frozenset({"split"}), ("train", "test"), 3, 0, None)
     header_only = tmp_path / "h.tsv"
-    header_only.write_text("path\tlabel_raster\na.tif\t\n")  # read no further than the header
-    assert manifest_columns(str(header_only)) == ManifestColumns(frozenset({"path", "label_raster"}), frozenset(), ())
+    header_only.write_text("path\tlabel_raster\na.tif\t\n")  # rows are read without a checked column too (quotes across lines)
+    assert manifest_columns(str(header_only)) == ManifestColumns(frozenset({"path", "label_raster"}), frozenset(), (), 0, 1, "a.tif")
     mixed = tmp_path / "mixed.csv"  # the rows without a label were written -1 beside the labelled ones
     mixed.write_text("path,label\na.jpg,cat\nb.jpg,\nc.jpg,dog\n")
     assert manifest_columns(str(mixed)) == ManifestColumns(frozenset({"path", "label"}), frozenset(), (), 2, 1, "b.jpg")
@@ -138,3 +138,13 @@ def test_manifest_columns_say_what_the_rows_fill(tmp_path):
     rows = [{"path": "a.jpg", "split": "val"}, {"path": "b.jpg", "box": [0, 0, 4, 4]}, {"path": "c.jpg", "box": [], "label_raster": ""}]
     jsonl_path.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"split": broken\n')
     assert manifest_columns(str(jsonl_path)) == ManifestColumns(frozenset({"split", "box"}), frozenset({"split", "box"}), ("val",), 0, 3, "a.jpg")
+
+
+def test_a_csv_field_quoted_across_lines_is_refused_by_the_launcher(tmp_path):
+    # Valid RFC 4180, but the job reads one row per line: 2 rows became 3 inputs, rejected as
+    # fragments, one of them `not_found` for a file the manifest never listed.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path\na.jpg\n"imgs/two\nlines.jpg"\n')
+    with pytest.raises(ValueError, match=r"line 3 opens a quoted field that it does not close .* JSONL manifest"):
+        manifest_columns(str(manifest))
+    assert "malformed CSV" in rejection('"imgs/two', "csv")  # the job's own parse of such a line
