@@ -832,3 +832,27 @@ def test_a_geotiff_cut_short_is_rejected_before_chipping(tmp_path: Path, name: s
             reason, message = err.reason, err.message
         assert reason == expected, (path.name, reason)
     assert "cut short" in message and "past the end of the file" in message
+
+
+def test_complex_samples_are_refused_by_every_to_uint8_rule(tmp_path: Path) -> None:
+    # minmax stretched the real part and dropped the imaginary one (half an SLC's data) without a word.
+    values = (np.arange(64 * 64).reshape(1, 64, 64) % 7 + 5) + 1j * (np.arange(64 * 64).reshape(1, 64, 64) % 200 - 100)
+    path = rastergen.write_raster(tmp_path / "slc.tif", values.astype(np.complex64))
+    crop = CropSpec("grid", size=(32, 32))
+    ranges = {"complex64": ([5.0], [11.0])}
+    for rule in (convert.Uint8Rule("minmax"), convert.Uint8Rule("bits")):
+        for given in (None, ranges):
+            with pytest.raises(Rejected, match="complex64 .real and imaginary parts., which no --to_uint8 rule converts") as err, \
+                    open_job(source(path), path.read_bytes()[:64], crop, RasterSpec(to_uint8=rule), 1, 10**9, ranges=given):
+                pass
+            assert err.value.reason == "band_mismatch"
+
+
+def test_a_float64_raster_is_offered_the_rule_that_converts_it_not_dtype_keep(tmp_path: Path) -> None:
+    # The bits rule's refusal said "store them with --dtype keep", which refuses float64.
+    crop = CropSpec("grid", size=(32, 32))
+    for dtype, keep in (("float64", False), ("float32", True)):
+        path = rastergen.write_raster(tmp_path / f"{dtype}.tif", np.linspace(0, 1, 64 * 64).reshape(1, 64, 64).astype(dtype))
+        with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], crop, RasterSpec(), 1, 10**9):
+            pass
+        assert "--to_uint8 minmax" in err.value.message and ("--dtype keep" in err.value.message) is keep

@@ -99,9 +99,11 @@ def conversion_bits(dtype: str, nbits: str | None, rule: Uint8Rule) -> int:
         return 8
     bits = rule.bits if rule.bits is not None else declared_bits(dtype, nbits)
     if bits is None:
+        keep = ", or store them with --dtype keep" if dtype in KEPT_DTYPES else ""  # float64 cannot be kept: keep refused it
         raise Rejected(
             "band_mismatch",
-            f"{dtype} samples have no bit depth, so --to_uint8 {rule} cannot make them the dataset's uint8; store them with --dtype keep",
+            f"{dtype} samples have no bit depth, so --to_uint8 {rule} cannot make them the dataset's uint8: stretch them by the"
+            f" dataset's range with --to_uint8 minmax{keep}",
         )
     return bits
 

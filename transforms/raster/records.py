@@ -367,6 +367,9 @@ def _converter(source_dtype: str, raster: RasterSpec, nbits: str | None, ranges:
         if source_dtype != raster.dtype:
             raise Rejected("band_mismatch", f"the raster's samples are {source_dtype}; this dataset stores {raster.dtype} ({convert.KEPT_NOTE if raster.kept else '--dtype'})")
         return None
+    if source_dtype.startswith("complex"):  # a stretch or a shift would keep the real part alone and drop the imaginary one
+        raise Rejected("band_mismatch", f"the raster's samples are {source_dtype} (real and imaginary parts), which no --to_uint8"
+                                        " rule converts: make them real first (amplitude, phase or a part) with GDAL or rasterio")
     rule = raster.to_uint8
     if rule.needs_dataset_range:
         if ranges is None:
