@@ -204,10 +204,16 @@ class ImagesToExamples(beam.DoFn):
         return beam.pvalue.TaggedOutput(REJECTED, Rejection(source.path, stage, err.reason, err.message).to_json())
 
     def _split_and_label(self, source: ImageSource, label_ids: Mapping[str, int]) -> tuple[str, int]:
-        """The source's split and label id; Rejected('label_not_listed') for a label missing from the map."""
+        """The source's split and label id; Rejected('label_not_listed') for a label missing from the
+        map, Rejected('no_label') for an image without a label in a labelled dataset."""
         if source.label and source.label not in label_ids:
             # Labels are listed apart from the images on the local runner; never mislabel silently.
             raise Rejected("label_not_listed", f"label {source.label!r} is not in the label map")
+        if not source.label and label_ids and self._spec.raster.labels is None:
+            # A stray file beside the class folders was written unlabelled (-1) among the labelled ones.
+            # (A manifest mixing labelled and unlabelled rows is refused by the launcher.)
+            raise Rejected("no_label", f"the image has no label (no class folder between it and its --input root) while the"
+                                       f" dataset's {len(label_ids)} classes come from folders")
         if source.split is not None:
             split = source.split
         else:

@@ -34,12 +34,14 @@ REASONS = {
     "not_rectified": "a raster georeferenced by ground control points that no affine transform fits within a pixel (an unrectified scene)",
     "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, a majority class under --min_label_fraction, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
+    "no_label": "the image sits in an --input folder itself, above the class folders the other inputs take their labels from",
     "bad_file_name": "the file's path is not valid UTF-8 (a name written in another encoding), or its label folder's name holds a line break",
 }
 
 # What to change when a reason dominates a build (named when a build fails on its rejections).
 REMEDIES = {
     "not_found": "check the paths (manifest paths resolve against the manifest's folder)",
+    "no_label": "move such files into a class folder, narrow --input to the class folders, or --label_from none",
     "bad_file_name": "rename the files and folders (to UTF-8: convmv -f latin1 -t utf-8 -r --notest DIR; no line breaks in folder names)",
     "unreadable": "check the files' permissions",
     "not_an_image": "narrow --input to image files, e.g. '**/*.jpg'",

@@ -569,6 +569,8 @@ FOLDER_CASES: tuple[Case, ...] = (
     Case("Upper-case extension .JPG", "Pillow JPEG", "names/SHOUTING.JPG", WRITTEN, _save_photo(14, "JPEG"), pillow_center),
     Case("Mixed-case extension .JpEg", "Pillow JPEG", "names/mixed.JpEg", WRITTEN, _save_photo(15, "JPEG"), pillow_center),
     Case("Upper-case extension .PNG", "Pillow PNG", "names/SCAN.PNG", WRITTEN, _save_photo(16, "PNG"), pillow_center),
+    Case("Image beside the class folders (directly in --input)", "Pillow JPEG; the other inputs are labelled by their folders",
+         "stray.jpg", "no_label", _save_photo(20, "JPEG")),
     Case("Deeply nested folders", "Pillow JPEG; label = the innermost folder (c)", "names/a/b/c/deep.jpg", WRITTEN, _save_photo(17, "JPEG"), pillow_center),
     Case("A folder named album.jpg", "folder holding inside.png; not an input itself, its file is", "names/album.jpg/inside.png", WRITTEN,
          lambda p: _dir_named_jpg(p.parent), pillow_center),

@@ -122,8 +122,9 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
     sources = [
         ImageSource(str(good), "cat/good.jpg", "cat", "test"),
         ImageSource(str(small), "cat/small.png", "cat", "train"),
-        ImageSource(str(tmp_path / "gone.jpg"), "gone.jpg", "", "train"),
+        ImageSource(str(tmp_path / "cat" / "gone.jpg"), "cat/gone.jpg", "cat", "train"),
         ImageSource(str(good), "bird/good.jpg", "bird", "train"),  # label missing from the map
+        ImageSource(str(tmp_path / "stray.jpg"), "stray.jpg", "", "train"),  # beside the class folders: no label
     ]
     expected = imagegen.center_crop(imagegen.reference_pixels(good), 32, 32)
 
@@ -140,12 +141,13 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         )
         assert_that(out["test"], check)
         assert_that(out["train"], equal_to([]), label="NoTrain")
-        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found"), ("good.jpg", "label_not_listed")]), label="Rejected")
+        assert_that(out[REJECTED] | beam.Map(lambda line: reasons([line])[0]), equal_to([("small.png", "too_small"), ("gone.jpg", "not_found"), ("good.jpg", "label_not_listed"),
+                                                                                     ("stray.jpg", "no_label")]), label="Rejected")
         # Per bundle, the number of images written: however the runner bundles, they sum to 1.
         assert_that(out[IMAGES_WRITTEN] | beam.CombineGlobally(sum), equal_to([1]), label="Written")
     counters = {c.key.metric.name: c.committed for c in p.result.metrics().query()["counters"] if c.key.metric.namespace == "cropshard"}
     assert counters == {
-        "images_read": 2,  # the missing file and the unlisted label are rejected before any read
+        "images_read": 2,  # the missing file, the unlisted label and the stray unlabelled one: rejected before any read
         "bytes_read": good.stat().st_size + small.stat().st_size,
         "images_decoded": 1,
         "decode_path_window": 1,
@@ -153,6 +155,7 @@ def test_images_to_examples_outputs_per_split_and_rejections(tmp_path):
         "rejected_too_small": 1,
         "rejected_not_found": 1,
         "rejected_label_not_listed": 1,
+        "rejected_no_label": 1,
     }
 
 
