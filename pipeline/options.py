@@ -218,6 +218,16 @@ def parse_splits(text: str) -> tuple[tuple[tuple[str, float], ...] | None, tuple
     return fractions, names
 
 
+def refuse_pattern_characters(flag: str, path: str) -> None:
+    """ValueError for a path holding * ? [ ]: Beam's file operations (match, delete, ReadFromText)
+    read it as a glob, so `--output 'out [v2]'` deleted files of a dataset in `out 2` (the class
+    [v2] matches "2"), and `--manifest 'm[1].csv'` took its label names from `m1.csv`."""
+    found = sorted(set(path) & set("*?[]"))
+    if found:
+        raise ValueError(f"{flag} {path!r} holds {' '.join(found)}, which Beam's file operations read as a pattern"
+                         " (matching other names than this one): choose a path without * ? [ ]")
+
+
 def build_config(options: PipelineOptions) -> BuildConfig:
     """Validate the cropshard options; ValueError with a specific message on bad combinations."""
     opts = options.view_as(CropshardOptions)
@@ -228,6 +238,9 @@ def build_config(options: PipelineOptions) -> BuildConfig:
         raise ValueError(f"--manifest {opts.manifest!r} is blank (an unset shell variable?): give the manifest's path")
     if bool(inputs) == bool(opts.manifest):
         raise ValueError("give exactly one of --input or --manifest")
+    refuse_pattern_characters("--output", opts.output)
+    if opts.manifest:
+        refuse_pattern_characters("--manifest", opts.manifest)
     output = _absolute(opts.output).rstrip("/")
     check_output_outside_inputs(output, inputs)
     crop = crop_spec(opts)

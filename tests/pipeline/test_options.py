@@ -23,6 +23,10 @@ def config(*args: str):
         (["--output=/out", "--input=/in/**", "--crop=manifest"], "--crop manifest needs --manifest"),
         # Blank values (`--manifest "$M"` with M unset) read as "not given": the messages named the wrong slip.
         (["--output=/out", "--manifest="], "--manifest '' is blank"),
+        # Beam's file operations glob these: 'out [v2]' deleted files of a dataset in 'out 2', 'm[1].csv' took m1.csv's labels.
+        (["--output=/data/out [v2]", "--input=/in/**", "--size=32"], r"--output '/data/out \[v2\]' holds \[ \], which Beam's file operations read"),
+        (["--output=/data/res*", "--input=/in/**", "--size=32"], r"--output '/data/res\*' holds \*"),
+        (["--output=/out", "--manifest=/m[1].csv", "--size=32"], r"--manifest '/m\[1\].csv' holds \[ \]"),
         (["--output=/out", "--input=/in/**", "--size="], "--size '' is blank"),
         (["--output=/out", "--input=/in/**", "--size=32", "--stride= "], "--stride ' ' is blank"),
         (["--output=/out", "--input=/in/**", "--crop=none", "--size=32"], "--crop none keeps whole images"),

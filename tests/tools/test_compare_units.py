@@ -351,7 +351,8 @@ def test_blank_paths_and_a_workdir_that_is_a_file_are_refused_before_any_build(t
     # --workdir file failed with "[Errno 17] File exists" once the first build started.
     (tmp_path / "afile").write_text("x")
     for argv, message in ((["--input="], "--input '' is blank"), (["--dataset=/d", "--dataset= "], "--dataset ' ' is blank"),
-                          ([f"--workdir={tmp_path / 'afile'}"], f"--workdir {tmp_path / 'afile'} is a file")):
+                          ([f"--workdir={tmp_path / 'afile'}"], f"--workdir {tmp_path / 'afile'} is a file"),
+                          (["--workdir=runs [v2]"], "--workdir 'runs [v2]' holds one of * ? [ ]")):
         with pytest.raises(SystemExit) as exited:
             cli.parse_args([*FAST, *argv])
         assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -194,6 +194,8 @@ def refuse_blank_paths(parser: argparse.ArgumentParser, args: argparse.Namespace
     for option, value in [*given, ("--workdir", args.workdir)]:
         if not value.strip():
             parser.error(f"{option} {value!r} is blank (an unset shell variable?): give a path, or drop it")
+    if set(args.workdir) & set("*?[]"):  # the builds' --output, which Beam's file operations would read as a glob
+        parser.error(f"--workdir {args.workdir!r} holds one of * ? [ ], which the builds' file operations read as a pattern: choose another")
     if "://" not in args.workdir and os.path.isfile(args.workdir):
         parser.error(f"--workdir {args.workdir} is a file: give a folder for the variants and results (created if missing)")
 
