@@ -147,8 +147,21 @@ class BuildConfig:
         return self.example.split_fractions is None
 
 
+def refuse_bracketed_names(pattern: str) -> None:
+    """ValueError for a local --input naming an existing file or folder whose name holds [ ]: the
+    listing reads them as a set of characters, so `--input 'Photos [2024]/**'` built from
+    `Photos 2` (one of "2", "0", "4") and called the dataset reconciled."""
+    parts = pattern.split("/")
+    for end, part in enumerate(parts, start=1):
+        if "[" in part and os.path.lexists("/".join(parts[:end])):
+            raise ValueError(f"--input {pattern}: {'/'.join(parts[:end])} exists, but [ ] in a pattern match any one character"
+                             " they enclose (other folders than this one): rename it without brackets, or list its files in a --manifest")
+
+
 def normalize_input(pattern: str) -> str:
     """A directory means everything below it."""
+    if "://" not in pattern and "[" in pattern:
+        refuse_bracketed_names(pattern)
     if re.search(r"[*?\[]", pattern):
         return pattern
     if pattern.endswith("/") or ("://" not in pattern and os.path.isdir(pattern)):

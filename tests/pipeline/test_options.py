@@ -277,3 +277,14 @@ def test_an_output_inside_the_inputs_through_a_symbolic_link_is_refused(tmp_path
         with pytest.raises(ValueError, match=f"^--output {output} is inside --input .* \\(through symbolic links: .*\\): the build would list"):
             config(f"--output={output}", *inputs, "--size=32")
     assert config(f"--output={tmp_path}/ds", f"--input={tmp_path}/link/**", "--size=32").output == f"{tmp_path}/ds"
+
+
+def test_an_input_naming_an_existing_bracketed_folder_is_refused(tmp_path) -> None:
+    # `--input 'Photos [2024]/**'` built from `Photos 2` ([2024] is one of 2, 0, 4) and said reconciled;
+    # the folder itself was "matched nothing".
+    (tmp_path / "Photos [2024]" / "cat").mkdir(parents=True)
+    (tmp_path / "Photos 2").mkdir()
+    for given in ("Photos [2024]", "Photos [2024]/**", "Photos [2024]/cat/*.jpg"):
+        with pytest.raises(ValueError, match=r"Photos \[2024\] exists, but \[ \] in a pattern match any one character"):
+            parse_inputs([str(tmp_path / given)])
+    assert parse_inputs([str(tmp_path / "Photos [0-9]/**")]) == (str(tmp_path / "Photos [0-9]/**"),)  # a class of characters, as globs mean
