@@ -856,3 +856,30 @@ def test_a_float64_raster_is_offered_the_rule_that_converts_it_not_dtype_keep(tm
         with pytest.raises(Rejected) as err, open_job(source(path), path.read_bytes()[:64], crop, RasterSpec(), 1, 10**9):
             pass
         assert "--to_uint8 minmax" in err.value.message and ("--dtype keep" in err.value.message) is keep
+
+
+@pytest.mark.parametrize("case", ["sparse", "lerc", "webp"])
+def test_eight_bit_tiffs_pillow_misreads_take_the_gdal_path(tmp_path: Path, case: str) -> None:
+    # A sparse TIFF's unwritten tiles came out of Pillow as the file's first bytes (the TIFF header,
+    # 73,73,42,0,...) and were written as pixels; LERC and WEBP TIFFs were decode_error "SyntaxError: 34887".
+    values = (np.arange(3 * 128 * 128) % 251).reshape(3, 128, 128).astype(np.uint8)
+    path = tmp_path / f"{case}.tif"
+    options = {"SPARSE_OK": True} if case == "sparse" else {"compress": case}
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8", tiled=True, blockxsize=64,
+                       blockysize=64, **options) as ds:
+        ds.write(values[:, :64, :64] if case == "sparse" else values, window=Window(0, 0, 64, 64) if case == "sparse" else None)
+    crop = CropSpec("grid", size=(64, 64))
+    records, _ = job_records(path, crop, RasterSpec(), 3)  # job_records asserts the raster path took it
+    assert len(records) == 4
+    for _, record in records:
+        np.testing.assert_array_equal(pixels_of(record), reference_window(path, record.crop_box))  # WEBP: GDAL's decode both sides
+        if case == "sparse" and record.crop_box[:2] != (0, 0):
+            assert not pixels_of(record).any()  # never written: zeros, as GDAL reads them
+
+
+def test_a_plain_eight_bit_tiff_stays_on_the_photo_path(tmp_path: Path) -> None:
+    path = tmp_path / "scan.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", compress="lzw") as ds:
+        ds.write(np.zeros((3, 64, 64), np.uint8))
+    with open_job(source(path), path.read_bytes()[:HEAD_BYTES], CropSpec("grid", size=(32, 32)), RasterSpec(), 3, 10**9) as job:
+        assert job is None

@@ -124,10 +124,23 @@ def refuse_truncated_tiff(dataset: Any, path: str) -> None:
     TileOffsets/StripOffsets and byte counts, which GDAL reports as BLOCK_OFFSET/BLOCK_SIZE, a few
     microseconds a block) ends past the end of the file; sparse blocks (offset 0) are absent by design."""
     from apache_beam.io.filesystems import FileSystems
-    from rasterio.enums import Interleaving
 
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     refuse_damaged_block_index(path)
+    for band, row, col, offset, length in tiff_blocks(dataset):
+        if offset and offset + length > size:
+            raise Rejected(
+                "truncated",
+                f"band {band}'s block (row {row}, column {col}) of the TIFF lies at bytes {offset}..{offset + length},"
+                f" past the end of the file ({size} bytes): the file is cut short",
+            )
+
+
+def tiff_blocks(dataset: Any) -> Iterator[tuple[int, int, int, int, int]]:
+    """(band, row, column, offset, byte count) of every full-resolution tile or strip of a TIFF
+    (GDAL's BLOCK_OFFSET/BLOCK_SIZE, a few microseconds a block); offset 0 is a sparse block."""
+    from rasterio.enums import Interleaving
+
     bands = [1] if dataset.count == 1 or dataset.interleaving == Interleaving.pixel else range(1, dataset.count + 1)
     for band in bands:
         block_height, block_width = dataset.block_shapes[band - 1]
@@ -135,12 +148,7 @@ def refuse_truncated_tiff(dataset: Any, path: str) -> None:
             for col in range(-(-dataset.width // block_width)):
                 offset = int(dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band) or 0)
                 length = int(dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band) or 0)
-                if offset and offset + length > size:
-                    raise Rejected(
-                        "truncated",
-                        f"band {band}'s block (row {row}, column {col}) of the TIFF lies at bytes {offset}..{offset + length},"
-                        f" past the end of the file ({size} bytes): the file is cut short",
-                    )
+                yield band, row, col, offset, length
 
 
 # TIFF tags of the first (full-resolution) image's layout and block index.

@@ -33,6 +33,7 @@ from cropshard.transforms.raster.open_raster import (
     raster_driver,
     refuse_references,
     refuse_truncated,
+    tiff_blocks,
     tiff_orientation,
 )
 from cropshard.transforms.raster.stats import BandStats
@@ -145,7 +146,22 @@ def photo_like(dataset: Any, path: str) -> bool:
         return False
     if dataset.driver == JP2:
         return pillow_decodes_jpeg2000(dataset.count, jp2_header(path))
-    return set(dataset.dtypes) == {"uint8"}
+    return set(dataset.dtypes) == {"uint8"} and pillow_decodes_tiff(dataset)
+
+
+# TIFF compressions Pillow's libtiff decodes (checked on Pillow 12): LERC and WEBP it cannot
+# ("cannot identify image file", "decoder error -2"), GDAL can.
+_PILLOW_TIFF_COMPRESSIONS = frozenset((None, "lzw", "deflate", "packbits", "jpeg", "zstd", "lzma", "ccittrle", "ccittfax3", "ccittfax4"))
+
+
+def pillow_decodes_tiff(dataset: Any) -> bool:
+    """Whether Pillow decodes this 8-bit TIFF as GDAL does: a compression its libtiff has, and no
+    sparse block (never written; GDAL reads it as zeros, Pillow filled it with the file's first
+    bytes, the TIFF header, and those chips were written as pixels)."""
+    compression = dataset.compression.value.lower() if dataset.compression is not None else None
+    if compression not in _PILLOW_TIFF_COMPRESSIONS:
+        return False
+    return all(offset and length for _, _, _, offset, length in tiff_blocks(dataset))
 
 
 def georeferenced(dataset: Any) -> bool:
