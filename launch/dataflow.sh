@@ -25,7 +25,7 @@
 # `gcloud auth application-default login`) refuses a non-empty --output unless --overwrite and
 # checks that the inputs match something (one list request; shards are sized from the bytes the
 # workers write, see launch/README.md, Flink step 5). It then waits for the job and prints the dataset summary; --no_wait_until_finish
-# returns after submission instead (dataset_info.json appears in --output when the job succeeds).
+# returns after submission instead (cropshard.json, written last, appears in --output when the job succeeds).
 #
 # Sizing, 500k photos: a 224x224 crop is ~150 KB as raw pixels (~75 GB in total, ~590 shards at
 # the default --target_shard_mb=128), ~15 KB as --encoding jpeg (~7.5 GB, ~60 shards). Decoding is

@@ -96,7 +96,7 @@ if [[ -n $workers && $ENVIRONMENT_TYPE != LOOPBACK ]]; then runner_args+=("--sdk
 # 30 s is how long an idle worker outlives the job.
 runner_args+=("--environment_cache_millis=${ENVIRONMENT_CACHE_MILLIS:-30000}")
 
-# Beam 2.62's per-view option parsers allow argparse prefix abbreviations, so cropshard's
+# Beam's per-view option parsers (since 2.62) allow argparse prefix abbreviations, so cropshard's
 # `--output DIR` also sets PortableOptions.output_executable_path=DIR; the job server then writes a
 # pipeline jar to DIR instead of running the job ("java.io.FileNotFoundException: DIR (Is a
 # directory)"). An explicit empty value AFTER the user's --output resets it (newer Beam releases
