@@ -303,6 +303,7 @@ def describe(path: str, info: DatasetInfo, label_counts: dict[str, Counter] | No
         f"image shape  {shape}",
         f"crop         {_crop_text(info.crop)}",
         f"compression  {info.compression}",
+        *_raster_lines(info.raster),
         "",
     ]
 
@@ -343,6 +344,20 @@ def describe(path: str, info: DatasetInfo, label_counts: dict[str, Counter] | No
         if key in info.schema:
             lines.append(f"  {key.replace('_', ' ')}: {info.schema[key]}")
     return "\n".join(lines)
+
+
+def _raster_lines(raster: dict | None) -> list[str]:
+    """What a raster dataset's pixels are: sample type (a uint16 dataset read as uint8 looked like
+    one), source bands, conversion, nodata limit and the CRSs of its chips."""
+    if not raster:
+        return []
+    dtype = raster.get("dtype") or "uint8"
+    conversion = f" (--to_uint8 {raster['to_uint8']})" if dtype == "uint8" and raster.get("to_uint8") else ""
+    bands = ",".join(map(str, raster.get("bands") or [])) or "all"
+    crs = raster.get("crs_seen") or []
+    crs_text = ", ".join(crs[:3]) + (f" and {len(crs) - 3} more" if len(crs) > 3 else "") if crs else "none"
+    nodata = f"; chips up to {raster['max_nodata']:g} nodata kept" if raster.get("max_nodata") else ""
+    return [f"raster       {raster.get('num_rasters', '?')} rasters; samples {dtype}{conversion}; bands {bands}{nodata}; CRS {crs_text}"]
 
 
 def _label_table(info: DatasetInfo, label_counts: dict[str, Counter] | None, note: str) -> list[str]:

@@ -52,6 +52,9 @@ def test_eight_band_keep_round_trips_with_georeferencing(tmp_path: Path) -> None
     assert info.raster["dtype"] == "uint16" and info.raster["bands"] == list(range(1, 9))
     assert info.raster["crs_seen"] == ["EPSG:32613", "EPSG:3857"] and info.raster["num_rasters"] == 2
     assert info.num_examples == 5 * 4 + 3 * 3
+    from cropshard.tools.inspect import describe  # a uint16 dataset described like a uint8 one
+
+    assert "raster       2 rasters; samples uint16; bands 1,2,3,4,5,6,7,8; CRS EPSG:32613, EPSG:3857" in describe(str(out), info, None)
 
     seen = 0
     for image, label, meta in reader.load(str(out), batch_size=None, shuffle=False, normalize="none", with_metadata=True).as_numpy_iterator():
