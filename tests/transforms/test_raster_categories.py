@@ -52,6 +52,19 @@ def test_no_sidecar_or_no_table_for_band_one_is_none(tmp_path: Path) -> None:
     assert categories.parse_pam_categories(stats_only, "x.aux.xml") is None
 
 
+def test_a_tables_single_text_column_names_its_rows() -> None:
+    # NLCD land-cover sidecars (the stars package's lc.tif) name their classes in "Land Cover Class",
+    # beside integer Value/Count and colour columns: refused as "no name column".
+    xml = (b'<PAMDataset><PAMRasterBand band="1"><GDALRasterAttributeTable><FieldDefn index="0"><Name>Value</Name><Type>0</Type><Usage>0</Usage>'
+           b'</FieldDefn><FieldDefn index="1"><Name>Count</Name><Type>0</Type><Usage>0</Usage></FieldDefn><FieldDefn index="2">'
+           b'<Name>Land Cover Class</Name><Type>2</Type><Usage>0</Usage></FieldDefn><Row index="0"><F>11</F><F>9</F><F>Open Water</F></Row>'
+           b'<Row index="1"><F>21</F><F>3</F><F>Developed, Open Space</F></Row></GDALRasterAttributeTable></PAMRasterBand></PAMDataset>')
+    assert categories.parse_pam_categories(xml, "lc.tif.aux.xml") == ((11, "Open Water"), (21, "Developed, Open Space"))
+    two_texts = xml.replace(b'<FieldDefn index="1"><Name>Count</Name><Type>0</Type>', b'<FieldDefn index="1"><Name>Note</Name><Type>2</Type>')
+    with pytest.raises(categories.CategoryTableError, match="no name column"):
+        categories.parse_pam_categories(two_texts, "lc.tif.aux.xml")  # which of two texts names the class is not guessed
+
+
 @pytest.mark.parametrize(
     ("xml", "message"),
     [

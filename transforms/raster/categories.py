@@ -92,8 +92,12 @@ def _attribute_table(table: ElementTree.Element, source: str) -> list[tuple[int,
     name_col = _column(columns, lambda name, kind, usage: usage == USAGE_NAME)
     if name_col is None:
         name_col = _column(columns, lambda name, kind, usage: kind == RAT_STRING and name.lower() in NAME_COLUMNS)
+    strings = [index for index, (_, kind, _) in enumerate(columns) if kind == RAT_STRING]
+    if name_col is None and len(strings) == 1:
+        name_col = strings[0]  # the table's one text column names its rows: NLCD's "Land Cover Class"
     if name_col is None:
-        raise CategoryTableError(f"{source}: the attribute table has no name column (usage Name, or a string column named one of {list(NAME_COLUMNS)})")
+        raise CategoryTableError(f"{source}: the attribute table has no name column (usage Name, a string column named one of"
+                                 f" {list(NAME_COLUMNS)}, or a single string column)")
     value_col = _column(columns, lambda name, kind, usage: usage == USAGE_MINMAX)
     if value_col is None:
         value_col = _column(columns, lambda name, kind, usage: kind == RAT_INTEGER and name.lower() in VALUE_COLUMNS)
