@@ -34,8 +34,9 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-: "${PROJECT:?set PROJECT to your GCP project id}"
-: "${BUCKET:?set BUCKET to a GCS bucket name for Beam temp/staging files (without gs://)}"
+# Usage errors exit 2, as cropshard's own do.
+[[ -n ${PROJECT:-} ]] || { echo "dataflow.sh: error: set PROJECT to your GCP project id" >&2; exit 2; }
+[[ -n ${BUCKET:-} ]] || { echo "dataflow.sh: error: set BUCKET to a GCS bucket name for Beam temp/staging files (without gs://)" >&2; exit 2; }
 REGION=${REGION:-us-central1}
 MACHINE_TYPE=${MACHINE_TYPE:-n2-standard-4}
 MAX_WORKERS=${MAX_WORKERS:-32}

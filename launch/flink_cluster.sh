@@ -353,7 +353,7 @@ beam_taskmanager_classpath() {
 
 # --- commands -------------------------------------------------------------------------------
 cmd_start() {
-  [[ $TASKMANAGERS =~ ^[1-9][0-9]*$ ]] || die "--taskmanagers must be a positive integer"
+  [[ $TASKMANAGERS =~ ^[1-9][0-9]*$ ]] || { echo "[flink_cluster] ERROR: --taskmanagers must be a positive integer, got '$TASKMANAGERS'" >&2; usage; }
   [[ -f $FLINK_DIST_DIR/.complete ]] || die "no Flink distribution in $FLINK_DIST_DIR: run launch/fetch_flink.sh first"
   need java "install a Java 17 JDK/JRE"
   need curl "apt-get install curl"
