@@ -45,6 +45,22 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 FLINK_MASTER=${FLINK_MASTER:-localhost:${FLINK_REST_PORT:-8081}}
 ENVIRONMENT_TYPE=${ENVIRONMENT_TYPE:-PROCESS}
 
+# Every argument understood or refused before the cluster is looked for, as `cropshard build`
+# does (a typo was reported only once a cluster was up). An interpreter without cropshard is
+# left to the checks below, which name it.
+"$PYTHON" - "$@" <<'PY' || exit $?
+import sys
+try:
+    from cropshard.pipeline.arguments import UsageError, check_build_arguments
+except ImportError:
+    sys.exit(0)
+try:
+    check_build_arguments(sys.argv[1:])
+except UsageError as err:
+    print(f"cropshard build: error: {err}", file=sys.stderr)
+    sys.exit(2)
+PY
+
 # The job server flink_cluster.sh started (or one given explicitly).
 JOB_ENDPOINT=${BEAM_JOB_ENDPOINT:-$(cat "$JOB_ENDPOINT_FILE" 2>/dev/null || true)}
 [[ -n $JOB_ENDPOINT ]] || die "no Beam job server recorded in $JOB_ENDPOINT_FILE: run launch/flink_cluster.sh start (or set BEAM_JOB_ENDPOINT)"
