@@ -3,12 +3,13 @@
 `cropshard build ...` and `python -m cropshard.pipeline build ...` are the same command; every Beam
 option (--runner, --direct_num_workers, Dataflow and Flink options) passes through, and every other
 argument is refused (pipeline/arguments.py). Exit status: 0 ok, 1 build failed, 2 usage error,
-130 interrupted.
+130 interrupted (a second Ctrl-C ends the process and its workers at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import logging
 import re
@@ -165,12 +166,58 @@ def unknown_command_message(argv: Sequence[str]) -> str:
     return f"cropshard: error: unknown command {word!r}{hint}; commands: {', '.join(COMMANDS)}"
 
 
+FORCED_EXIT = "cropshard: interrupted again: exiting now (temporary files may stay in --output; rerun with --overwrite)"
+
+
+def end_on_second_interrupt() -> None:
+    """For this process's own run only (it exits when the command returns): the first Ctrl-C
+    interrupts the command as before (KeyboardInterrupt: clean-up, one line, exit 130); a second
+    ends the process at once, its worker subprocesses too. A SIGINT that reached the launcher
+    alone while the local workers started could leave it waiting forever, and a second did nothing."""
+    import os
+    import signal
+
+    terminal = os.dup(2)  # before a command points file descriptor 2 at its log
+    interrupts = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        interrupts.append(signum)
+        if len(interrupts) == 1:
+            raise KeyboardInterrupt
+        os.write(terminal, (FORCED_EXIT + "\n").encode())
+        for child in _descendants():
+            with contextlib.suppress(OSError):  # gone already
+                os.kill(child, signal.SIGTERM)
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _descendants(pid: str = "self") -> list[int]:
+    """Every process below `pid` (Linux /proc; none elsewhere): Beam's local workers run under
+    a /bin/sh of their own, so the shell's children too."""
+    import glob
+
+    found = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as handle:
+                children = [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(str(child))]
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script. Without `argv` it is this process's entry point (`cropshard`, `python -m
     cropshard.pipeline`), which exits when it returns: after Ctrl-C, build and compare then leave
     the output redirected to the log (Console.keep_until_exit); called with `argv`, everything is
     restored as it was."""
     exiting = argv is None
+    if exiting:
+        end_on_second_interrupt()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

@@ -538,6 +538,40 @@ def test_an_interrupted_compare_says_so_not_the_builds_rerun_with_overwrite(imag
     assert err[-1] == cli.COMPARE_INTERRUPTED and "--overwrite" not in err[-1]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of process `pid` (Linux /proc)."""
+    return [int(child) for path in glob.glob(f"/proc/{pid}/task/*/children") for child in Path(path).read_text().split()]
+
+
+def running(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    with contextlib.suppress(OSError):
+        return "zombie" not in status.read_text()
+    return False
+
+
+@pytest.mark.slow  # a build in a child process, interrupted twice
+def test_a_second_ctrl_c_ends_the_launcher_and_its_workers_at_once(images: Path, tmp_path: Path) -> None:
+    # A SIGINT that reached the launcher alone while its workers started could leave it waiting for
+    # ever (futex), and a second one did nothing: only SIGTERM ended it, its workers left running.
+    proc = subprocess.Popen([str(CROPSHARD), "build", f"--input={images}/**", f"--output={tmp_path / 'out'}", "--size=32", "--progress=off",
+                             "--direct_num_workers=2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(tmp_path),
+                            start_new_session=True, text=True, preexec_fn=foreground_signals)
+    deadline = time.monotonic() + 120
+    while not child_pids(proc.pid):  # its worker processes have started
+        assert proc.poll() is None and time.monotonic() < deadline, f"the build ended or started no worker within 120 s: {proc.returncode}"
+        time.sleep(0.05)
+    workers = child_pids(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, stderr
+    assert stderr.splitlines()[-1] in (cli.FORCED_EXIT, cli.INTERRUPTED), stderr
+    time.sleep(1)
+    assert not [pid for pid in workers if running(pid)], "workers left running"
+
+
 @pytest.mark.slow  # a 600-image build in a child process, interrupted
 def test_ctrl_c_exits_130_with_one_line_and_removes_beam_temp_files(tmp_path: Path) -> None:
     for i in range(600):
