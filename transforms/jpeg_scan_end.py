@@ -75,4 +75,4 @@ def refusal(data: bytes, last_pixel: int | tuple[int, ...] | np.ndarray, mode: s
     words = scans_end_early(data)
     if words is None:
         return None
-    return f"JPEG scan data stops before the image is complete (libjpeg: {words!r}); the rest would be decoded as flat grey"
+    return f"JPEG scan data stops before the image is complete (libjpeg: {words!r}); the rest would be decoded as flat grey (blurred, in a progressive JPEG)"

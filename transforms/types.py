@@ -23,4 +23,4 @@ def breaks_lines(label: str) -> bool:
     """Whether a label name holds a line break (\\n, \\r or any other `str.splitlines` boundary):
     labels.txt and TFDS's label file hold one name per line, so `bee\\nwasp` became two classes
     there and every later id named the wrong one."""
-    return len(label.splitlines()) > 1 or label.endswith(("\n", "\r"))
+    return "".join(label.splitlines()) != label
