@@ -111,6 +111,37 @@ def test_windows_depend_only_on_the_seed() -> None:
     assert not np.array_equal(a, sample([375] * 64, [500] * 64, (9, 10), flip=True))
 
 
+
+def test_an_asymmetric_ratio_range_gives_wide_windows() -> None:
+    # Every other test uses a ratio range symmetric in log space, where swapping h and w is
+    # invisible; with (1, 2) the swap gave tall windows (w/h in 1/2..1) for almost every draw.
+    n = 2000
+    windows = sample([400] * n, [400] * n, (13, 14), scale=(0.1, 0.5), ratio=(1.0, 2.0))
+    h, w = windows[:, 2].astype(float), windows[:, 3].astype(float)
+    # Sides are rounded: allow half a pixel on each side of the exact aspect draw.
+    assert ((w + 0.5) / (h - 0.5) >= 1.0).all() and ((w - 0.5) / (h + 0.5) <= 2.0).all()
+    assert np.mean(w / h > 1.2) > 0.5, "most windows are clearly wider than tall"
+
+
+def test_the_fallback_of_a_too_tall_image_uses_the_lowest_ratio() -> None:
+    # 1000x10 with area 1.0: no draw fits, so the fallback is the full width at the lowest
+    # aspect 0.5, h = 10 / 0.5 = 20 (hand-computed), centred: y = (1000 - 20) // 2. Multiplying
+    # by the ratio gave h = 5, aspect 2.0, outside the requested range.
+    windows = sample([1000, 10], [10, 1000], (7, 8), scale=(1.0, 1.0), ratio=(0.5, 2.0))
+    assert windows[0, :4].tolist() == [490, 0, 20, 10]
+    assert windows[1, :4].tolist() == [0, 490, 10, 20]
+
+
+def test_x_and_y_offsets_are_drawn_independently() -> None:
+    # With the x offset reusing the y draw, every window lay on the image's diagonal while the
+    # mean of each offset, checked alone, stayed at 0.5.
+    n = 4000
+    windows = sample([400] * n, [400] * n, (15, 16), scale=(0.1, 0.1), ratio=(1.0, 1.0))
+    y, x, h, w = (windows[:, i].astype(float) for i in range(4))
+    fy, fx = y / (400 - h), x / (400 - w)
+    assert abs(np.corrcoef(fy, fx)[0, 1]) < 0.1
+
+
 # ---- the resize: exactly tf.image.resize's samples -----------------------------------------------
 
 

@@ -560,3 +560,21 @@ def test_whole_jpegs_that_end_mid_grey_are_written(strategy):
 def test_the_sign_of_a_zero_block_is_its_luma_not_its_colour(pixel, mode, sign):
     # (170, 110, 120): luma 128 with chroma blended in from a neighbouring block by upsampling.
     assert last_pixel_is_mid_grey(pixel, mode) is sign
+
+
+def test_grid_and_random_crops_are_the_literal_expected_boxes(tmp_path):
+    # test_grid_and_none and test_box_random_and_manifest_crops take their expected boxes from
+    # grid_boxes / random_boxes, so a bug there (stride axes swapped, a wrong offset range or
+    # seed) moved both sides alike. Grid: rows 0, 40, 80 (H=150) x columns 0, 60, 120 (W=210).
+    data, ref = encoded(tmp_path, 8)
+    decoded = decode_crops(data, CropSpec("grid", size=(50, 50), stride=(40, 60)), key="k")
+    assert [c.source_box for c in decoded.crops] == [(y, x, 50, 50) for y in (0, 40, 80) for x in (0, 60, 120)]
+    for c in decoded.crops:
+        np.testing.assert_array_equal(c.pixels, window(ref, c.source_box))
+    # Random: numpy's default_rng seeded with the first 8 bytes (big-endian) of
+    # sha256("random_crop\0" "3\0" "some/key.jpg"), 4 y offsets in 0..117 then 4 x offsets in
+    # 0..193, computed once outside cropshard.
+    decoded = decode_crops(data, CropSpec("random", size=(33, 17), crops_per_image=4, seed=3), key="some/key.jpg")
+    assert [c.source_box for c in decoded.crops] == [(59, 38, 33, 17), (20, 21, 33, 17), (90, 46, 33, 17), (2, 14, 33, 17)]
+    for c in decoded.crops:
+        np.testing.assert_array_equal(c.pixels, window(ref, c.source_box))

@@ -299,3 +299,16 @@ def test_scan_headers_must_name_frame_components_and_a_valid_spectral_range() ->
     assert window_decodes_exactly(data) and data[spectral : spectral + 3] == b"\x00\x3f\x00"
     assert not window_decodes_exactly(data[:sos + 5] + b"\x09" + data[sos + 6 :])  # component 9 is not in the frame
     assert not window_decodes_exactly(data[:spectral] + b"\x00\x20\x00" + data[spectral + 3 :])  # a sequential scan of 0..32 only
+
+
+@pytest.mark.parametrize("subsampling", [1, 2], ids=["422", "420"])
+def test_a_narrow_window_at_the_right_edge_matches_pillow(subsampling: int) -> None:
+    # A 1-2 px window in the last, narrow iMCU column: without shifting the decoded region left to
+    # keep it 16 px wide, libjpeg switched to box upsampling and the pixels were off by ~7 levels.
+    for width in range(97, 114):
+        data = make_jpeg(subsampling=subsampling, size=(48, width), seed=width)
+        for w in (1, 2, 3):
+            box = (10, width - w, 20, w)
+            np.testing.assert_array_equal(
+                decode_jpeg_window(data, box, 1, 3), reference(data, box, 3), err_msg=f"width={width} box={box}"
+            )

@@ -148,3 +148,17 @@ def test_a_csv_field_quoted_across_lines_is_refused_by_the_launcher(tmp_path):
     with pytest.raises(ValueError, match=r"line 3 opens a quoted field that it does not close .* JSONL manifest"):
         manifest_columns(str(manifest))
     assert "malformed CSV" in rejection('"imgs/two', "csv")  # the job's own parse of such a line
+
+
+def test_a_csv_row_with_an_extra_column_is_rejected_not_a_crash():
+    # Only rows with too few columns were refused; an extra column reached zip(strict=True) and
+    # raised ValueError in the DoFn, failing the whole build instead of rejecting one row.
+    with pytest.raises(Rejected) as err:
+        parse_manifest_row("a.jpg,cat,extra", "csv", ["path", "label"], "/m", None)
+    assert err.value.reason == "bad_manifest_row"
+
+
+def test_csv_labels_are_stripped():
+    # Without the strip "a.jpg, cat" gave the label " cat": a second class next to "cat".
+    assert parse_manifest_row("a.jpg, cat", "csv", ["path", "label"], "/m", None).label == "cat"
+    assert parse_manifest_row("a.jpg,cat  ", "csv", ["path", "label"], "/m", None).label == "cat"

@@ -883,3 +883,107 @@ def test_a_plain_eight_bit_tiff_stays_on_the_photo_path(tmp_path: Path) -> None:
         ds.write(np.zeros((3, 64, 64), np.uint8))
     with open_job(source(path), path.read_bytes()[:HEAD_BYTES], CropSpec("grid", size=(32, 32)), RasterSpec(), 3, 10**9) as job:
         assert job is None
+
+
+# --- resampling, per-band masks, saturation: the branches the tests above do not reach -----------
+
+
+def test_resize_without_overviews_is_rasterios_bilinear_read(tmp_path: Path) -> None:
+    # The overview test above reads at exactly an overview's factor, where nearest and bilinear
+    # give the same samples; without overviews a nearest read differed by up to ~2400 levels.
+    from rasterio.enums import Resampling
+
+    data = rastergen.multispectral(512, 384, bands=3)
+    path = rastergen.write_raster(tmp_path / "no_ov.tif", data)
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1) == []
+        chip = chips.read_chip(ds, (1, 2, 3), (32, 16, 64, 64), (128, 96), masked=False)
+        window = Window(16 * 4, 32 * 4, 64 * 4, 64 * 4)
+        bilinear = ds.read(window=window, out_shape=(3, 64, 64), resampling=Resampling.bilinear)
+        nearest = ds.read(window=window, out_shape=(3, 64, 64), resampling=Resampling.nearest)
+    assert not np.array_equal(bilinear, nearest)  # the data tells the two apart
+    np.testing.assert_array_equal(chip.pixels, np.moveaxis(bilinear, 0, -1))
+
+
+def _per_band_nodata_vrt(tmp_path: Path, data: np.ndarray, nodata_band: int) -> Path:
+    """A VRT over a plain GeoTIFF of `data` with nodata=0 on band `nodata_band` only, so the
+    bands' masks differ (a GeoTIFF's nodata applies to every band)."""
+    tif = rastergen.write_raster(tmp_path / "bands.tif", data)
+    count, height, width = data.shape
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{b}">'
+        + ("<NoDataValue>0</NoDataValue>" if b == nodata_band else "")
+        + f'<SimpleSource><SourceFilename relativeToVRT="1">{tif.name}</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource>'
+        "</VRTRasterBand>"
+        for b in range(1, count + 1)
+    )
+    vrt = tmp_path / "bands.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{bands}</VRTDataset>')
+    return vrt
+
+
+def test_a_pixel_is_valid_only_when_every_band_is_data(tmp_path: Path) -> None:
+    # Every other nodata raster masks the same pixels in every band; with "any band is data" a
+    # pixel nodata in band 2 alone counted as valid (and has_mask said the raster had no mask).
+    data = rastergen.multispectral(32, 32, bands=3) + 1
+    data[1, :8, :8] = 0  # band 2 alone is nodata in the top-left 8x8 corner
+    vrt = _per_band_nodata_vrt(tmp_path, data, nodata_band=2)
+    with rasterio.open(vrt) as ds:
+        assert chips.has_mask(ds, (1, 2, 3)) and not chips.has_mask(ds, (1, 3))
+        chip = chips.read_chip(ds, (1, 2, 3), (0, 0, 32, 32), (32, 32), masked=True)
+        assert chip.valid_fraction == 1 - 64 / (32 * 32)
+        assert not chip.valid[:8, :8].any() and chip.valid[8:, :].all() and chip.valid[:, 8:].all()
+        values = chips.preview(ds, (1, 2, 3))
+    assert values.shape == (3, 32 * 32 - 64)  # the corner's samples are not in the statistics
+    assert (values[1] > 0).all()
+
+
+def test_a_float_rasters_nan_samples_are_not_valid(tmp_path: Path) -> None:
+    # Without the finite check a NaN sample (no nodata declared) counted as data.
+    data = np.arange(2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
+    data[1, 3, 4] = np.nan
+    data[0, 10, 11] = np.inf
+    path = rastergen.write_raster(tmp_path / "nan.tif", data)
+    with rasterio.open(path) as ds:
+        chip = chips.read_chip(ds, (1, 2), (0, 0, 16, 16), (16, 16), masked=True)
+    expected = np.ones((16, 16), bool)
+    expected[3, 4] = expected[10, 11] = False
+    np.testing.assert_array_equal(chip.valid, expected)
+    assert chip.valid_fraction == 254 / 256
+
+
+def test_small_pad_of_a_masked_raster_keeps_the_mask_inside(tmp_path: Path) -> None:
+    # With --small pad the part inside the raster was marked all valid, nodata included.
+    data = rastergen.multispectral(20, 20, bands=1) + 1
+    data[0, :5, :5] = 0  # 25 nodata pixels inside the raster
+    path = rastergen.write_raster(tmp_path / "pad.tif", data, nodata=0)
+    with rasterio.open(path) as ds:
+        chip = chips.read_chip(ds, (1,), (-5, -5, 30, 30), (20, 20), masked=True)
+    assert chip.valid_fraction == (400 - 25) / 900
+    assert not chip.valid[5:10, 5:10].any() and chip.valid[10:25, 10:25].all()
+    assert not chip.valid[:5].any() and not chip.valid[:, 25:].any()
+
+
+def test_the_bits_rule_rejects_more_than_one_percent_of_saturated_samples() -> None:
+    # Only a source with nearly every sample above the bits was tested: at a 50% threshold,
+    # bits:12 on data with 30% of its samples above 4095 passed, 30% of the image white.
+    values = np.tile(np.arange(0, 4000, 4, dtype=np.uint16), 10)  # 10000 samples in 0..3996
+    for share, rejected in ((0.3, True), (0.05, True), (0.005, False)):
+        source = values.copy()
+        source[: int(share * source.size)] = 5000
+        tracker = convert.RangeTracker(bits=12)
+        tracker.add(source, convert.to_uint8(source, 12))
+        if rejected:
+            with pytest.raises(Rejected) as err:
+                tracker.check(convert.Uint8Rule("bits", 12), 12, "uint16")
+            assert err.value.reason == "band_mismatch" and "saturates" in err.value.message
+        else:
+            tracker.check(convert.Uint8Rule("bits", 12), 12, "uint16")
+
+
+def test_a_percentile_rule_needs_low_below_high() -> None:
+    # percentile:50,50 stretched over a span of ~0: a thresholded black-and-white image.
+    for bad in ("percentile:50,50", "percentile:0,0", "percentile:100,100"):
+        with pytest.raises(ValueError):
+            convert.parse_uint8_rule(bad)
+    assert convert.parse_uint8_rule("percentile:49,50").percentiles == (49.0, 50.0)
