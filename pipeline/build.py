@@ -247,6 +247,7 @@ def raster_options_given(raster: RasterSpec) -> list[str]:
         "--dtype": raster.dtype if raster.dtype != RasterSpec.dtype else None,
         "--max_nodata": f"{raster.max_nodata:g}" if raster.max_nodata is not None else None,
         "--split_by": f"block:{raster.split_block:g}" if raster.split_block else None,
+        "--split_crs": raster.split_crs,
     }
     if raster.labels is not None:
         given["--label_raster"] = raster.labels.pattern or "(the manifest's label_raster column)"

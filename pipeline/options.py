@@ -20,7 +20,7 @@ from cropshard.transforms.listing import glob_root
 from cropshard.transforms.manifest import ManifestColumns, manifest_columns
 from cropshard.transforms.raster import convert as raster_convert
 from cropshard.transforms.raster import labels as raster_labels
-from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by
+from cropshard.transforms.raster.records import RasterSpec, parse_bands, parse_split_by, parse_split_crs
 from cropshard.transforms.raster.tasks import RASTER_FACTS, RASTER_STATS, RASTER_TASKS, SOURCES_WRITTEN, TASK_OUTCOMES
 from cropshard.transforms.rejects import REJECTED
 
@@ -110,6 +110,9 @@ def add_raster_arguments(add) -> None:  # noqa: ANN001 - the group's add(flag, h
         shown_default="off")
     add("--split_by", "Assign raster chips to the --split fractions by a hash of the N x N block they fall in (map units with a CRS, else pixels).",
         default=None, metavar="block:N", shown_default="off")
+    add("--split_crs", "With --split_by: cut every block in this CRS's map units (e.g. EPSG:32632, or a WKT), each chip's footprint reprojected there;"
+        " needed when the rasters are in more than one CRS (neighbouring UTM zones), whose blocks would not line up.",
+        default=None, metavar="CRS", shown_default="each raster's own CRS, which must be one for all")
     add("--label_raster", "Each raster's class map (a GeoTIFF or JPEG 2000), from the image path: {dir} {stem} {name} {ext}, e.g. '{dir}/../labels/{stem}.tif'."
         " Aligned onto the image's grid (nearest).", default=None, metavar="PATTERN", shown_default="off")
     add("--label_mode", "majority: each chip's label is its majority class; mask: store the chip's class-id mask (image/segmentation/encoded).",
@@ -394,7 +397,16 @@ def raster_spec(opts: CropshardOptions, fractions: tuple | None, columns: Manife
         named = ",".join(f"{name}={share:g}" for name, share in fractions)
         raise ValueError(f"--split_by has no effect with one split (--split {named}): give it --split fractions, e.g. train=0.8,test=0.2")
     return RasterSpec(bands, opts.dtype, raster_convert.parse_uint8_rule(opts.to_uint8), opts.max_nodata, split_block,
-                      label_raster_spec(opts, columns))
+                      label_raster_spec(opts, columns), split_crs=_split_crs(opts, split_block))
+
+
+
+def _split_crs(opts: CropshardOptions, split_block: float | None) -> str | None:
+    if opts.split_crs is None:
+        return None
+    if opts.split_crs.strip() and not split_block:
+        raise ValueError("--split_crs has no effect without --split_by block:N (it names the CRS of those blocks): add --split_by or drop it")
+    return parse_split_crs(opts.split_crs)
 
 
 def label_raster_spec(opts: CropshardOptions, columns: ManifestColumns | None = None) -> raster_labels.LabelRasterSpec | None:

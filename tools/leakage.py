@@ -11,7 +11,10 @@ record's metadata (no pixels) and reports:
   raster file legitimately share it under `--split_by`; copies of it under other names do not).
 
 Map footprints are compared per CRS as `crs_identity` names it (the writer's `--split_by` grid),
-so rasters whose WKTs spell one CRS differently are compared with each other.
+so rasters whose WKTs spell one CRS differently are compared with each other; footprints in
+different CRSs (rasters in neighbouring UTM zones, which overlap) are compared too, those of one
+CRS reprojected by PROJ into the other's (corners for the exact test, points along the edges for
+the candidate boxes: a reprojected edge bows, by far less than CROSS_CRS_TOLERANCE for chips).
 
 A map footprint is the parallelogram the chip's affine transform maps its pixel rectangle to
 (rotated or sheared rasters included); two overlap when their interiors meet, by more than a
@@ -42,6 +45,9 @@ Corners = tuple[tuple[float, float], ...]  # (x, y) of a convex footprint's vert
 # adjacent tiles (A * translation(512, 0)) rarely share an edge to the last bit, and a
 # millionth of a pixel is far above that rounding yet far below any real overlap.
 TOUCH_TOLERANCE = 1e-6
+# Across CRSs a reprojected footprint's straight edges stand in for curves: for chip-sized
+# footprints the difference is micrometres, and a thousandth of a pixel still is no real overlap.
+CROSS_CRS_TOLERANCE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Footprint:
     filename: str
     corners: Corners | None = None  # a map footprint's parallelogram (rotation and shear included)
     pixel: float = 0.0  # shorter pixel side in map units: scales TOUCH_TOLERANCE (0: exact test)
+    crs: str = ""  # a map footprint's CRS as its record names it (what PROJ reprojects from)
 
 
 @dataclasses.dataclass
@@ -59,6 +66,7 @@ class LeakReport:
     examples: int
     overlaps: list[tuple[Footprint, Footprint]]  # pairs in different splits
     shared_sources: dict[str, set[str]]  # sha256 -> the splits holding it (photos)
+    uncompared: int = 0  # map footprints PROJ could not place in another CRS present, so not compared with its chips
 
     @property
     def clean(self) -> bool:
@@ -68,7 +76,10 @@ class LeakReport:
         lines = [f"leakage: {self.examples} examples checked across splits"]
         lines.append(f"  footprints overlapping across splits: {len(self.overlaps)} pairs")
         for a, b in self.overlaps[:limit]:
-            lines.append(f"    {a.split} {a.filename} {_box_text(a.box)} x {b.split} {b.filename} {_box_text(b.box)} ({a.space})")
+            space = a.space if a.space == b.space else f"{a.space} x {b.space}"
+            lines.append(f"    {a.split} {a.filename} {_box_text(a.box)} x {b.split} {b.filename} {_box_text(b.box)} ({space})")
+        if self.uncompared:
+            lines.append(f"  footprints PROJ could not reproject into another CRS of the dataset (not compared across CRSs): {self.uncompared}")
         lines.append(f"  identical sources (sha256) in several splits: {len(self.shared_sources)}")
         for digest, splits in list(self.shared_sources.items())[:limit]:
             lines.append(f"    {digest[:16]}... in {', '.join(sorted(splits))}")
@@ -94,12 +105,13 @@ def footprint_corners(transform: tuple[float, ...], height: int, width: int) -> 
     return tuple((x0 + a * col + b * row, y0 + d * col + e * row) for col, row in ((0, 0), (width, 0), (width, height), (0, height)))
 
 
-def map_footprint(split: str, crs: str, transform: tuple[float, ...], height: int, width: int, filename: str) -> Footprint:
-    """The footprint of a georeferenced chip: its parallelogram, bounding box and pixel size."""
+def map_footprint(split: str, crs: str, transform: tuple[float, ...], height: int, width: int, filename: str, crs_text: str = "") -> Footprint:
+    """The footprint of a georeferenced chip: its parallelogram, bounding box and pixel size
+    (`crs`: its `crs_identity`; `crs_text`: the record's own CRS text, for reprojecting it)."""
     _, a, b, _, d, e = transform
     pixel = min(math.hypot(a, d), math.hypot(b, e))  # lengths of one pixel's column and row steps
     return Footprint(split, f"crs:{crs}", footprint_box(transform, height, width), filename,
-                     footprint_corners(transform, height, width), pixel)
+                     footprint_corners(transform, height, width), pixel, crs_text or crs)
 
 
 def _records(path: str, info: DatasetInfo) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -129,11 +141,12 @@ def footprints(path: str, info: DatasetInfo) -> tuple[list[Footprint], dict[str,
         count += 1
         filename = record[schema.FILENAME].decode("utf-8")
         transform = record[schema.GEO_TRANSFORM]
-        crs = crs_identity(record[schema.GEO_CRS].decode("utf-8"))
+        crs_text = record[schema.GEO_CRS].decode("utf-8")
+        crs = crs_identity(crs_text)
         digests[record[schema.SOURCE_SHA256].decode("ascii")].add((split, filename))
         if transform and crs:
             height, width = int(record[schema.IMAGE_HEIGHT]), int(record[schema.IMAGE_WIDTH])
-            found.append(map_footprint(split, crs, struct.unpack("<6d", transform), height, width, filename))
+            found.append(map_footprint(split, crs, struct.unpack("<6d", transform), height, width, filename, crs_text))
             continue
         y, x, h, w = (int(v) for v in record[schema.CROP_BOX])
         found.append(Footprint(split, f"source:{filename}", (x, y, x + w, y + h), filename))
@@ -164,6 +177,75 @@ def overlapping_pairs(items: list[Footprint]) -> list[tuple[Footprint, Footprint
         meet = interiors_meet(corners[first], corners[second], TOUCH_TOLERANCE * np.minimum(pixel[first], pixel[second]))
         pairs += [(group[i], group[j]) for i, j, hit in zip(first, second, meet, strict=True) if hit]
     return pairs
+
+
+def cross_crs_pairs(items: list[Footprint]) -> tuple[list[tuple[Footprint, Footprint]], int]:
+    """(pairs of map footprints in different CRSs and different splits whose ground overlaps,
+    footprints PROJ could not reproject into some other CRS present). For each two CRSs, the
+    second's footprints are reprojected into the first's and tested there."""
+    groups: dict[str, list[Footprint]] = defaultdict(list)
+    for item in items:
+        if item.space.startswith("crs:"):
+            groups[item.space].append(item)
+    if len(groups) < 2 or len({item.split for group in groups.values() for item in group}) < 2:
+        return [], 0
+    pairs, lost = [], set()
+    spaces = sorted(groups)
+    for i, first in enumerate(spaces):
+        for second in spaces[i + 1 :]:
+            moved, failed = reproject_footprints(groups[second], groups[first][0])
+            lost.update(failed)
+            pairs += _pairs_between(groups[first], moved)
+    return pairs, len(lost)
+
+
+def reproject_footprints(items: list[Footprint], onto: Footprint) -> tuple[list[tuple[Footprint, Footprint]], list[int]]:
+    """([(item, item reprojected into `onto`'s CRS)], ids of items PROJ gave no finite place)."""
+    from affine import Affine
+    from cropshard.transforms.raster.chips import outline
+    from rasterio.warp import transform as reproject
+
+    xs, ys, spans = [], [], []
+    for item in items:
+        (x0, y0), (x1, y1), _, (x3, y3) = item.corners
+        # The parallelogram as the image of the unit square: corners first, then points along the edges.
+        unit = Affine(x1 - x0, x3 - x0, x0, y1 - y0, y3 - y0, y0)
+        px, py = outline(unit, 1.0, 1.0, steps=4)
+        corners = [unit @ corner for corner in ((0, 0), (1, 0), (1, 1), (0, 1))]
+        spans.append((len(xs), len(corners), len(px)))
+        xs += [c[0] for c in corners] + px
+        ys += [c[1] for c in corners] + py
+    try:
+        out_x, out_y = reproject(items[0].crs, onto.crs, xs, ys)
+    except Exception:  # noqa: BLE001 - PROJ refuses the pair of CRSs: nothing of it can be compared
+        return [], [id(item) for item in items]
+    moved, failed = [], []
+    for item, (start, n_corners, n_outline) in zip(items, spans, strict=True):
+        px, py = out_x[start : start + n_corners + n_outline], out_y[start : start + n_corners + n_outline]
+        if not all(map(math.isfinite, [*px, *py])):
+            failed.append(id(item))
+            continue
+        corners = tuple(zip(px[:n_corners], py[:n_corners], strict=True))
+        scale = min(math.dist(corners[0], corners[k]) / max(math.dist(item.corners[0], item.corners[k]), 1e-300) for k in (1, 3))
+        box = (min(px), min(py), max(px), max(py))
+        moved.append((item, dataclasses.replace(item, space=onto.space, box=box, corners=corners, pixel=item.pixel * scale)))
+    return moved, failed
+
+
+def _pairs_between(first: list[Footprint], moved: list[tuple[Footprint, Footprint]]) -> list[tuple[Footprint, Footprint]]:
+    """Pairs (a of `first`, original b) in different splits whose footprints (b's reprojected into a's CRS) overlap."""
+    if not first or not moved:
+        return []
+    group = first + [copy for _, copy in moved]
+    candidates = [(i, j) for i, j in _box_candidates(group) if (i < len(first)) != (j < len(first))]
+    candidates = [(i, j) if i < len(first) else (j, i) for i, j in candidates]
+    if not candidates:
+        return []
+    a_index, b_index = (np.array(side) for side in zip(*candidates, strict=True))
+    corners = np.array([_corners_of(item) for item in group], dtype=np.float64)
+    pixel = np.array([item.pixel for item in group], dtype=np.float64)
+    meet = interiors_meet(corners[a_index], corners[b_index], CROSS_CRS_TOLERANCE * np.minimum(pixel[a_index], pixel[b_index]))
+    return [(group[i], moved[j - len(first)][0]) for i, j, hit in zip(a_index, b_index, meet, strict=True) if hit]
 
 
 def _box_candidates(group: list[Footprint]) -> list[tuple[int, int]]:
@@ -231,4 +313,5 @@ def _intersect(a: Box, b: Box) -> bool:
 
 def find_leaks(path: str, info: DatasetInfo) -> LeakReport:
     items, shared, count = footprints(path, info)
-    return LeakReport(count, overlapping_pairs(items), shared)
+    across, uncompared = cross_crs_pairs(items)
+    return LeakReport(count, overlapping_pairs(items) + across, shared, uncompared)

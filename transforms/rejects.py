@@ -32,6 +32,7 @@ REASONS = {
     "label_raster_mismatch": "--label_raster: the class map does not overlap the image, cannot be aligned to it (no CRS), is cut short, or is neither a GeoTIFF nor a JPEG 2000",
     "label_names_mismatch": "--label_raster without --label_names: the class map's own category table (.aux.xml) is missing, unusable, or names other classes than the dataset's",
     "not_rectified": "a raster georeferenced by ground control points that no affine transform fits within a pixel (an unrectified scene)",
+    "outside_split_crs": "--split_crs: PROJ cannot place the raster's area in that CRS (it lies outside the projection's domain)",
     "no_valid_chips": "a raster with every chip skipped (nodata above --max_nodata, a majority class under --min_label_fraction, or --split_by block boundaries)",
     "label_not_listed": "the file's label folder was not there when the label map was listed (inputs changed during the build)",
     "no_label": "the image sits in an --input folder itself, above the class folders the other inputs take their labels from",
@@ -57,6 +58,7 @@ REMEDIES = {
     "range_collapsed": "--to_uint8 bits:N with the sources' real bit depth (rejected.jsonl names it), or --dtype keep for rasters",
     "gdal_sidecar": "narrow --input to the rasters, e.g. '**/*.tif' (cropshard reads each raster from its own bytes)",
     "not_rectified": "warp the scenes onto a map grid first (gdalwarp), then build from the warped files",
+    "outside_split_crs": "a --split_crs whose area covers every raster (a UTM zone for one region, an equal-area CRS such as EPSG:6933 worldwide)",
     "no_valid_chips": "a higher --max_nodata, a lower --min_label_fraction, or a --split_by block larger than the chips (rejected.jsonl says which skipped them)",
 }
 

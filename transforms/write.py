@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from cropshard.reader import integrity, metadata, schema, shard_index
 from cropshard.transforms import croissant, tfds_info
 from cropshard.transforms.listing import bucket_must_exist, is_folder_placeholder
+from cropshard.transforms.raster.chips import mixed_crs_refusal
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.sharding import WriteShardsWithoutGrouping, WriteStableShards, unique_temp_dir
@@ -272,8 +273,9 @@ def check_publishable(info: metadata.DatasetInfo) -> None:
 
 
 def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> str | None:
-    """Why a reconciled dataset must not be published, or None: it holds no example, or more
-    than `max_rejected_fraction` of its inputs were rejected."""
+    """Why a reconciled dataset must not be published, or None: it holds no example, more than
+    `max_rejected_fraction` of its inputs were rejected, or its --split_by blocks are cut in
+    several CRSs."""
     if info.num_examples == 0:
         if not info.num_rejected:
             return f"no example was written from {info.num_inputs} inputs"
@@ -281,7 +283,7 @@ def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> 
     if max_rejected_fraction is not None and info.num_rejected > max_rejected_fraction * info.num_inputs:
         return (f"{info.num_rejected} of {info.num_inputs} inputs rejected ({info.num_rejected / info.num_inputs:.1%}),"
                 f" over --max_rejected_fraction {max_rejected_fraction:g}: {rejection_summary(info.rejected)}")
-    return None
+    return mixed_crs_refusal(info.raster)
 
 
 class _WriteDatasetInfo(beam.DoFn):

@@ -47,6 +47,11 @@ def config(*args: str):
         # --split_by spreads chips over several splits: with the default train=1.0 it did nothing, recorded as done.
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100"], r"--split_by has no effect with one split \(--split train=1\)"),
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100", "--split=train=1.0"], "--split_by has no effect with one split"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split_crs=EPSG:32632", "--split=train=0.5,test=0.5"],
+         r"--split_crs has no effect without --split_by block:N"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100", "--split=train=0.5,test=0.5", "--split_crs=UTM32"],
+         r"--split_crs 'UTM32' is not a CRS PROJ knows"),
+        (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:1e400", "--split=train=0.5,test=0.5"], "with a finite N > 0"),
     ],
 )
 def test_build_config_refuses_bad_combinations(args: list[str], message: str) -> None:

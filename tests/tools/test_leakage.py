@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from cropshard.pipeline.build import run
+from cropshard.pipeline.build import BuildFailed, run
 from cropshard.tools import contact_sheet, inspect
 from cropshard.tools.contact_sheet import NODATA_COLOUR, display_pixels
 from cropshard.tools.leakage import (
     Footprint,
     find_leaks,
     footprint_box,
+    footprints,
     interiors_meet,
     map_footprint,
     overlapping_pairs,
@@ -260,3 +261,106 @@ def test_copies_of_a_raster_without_a_crs_in_two_splits_are_reported(tmp_path: P
     blocks = build(tmp_path / "one", "blocks", "--split_by=block:32")
     assert all(split.num_examples for split in inspect.load_info(blocks).splits.values())  # one file in both splits
     assert find_leaks(blocks, inspect.load_info(blocks)).clean
+
+
+# --- rasters in two UTM zones: neighbouring zones overlap, and their grids are turned ------------
+
+
+def _clip_area(subject: list[tuple[float, float]], clip: list[tuple[float, float]]) -> float:
+    """Area of two convex polygons' intersection (Sutherland-Hodgman), independent of the tool's test."""
+    def side(p, a, b):  # noqa: ANN001, ANN202
+        return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+
+    if side(clip[2], clip[0], clip[1]) < 0:
+        clip = clip[::-1]
+    polygon = list(subject)
+    for a, b in zip(clip, clip[1:] + clip[:1], strict=True):
+        points, polygon = polygon, []
+        for p, q in zip(points, points[1:] + points[:1], strict=True):
+            sp, sq = side(p, a, b), side(q, a, b)
+            if sp >= 0:
+                polygon.append(p)
+            if (sp >= 0) != (sq >= 0):
+                t = sp / (sp - sq)
+                polygon.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
+        if not polygon:
+            return 0.0
+    return 0.5 * abs(sum(p[0] * q[1] - q[0] * p[1] for p, q in zip(polygon, polygon[1:] + polygon[:1], strict=True)))
+
+
+@pytest.fixture(scope="module")
+def two_zones(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 2.56 km scene near 12E in UTM 32N, and the same ground warped into UTM 33N."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    root = tmp_path_factory.mktemp("zones")
+    data = rastergen.multispectral(256, 256, bands=3, high=255, seed=3).astype(np.uint8)
+    first = rastergen.write_raster(root / "in" / "zone32.tif", data, crs="EPSG:32632", origin=(791000.0, 5329000.0), pixel=10.0)
+    import rasterio
+
+    with rasterio.open(first) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:32633", src.width, src.height, *src.bounds, resolution=10)
+        warped = np.zeros((3, height, width), np.uint8)
+        reproject(data, warped, src_transform=src.transform, src_crs=src.crs, dst_transform=transform, dst_crs="EPSG:32633",
+                  resampling=Resampling.nearest)
+    with rasterio.open(root / "in" / "zone33.tif", "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=transform) as out:
+        out.write(warped)
+    return root
+
+
+def _zone_build(root: Path, name: str, *extra: str, source: str = "in") -> str:
+    out = str(root / name)
+    manifest = any(arg.startswith("--manifest") for arg in extra)
+    inputs = [] if manifest else [f"--input={root / source}", "--label_from=none"]
+    run([f"--output={out}", "--crop=grid", "--size=32x32", *inputs, *extra, *IN_PROCESS], command_line=["test"])
+    return out
+
+
+def _expected_cross_pairs(dataset: str) -> set[tuple[str, str]]:
+    """Pairs (zone-32 chip, zone-33 chip) in different splits whose ground overlaps by more than a
+    millionth of a pixel: zone 33's corners reprojected into zone 32, intersected by clipping."""
+    from rasterio.warp import transform as reproject
+
+    items, _, _ = footprints(dataset, inspect.load_info(dataset))
+    first = [item for item in items if item.filename.endswith("zone32.tif")]
+    second = [item for item in items if item.filename.endswith("zone33.tif")]
+    xs, ys = reproject("EPSG:32633", "EPSG:32632", [x for item in second for x, _ in item.corners], [y for item in second for _, y in item.corners])
+    moved = [list(zip(xs[4 * k : 4 * k + 4], ys[4 * k : 4 * k + 4], strict=True)) for k in range(len(second))]
+    return {(f"{a.split}{a.box}", f"{b.split}{b.box}") for a in first for b, corners in zip(second, moved, strict=True)
+            if a.split != b.split and _clip_area(list(a.corners), corners) > 1e-6 * 100.0}
+
+
+@pytest.mark.slow  # four real builds
+def test_rasters_in_two_utm_zones_leak_are_found_and_split_crs_keeps_them_apart(two_zones: Path, capsys) -> None:
+    """Neighbouring UTM zones' rasters overlap: the tool compared footprints per CRS only (so it
+    said clean on a leaking dataset), and --split_by cut each zone's blocks on its own grid."""
+    manifest = two_zones / "splits.csv"
+    manifest.write_text(f"path,split\n{two_zones / 'in' / 'zone32.tif'},train\n{two_zones / 'in' / 'zone33.tif'},test\n")
+    leaky = _zone_build(two_zones, "per_file", f"--manifest={manifest}", "--split=train,test")
+    report = find_leaks(leaky, inspect.load_info(leaky))
+    found = {tuple(sorted((f"{a.split}{a.box}", f"{b.split}{b.box}"), key=lambda s: not s.startswith("train"))) for a, b in report.overlaps}
+    expected = _expected_cross_pairs(leaky)
+    assert len(expected) > 64 and found == expected  # every 32 px chip of one zone meets several of the other's
+    assert inspect.main([leaky, "--leakage", "--no-labels"]) == 1
+    assert "crs:" in capsys.readouterr().out
+
+    blocks = ["--split=train=0.5,test=0.5", "--split_by=block:1000"]
+    with pytest.raises(BuildFailed, match=r"the rasters are in 2 CRSs \(EPSG:32632; EPSG:32633\).*--split_crs EPSG:32632"):
+        _zone_build(two_zones, "mixed", *blocks)
+    assert not (two_zones / "mixed" / "cropshard.json").exists()
+
+    safe = _zone_build(two_zones, "split_crs", *blocks, "--split_crs=EPSG:32632")
+    info = inspect.load_info(safe)
+    assert info.raster["split_crs"] == "EPSG:32632" and all(split.num_examples for split in info.splits.values())
+    assert find_leaks(safe, info).clean
+    # Zone 32's chips are in the split CRS already: their splits are those of a build of zone 32 alone.
+    (two_zones / "alone").mkdir()
+    (two_zones / "alone" / "zone32.tif").symlink_to(two_zones / "in" / "zone32.tif")
+    alone = _zone_build(two_zones, "zone32_alone", *blocks, source="alone")
+    assert _zone32_chips(safe) == _zone32_chips(alone) and _zone32_chips(safe)
+
+
+def _zone32_chips(dataset: str) -> set[tuple[str, tuple]]:
+    items, _, _ = footprints(dataset, inspect.load_info(dataset))
+    return {(item.split, item.box) for item in items if item.filename.endswith("zone32.tif")}

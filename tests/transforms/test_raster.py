@@ -20,6 +20,7 @@ from cropshard.transforms.raster.records import (
     open_job,
     parse_bands,
     parse_split_by,
+    parse_split_crs,
     pillow_decodes_jpeg2000,
 )
 from cropshard.transforms.rejects import Rejected
@@ -100,9 +101,14 @@ def test_option_parsers() -> None:
     for bad in ("0,1", "a", ""):
         with pytest.raises(ValueError):
             parse_bands(bad)
-    for bad in ("grid:5", "block:0", "block:x"):
+    for bad in ("grid:5", "block:0", "block:x", "block:inf", "block:nan"):  # one infinite block: every chip in one split
         with pytest.raises(ValueError):
             parse_split_by(bad)
+    assert parse_split_crs("EPSG:32632") == "EPSG:32632"
+    assert parse_split_crs(" +proj=utm +zone=33 +datum=WGS84 +units=m +no_defs ") == "EPSG:32633"  # named as chips name CRSs
+    for bad, message in (("", "is blank"), ("EPSG:999999", "not a CRS PROJ knows"), ("utm 32", "not a CRS PROJ knows")):
+        with pytest.raises(ValueError, match=message):
+            parse_split_crs(bad)
 
 
 # --- windowed reads -----------------------------------------------------------------------------
@@ -370,6 +376,63 @@ def test_chip_blocks_in_map_units_and_pixels() -> None:
     quarter_metre = (100.0, 0.25, 0.0, 200.0, 0.0, -0.25)
     assert chips.chip_blocks(_chip(quarter_metre, (0, 10, 10, 10)), (0, 10, 10, 10), 10.0, "", "img") == {"pixels:img|1|0"}
     assert chips.chip_blocks(_chip(quarter_metre, (20, 30, 10, 10)), (20, 30, 10, 10), 10.0, "", "img") == {"pixels:img|3|2"}
+
+
+def _reprojected_blocks(transform: tuple[float, ...], size: int, source: str, target: str, block: float) -> set[tuple[int, int]]:
+    """The blocks an independent dense reprojection of the chip's edges touches (every pixel step)."""
+    from rasterio.warp import transform as reproject
+
+    c, a, b, f, d, e = transform
+    edge = [(u, v) for u in range(size + 1) for v in (0, size)] + [(u, v) for v in range(size + 1) for u in (0, size)]
+    xs, ys = reproject(source, target, [c + a * u + b * v for u, v in edge], [f + d * u + e * v for u, v in edge])
+    return {(bx, by) for bx in range(int(min(xs) // block), int(max(xs) // block) + 1)
+            for by in range(int(min(ys) // block), int(max(ys) // block) + 1)}
+
+
+def test_chip_blocks_in_the_split_crs() -> None:
+    """--split_crs: a chip in UTM 33N is cut into blocks of UTM 32N's grid, its footprint reprojected;
+    a chip already in the split CRS gets exactly the blocks it gets without the option."""
+    zone32, zone33 = chips.crs_identity("EPSG:32632"), chips.crs_identity("EPSG:32633")
+    box = (0, 0, 128, 128)
+    in_32 = (791000.0, 10.0, 0.0, 5329000.0, 0.0, -10.0)
+    grid_32 = chips.SplitGrid("EPSG:32632", "EPSG:32632")
+    assert not grid_32.reprojects
+    plain = chips.chip_blocks(_chip(in_32, box), box, 1000.0, zone32, "k")
+    assert chips.chip_blocks(_chip(in_32, box), box, 1000.0, zone32, "k", grid_32) == plain
+    assert plain == {f"crs:{zone32}|{bx}|{by}" for bx in (791, 792) for by in (5327, 5328)}
+    in_33 = (343000.0, 10.0, 0.0, 5324000.0, 0.0, -10.0)  # about the same ground, 2.4 degrees of grid convergence apart
+    grid_33 = chips.SplitGrid("EPSG:32633", "EPSG:32632")
+    assert grid_33.reprojects and grid_33.identity == zone32
+    blocks = chips.chip_blocks(_chip(in_33, box), box, 1000.0, zone33, "k", grid_33)
+    expected = _reprojected_blocks(in_33, 128, "EPSG:32633", "EPSG:32632", 1000.0)
+    assert blocks == {f"crs:{zone32}|{bx}|{by}" for bx, by in expected} and len(blocks) >= 4
+    # Without a CRS the chip keeps its own pixel blocks whatever --split_crs says.
+    assert chips.chip_blocks(_chip(in_33, (0, 10, 10, 10)), (0, 10, 10, 10), 10.0, "", "img", None) == {"pixels:img|1|0"}
+
+
+def test_a_raster_proj_cannot_place_in_the_split_crs_is_rejected() -> None:
+    ortho = parse_split_crs("+proj=ortho +lat_0=0 +lon_0=0 +datum=WGS84")  # the hemisphere seen from above 0N 0E
+    grid = chips.SplitGrid("EPSG:4326", ortho)
+    with pytest.raises(Rejected) as err:
+        grid.check_covers((1.0, 0.0, 160.0, 0.0, -1.0, 10.0), (10, 20))  # 160-180E: the far side
+    assert err.value.reason == "outside_split_crs" and f"--split_crs {ortho}" in err.value.message
+    grid.check_covers((1.0, 0.0, 10.0, 0.0, -1.0, 10.0), (10, 20))  # 10-30E: seen, placed
+
+
+def test_a_split_by_dataset_of_rasters_in_several_crss_is_refused_without_split_crs() -> None:
+    section = {"split_by": "block:1000", "split_crs": None, "crs_seen": ["EPSG:32632", "EPSG:32633", ""]}
+    refused = chips.mixed_crs_refusal(section)
+    assert refused and "2 CRSs (EPSG:32632; EPSG:32633)" in refused and "--split_crs EPSG:32632" in refused
+    assert chips.mixed_crs_refusal({**section, "split_crs": "EPSG:32632"}) is None
+    assert chips.mixed_crs_refusal({**section, "split_by": None}) is None
+    assert chips.mixed_crs_refusal({**section, "crs_seen": ["EPSG:32000", "EPSG:31985", ""]}) is None  # one projection, two codes
+    assert chips.mixed_crs_refusal(None) is None
+    from rasterio.crs import CRS
+
+    custom = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=7.4386 +k=1 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs").to_wkt()
+    named = custom.replace('PROJCS["unknown"', 'PROJCS["Site grid"', 1)
+    refused = chips.mixed_crs_refusal({**section, "crs_seen": [named, "EPSG:32632"]})
+    assert '("Site grid"; EPSG:32632)' in refused
 
 
 def test_crs_identity_is_one_name_per_crs_however_its_wkt_is_spelt() -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from cropshard.transforms.crop import Box, hash_split
+from cropshard.transforms.rejects import Rejected
 
-GEO_UNITS_NOTE = "map units of the raster's CRS when it has one, else source pixels"
+GEO_UNITS_NOTE = "map units of the raster's CRS (of --split_crs when given) when it has one, else source pixels"
 
 
 @dataclasses.dataclass
@@ -150,12 +152,93 @@ def _proj_identity(text: str) -> str:
     return " ".join(sorted(proj.split())) if proj else text
 
 
-def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str) -> set[str]:
+@dataclasses.dataclass(frozen=True)
+class SplitGrid:
+    """`--split_crs`: the one CRS whose map units cut every georeferenced chip's --split_by
+    blocks, so rasters in different CRSs (neighbouring UTM zones) share one grid; for one
+    raster, `source` its CRS (`crs_text`), `target` the split CRS's."""
+
+    source: str
+    target: str
+
+    @property
+    def identity(self) -> str:
+        return crs_identity(self.target)
+
+    @property
+    def reprojects(self) -> bool:
+        return crs_identity(self.source) != self.identity
+
+    def reproject(self, xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+        from rasterio.warp import transform
+
+        return transform(_crs(self.source), _crs(self.target), xs, ys)
+
+    def check_covers(self, geo: Sequence[float], shape: tuple[int, int]) -> None:
+        """Rejected (`outside_split_crs`) unless PROJ places the raster's whole outline (`geo`:
+        its transform, a..f) in the split CRS: checked once per raster, before any chip."""
+        from affine import Affine
+
+        xs, ys = outline(Affine(*geo[:6]), shape[1], shape[0], steps=16)
+        try:
+            out_x, out_y = self.reproject(xs, ys)
+        except Exception as err:  # noqa: BLE001 - PROJ's refusal is the answer
+            out_x, out_y, why = [math.nan], [math.nan], f": {err}"
+        else:
+            why = ""
+        if not all(map(math.isfinite, [*out_x, *out_y])):
+            raise Rejected("outside_split_crs", f"--split_crs {self.target}: PROJ cannot place this raster ({self.source}) in that CRS{why}")
+
+
+def mixed_crs_refusal(raster: Mapping[str, Any] | None) -> str | None:
+    """Why a `--split_by` dataset (`raster`: cropshard.json's raster section) must not be published
+    when its rasters are in several CRSs and no `--split_crs` names one grid: each CRS's blocks
+    are a grid of their own, so overlapping chips of two rasters (neighbouring UTM zones overlap)
+    could land in different splits. None when one CRS (however spelt) holds every grid."""
+    if not raster or not raster.get("split_by") or raster.get("split_crs"):
+        return None
+    groups: dict[str, list[str]] = {}
+    for text in raster.get("crs_seen") or ():
+        if text:
+            groups.setdefault(crs_identity(text), []).append(text)
+    if len(groups) < 2:
+        return None
+    names = [_crs_name(texts[0]) for texts in groups.values()]
+    example = next((name for name in names if name.startswith("EPSG:")), "EPSG:6933")
+    return (f"--split_by {raster['split_by']}: the rasters are in {len(groups)} CRSs ({'; '.join(names)}), whose blocks do not"
+            f" line up, so overlapping chips of two rasters could land in different splits: rebuild with --split_crs naming the"
+            f" one CRS every block is cut in (e.g. --split_crs {example})")
+
+
+def _crs_name(text: str) -> str:
+    """`EPSG:n` as it is; a WKT by the name it gives its CRS."""
+    found = re.match(r'\s*\w+\["([^"]*)"', text)
+    return f'"{found.group(1)}"' if found and not text.startswith("EPSG:") else text[:80]
+
+
+@functools.lru_cache(maxsize=64)
+def _crs(text: str) -> Any:
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(text)
+
+
+def outline(affine: Any, width: float, height: float, steps: int) -> tuple[list[float], list[float]]:
+    """Map x and y of points around a width x height pixel rectangle under `affine`: its corners,
+    and `steps - 1` more along each edge (a reprojected edge bows)."""
+    ticks = [i / steps for i in range(steps + 1)]
+    pixels = {(u * width, v * height) for u in ticks for v in ticks if u in (0.0, 1.0) or v in (0.0, 1.0)}
+    points = [affine @ pixel for pixel in sorted(pixels)]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str, grid: SplitGrid | None = None) -> set[str]:
     """Keys of the N x N blocks the chip's footprint touches. With a CRS (`crs`: its
     `crs_identity`) the blocks are a grid in map units shared by every raster in that CRS (so
-    overlapping rasters agree): the chip's transform over `box`'s height and width. Without one,
-    in source pixels of this one raster: the chip's source window, whatever units the raster's
-    geotransform has."""
+    overlapping rasters agree): the chip's transform over `box`'s height and width; with `grid`
+    (--split_crs), in the split CRS's map units, the footprint's outline reprojected there.
+    Without a CRS, in source pixels of this one raster: the chip's source window, whatever
+    units the raster's geotransform has."""
     from affine import Affine
 
     if crs:
@@ -163,9 +246,12 @@ def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str)
     else:
         y, x, height, width = chip.source_box
         transform, prefix = (float(x), 1.0, 0.0, float(y), 0.0, 1.0), f"pixels:{fallback_key}"
-    affine = Affine.from_gdal(*transform)
-    corners = [affine @ (col, row) for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
-    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    reprojected = bool(crs) and grid is not None and grid.reprojects
+    xs, ys = outline(Affine.from_gdal(*transform), width, height, steps=4 if reprojected else 1)
+    if crs and grid is not None:
+        prefix = f"crs:{grid.identity}"
+    if reprojected:
+        xs, ys = grid.reproject(xs, ys)
     return {
         f"{prefix}|{bx}|{by}"
         for bx in _block_range(min(xs), max(xs), block)

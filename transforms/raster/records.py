@@ -62,6 +62,7 @@ class RasterSpec:
     split_block: float | None = None  # --split_by block:N
     labels: labels.LabelRasterSpec | None = None  # --label_raster and friends
     kept: bool = False  # dtype resolved from --dtype keep: every source stored as it is, none converted
+    split_crs: str | None = None  # --split_crs, as crs_text names it: the CRS of every --split_by block
 
     @property
     def requested(self) -> bool:
@@ -77,6 +78,7 @@ class RasterSpec:
             "max_nodata": self.max_nodata,
             "split_by": f"block:{self.split_block:g}" if self.split_block else None,
             "split_block_units": chips.GEO_UNITS_NOTE if self.split_block else None,
+            "split_crs": self.split_crs,
             "labels": self.labels.to_dict() if self.labels else None,
         }
 
@@ -256,6 +258,7 @@ class RasterJob:
         crs, self.geo = georeferencing(dataset)
         self.crs = crs_text(crs)
         self.crs_identity = chips.crs_identity(self.crs)  # the --split_by blocks' grid: one per CRS, however spelt
+        self.split_grid = chips.SplitGrid(self.crs, raster.split_crs) if raster.split_crs and self.crs else None
         self.label_grid = label_grid
         self.stats: dict[str, BandStats] = {}  # per split, of the stored chips
         self.skipped: collections.Counter[str] = collections.Counter()
@@ -272,6 +275,8 @@ class RasterJob:
             raise Rejected("too_many_pixels", f"a {crop.strategy} chip of {largest} pixels exceeds --max_pixels {max_pixels}")
         if self.converter is not None:
             self.converter.check(chips.preview(self.dataset, self.bands), self.source_dtype)
+        if self.split_grid is not None and self.split_grid.reprojects:
+            self.split_grid.check_covers(self.geo, self.dataset.shape)
         return boxes
 
     def preview_stats(self) -> BandStats:
@@ -295,7 +300,7 @@ class RasterJob:
                 continue
             chip_split = split
             if self.raster.split_block:
-                blocks = chips.chip_blocks(chip, box, self.raster.split_block, self.crs_identity, self.source.key)
+                blocks = chips.chip_blocks(chip, box, self.raster.split_block, self.crs_identity, self.source.key, self.split_grid)
                 chip_split = chips.block_split(blocks, split_fractions)
                 if chip_split is None:
                     self.skipped[SKIP_SPLIT_BOUNDARY] += 1
@@ -486,6 +491,20 @@ def parse_split_by(text: str) -> float:
         block = float(size)
     except ValueError:
         block = 0.0
-    if kind.strip() != "block" or not block > 0:
-        raise ValueError(f"--split_by must be block:N with N > 0 ({chips.GEO_UNITS_NOTE}); got {text!r}")
+    if kind.strip() != "block" or not 0 < block < math.inf:  # one infinite block would put every chip in one split
+        raise ValueError(f"--split_by must be block:N with a finite N > 0 ({chips.GEO_UNITS_NOTE}); got {text!r}")
     return block
+
+
+def parse_split_crs(text: str) -> str:
+    """--split_crs -> the CRS as the chips name it (`crs_text`: EPSG:n, else its WKT)."""
+    if not text.strip():
+        raise ValueError(f"--split_crs {text!r} is blank (an unset shell variable?): give a CRS such as EPSG:32632, or drop it")
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        crs = CRS.from_user_input(text.strip())
+    except CRSError as err:
+        raise ValueError(f"--split_crs {text!r} is not a CRS PROJ knows ({err}): give e.g. EPSG:32632, a WKT or a PROJ string") from None
+    return crs_text(crs)
