@@ -244,9 +244,27 @@ def refuse_pattern_characters(flag: str, path: str) -> None:
                          " (matching other names than this one): choose a path without * ? [ ]")
 
 
+# Text options whose blank value (`--bands "$BANDS"` with the variable unset) read as not given:
+# the build then ran on the default (every band, no --split_by) without a word. What to give instead.
+_BLANK_REFUSED = {
+    "output": "the dataset's directory", "box": "Y,X,H,W", "split": "a --split such as train=0.8,test=0.2",
+    "bands": "band numbers such as 4,3,2", "split_by": "block:N", "split_crs": "a CRS such as EPSG:32632",
+    "label_raster": "a class-map pattern such as '{dir}/../labels/{stem}.tif'", "label_names": "the value,name CSV's path",
+}
+
+
+def refuse_blank_values(opts: CropshardOptions) -> None:
+    """ValueError for a text option given as blank."""
+    for name, wanted in _BLANK_REFUSED.items():
+        value = getattr(opts, name)
+        if value is not None and not value.strip():
+            raise ValueError(f"--{name} {value!r} is blank (an unset shell variable?): give {wanted}, or drop it")
+
+
 def build_config(options: PipelineOptions) -> BuildConfig:
     """Validate the cropshard options; ValueError with a specific message on bad combinations."""
     opts = options.view_as(CropshardOptions)
+    refuse_blank_values(opts)
     if not opts.output:
         raise ValueError("--output is required")
     inputs = parse_inputs(opts.input)

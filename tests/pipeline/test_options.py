@@ -52,6 +52,10 @@ def config(*args: str):
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:100", "--split=train=0.5,test=0.5", "--split_crs=UTM32"],
          r"--split_crs 'UTM32' is not a CRS PROJ knows"),
         (["--output=/out", "--input=/in/**", "--size=32", "--split_by=block:1e400", "--split=train=0.5,test=0.5"], "with a finite N > 0"),
+        # A blank text option (an unset shell variable) read as not given: the build ran on the default without a word.
+        *[([f"--{flag}=", "--output=/out", "--input=/in/**", "--size=32"], rf"--{flag} '' is blank \(an unset shell variable\?\)")
+          for flag in ("bands", "split_by", "split_crs", "label_raster", "label_names", "box", "split")],
+        (["--output= ", "--input=/in/**", "--size=32"], r"--output ' ' is blank"),
     ],
 )
 def test_build_config_refuses_bad_combinations(args: list[str], message: str) -> None:
