@@ -146,8 +146,11 @@ def read_info(output: str) -> metadata.DatasetInfo:
     failed = join(output, FAILED_FILENAME)
     if not FileSystems.exists(path) and FileSystems.exists(failed):
         with FileSystems.open(failed, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            reason = json.loads(handle.read().decode("utf-8"))["reason"]
-        raise BuildFailed(f"{reason}; nothing published (details: {join(output, metadata.REJECTED_FILENAME)})")
+            failure = json.loads(handle.read().decode("utf-8"))
+        counts = failure.get("dataset_info") or {}
+        # rejected.jsonl where the refusal is about rejections; else the reason is all there is to read.
+        details = join(output, metadata.REJECTED_FILENAME if (counts.get("rejected") or {}).get("count") else FAILED_FILENAME)
+        raise BuildFailed(f"{failure['reason']}; nothing published (details: {details})")
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return metadata.DatasetInfo.from_json(handle.read().decode("utf-8"), source=path)
 

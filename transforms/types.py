@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
 from typing import NamedTuple
 
 # (y, x, height, width): in the EXIF-oriented image unless a function says otherwise.
@@ -17,6 +19,21 @@ class ImageSource(NamedTuple):
     split: str | None  # split from a folder or manifest column; None -> hashed from the key
     box: Box | None = None  # per-image box from the manifest
     label_raster: str | None = None  # the image's class map, from the manifest's label_raster column
+
+
+def unicode_twins(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of label names that are one name in two Unicode forms (`café` precomposed and with a
+    combining accent, as macOS and Linux tools write folder names): two classes a reader shows
+    alike, each holding part of one class's images."""
+    seen: dict[str, str] = {}
+    twins = []
+    for label in labels:
+        canonical = unicodedata.normalize("NFC", label)
+        if canonical in seen:
+            twins.append((seen[canonical], label))
+        else:
+            seen[canonical] = label
+    return twins
 
 
 def breaks_lines(label: str) -> bool:

@@ -29,6 +29,7 @@ from cropshard.transforms.raster.chips import mixed_crs_refusal
 from cropshard.transforms.raster.records import RasterSpec
 from cropshard.transforms.rejects import REASONS, rejection_summary
 from cropshard.transforms.sharding import WriteShardsWithoutGrouping, WriteStableShards, unique_temp_dir
+from cropshard.transforms.types import unicode_twins
 from cropshard.transforms.worker import setup_worker
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
@@ -274,8 +275,8 @@ def check_publishable(info: metadata.DatasetInfo) -> None:
 
 def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> str | None:
     """Why a reconciled dataset must not be published, or None: it holds no example, more than
-    `max_rejected_fraction` of its inputs were rejected, or its --split_by blocks are cut in
-    several CRSs."""
+    `max_rejected_fraction` of its inputs were rejected, two of its label names are one name
+    in two Unicode forms, or its --split_by blocks are cut in several CRSs."""
     if info.num_examples == 0:
         if not info.num_rejected:
             return f"no example was written from {info.num_inputs} inputs"
@@ -283,6 +284,12 @@ def refusal(info: metadata.DatasetInfo, max_rejected_fraction: float | None) -> 
     if max_rejected_fraction is not None and info.num_rejected > max_rejected_fraction * info.num_inputs:
         return (f"{info.num_rejected} of {info.num_inputs} inputs rejected ({info.num_rejected / info.num_inputs:.1%}),"
                 f" over --max_rejected_fraction {max_rejected_fraction:g}: {rejection_summary(info.rejected)}")
+    twins = unicode_twins(info.labels)
+    if twins:
+        first, second = twins[0]
+        return (f"{len(twins)} label name{'s are' if len(twins) > 1 else ' is'} one name in two Unicode forms, e.g. {ascii(first)} and {ascii(second)}"
+                f" (composed and decomposed accents, as macOS and Linux tools write names): two classes that look alike, each with part"
+                f" of the images; rename the folders (or labels) to one form, e.g. convmv -r --nfc --notest DIR")
     return mixed_crs_refusal(info.raster)
 
 

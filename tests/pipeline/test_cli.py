@@ -216,6 +216,23 @@ def test_a_build_that_writes_no_example_fails_and_names_the_remedy(images: Path,
     assert not (out / FAILED_FILENAME).exists() and (out / metadata.INFO_FILENAME).exists()
 
 
+def test_class_folders_named_alike_in_two_unicode_forms_fail_the_build(tmp_path: Path, capsys) -> None:
+    """`café` precomposed (as Linux tools write it) and with a combining accent (as macOS does):
+    two classes that look alike in labels.txt, each with part of one class's images."""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        imagegen.save(tmp_path / "in" / unicodedata.normalize(form, "café") / f"{form}.jpg", imagegen.photo(40, 40))
+    imagegen.save(tmp_path / "in" / "tea" / "t.jpg", imagegen.photo(40, 40))
+    out = tmp_path / "out"
+    code, err, _ = cropshard(capsys, "build", f"--input={tmp_path / 'in'}", f"--output={out}", "--size=32", *IN_PROCESS)
+    assert code == 1, err
+    assert err[-1].startswith("cropshard build: failed: 1 label name is one name in two Unicode forms, e.g. ")
+    assert "'cafe\\u0301'" in err[-1] and "'caf\\xe9'" in err[-1] and "convmv -r --nfc" in err[-1]
+    assert err[-1].endswith(f"nothing published (details: {out}/{FAILED_FILENAME})")  # no rejection to read about
+    assert not (out / metadata.INFO_FILENAME).exists()
+
+
 def test_a_rejected_share_over_the_limit_fails_after_writing_rejected_jsonl(images: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "in"
     imagegen.class_tree(folder, per_class=3, size=(60, 80))

@@ -8,6 +8,7 @@ import pytest
 from cropshard.reader import metadata, schema
 from cropshard.transforms import write
 from cropshard.transforms.rejects import REASONS, REMEDIES, rejection_summary
+from cropshard.transforms.types import unicode_twins
 from cropshard.transforms.write import (
     SHARD_TEMPLATE,
     DatasetFacts,
@@ -93,6 +94,12 @@ def test_refusal_of_an_empty_or_mostly_rejected_dataset() -> None:
     assert refusal(info(empty, 5, 0, {"too_small": 4, "not_an_image": 1}), None) == (
         "no example was written: all 5 inputs were rejected: too_small 4, not_an_image 1 (try: --small pad|upscale, or a smaller --size)")
     assert refusal(info(empty, 2, 0, {"truncated": 2}), None) == "no example was written: all 2 inputs were rejected: truncated 2"
+
+
+def test_unicode_twins_are_label_names_equal_once_composed() -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert unicode_twins(["tea", composed, decomposed, "Caf\u00e9"]) == [(composed, decomposed)]  # case is another name
+    assert unicode_twins(["tea", composed]) == [] and unicode_twins([]) == []
 
 
 def test_rejection_summary_names_the_top_reasons_and_the_first_remedy() -> None:
