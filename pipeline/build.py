@@ -343,21 +343,29 @@ class PreparedBuild:
         return is_local(self.runner)
 
 
-def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> PreparedBuild:
-    """Everything before the job: every argument understood (UsageError otherwise), options
-    validated (ValueError), --output prepared (FileExistsError), inputs found (FileNotFoundError)."""
+def check(argv: Sequence[str]) -> tuple[PipelineOptions, BuildConfig, str | None, dict[str, ShardLayout]]:
+    """Every argument understood (UsageError otherwise) and every option validated (ValueError),
+    --dtype keep and the class names resolved, shards planned: nothing is written. `compare`
+    checks all its variants so before building the first."""
     check_build_arguments(argv)
     options = PipelineOptions(with_runner_defaults(argv))
     config = build_config(options)
     config = resolve_keep_dtype(config)  # --dtype keep -> the first raster's sample type
     config = resolve_label_names(config)  # no --label_names -> the first class map's category table
-    start = time.monotonic()
     runner = options.view_as(StandardOptions).runner
     layouts = plan_shards(config, is_local(runner))  # before --output is touched: it can refuse the options
     if is_local(runner):
         check_local_options(options)
     else:
         check_runner(options, runner)
+    return options, config, runner, layouts
+
+
+def prepare(argv: Sequence[str], command_line: Sequence[str] | None = None) -> PreparedBuild:
+    """Everything before the job: `check`, then --output prepared (FileExistsError) and inputs
+    found (FileNotFoundError)."""
+    options, config, runner, layouts = check(argv)
+    start = time.monotonic()
     dry_run = is_dry_run(options)
     if dry_run:
         check_dry_run(runner)

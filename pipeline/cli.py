@@ -67,6 +67,13 @@ def build_for_compare(argv: list[str]) -> tuple[DatasetInfo, float]:
     return result.info, result.wall_seconds
 
 
+def check_for_compare(argv: list[str]) -> None:
+    """One `cropshard build` command line checked, nothing written: compare checks every variant before the first build."""
+    from cropshard.pipeline.build import check
+
+    check(argv)
+
+
 _RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): \S")  # 'pkg.mod.SomeError: message'
 
 
@@ -139,7 +146,7 @@ def compare_command(argv: Sequence[str], exiting: bool = False) -> int:
         from cropshard.tools.compare.cli import main as compare_main
 
         try:
-            return compare_main(argv, build=build_for_compare)
+            return compare_main(argv, build=build_for_compare, check=check_for_compare)
         except KeyboardInterrupt:
             print(COMPARE_INTERRUPTED, file=sys.stderr)
             if exiting:

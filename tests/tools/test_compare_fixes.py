@@ -119,3 +119,18 @@ def test_a_damaged_dataset_is_refused_in_one_line_naming_its_shard(images: Path,
     assert f"--dataset {dataset} is damaged: " in err and shard.name in err and "records readable" in err
     assert f"cropshard inspect {dataset} --verify" in err
     assert not (tmp_path / "w").exists()  # refused before the workdir is made
+
+
+def test_a_variant_that_cannot_be_built_is_refused_before_the_first_build(tmp_path: Path) -> None:
+    """8-band uint16 rasters: the raw variant was built (20 s here) before the JPEG one was refused."""
+    from tests import rastergen
+
+    rastergen.write_raster(tmp_path / "in" / "scene.tif", rastergen.multispectral(128, 128, bands=8))
+    workdir = tmp_path / "w"
+    code, out, err = _compare(f"--input={tmp_path / 'in'}/*.tif", "--size=32x32", f"--workdir={workdir}",
+                              "--bands=1,2,3,4,5,6,7,8", "--dtype=keep")
+    assert code == 2 and out == "" and "building " not in err
+    assert err.strip().splitlines()[-1] == (
+        "cropshard compare: error: variant precrop-jpeg cannot be built: --encoding jpeg stores uint8 with 1 or 3 bands; use raw"
+        " (or png for 1/3-band uint16) for 8 bands of --dtype keep (compare sets --encoding from its --encodings and --full-encodings)")
+    assert not (workdir / "precrop-raw").exists()

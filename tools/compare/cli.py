@@ -36,6 +36,7 @@ from cropshard.tools.compare.measure import (
 from cropshard.tools.compare.plan import (
     LAYOUTS,
     Build,
+    Check,
     Variant,
     build_argv,
     combine,
@@ -266,10 +267,14 @@ class Built:
     spec: ReaderSpec
 
 
+def _source_args(args: argparse.Namespace) -> list[str]:
+    return [f"--input={pattern}" for pattern in args.input] + ([f"--manifest={args.manifest}"] if args.manifest else [])
+
+
 def _build_all(variants: Sequence[Variant], args: argparse.Namespace, passthrough: Sequence[str], build: Build | None) -> list[Built]:
     """Build the variants that need it, reuse the others; each with what its reader runs measure."""
     settings = reader_settings(args)
-    source = [f"--input={pattern}" for pattern in args.input] + ([f"--manifest={args.manifest}"] if args.manifest else [])
+    source = _source_args(args)
     built = []
     for variant in variants:
         seconds = None
@@ -356,7 +361,7 @@ def _train_document(plan: TrainPlan | None, runs: Sequence[TrainRun]) -> dict[st
             "eval_path": plan.eval_path, "eval_split": plan.eval_split, "runs": [dataclasses.asdict(r) for r in runs]}
 
 
-def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
+def run(argv: Sequence[str], build: Build | None = None, check: Check | None = None) -> Comparison:
     """Build/reuse, scan for coverage, plan any training, measure, train, and write JSON + chart."""
     args, passthrough = parse_args(argv)
     settings = reader_settings(args)
@@ -364,6 +369,15 @@ def run(argv: Sequence[str], build: Build | None = None) -> Comparison:
     refuse_damaged_datasets([v.path for v in variants if v.build_args is None])
     if not args.overwrite:  # before any build: compare replaces only what it wrote itself
         check_variant_folders([v for v in variants if v.build_args is not None], args.workdir)
+    if check is not None:  # every variant's options, before the first build: a refusal costs no build
+        source = _source_args(args)
+        for variant in variants:
+            if variant.build_args is not None:
+                try:
+                    check(build_argv(variant, source, args.jpeg_quality, passthrough))
+                except ValueError as err:
+                    where = " (compare sets --encoding from its --encodings and --full-encodings)" if "--encoding " in str(err) else ""
+                    raise ValueError(f"variant {variant.name} cannot be built: {err}{where}") from None
     built = _build_all(variants, args, passthrough, build)
     # The model trains on each variant's training split, whatever split the reader runs time.
     trainees = [Trainee(b.variant.name, b.variant.path, b.info, pick_split(b.variant, b.info, "train", False)) for b in built]
@@ -467,8 +481,9 @@ def _share(value: float | None) -> str:
     return "?" if value is None else share_text(value)
 
 
-def main(argv: Sequence[str], build: Build | None = None) -> int:
-    """`cropshard compare ARGS`; `build` runs one build (the `cropshard` dispatcher passes it). With
+def main(argv: Sequence[str], build: Build | None = None, check: Check | None = None) -> int:
+    """`cropshard compare ARGS`; `build` runs one build and `check` checks one build's command line
+    (the `cropshard` dispatcher passes both). With
     `--measure-reader SPEC` this is the child process that measures one reader run."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(argv)
@@ -478,12 +493,12 @@ def main(argv: Sequence[str], build: Build | None = None) -> int:
     if argv[:1] == ["--train-plan"]:
         print(json.dumps([dataclasses.asdict(r) for r in train_all(TrainPlan.from_json(argv[1]))]))
         return 0
-    return exit_status_guarding_storage("compare", lambda: _compare(argv, build))
+    return exit_status_guarding_storage("compare", lambda: _compare(argv, build, check))
 
 
-def _compare(argv: list[str], build: Build | None) -> int:
+def _compare(argv: list[str], build: Build | None, check: Check | None = None) -> int:
     try:
-        comparison = run(argv, build)
+        comparison = run(argv, build, check)
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"cropshard compare: error: {err}", file=sys.stderr)
         return 2

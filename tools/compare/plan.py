@@ -12,6 +12,7 @@ LAYOUTS = ("precrop", "full", "resized")
 LAYOUT_TITLES = {"precrop": "pre-cropped", "full": "full images", "resized": "downscaled full images"}
 
 Build = Callable[[list[str]], tuple[DatasetInfo, float]]
+Check = Callable[[list[str]], None]  # a build's command line checked, nothing written (ValueError and the like)
 """Runs one build from `cropshard build` arguments; returns the dataset's metadata and the build's wall
 seconds. The `cropshard` dispatcher supplies it, so this package never imports the pipeline."""
 
