@@ -40,10 +40,10 @@ def built_summary(output: str, info: metadata.DatasetInfo, wall_seconds: float) 
         lines.append("  raster chips skipped: " + ", ".join(f"{reason} {count}" for reason, count in info.chips_skipped.items()))
     total_bytes = sum(split.num_bytes for split in info.splits.values())
     # Inputs and examples per second differ for multi-crop and raster builds (one raster: thousands of chips).
-    images_per_second = info.num_inputs / wall_seconds if wall_seconds else 0.0
+    inputs_per_second = info.num_inputs / wall_seconds if wall_seconds else 0.0
     examples_per_second = info.num_examples / wall_seconds if wall_seconds else 0.0
     lines.append(
-        f"  bytes written {total_bytes / MIB:.2f} MiB   wall {wall_seconds:.1f} s   {images_per_second:.1f} images/s"
+        f"  bytes written {total_bytes / MIB:.2f} MiB   wall {wall_seconds:.1f} s   {inputs_per_second:.1f} inputs/s"
         f"   {examples_per_second:.1f} examples/s"
     )
     return "\n".join(lines)

@@ -35,7 +35,7 @@ def test_built_summary_text() -> None:
         "  rejected duplicate                2",
         "  rejected truncated                2",
         "  (details: /data/ds/rejected.jsonl)",
-        "  bytes written 4.50 MiB   wall 4.0 s   27.2 images/s   25.0 examples/s",
+        "  bytes written 4.50 MiB   wall 4.0 s   27.2 inputs/s   25.0 examples/s",
     ])
 
 
@@ -51,7 +51,7 @@ def test_built_summary_without_rejections_or_time() -> None:
     text = built_summary("/data/ds", info({}), wall_seconds=0.0)
     assert "rejected" not in text.replace("0 rejected", "")
     assert "details" not in text
-    assert text.endswith("  bytes written 4.50 MiB   wall 0.0 s   0.0 images/s   0.0 examples/s")
+    assert text.endswith("  bytes written 4.50 MiB   wall 0.0 s   0.0 inputs/s   0.0 examples/s")
 
 
 def test_summary_lines() -> None:
