@@ -13,8 +13,8 @@ record's metadata (no pixels) and reports:
 Map footprints are compared per CRS as `crs_identity` names it (the writer's `--split_by` grid),
 so rasters whose WKTs spell one CRS differently are compared with each other; footprints in
 different CRSs (rasters in neighbouring UTM zones, which overlap) are compared too, those of one
-CRS reprojected by PROJ into the other's (corners for the exact test, points along the edges for
-the candidate boxes: a reprojected edge bows, by far less than CROSS_CRS_TOLERANCE for chips).
+CRS reprojected by PROJ into the other's, in pieces small enough to be straight-edged
+(reproject_footprints).
 
 A map footprint is the parallelogram the chip's affine transform maps its pixel rectangle to
 (rotated or sheared rasters included); two overlap when their interiors meet, by more than a
@@ -45,8 +45,8 @@ Corners = tuple[tuple[float, float], ...]  # (x, y) of a convex footprint's vert
 # adjacent tiles (A * translation(512, 0)) rarely share an edge to the last bit, and a
 # millionth of a pixel is far above that rounding yet far below any real overlap.
 TOUCH_TOLERANCE = 1e-6
-# Across CRSs a reprojected footprint's straight edges stand in for curves: for chip-sized
-# footprints the difference is micrometres, and a thousandth of a pixel still is no real overlap.
+# Across CRSs a reprojected footprint's pieces stand in for a curved shape, to within a thousandth
+# of a pixel (reproject_footprints), so overlaps no deeper than that count as touching.
 CROSS_CRS_TOLERANCE = 1e-3
 
 
@@ -181,8 +181,9 @@ def overlapping_pairs(items: list[Footprint]) -> list[tuple[Footprint, Footprint
 
 def cross_crs_pairs(items: list[Footprint]) -> tuple[list[tuple[Footprint, Footprint]], int]:
     """(pairs of map footprints in different CRSs and different splits whose ground overlaps,
-    footprints PROJ could not reproject into some other CRS present). For each two CRSs, the
-    second's footprints are reprojected into the first's and tested there."""
+    footprints PROJ could not reproject into some other CRS present). For each two CRSs, one's
+    footprints are reprojected into the other's (a projected CRS's rather than a geographic one's)
+    and tested there."""
     groups: dict[str, list[Footprint]] = defaultdict(list)
     for item in items:
         if item.space.startswith("crs:"):
@@ -193,59 +194,95 @@ def cross_crs_pairs(items: list[Footprint]) -> tuple[list[tuple[Footprint, Footp
     spaces = sorted(groups)
     for i, first in enumerate(spaces):
         for second in spaces[i + 1 :]:
-            moved, failed = reproject_footprints(groups[second], groups[first][0])
+            stay, move = groups[first], groups[second]
+            if _geographic(stay[0].crs) and not _geographic(move[0].crs):  # no antimeridian in the common ground
+                stay, move = move, stay
+            moved, failed = reproject_footprints(move, stay[0])
             lost.update(failed)
-            pairs += _pairs_between(groups[first], moved)
+            pairs += _pairs_between(stay, moved)
     return pairs, len(lost)
 
 
-def reproject_footprints(items: list[Footprint], onto: Footprint) -> tuple[list[tuple[Footprint, Footprint]], list[int]]:
-    """([(item, item reprojected into `onto`'s CRS)], ids of items PROJ gave no finite place)."""
-    from affine import Affine
-    from cropshard.transforms.raster.chips import outline
-    from rasterio.warp import transform as reproject
+def _geographic(crs_text: str) -> bool:
+    from cropshard.transforms.raster.chips import crs_of
 
-    xs, ys, spans = [], [], []
-    for item in items:
-        (x0, y0), (x1, y1), _, (x3, y3) = item.corners
-        # The parallelogram as the image of the unit square: corners first, then points along the edges.
-        unit = Affine(x1 - x0, x3 - x0, x0, y1 - y0, y3 - y0, y0)
-        px, py = outline(unit, 1.0, 1.0, steps=4)
-        corners = [unit @ corner for corner in ((0, 0), (1, 0), (1, 1), (0, 1))]
-        spans.append((len(xs), len(corners), len(px)))
-        xs += [c[0] for c in corners] + px
-        ys += [c[1] for c in corners] + py
-    try:
-        out_x, out_y = reproject(items[0].crs, onto.crs, xs, ys)
-    except Exception:  # noqa: BLE001 - PROJ refuses the pair of CRSs: nothing of it can be compared
-        return [], [id(item) for item in items]
+    return bool(crs_of(crs_text).is_geographic)
+
+
+MAX_PIECES = 32  # per side: a reprojected footprint is cut into at most 32 x 32 pieces
+
+
+def reproject_footprints(items: list[Footprint], onto: Footprint) -> tuple[list[tuple[Footprint, list[Footprint]]], list[int]]:
+    """([(item, its pieces reprojected into `onto`'s CRS)], ids of items PROJ gave no finite place).
+
+    A reprojected footprint is curved (a geographic chip's parallels are arcs in a conic
+    projection: ~700 m of sag over 2.5 degrees), so it is cut into k x k pieces whose reprojected
+    corners stand in for them, k doubling until the bow of a piece's edge is under a thousandth of
+    a pixel (chip-sized footprints between UTM zones: k = 1). In a geographic CRS, a footprint
+    across the antimeridian is unwrapped and also tested shifted by 360 degrees."""
     moved, failed = [], []
-    for item, (start, n_corners, n_outline) in zip(items, spans, strict=True):
-        px, py = out_x[start : start + n_corners + n_outline], out_y[start : start + n_corners + n_outline]
-        if not all(map(math.isfinite, [*px, *py])):
+    for item in items:
+        try:
+            pieces = _reprojected_pieces(item, onto)
+        except Exception:  # noqa: BLE001 - PROJ refusing the pair, or no finite place: not compared, and counted
             failed.append(id(item))
             continue
-        corners = tuple(zip(px[:n_corners], py[:n_corners], strict=True))
-        scale = min(math.dist(corners[0], corners[k]) / max(math.dist(item.corners[0], item.corners[k]), 1e-300) for k in (1, 3))
-        box = (min(px), min(py), max(px), max(py))
-        moved.append((item, dataclasses.replace(item, space=onto.space, box=box, corners=corners, pixel=item.pixel * scale)))
+        moved.append((item, pieces))
     return moved, failed
 
 
-def _pairs_between(first: list[Footprint], moved: list[tuple[Footprint, Footprint]]) -> list[tuple[Footprint, Footprint]]:
-    """Pairs (a of `first`, original b) in different splits whose footprints (b's reprojected into a's CRS) overlap."""
-    if not first or not moved:
+def _reprojected_pieces(item: Footprint, onto: Footprint) -> list[Footprint]:
+    from rasterio.warp import transform as reproject
+
+    (x0, y0), (x1, y1), _, (x3, y3) = item.corners
+    k, geographic = 1, _geographic(onto.crs)
+    while True:
+        u = [i / (2 * k) for i in range(2 * k + 1)]  # piece corners (even) and edge midpoints (odd)
+        grid = [(a, b) for b in u for a in u]
+        xs, ys = reproject(item.crs, onto.crs, [x0 + (x1 - x0) * a + (x3 - x0) * b for a, b in grid],
+                           [y0 + (y1 - y0) * a + (y3 - y0) * b for a, b in grid])
+        if not all(map(math.isfinite, [*xs, *ys])):
+            raise ValueError("no finite place")
+        if geographic and max(xs) - min(xs) > 180.0:
+            xs = [x + 360.0 if x < 0 else x for x in xs]
+        points = np.array([xs, ys], dtype=np.float64).T.reshape(2 * k + 1, 2 * k + 1, 2)  # [row b][column a]
+        corners = points[::2, ::2]
+        scale = np.hypot(*(corners[0, 1] - corners[0, 0])) / max(math.dist(item.corners[0], item.corners[1]) / k, 1e-300)
+        pixel = item.pixel * scale
+        bow = max(np.abs(points[::2, 1::2] - (points[::2, :-1:2] + points[::2, 2::2]) / 2).max(),
+                  np.abs(points[1::2, ::2] - (points[:-1:2, ::2] + points[2::2, ::2]) / 2).max())
+        if bow <= CROSS_CRS_TOLERANCE * pixel or k >= MAX_PIECES:
+            break
+        k *= 2
+    pieces = []
+    for shift in (0.0, -360.0) if geographic and corners[..., 0].max() > 180.0 else (0.0,):
+        for r in range(k):
+            for c in range(k):
+                quad = tuple((float(x + shift), float(y)) for x, y in (corners[r, c], corners[r, c + 1], corners[r + 1, c + 1], corners[r + 1, c]))
+                box = (min(x for x, _ in quad), min(y for _, y in quad), max(x for x, _ in quad), max(y for _, y in quad))
+                pieces.append(dataclasses.replace(item, space=onto.space, box=box, corners=quad, pixel=pixel))
+    return pieces
+
+
+def _pairs_between(first: list[Footprint], moved: list[tuple[Footprint, list[Footprint]]]) -> list[tuple[Footprint, Footprint]]:
+    """Pairs (a of `first`, original b) in different splits where a meets a piece of b reprojected into a's CRS."""
+    owners = [index for index, (_, pieces) in enumerate(moved) for _ in pieces]
+    if not first or not owners:
         return []
-    group = first + [copy for _, copy in moved]
-    candidates = [(i, j) for i, j in _box_candidates(group) if (i < len(first)) != (j < len(first))]
-    candidates = [(i, j) if i < len(first) else (j, i) for i, j in candidates]
+    group = first + [piece for _, pieces in moved for piece in pieces]
+    candidates = [(i, j) if i < len(first) else (j, i) for i, j in _box_candidates(group) if (i < len(first)) != (j < len(first))]
     if not candidates:
         return []
     a_index, b_index = (np.array(side) for side in zip(*candidates, strict=True))
     corners = np.array([_corners_of(item) for item in group], dtype=np.float64)
     pixel = np.array([item.pixel for item in group], dtype=np.float64)
     meet = interiors_meet(corners[a_index], corners[b_index], CROSS_CRS_TOLERANCE * np.minimum(pixel[a_index], pixel[b_index]))
-    return [(group[i], moved[j - len(first)][0]) for i, j, hit in zip(a_index, b_index, meet, strict=True) if hit]
+    found: dict[tuple[int, int], tuple[Footprint, Footprint]] = {}
+    for i, j, hit in zip(a_index, b_index, meet, strict=True):
+        owner = owners[j - len(first)]
+        if hit and (i, owner) not in found:
+            found[(int(i), owner)] = (group[i], moved[owner][0])
+    return list(found.values())
 
 
 def _box_candidates(group: list[Footprint]) -> list[tuple[int, int]]:

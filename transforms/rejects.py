@@ -59,7 +59,7 @@ REMEDIES = {
     "gdal_sidecar": "narrow --input to the rasters, e.g. '**/*.tif' (cropshard reads each raster from its own bytes)",
     "not_rectified": "warp the scenes onto a map grid first (gdalwarp), then build from the warped files",
     "outside_split_crs": "a --split_crs whose area covers every raster (a UTM zone for one region, an equal-area CRS such as EPSG:6933 worldwide)",
-    "no_valid_chips": "a higher --max_nodata, a lower --min_label_fraction, or a --split_by block larger than the chips (rejected.jsonl says which skipped them)",
+    "no_valid_chips": "a higher --max_nodata, a lower --min_label_fraction, or a --split_by block larger than the chips (measured in --split_crs units when given; rejected.jsonl says which skipped them)",
 }
 
 

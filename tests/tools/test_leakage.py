@@ -15,6 +15,7 @@ from cropshard.tools import contact_sheet, inspect
 from cropshard.tools.contact_sheet import NODATA_COLOUR, display_pixels
 from cropshard.tools.leakage import (
     Footprint,
+    cross_crs_pairs,
     find_leaks,
     footprint_box,
     footprints,
@@ -364,3 +365,39 @@ def test_rasters_in_two_utm_zones_leak_are_found_and_split_crs_keeps_them_apart(
 def _zone32_chips(dataset: str) -> set[tuple[str, tuple]]:
     items, _, _ = footprints(dataset, inspect.load_info(dataset))
     return {(item.split, item.box) for item in items if item.filename.endswith("zone32.tif")}
+
+
+def _geo(split: str, crs: str, transform: tuple[float, ...], height: int, width: int, name: str) -> Footprint:
+    from cropshard.transforms.raster.chips import crs_identity
+
+    return map_footprint(split, crs_identity(crs), transform, height, width, name, crs)
+
+
+def test_curved_footprints_across_crss_are_compared_as_they_lie() -> None:
+    """A 2.56-degree geographic chip is an arc-edged shape in a conic projection (~700 m of sag):
+    its four reprojected corners missed a chip wholly inside its south edge and reported one 155 m
+    beyond its north edge."""
+    geographic = _geo("train", "EPSG:4326", (-100.0, 0.01, 0.0, 62.56, 0.0, -0.01), 256, 256, "geographic")
+    from rasterio.warp import transform as reproject
+
+    def lcc_chip(lon: float, lat: float, name: str) -> Footprint:  # a 320 m chip whose top-left corner is at lon, lat
+        (x,), (y,) = reproject("EPSG:4326", "EPSG:3978", [lon], [lat])
+        return _geo("test", "EPSG:3978", (x, 10.0, 0.0, y, 0.0, -10.0), 32, 32, name)
+
+    inside = lcc_chip(-98.72, 60.0048, "inside the south edge")
+    outside = lcc_chip(-98.72, 62.5645, "beyond the north edge")
+    pairs, uncompared = cross_crs_pairs([geographic, inside, outside])
+    assert sorted(b.filename if a is geographic else a.filename for a, b in pairs) == ["inside the south edge"] and uncompared == 0
+
+
+def test_the_antimeridian_and_the_poles_across_crss() -> None:
+    # A UTM 60N chip across 180E and a chip at Greenwich: 12,000 km apart (it was a leak: the corners wrapped around the Earth).
+    across = _geo("train", "EPSG:32660", (700000.0, 1000.0, 0.0, 5530000.0, 0.0, -1000.0), 30, 30, "across 180E")
+    greenwich = _geo("test", "EPSG:4326", (0.0, 0.01, 0.0, 51.0, 0.0, -0.01), 100, 100, "greenwich")
+    east = _geo("test", "EPSG:4326", (-179.9, 0.01, 0.0, 49.9, 0.0, -0.01), 20, 20, "just east of 180")
+    pairs, _ = cross_crs_pairs([across, greenwich, east])
+    assert [(a.filename, b.filename) for a, b in pairs] == [("across 180E", "just east of 180")]
+    # A polar stereographic chip around the pole holds the whole cap north of 89.9N (its corners all collapse onto the pole).
+    pole = _geo("train", "EPSG:3413", (-20000.0, 200.0, 0.0, 20000.0, 0.0, -200.0), 200, 200, "pole")
+    cap = _geo("test", "EPSG:4326", (-180.0, 1.0, 0.0, 90.0, 0.0, -0.001), 100, 360, "cap")
+    assert [(a.filename, b.filename) for a, b in cross_crs_pairs([pole, cap])[0]] == [("pole", "cap")]

@@ -410,6 +410,27 @@ def test_chip_blocks_in_the_split_crs() -> None:
     assert chips.chip_blocks(_chip(in_33, (0, 10, 10, 10)), (0, 10, 10, 10), 10.0, "", "img", None) == {"pixels:img|1|0"}
 
 
+def test_split_crs_extents_hold_curved_footprints_poles_and_the_antimeridian() -> None:
+    """The footprint's extent in the split CRS must hold all of it: a polar cap's edge sampled at
+    5 points reached 7.7 of its 10.8 km, so a raster beside it got another split."""
+    from affine import Affine
+    from rasterio.warp import transform as reproject
+
+    cap = Affine(1.0, 0.0, -180.0, 0.0, -0.001, 90.0)  # every longitude, 89.9N-90N: 360 x 100 pixels
+    (spans, (low_y, high_y)) = chips.SplitGrid("EPSG:4326", "EPSG:3413").extent(cap, 360, 100)
+    lons = [i / 10 - 180 for i in range(3601)]
+    xs, ys = reproject("EPSG:4326", "EPSG:3413", lons, [89.9] * len(lons))  # the cap's rim, densely
+    assert spans[0][0] <= min(xs) and spans[0][1] >= max(xs) and low_y <= min(ys) and high_y >= max(ys)
+    # A polar stereographic chip around the pole: in longitude and latitude it reaches 90N at every longitude.
+    around = Affine(200.0, 0.0, -20000.0, 0.0, -200.0, 20000.0)
+    spans, (low_y, high_y) = chips.SplitGrid("EPSG:3413", "EPSG:4326").extent(around, 200, 200)
+    _, corner_lats = reproject("EPSG:3413", "EPSG:4326", [-20000.0], [20000.0])  # the farthest point from the pole
+    assert spans == [(-180.0, 180.0)] and high_y == 90.0 and corner_lats[0] - 0.01 < low_y <= corner_lats[0]
+    # A UTM 60N chip across 180E: two longitude spans, one each side.
+    spans, _ = chips.SplitGrid("EPSG:32660", "EPSG:4326").extent(Affine(1000.0, 0.0, 700000.0, 0.0, -1000.0, 5530000.0), 30, 30)
+    assert len(spans) == 2 and spans[0][0] > 179 and spans[0][1] == 180.0 and spans[1][0] == -180.0 and spans[1][1] < -179
+
+
 def test_a_raster_proj_cannot_place_in_the_split_crs_is_rejected() -> None:
     ortho = parse_split_crs("+proj=ortho +lat_0=0 +lon_0=0 +datum=WGS84")  # the hemisphere seen from above 0N 0E
     grid = chips.SplitGrid("EPSG:4326", ortho)
@@ -447,6 +468,8 @@ def test_crs_identity_is_one_name_per_crs_however_its_wkt_is_spelt() -> None:
     assert chips.crs_identity("") == "" and chips.crs_identity("EPSG:32631") != chips.crs_identity("EPSG:32632")
     # One projection under two EPSG codes (SIRGAS 1995 and 2000 / UTM 25S, as two real files of one area carry).
     assert chips.crs_identity("EPSG:32000") == chips.crs_identity("EPSG:31985") == chips.crs_identity(CRS.from_epsg(31985).to_wkt())
+    # One PROJ string for two datums ~200 m apart (ED50 and FD54 / UTM 29N: `+ellps=intl`, no shift): two grids.
+    assert chips.crs_identity("EPSG:23029") != chips.crs_identity("EPSG:3374")
     local = 'LOCAL_CS["site",UNIT["metre",1]]'  # no PROJ definition: the WKT names it
     assert chips.crs_identity(local) == local
 

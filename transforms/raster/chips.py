@@ -135,8 +135,11 @@ def preview(dataset: Any, bands: Sequence[int], longest: int = 1024) -> np.ndarr
 def crs_identity(crs_text: str) -> str:
     """One name per CRS for a chip's `image/geo/crs` text ('' without a CRS): its PROJ definition,
     so that WKTs of one CRS that differ in names or layout (as two tools write them), and EPSG
-    codes of one map projection (SIRGAS 1995 and SIRGAS 2000 / UTM 25S: EPSG:32000 and 31985),
-    share map units; the text itself when PROJ has no definition for it."""
+    codes of one map projection on datums PROJ ties to WGS 84 alike (SIRGAS 1995 and SIRGAS 2000
+    / UTM 25S: EPSG:32000 and 31985), share map units. A definition that names an ellipsoid but no
+    datum shift (ED50 and FD54 / UTM 29N: one `+ellps=intl` string, ~200 m apart on the ground)
+    adds its datum's name, so two datums are never one grid. The text itself when PROJ has no
+    definition for it."""
     return _proj_identity(crs_text) if crs_text else ""
 
 
@@ -146,10 +149,18 @@ def _proj_identity(text: str) -> str:
     from rasterio.errors import CRSError
 
     try:
-        proj = CRS.from_user_input(text).to_proj4()
+        crs = CRS.from_user_input(text)
+        proj = crs.to_proj4()
     except CRSError:
         return text
-    return " ".join(sorted(proj.split())) if proj else text
+    if not proj:
+        return text
+    tokens = sorted(proj.split())
+    if not any(token.startswith(("+datum=", "+towgs84=")) for token in tokens):
+        datum = re.search(r'DATUM\["([^"]*)"', crs.to_wkt())
+        if datum:  # compared without case and punctuation: WKT writers spell one datum name differently
+            tokens.append("datum:" + re.sub(r"[^a-z0-9]", "", datum.group(1).lower()))
+    return " ".join(tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +183,45 @@ class SplitGrid:
     def reproject(self, xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
         from rasterio.warp import transform
 
-        return transform(_crs(self.source), _crs(self.target), xs, ys)
+        return transform(crs_of(self.source), crs_of(self.target), xs, ys)
+
+    def extent(self, affine: Any, width: float, height: float) -> tuple[list[tuple[float, float]], tuple[float, float]]:
+        """(x intervals, y interval) in the split CRS that hold the whole footprint of a width x
+        height pixel rectangle under `affine`, erring larger: its outline reprojected at
+        RING_STEPS points an edge, widened on each axis by the largest bow a midpoint shows against
+        its neighbours' chord, with a pole inside the footprint added, and split in two where a
+        geographic split CRS has it cross the antimeridian."""
+        ring = ring_points(affine, width, height, RING_STEPS)
+        xs, ys = self.reproject([x for x, _ in ring], [y for _, y in ring])
+        geographic = crs_of(self.target).is_geographic
+        if geographic and max(xs) - min(xs) > 180.0:  # crosses the antimeridian: one side's longitudes + 360
+            xs = [x + 360.0 if x < 0 else x for x in xs]
+        bow_x, bow_y = _bow(xs), _bow(ys)  # per axis: around a pole the longitudes jump, the latitudes do not
+        low_x, high_x, low_y, high_y = min(xs) - bow_x, max(xs) + bow_x, min(ys) - bow_y, max(ys) + bow_y
+        for pole in self._poles_inside(affine, width, height):
+            if geographic:  # a pole is every longitude at one latitude
+                low_x, high_x, low_y, high_y = -180.0, 180.0, min(low_y, pole[1]), max(high_y, pole[1])
+            else:
+                low_x, high_x, low_y, high_y = min(low_x, pole[0]), max(high_x, pole[0]), min(low_y, pole[1]), max(high_y, pole[1])
+        if geographic:
+            low_y, high_y = max(low_y, -90.0), min(high_y, 90.0)
+            if high_x > 180.0:
+                return [(low_x, 180.0), (-180.0, high_x - 360.0)], (low_y, high_y)
+        return [(low_x, high_x)], (low_y, high_y)
+
+    def _poles_inside(self, affine: Any, width: float, height: float) -> list[tuple[float, float]]:
+        """The split CRS's coordinates of each geographic pole the footprint holds (a polar
+        stereographic chip around the pole: its outline alone never reaches the pole's latitude)."""
+        if crs_of(self.source).is_geographic:  # a pole there is a whole edge of the outline
+            return []
+        found = []
+        for source_pole, target_pole in zip(_poles(self.source), _poles(self.target), strict=True):
+            if source_pole is None or target_pole is None:
+                continue
+            col, row = ~affine @ source_pole
+            if 0.0 <= col <= width and 0.0 <= row <= height:
+                found.append(target_pole)
+        return found
 
     def check_covers(self, geo: Sequence[float], shape: tuple[int, int]) -> None:
         """Rejected (`outside_split_crs`) unless PROJ places the raster's whole outline (`geo`:
@@ -216,8 +265,38 @@ def _crs_name(text: str) -> str:
     return f'"{found.group(1)}"' if found and not text.startswith("EPSG:") else text[:80]
 
 
+def _bow(values: Sequence[float]) -> float:
+    """The largest gap between a ring's odd points and the middle of their neighbours, on one axis."""
+    n = len(values)
+    return max(abs(values[i] - (values[i - 1] + values[(i + 1) % n]) / 2) for i in range(1, n, 2))
+
+
+RING_STEPS = 16  # outline points per chip edge for --split_crs (every other one measures the bow)
+
+
+def ring_points(affine: Any, width: float, height: float, steps: int) -> list[tuple[float, float]]:
+    """`steps` points per edge around a width x height pixel rectangle under `affine`, in order
+    around it, from its top-left corner."""
+    edges = (((0, 0), (width, 0)), ((width, 0), (width, height)), ((width, height), (0, height)), ((0, height), (0, 0)))
+    pixels = [(a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps) for a, b in edges for i in range(steps)]
+    return [affine @ pixel for pixel in pixels]
+
+
 @functools.lru_cache(maxsize=64)
-def _crs(text: str) -> Any:
+def _poles(text: str) -> tuple[tuple[float, float] | None, ...]:
+    """The north and south poles in the CRS `text` (None where PROJ places one nowhere finite)."""
+    from rasterio.warp import transform
+
+    try:
+        xs, ys = transform("EPSG:4326", crs_of(text), [0.0, 0.0], [90.0, -90.0])
+    except Exception:  # noqa: BLE001 - no pole in this CRS
+        return (None, None)
+    return tuple((x, y) if math.isfinite(x) and math.isfinite(y) else None for x, y in zip(xs, ys, strict=True))
+
+
+@functools.lru_cache(maxsize=64)
+def crs_of(text: str) -> Any:
+    """The rasterio CRS of a chip's CRS text, parsed once."""
     from rasterio.crs import CRS
 
     return CRS.from_user_input(text)
@@ -246,16 +325,19 @@ def chip_blocks(chip: Chip, box: Box, block: float, crs: str, fallback_key: str,
     else:
         y, x, height, width = chip.source_box
         transform, prefix = (float(x), 1.0, 0.0, float(y), 0.0, 1.0), f"pixels:{fallback_key}"
-    reprojected = bool(crs) and grid is not None and grid.reprojects
-    xs, ys = outline(Affine.from_gdal(*transform), width, height, steps=4 if reprojected else 1)
+    affine = Affine.from_gdal(*transform)
     if crs and grid is not None:
         prefix = f"crs:{grid.identity}"
-    if reprojected:
-        xs, ys = grid.reproject(xs, ys)
+    if crs and grid is not None and grid.reprojects:
+        x_spans, (low_y, high_y) = grid.extent(affine, width, height)
+    else:
+        xs, ys = outline(affine, width, height, steps=1)
+        x_spans, (low_y, high_y) = [(min(xs), max(xs))], (min(ys), max(ys))
     return {
         f"{prefix}|{bx}|{by}"
-        for bx in _block_range(min(xs), max(xs), block)
-        for by in _block_range(min(ys), max(ys), block)
+        for low_x, high_x in x_spans
+        for bx in _block_range(low_x, high_x, block)
+        for by in _block_range(low_y, high_y, block)
     }
 
 
