@@ -272,6 +272,19 @@ def decode_oriented(
     return to_output_mode(img, channels, wide_bits)
 
 
+def refuse_broken_restarts(data: bytes, img: Image.Image) -> None:
+    """Rejected('decode_error') for a JPEG whose restart markers break its restart interval
+    (jpeg_window.restart_mismatch: an interval changed, a marker lost or corrupt) when libjpeg
+    warns about it too: its blocks would be decoded out of place, most of the image garbage."""
+    if img.format not in ("JPEG", "MPO"):
+        return
+    mismatch = jpeg_window.restart_mismatch(data)
+    words = jpeg_scan_end.libjpeg_warning(data) if mismatch else None
+    if words is not None:
+        raise Rejected("decode_error", f"JPEG restart markers do not fit its restart interval ({mismatch}; libjpeg: {words!r}):"
+                                       " its blocks would be decoded out of place")
+
+
 def refuse_scans_ending_early(data: bytes, img: Image.Image) -> None:
     """Rejected('truncated') for a JPEG whose entropy-coded data stops before the image is
     complete (jpeg_scan_end): `img` is its Pillow decode, loaded, in stored orientation."""
@@ -437,6 +450,7 @@ def stream_crops(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     img, rgb16 = _opened(data, max_pixels, wide_rule)
+    refuse_broken_restarts(data, img)
     orientation = exif_orientation(img)
     source_shape = oriented_shape(img, orientation)
     work_shape = working_shape(spec, *source_shape)

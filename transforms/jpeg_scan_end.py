@@ -55,15 +55,20 @@ def last_pixel_is_mid_grey(pixel: int | tuple[int, ...] | np.ndarray, mode: str)
 def scans_end_early(data: bytes) -> str | None:
     """libjpeg's own words when this JPEG's entropy-coded data stops before the image is
     complete, else None. A strict, 1/8-scale decode of the whole file (about one entropy decode)."""
+    words = libjpeg_warning(data)
+    return words if words is not None and any(phrase in words.lower() for phrase in _ENDS_EARLY) else None
+
+
+def libjpeg_warning(data: bytes) -> str | None:
+    """libjpeg-turbo's first warning (or error) decoding this JPEG, else None: a strict, 1/8-scale
+    decode of the whole file (about one entropy decode)."""
     import simplejpeg  # only the few files with a sign pay for loading it
 
     try:
         colorspace = "CMYK" if simplejpeg.decode_jpeg_header(data)[2] in ("CMYK", "YCCK") else "GRAY"
         simplejpeg.decode_jpeg(data, colorspace=colorspace, min_factor=8, strict=True)
     except ValueError as err:
-        words = str(err)
-        if any(phrase in words.lower() for phrase in _ENDS_EARLY):
-            return words
+        return str(err)
     return None
 
 

@@ -281,6 +281,86 @@ def _scan_headers(data: bytes, at: int, frame: JpegFrame) -> list[bytes] | None:
     return None
 
 
+# Inside a scan's entropy-coded data: an RSTn, or the marker that ends the data (as _NEXT_MARKER).
+_SCAN_MARKER = re.compile(rb"\xff([\xd0-\xd7]|[^\x00\xd0-\xd7\xff])")
+
+
+def _restart_markers(data: bytes, start: int) -> tuple[list[int], int]:
+    """The RSTn marker bytes of the entropy-coded data from `start`, and where that data ends: one pass."""
+    markers = []
+    for found in _SCAN_MARKER.finditer(data, start):
+        code = found.group(1)[0]
+        if code > 0xD7 or code < 0xD0:
+            return markers, found.start()
+        markers.append(code)
+    return markers, len(data)
+
+
+def restart_mismatch(data: bytes) -> str | None:
+    """Where a Huffman-coded DCT JPEG's restart markers break its restart interval (DRI), as text;
+    None when they keep it, or the file defines no interval before its first scan (then nothing
+    is counted: a cheap walk of its table segments). With an interval of I MCUs, a scan of M MCUs
+    holds exactly ceil(M / I) - 1 markers, RST0..RST7 in turn (ITU T.81 B.2.1, F.1.2.3); a changed
+    interval, a lost or corrupt marker, or markers where no interval is set, leave libjpeg
+    decoding the wrong blocks in the wrong places, with a warning only. Reported: more markers
+    than the interval allows, or markers out of turn."""
+    try:
+        frame, at = _frame_and_end(data)
+    except ValueError:
+        return None
+    if not frame.huffman_dct:
+        return None
+    sampling = {data[at - 3 * frame.components + 3 * k]: (data[at - 3 * frame.components + 3 * k + 1] >> 4,
+                                                          data[at - 3 * frame.components + 3 * k + 1] & 0x0F)
+                for k in range(frame.components)}
+    interval, scan, n = None, 0, len(data)
+    while at + 4 <= n and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:
+            at += 1
+            continue
+        if marker == 0xD9:
+            return None
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xDD and length == 4:
+            interval = int.from_bytes(data[at + 4 : at + 6], "big")
+        elif marker == 0xDA:
+            if interval is None:
+                return None  # no restart interval: not counted (see above)
+            scan += 1
+            components = data[at + 5 : at + 5 + 2 * data[at + 4] : 2]
+            markers, end = _restart_markers(data, at + 2 + length)
+            mcus = _scan_mcus(frame, sampling, components)
+            expected = _ceil_div(mcus, interval) - 1 if interval else 0
+            in_turn = all(marker == 0xD0 + i % 8 for i, marker in enumerate(markers))
+            # Fewer markers in turn is a scan cut short: jpeg_scan_end tells those (reason truncated).
+            if mcus and (len(markers) > expected or not in_turn):
+                order = "" if in_turn else ", out of turn"
+                return (f"scan {scan} holds {len(markers)} restart markers{order} where its {mcus} MCUs at a restart interval of"
+                        f" {interval} need {expected}")
+            at = end
+            continue
+        at += 2 + length
+    return None
+
+
+def _scan_mcus(frame: JpegFrame, sampling: dict[int, tuple[int, int]], components: bytes) -> int:
+    """The MCUs of a scan of `components` (0 when its components are not the frame's)."""
+    if not sampling or any(component not in sampling for component in components) or not components:
+        return 0
+    h_max, v_max = max(h for h, _ in sampling.values()), max(v for _, v in sampling.values())
+    if not h_max or not v_max:
+        return 0
+    if len(components) == 1:  # a non-interleaved scan: one block is one MCU
+        h, v = sampling[components[0]]
+        return _ceil_div(_ceil_div(frame.width * h, h_max), 8) * _ceil_div(_ceil_div(frame.height * v, v_max), 8)
+    return _ceil_div(frame.width, 8 * h_max) * _ceil_div(frame.height, 8 * v_max)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(a // -b)
+
+
 def _scan_header_valid(header: bytes, frame: JpegFrame) -> bool:
     """An SOS payload of 1-4 of the frame's components with a spectral range a decoder accepts
     (sequential: 0..63, no approximation bits; progressive: DC alone or one component's AC band)."""

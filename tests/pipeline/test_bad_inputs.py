@@ -413,6 +413,12 @@ def _cut_with_end_marker(path: Path) -> None:
     write(path, data[: len(data) * 3 // 5] + b"\xff\xd9")  # libjpeg: "premature end of data segment"
 
 
+def _restart_interval_doubled(path: Path) -> None:
+    data = encode(photo_img(96), "JPEG", quality=90, restart_marker_blocks=4)
+    at = data.index(b"\xff\xdd")  # DRI: 4 MCUs -> 8, every byte of the scans intact
+    write(path, data[: at + 4] + (8).to_bytes(2, "big") + data[at + 6 :])
+
+
 def _marker_in_scan(path: Path) -> None:
     data = bytearray(encode(photo_img(99), "JPEG", quality=90))
     at = len(data) // 2
@@ -546,6 +552,8 @@ FOLDER_CASES: tuple[Case, ...] = (
          pillow_center, check="Pillow reference (garbled there too: libjpeg only warns about corrupt scan data, nothing can tell)"),
     Case("JPEG with a marker inside its scan data", "two bytes halfway through the scan set to 0xFF 0xC4 (Pillow: broken data stream)",
          "broken/marker_in_scan.jpg", "decode_error", _marker_in_scan),
+    Case("JPEG whose restart interval does not fit its restart markers", "DRI of 4 MCUs changed to 8, scans intact (libjpeg: premature end of"
+         " data segment; Pillow and TensorFlow decode most blocks out of place)", "broken/restart_interval.jpg", "decode_error", _restart_interval_doubled),
     Case("JPEG whose scan data stops early, end marker kept", "first 60% of a JPEG's bytes + EOI (Pillow and TensorFlow decode the rest grey)",
          "broken/cut_with_eoi.jpg", "truncated", _cut_with_end_marker),
     Case("PNG whose header declares more rows than its data holds", "IHDR height + 40, CRC fixed (Pillow loads it with black rows)",
@@ -1071,6 +1079,10 @@ Notes
 - A file with a known signature (JPEG, PNG, GIF, TIFF, WebP) whose header fails to parse is `decode_error`;
   `not_an_image` means no format recognises the bytes.
 - Corrupt bytes inside JPEG scan data are usually undetectable: libjpeg warns and decodes garbage, which is written.
+  Restart markers are the exception: with a restart interval (DRI) set, a scan must hold one RSTn marker every
+  interval, in turn; more markers than the interval allows, or markers out of turn (a changed interval, a lost or
+  corrupt marker), confirmed by libjpeg-turbo's warning (simplejpeg), are `decode_error`: the blocks would be decoded
+  out of place. Fewer markers in turn is a scan cut short (below).
   A damaged byte that reads as a marker there (0xFF and a marker code) is told: libjpeg would fill the rest of
   the image grey, so such a file never takes the window decode, and the full decode rejects it (`decode_error`).
 - A JPEG whose scan data stops early but still ends with an end marker (a cut file "repaired", parts of a download

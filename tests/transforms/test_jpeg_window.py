@@ -312,3 +312,44 @@ def test_a_narrow_window_at_the_right_edge_matches_pillow(subsampling: int) -> N
             np.testing.assert_array_equal(
                 decode_jpeg_window(data, box, 1, 3), reference(data, box, 3), err_msg=f"width={width} box={box}"
             )
+
+
+def _restart_jpeg(progressive: bool = False, **options: object) -> bytes:
+    out = io.BytesIO()
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(out, "JPEG", quality=90, progressive=progressive, **options)
+    return out.getvalue()
+
+
+def _with_interval(data: bytes, interval: int) -> bytes:
+    at = data.index(b"\xff\xdd")
+    return data[: at + 4] + interval.to_bytes(2, "big") + data[at + 6 :]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_restart_markers_that_break_the_interval_are_found_and_rejected(progressive: bool) -> None:
+    """A JPEG whose restart interval (DRI) was changed, or one of whose RST markers was lost, was
+    written scrambled: libjpeg only warns, Pillow and TensorFlow keep the warning to themselves."""
+    from cropshard.transforms.crop import CropSpec
+    from cropshard.transforms.decode import decode_crops
+    from cropshard.transforms.jpeg_window import restart_mismatch
+    from cropshard.transforms.rejects import Rejected
+
+    for options in ({"restart_marker_rows": 1}, {"restart_marker_blocks": 3}, {"restart_marker_rows": 2, "subsampling": 0}):
+        assert restart_mismatch(_restart_jpeg(progressive, **options)) is None  # what Pillow's libjpeg writes keeps its interval
+    data = _restart_jpeg(progressive, restart_marker_blocks=3)
+    first_rst = re.search(rb"\xff\xd0", data[data.index(b"\xff\xda") :]).start() + data.index(b"\xff\xda")
+    broken = {
+        "interval doubled": _with_interval(data, 6),
+        "interval zero": _with_interval(data, 0),
+        "a marker lost": data[:first_rst] + data[first_rst + 2 :],
+    }
+    for name, damaged in broken.items():
+        assert restart_mismatch(damaged) is not None, name
+        with pytest.raises(Rejected) as err:
+            decode_crops(damaged, CropSpec("center", size=(32, 32)), "k")
+        assert err.value.reason == "decode_error" and "restart markers do not fit its restart interval" in err.value.message, name
+    decode_crops(data, CropSpec("center", size=(32, 32)), "k")  # the intact file decodes
+    # A file cut inside a scan has fewer markers, in turn: that is a cut file (jpeg_scan_end), not this.
+    cut = data[: first_rst + 40] + b"\xff\xd9"
+    assert restart_mismatch(cut) is None
