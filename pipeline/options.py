@@ -258,7 +258,8 @@ def refuse_blank_values(opts: CropshardOptions) -> None:
     for name, wanted in _BLANK_REFUSED.items():
         value = getattr(opts, name)
         if value is not None and not value.strip():
-            raise ValueError(f"--{name} {value!r} is blank (an unset shell variable?): give {wanted}, or drop it")
+            drop = "" if name == "output" else ", or drop it"  # --output is required
+            raise ValueError(f"--{name} {value!r} is blank (an unset shell variable?): give {wanted}{drop}")
 
 
 def build_config(options: PipelineOptions) -> BuildConfig:

@@ -55,7 +55,7 @@ def config(*args: str):
         # A blank text option (an unset shell variable) read as not given: the build ran on the default without a word.
         *[([f"--{flag}=", "--output=/out", "--input=/in/**", "--size=32"], rf"--{flag} '' is blank \(an unset shell variable\?\)")
           for flag in ("bands", "split_by", "split_crs", "label_raster", "label_names", "box", "split")],
-        (["--output= ", "--input=/in/**", "--size=32"], r"--output ' ' is blank"),
+        (["--output= ", "--input=/in/**", "--size=32"], r"--output ' ' is blank \(an unset shell variable\?\): give the dataset's directory$"),
     ],
 )
 def test_build_config_refuses_bad_combinations(args: list[str], message: str) -> None:
