@@ -36,6 +36,9 @@ SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 # Written instead of cropshard.json when a build is refused (no example, too many rejected):
 # the directory is then incomplete, and this file says why.
 FAILED_FILENAME = "build_failed.json"
+# Written first, before any shard, and removed once cropshard.json or build_failed.json is: a
+# build cut short (killed, the machine lost) is told from another tool's TFRecords by it.
+STARTED_FILENAME = "build_started.json"
 # Part size when only a shard count is given: parts are then split by records anyway.
 DEFAULT_PART_BYTES = 128 * 2**20
 # cropshard.json is written under this prefix, then renamed into place (publish_text).
@@ -328,8 +331,15 @@ class _WriteDatasetInfo(beam.DoFn):
         write_descriptions(self._output, info)
         info_path = join(self._output, metadata.INFO_FILENAME)
         publish_text(info_path, info.to_json())  # last: its presence marks the dataset complete
+        _remove_started(self._output)
         _LOGGER.info("wrote %s", info_path)
         yield info_path
+
+
+def _remove_started(output: str) -> None:
+    started = join(output, STARTED_FILENAME)
+    if FileSystems.exists(started):
+        FileSystems.delete([started])
 
 
 def raster_section(base: Mapping, facts: Mapping[tuple[str, str], int], stats: Mapping[str, Mapping[str, Any]]) -> dict | None:
@@ -377,6 +387,7 @@ def write_failure(output: str, reason: str, dataset_info: Mapping[str, Any] | No
     far as making them (None: the job itself failed). Returns its path."""
     path = join(output, FAILED_FILENAME)
     write_text(path, json.dumps({"reason": reason, "dataset_info": dataset_info}, indent=2) + "\n")
+    _remove_started(output)  # build_failed.json now says what the folder is
     return path
 
 
@@ -436,6 +447,7 @@ DATASET_NAMES = (
     metadata.LABELS_FILENAME,
     metadata.REJECTED_FILENAME,
     FAILED_FILENAME,
+    STARTED_FILENAME,
 )
 # A shard (or its index) as a build names it: `train-00000-of-00004.tfrecord[.gz][.idx]`.
 _SHARD_NAME = re.compile(r"[^/]+-\d{5,}-of-\d{5,}\.tfrecord(?:\.gz)?(?:" + re.escape(shard_index.INDEX_SUFFIX) + ")?")
@@ -481,10 +493,11 @@ def remove_temp_dirs(output: str) -> int:
 def not_a_dataset(output: str, existing: Sequence[str]) -> str | None:
     """The first of `existing` (the files below `output`) that shows `output` holds no cropshard
     dataset, or None when it holds one: published (cropshard.json, or a format-1 dataset_info.json),
-    refused (build_failed.json) or cut short (beam-temp-* folders, the partial cropshard.json, or
-    only files named as a build names them, a shard or rejected.jsonl among them)."""
+    refused (build_failed.json) or cut short (build_started.json, beam-temp-* folders, the partial
+    cropshard.json, or only files named as a build names them, with rejected.jsonl or a shard's
+    index among them: TFRecords named as Beam names shards alone may be another tool's)."""
     names = [path[len(output):].lstrip("/") if path.startswith(output) else shard_file_name(path) for path in existing]
-    markers = {metadata.INFO_FILENAME, FAILED_FILENAME, PARTIAL_PREFIX + metadata.INFO_FILENAME}
+    markers = {metadata.INFO_FILENAME, FAILED_FILENAME, STARTED_FILENAME, PARTIAL_PREFIX + metadata.INFO_FILENAME}
     if markers & set(names) or any(name.startswith("beam-temp-") for name in names):
         return None
     if metadata.LEGACY_INFO_FILENAME in names:
@@ -494,7 +507,8 @@ def not_a_dataset(output: str, existing: Sequence[str]) -> str | None:
     foreign = [name for name in names if name not in DATASET_NAMES and not _SHARD_NAME.fullmatch(name)]
     # Shards or rejected.jsonl, and nothing a build does not write: a build killed before it
     # published (Ctrl-C removes the temp folders, not the shards already renamed into place).
-    cut_short = any(_SHARD_NAME.fullmatch(name) or name == metadata.REJECTED_FILENAME for name in names)
+    cut_short = any(name.endswith(shard_index.INDEX_SUFFIX) and _SHARD_NAME.fullmatch(name) or name == metadata.REJECTED_FILENAME
+                    for name in names)
     if not foreign and cut_short:
         return None
     return sorted(foreign or names)[0]
@@ -522,8 +536,14 @@ def prepare_output(output: str, overwrite: bool) -> None:
     """Refuse a non-empty output unless --overwrite, and with it one that holds no cropshard dataset
     (not_a_dataset: --overwrite must never delete another tool's files); with it, remove the old
     cropshard.json (and a format-1 dataset's dataset_info.json) first, so an interrupted overwrite
-    never looks complete, then old shards, their indexes, the other metadata and temp dirs."""
+    never looks complete, then old shards, their indexes, the other metadata and temp dirs; then
+    write build_started.json."""
     check_output_is_a_folder(output)
+    _prepare_output(output, overwrite)
+    write_text(join(output, STARTED_FILENAME), json.dumps({"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}) + "\n")
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
     if FileSystems.get_filesystem(output).has_dirs() and not FileSystems.exists(output):
         if "://" not in output:
             os.makedirs(output, exist_ok=True)

@@ -29,7 +29,7 @@ from cropshard.pipeline.arguments import UsageError, check_build_arguments, glob
 from cropshard.pipeline.build import count_manifest_rows, prepare, shards_text
 from cropshard.reader import metadata
 from cropshard.transforms.examples import ImagesToExamples
-from cropshard.transforms.write import FAILED_FILENAME, ShardLayout
+from cropshard.transforms.write import FAILED_FILENAME, STARTED_FILENAME, ShardLayout
 
 from tests import imagegen, rastergen
 
@@ -353,6 +353,7 @@ def folder_of(out: Path, files: dict[str, str]) -> Path:
     # Cut short after its shards were renamed into place (Ctrl-C removes only the temp folders).
     {"train-00000-of-00002.tfrecord": "", "train-00000-of-00002.tfrecord.idx": "", "rejected.jsonl": ""},
     {"rejected.jsonl": ""},
+    {STARTED_FILENAME: "{}", "train-00000-of-00002.tfrecord": ""},  # killed before any index was written
 ], ids=lambda left: ",".join(left))
 def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: dict[str, str]) -> None:
     from cropshard.transforms.write import prepare_output
@@ -361,7 +362,7 @@ def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: di
     with pytest.raises(FileExistsError, match="pass --overwrite to replace the dataset there"):
         prepare_output(str(out), overwrite=False)
     prepare_output(str(out), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == (["notes.txt"] if "notes.txt" in left else [])
+    assert sorted(p.name for p in out.iterdir()) == [STARTED_FILENAME] + (["notes.txt"] if "notes.txt" in left else [])
 
 
 @pytest.mark.parametrize("left", [
@@ -369,6 +370,8 @@ def test_overwrite_replaces_what_a_cropshard_build_left(tmp_path: Path, left: di
     {"train-00000-of-00002.tfrecord": "", "notes.txt": "mine"},  # shards among other files: not ours to delete
     {"dataset_info.json": json.dumps({"name": "tfds"}), "train.tfrecord-00000-of-00001": ""},  # TFDS's own dataset
     {"sub/train-00000-of-00001.tfrecord": ""},
+    # Another tool's TFRecords named as Beam's WriteToTFRecord names shards: --overwrite deleted them.
+    {"mydata-00000-of-00002.tfrecord": "", "mydata-00001-of-00002.tfrecord": ""},
 ], ids=lambda left: ",".join(left))
 def test_overwrite_refuses_folders_a_cropshard_build_did_not_leave(tmp_path: Path, left: dict[str, str]) -> None:
     from cropshard.transforms.write import prepare_output

@@ -145,7 +145,23 @@ def test_overwrite_removes_shards_but_not_a_users_own_tfrecord(tmp_path) -> None
     removed = sorted(p.rsplit("/", 1)[-1] for p in write.dataset_files(str(tmp_path)))
     assert removed == sorted(names[:4])
     write.prepare_output(str(tmp_path), overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_training_data.tfrecord", "notes.txt"]
+    # build_started.json: the new build's first file, until it publishes or fails.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [write.STARTED_FILENAME, "my_training_data.tfrecord", "notes.txt"]
+
+
+def test_overwrite_refuses_another_tools_tfrecords_named_as_beam_names_shards(tmp_path) -> None:
+    """WriteToTFRecord names shards `data-00000-of-00002.tfrecord`: a folder of them alone was taken
+    for a cropshard build cut short, and --overwrite deleted them."""
+    foreign = ["data-00000-of-00002.tfrecord", "data-00001-of-00002.tfrecord"]
+    for name in foreign:
+        (tmp_path / name).write_text("another tool's records")
+    with pytest.raises(FileExistsError, match="holds files that are not a cropshard dataset"):
+        write.prepare_output(str(tmp_path), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == foreign
+    # A build of ours cut short (its first file there, then shards) is still replaced.
+    (tmp_path / write.STARTED_FILENAME).write_text("{}")
+    write.prepare_output(str(tmp_path), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [write.STARTED_FILENAME]
 
 
 def test_a_refused_build_removes_the_shards_it_wrote(tmp_path) -> None:
