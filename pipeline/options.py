@@ -498,9 +498,12 @@ def check_manifest_columns(opts: CropshardOptions, fractions: tuple | None, colu
     """ValueError for a manifest column the build would not read: a split column with --split
     fractions (the default included) put held-out rows into train; a box column without --crop
     manifest was cut as centre crops. And for a column the options need that no row fills
-    (--split names, --crop manifest): every row would be rejected."""
+    (--split names, --crop manifest): every row would be rejected. And for rows naming one image
+    twice without --dedup (transforms/manifest.py RepeatedRows)."""
     if columns is None:
         return
+    if columns.repeated and not opts.dedup:
+        raise ValueError(columns.repeated)
     if fractions is None and "split" not in columns.filled:
         raise ValueError(f"--split {opts.split} takes each row's split from the manifest, but {opts.manifest} has no split column"
                          " (or none filled): add one, or give fractions, e.g. --split train=0.8,validation=0.2")

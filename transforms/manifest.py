@@ -83,6 +83,7 @@ class ManifestColumns:
     labelled: int = 0  # rows with a label, and without one (the first such row's path)
     unlabelled: int = 0
     first_unlabelled: str | None = None
+    repeated: str | None = None  # rows naming one image twice (RepeatedRows), refused without --dedup
 
 
 def _filled(value: object) -> bool:
@@ -130,6 +131,48 @@ def _jsonl_rows(path: str) -> Iterator[dict]:
                 yield row
 
 
+class RepeatedRows:
+    """Manifest rows naming one image (its path resolved) twice: with one box (or none) each is
+    written once per row, the same example twice; in two splits, one image is in both (train and
+    test). Rows of one image with other boxes in one split are crops of several objects: kept."""
+
+    def __init__(self, manifest: str) -> None:
+        self._dir = posixpath.dirname(manifest) if "://" in manifest else _local_dirname(manifest)
+        self._seen: dict[str, tuple[int, str, str]] = {}  # resolved path -> (row, split, box) of its first row
+        self._rows = 0
+        self.first: tuple[str, int, int, str] | None = None  # (path, first row, repeating row, why)
+        self.count = 0
+
+    def add(self, row: Mapping) -> None:
+        self._rows += 1
+        path = str(row.get("path") or "").strip()
+        if not path:
+            return
+        split, box = str(row.get("split") or "").strip(), str(row.get("box") or "").strip()
+        key = resolve_row_path(path, self._dir)
+        seen = self._seen.setdefault(key, (self._rows, split, box))
+        if seen[0] == self._rows:
+            return
+        why = None
+        if split != seen[1]:
+            why = f"splits {seen[1]!r} and {split!r}"
+        elif box == seen[2]:
+            why = "the same box" if box else "no box"
+        if why is not None:
+            self.count += 1
+            self.first = self.first or (path, seen[0], self._rows, why)
+
+    def problem(self) -> str | None:
+        """What is wrong, for a usage error (a build without --dedup), or None."""
+        if self.first is None:
+            return None
+        path, first, again, why = self.first
+        return (f"the manifest lists {self.count} image{'s' if self.count > 1 else ''} again, e.g. {path!r} in data rows {first}"
+                f" and {again} ({why}): each row is an example, so that image would be written twice"
+                f"{', in both splits' if why.startswith('splits') else ''}; list each image once (one row per box for several crops),"
+                " or --dedup to keep its first row")
+
+
 def manifest_columns(path: str) -> ManifestColumns:
     """The launcher's look at a manifest: a CSV's header and every row, or every JSONL row (rows may
     differ, and a key no option turned on must not be ignored; nor a row without the label the
@@ -143,7 +186,9 @@ def manifest_columns(path: str) -> ManifestColumns:
     filled: set[str] = set()
     splits: dict[str, None] = {}
     labelled, unlabelled, first_unlabelled = 0, 0, None
+    repeats = RepeatedRows(path)
     for row in rows:
+        repeats.add(row)
         filled.update(key for key in CHECKED_COLUMNS if _filled(row.get(key)))
         if _filled(row.get("split")):
             splits.setdefault(str(row["split"]).strip())
@@ -153,7 +198,7 @@ def manifest_columns(path: str) -> ManifestColumns:
             unlabelled += 1
             first_unlabelled = first_unlabelled or str(row.get("path"))
     declared = frozenset(header) if header else frozenset(filled)
-    return ManifestColumns(declared, frozenset(filled), tuple(splits), labelled, unlabelled, first_unlabelled)
+    return ManifestColumns(declared, frozenset(filled), tuple(splits), labelled, unlabelled, first_unlabelled, repeats.problem())
 
 
 def parse_manifest_row(

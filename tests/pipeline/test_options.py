@@ -297,3 +297,11 @@ def test_an_input_naming_an_existing_bracketed_folder_is_refused(tmp_path) -> No
         with pytest.raises(ValueError, match=r"Photos \[2024\] exists, but \[ \] in a pattern match any one character"):
             parse_inputs([str(tmp_path / given)])
     assert parse_inputs([str(tmp_path / "Photos [0-9]/**")]) == (str(tmp_path / "Photos [0-9]/**"),)  # a class of characters, as globs mean
+
+
+def test_a_manifest_naming_one_image_twice_is_refused_without_dedup(tmp_path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\na.jpg,cat,train\na.jpg,cat,test\n")
+    with pytest.raises(ValueError, match=r"lists 1 image again, e.g. 'a.jpg' in data rows 1 and 2 \(splits 'train' and 'test'\)"):
+        config(f"--manifest={manifest}", f"--output={tmp_path / 'out'}", "--size=32", "--split=train,test")
+    assert config(f"--manifest={manifest}", f"--output={tmp_path / 'out'}", "--size=32", "--split=train,test", "--dedup").dedup

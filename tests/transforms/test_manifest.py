@@ -162,3 +162,20 @@ def test_csv_labels_are_stripped():
     # Without the strip "a.jpg, cat" gave the label " cat": a second class next to "cat".
     assert parse_manifest_row("a.jpg, cat", "csv", ["path", "label"], "/m", None).label == "cat"
     assert parse_manifest_row("a.jpg,cat  ", "csv", ["path", "label"], "/m", None).label == "cat"
+
+
+def test_rows_naming_one_image_twice_are_found(tmp_path):
+    """A copy-paste slip: the same path on two rows was written twice, into train and test with a
+    split column; rows of one image with other boxes in one split are crops of several objects."""
+    def repeated(*rows: str) -> str | None:
+        path = tmp_path / "m.csv"
+        path.write_text("path,label,split,box\n" + "".join(f"{row}\n" for row in rows))
+        return manifest_columns(str(path)).repeated
+
+    assert repeated('a.jpg,cat,train,"0,0,8,8"', 'a.jpg,dog,train,"8,8,8,8"', "b.jpg,cat,test,") is None
+    found = repeated("a.jpg,cat,train,", "b.jpg,cat,test,", "./a.jpg,cat,test,")  # one file however the path is spelt
+    assert found.startswith("the manifest lists 1 image again, e.g. './a.jpg' in data rows 1 and 3 (splits 'train' and 'test')")
+    assert "in both splits" in found and "--dedup" in found
+    assert "(the same box)" in repeated('a.jpg,cat,train,"0,0,8,8"', 'a.jpg,dog,train,"0,0,8,8"')
+    assert "(no box)" in repeated("a.jpg,cat,train,", f"{tmp_path}/a.jpg,dog,train,")
+    assert "2 images again" in repeated("a.jpg,cat,train,", "a.jpg,cat,train,", "b.jpg,cat,test,", "b.jpg,cat,train,")
