@@ -37,6 +37,9 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 # Usage errors exit 2, as cropshard's own do.
 [[ -n ${PROJECT:-} ]] || { echo "dataflow.sh: error: set PROJECT to your GCP project id" >&2; exit 2; }
 [[ -n ${BUCKET:-} ]] || { echo "dataflow.sh: error: set BUCKET to a GCS bucket name for Beam temp/staging files (without gs://)" >&2; exit 2; }
+# GCS bucket names: 3-63 of a-z 0-9 - _ . , starting and ending with a letter or digit. Beam took
+# BUCKET=b as given, and even a dry run then looked for a default staging bucket over the network.
+[[ $BUCKET =~ ^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$ ]] || { echo "dataflow.sh: error: BUCKET=$BUCKET is not a GCS bucket name (3-63 characters: a-z 0-9 - _ . starting and ending with a letter or digit; no gs://)" >&2; exit 2; }
 REGION=${REGION:-us-central1}
 MACHINE_TYPE=${MACHINE_TYPE:-n2-standard-4}
 MAX_WORKERS=${MAX_WORKERS:-32}

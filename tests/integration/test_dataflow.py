@@ -236,3 +236,14 @@ print(json.dumps({{"modules": sorted(m.__name__ for m in loaded), "version": ver
     assert set(report["modules"]) == modules
     beam_pin = re.search(r"^apache-beam==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
     assert report["version"] == VERSION and report["beam"] == beam_pin
+
+
+@pytest.mark.parametrize("bucket", ["b", "gs://my-bucket", "My_Bucket", "my-bucket-", "a" * 64])
+def test_dataflow_script_refuses_a_bucket_name_gcs_would_not_have(bucket: str) -> None:
+    # BUCKET=b went to the network even with DRY_RUN=1 (120 s, then a RetryError naming a default staging bucket).
+    done = subprocess.run(["bash", str(REPO / "launch" / "dataflow.sh"), *BUILD_ARGS],
+                          env={**os.environ, "PROJECT": "p", "BUCKET": bucket, "PRINT_ONLY": "1"}, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == (f"dataflow.sh: error: BUCKET={bucket} is not a GCS bucket name (3-63 characters: a-z 0-9 - _ ."
+                                   " starting and ending with a letter or digit; no gs://)")
+    assert script_command({"PROJECT": "p", "BUCKET": "my.bucket_2"}, *BUILD_ARGS)  # a valid name passes
