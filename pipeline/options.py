@@ -290,6 +290,7 @@ def build_config(options: PipelineOptions) -> BuildConfig:
     check_raster_encoding(opts.encoding, raster.dtype, channels)
     if opts.num_shards < 0 or not opts.target_shard_mb > 0 or opts.max_pixels < 1:  # `not >` refuses NaN too
         raise ValueError("--num_shards must be >= 0, --target_shard_mb and --max_pixels positive")
+    check_sizes_fit_max_pixels(crop, opts.max_pixels)
     if opts.num_shards > MAX_SHARDS:  # Beam writes every shard, empty ones too: 10^8 of them ran for hours
         raise ValueError(f"--num_shards {opts.num_shards} is over {MAX_SHARDS} shards per split; use fewer, or --num_shards 0 for shards by size")
     if not MIN_SHARD_MB <= opts.target_shard_mb <= MAX_SHARD_MB:
@@ -327,6 +328,16 @@ def build_config(options: PipelineOptions) -> BuildConfig:
 # Paths of the kinds a build writes below --output while its inputs are being listed.
 OUTPUT_PROBES = ("part", "beam-temp-train-0/part-0", "train-00000-of-00001.tfrecord", "train.tfrecord.idx", "cropshard.json",
                  "rejected.jsonl", "labels.txt")
+
+
+def check_sizes_fit_max_pixels(crop: CropSpec, max_pixels: int) -> None:
+    """ValueError for a --size no crop can take under --max_pixels: every crop (a raster chip
+    too) would be too_many_pixels, after --overwrite had removed the old dataset. (A --resize
+    past it is not refused: rasters are read a chip at a time, so the limit is a chip's.)"""
+    if crop.size and crop.size[0] * crop.size[1] > max_pixels:
+        height, width = crop.size
+        raise ValueError(f"--size {height}x{width} is {height * width} pixels, over --max_pixels {max_pixels}: every crop would be"
+                         " rejected too_many_pixels; a smaller --size, or a higher --max_pixels for trusted images")
 
 
 def check_output_outside_inputs(output: str, inputs: Sequence[str]) -> None:

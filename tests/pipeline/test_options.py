@@ -55,6 +55,9 @@ def config(*args: str):
         # A blank text option (an unset shell variable) read as not given: the build ran on the default without a word.
         *[([f"--{flag}=", "--output=/out", "--input=/in/**", "--size=32"], rf"--{flag} '' is blank \(an unset shell variable\?\)")
           for flag in ("bands", "split_by", "split_crs", "label_raster", "label_names", "box", "split")],
+        # Sizes no image can take: every input was rejected too_many_pixels, after --overwrite removed the old dataset.
+        (["--output=/out", "--input=/in/**", "--size=20000x20000"], r"--size 20000x20000 is 400000000 pixels, over --max_pixels 89478485"),
+        (["--output=/out", "--input=/in/**", "--size=64", "--max_pixels=1000"], r"--size 64x64 is 4096 pixels, over --max_pixels 1000"),
         (["--output= ", "--input=/in/**", "--size=32"], r"--output ' ' is blank \(an unset shell variable\?\): give the dataset's directory$"),
     ],
 )
@@ -87,13 +90,13 @@ def test_build_config_carries_every_option() -> None:
     built = config(
         "--output=/out", "--input=/in/**", "--crop=random", "--size=96x64", "--crops_per_image=3", "--small=pad",
         "--resize=200", "--channels=1", "--encoding=jpeg", "--jpeg_quality=80", "--split=train=0.75,test=0.25",
-        "--label_from=none", "--target_shard_mb=64", "--compression=gzip", "--max_pixels=1000",
+        "--label_from=none", "--target_shard_mb=64", "--compression=gzip", "--max_pixels=100000",
         "--seed=7", "--dedup", "--overwrite", "--progress=log",
     )
     crop = built.example.crop
     assert (crop.strategy, crop.size, crop.crops_per_image, crop.small, crop.resize, crop.seed) == ("random", (96, 64), 3, "pad", 200, 7)
     example = built.example
-    assert (example.channels, example.encoding, example.jpeg_quality, example.max_pixels) == (1, "jpeg", 80, 1000)
+    assert (example.channels, example.encoding, example.jpeg_quality, example.max_pixels) == (1, "jpeg", 80, 100000)
     assert example.split_fractions == (("train", 0.75), ("test", 0.25))
     assert built.split_names == ("train", "test") and not built.splits_from_input
     assert (built.labels, built.num_shards, built.target_shard_mb, built.compression) == ("none", 0, 64.0, "gzip")
