@@ -27,7 +27,7 @@ from cropshard.pipeline.options import normalize_input
 from cropshard.reader import fileio, metadata, schema
 from cropshard.transforms.listing import count_inputs, glob_root, iter_matches
 from cropshard.transforms.rejects import Rejection
-from cropshard.transforms.write import prepare_output, written_files
+from cropshard.transforms.write import STARTED_FILENAME, prepare_output, written_files
 
 from tests import imagegen
 from tests.gcs_emulator import GcsEmulator, emulator_environment, split_url
@@ -177,9 +177,11 @@ def test_listing_counting_and_prepare_output_on_gs(gcs: GcsEmulator, tmp_path: P
     assert glob_root(f"{base}/a/**") == f"{base}/a/"
 
     # prepare_output: GCS has no directories, so emptiness comes from listing below the prefix.
-    prepare_output(f"{base}/fresh", overwrite=False)  # nothing there: fine, and nothing created
-    assert gcs.list(f"{base}/fresh") == []
+    prepare_output(f"{base}/fresh", overwrite=False)  # nothing there: fine, and only the build's first file is made
+    assert gcs.list(f"{base}/fresh") == [f"{base}/fresh/{STARTED_FILENAME}"]
     prepare_output(f"{base}/a/b/y", overwrite=False)  # "y" is a prefix of the object "y.jpg", not a folder of it
+    assert gcs.list(f"{base}/a/b/y/") == [f"{base}/a/b/y/{STARTED_FILENAME}"]
+    gcs.client().bucket("bucket").blob(f"listing/a/b/y/{STARTED_FILENAME}").delete()
     with pytest.raises(FileExistsError, match="not empty"):
         prepare_output(f"{base}/a", overwrite=False)
     with pytest.raises(FileExistsError, match="not empty"):
@@ -194,7 +196,8 @@ def test_listing_counting_and_prepare_output_on_gs(gcs: GcsEmulator, tmp_path: P
         (old / name).write_text("old")
     gcs.upload_tree(old, f"{base}/old")
     prepare_output(f"{base}/old", overwrite=True)
-    assert gcs.list(f"{base}/old") == [f"{base}/old/notes.txt"], "--overwrite removes the dataset and temp files, nothing else"
+    assert gcs.list(f"{base}/old") == [f"{base}/old/{STARTED_FILENAME}", f"{base}/old/notes.txt"], \
+        "--overwrite removes the dataset and temp files, nothing else"
 
 
 def test_gs_folder_without_slash_gets_a_hint(gcs: GcsEmulator, uploaded: dict[str, str]) -> None:
@@ -223,7 +226,7 @@ def test_an_output_that_is_an_object_is_refused_like_a_local_file(gcs: GcsEmulat
         with pytest.raises(FileExistsError, match="^--output gs://bucket/objects/file.bin is a file, not a folder"):
             prepare_output("gs://bucket/objects/file.bin", overwrite=overwrite)
     prepare_output("gs://bucket/objects/file", overwrite=False)  # a prefix of the object's name is not the object
-    assert gcs.list("gs://bucket/objects/") == ["gs://bucket/objects/file.bin"]
+    assert gcs.list("gs://bucket/objects/") == ["gs://bucket/objects/file.bin", f"gs://bucket/objects/file/{STARTED_FILENAME}"]
 
 
 def test_an_output_folder_made_in_the_console_is_an_empty_folder(gcs: GcsEmulator) -> None:
@@ -232,7 +235,9 @@ def test_an_output_folder_made_in_the_console_is_an_empty_folder(gcs: GcsEmulato
     put(gcs, "gs://bucket/newds/sub/")  # an empty subfolder, as a local empty directory is
     for overwrite in (False, True):
         prepare_output("gs://bucket/newds", overwrite=overwrite)
-    assert gcs.list("gs://bucket/newds/") == ["gs://bucket/newds/", "gs://bucket/newds/sub/"], "the placeholders stay"
+    assert gcs.list("gs://bucket/newds/") == ["gs://bucket/newds/", f"gs://bucket/newds/{STARTED_FILENAME}", "gs://bucket/newds/sub/"], \
+        "the placeholders stay"
+    gcs.client().bucket("bucket").blob(f"newds/{STARTED_FILENAME}").delete()  # as the console left it: no build ever started
     put(gcs, "gs://bucket/newds/notes.txt", b"mine")
     with pytest.raises(FileExistsError, match=r"\(1 files\).*\(e\.g\. notes\.txt\)"):
         prepare_output("gs://bucket/newds", overwrite=True)
